@@ -1,0 +1,128 @@
+//! Metadata: repositories, which blobs each repository may use, manifests, tags and
+//! upload sessions.
+//!
+//! The trait speaks in domain types and whole operations ("complete this upload",
+//! "store this manifest and move this tag"), each one transaction, so that every
+//! backend gives the same guarantees and the registry never sees SQL.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use wharf_oci::{Digest, Reference, RepoName, Tag, UploadId};
+
+pub mod schema;
+pub mod sqlite;
+pub mod testsuite;
+
+pub use sqlite::SqliteMetaStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    /// A manifest names a blob or manifest its repository does not have.
+    #[error("{0} is not in the repository")]
+    MissingReference(Digest),
+    #[error("the metadata schema is at level {found}, newer than this wharf understands (level {supported}); run a wharf release that supports it")]
+    SchemaTooNew { found: u32, supported: u32 },
+    #[error("the metadata schema is at level {found} and this wharf needs level {supported}; run `wharf upgrade apply` first")]
+    SchemaTooOld { found: u32, supported: u32 },
+    #[error("metadata store error: {0}")]
+    Backend(String),
+}
+
+pub type Result<T, E = MetaError> = std::result::Result<T, E>;
+
+/// An upload session, as every replica sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadSession {
+    pub id: UploadId,
+    pub repo: RepoName,
+    /// Bytes received and recorded so far: the next chunk must start here.
+    pub size: u64,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+/// A manifest to store: its exact bytes and the fields the registry queries by.
+#[derive(Debug, Clone)]
+pub struct NewManifest {
+    pub digest: Digest,
+    pub media_type: String,
+    pub payload: Bytes,
+    pub artifact_type: Option<String>,
+    pub subject: Option<Digest>,
+    /// The manifest's top-level annotations as JSON, reported by the referrers API.
+    pub annotations_json: Option<String>,
+    /// Blobs and manifests that must be in the repository for the manifest to be stored.
+    pub required_blobs: Vec<Digest>,
+    pub required_manifests: Vec<Digest>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredManifest {
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: u64,
+    /// Present when asked for.
+    pub payload: Option<Bytes>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Referrer {
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: u64,
+    pub artifact_type: Option<String>,
+    pub annotations_json: Option<String>,
+}
+
+#[async_trait]
+pub trait MetaStore: Send + Sync + 'static {
+    /// The schema level of the data this store holds.
+    async fn schema_level(&self) -> Result<u32>;
+
+    // --- repositories ---
+    /// Repository names in lexical order, after `after`, at most `limit`.
+    async fn list_repositories(&self, after: Option<&str>, limit: usize) -> Result<Vec<RepoName>>;
+
+    // --- blobs ---
+    /// The size of `digest` if `repo` may use it.
+    async fn repo_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>>;
+    /// The size of `digest` if any repository has it (its bytes are stored).
+    async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>>;
+    /// Lets `repo` use a blob that is already stored (a cross-repository mount).
+    /// `false` if the blob is not stored.
+    async fn link_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool>;
+    /// Removes `repo`'s use of a blob; `false` if it had none. The bytes stay for GC.
+    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool>;
+
+    // --- upload sessions ---
+    async fn create_upload(&self, session: &UploadSession) -> Result<()>;
+    async fn get_upload(&self, id: &UploadId) -> Result<Option<UploadSession>>;
+    /// Records that the session grew from `from` to `to` bytes; `false` if its size was
+    /// no longer `from` (another request got there first) or it is gone.
+    async fn advance_upload(&self, id: &UploadId, from: u64, to: u64) -> Result<bool>;
+    async fn delete_upload(&self, id: &UploadId) -> Result<bool>;
+    /// In one transaction: records the stored blob, lets the session's repository use
+    /// it, ends the session. Call only once the blob's bytes are durable.
+    async fn complete_upload(&self, id: &UploadId, repo: &RepoName, digest: &Digest, size: u64) -> Result<()>;
+
+    // --- manifests and tags ---
+    /// In one transaction: checks the required blobs and manifests are in `repo`,
+    /// stores the manifest (a no-op if already stored) and points `tag` at it.
+    async fn put_manifest(&self, repo: &RepoName, manifest: &NewManifest, tag: Option<&Tag>) -> Result<()>;
+    async fn get_manifest(&self, repo: &RepoName, reference: &Reference, with_payload: bool) -> Result<Option<StoredManifest>>;
+    /// Deletes a manifest and every tag pointing at it; `false` if it was not there.
+    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool>;
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool>;
+    /// Tags in lexical order after `after`, at most `limit`; `None` if the repository
+    /// does not exist.
+    async fn list_tags(&self, repo: &RepoName, after: Option<&str>, limit: usize) -> Result<Option<Vec<Tag>>>;
+    /// Manifests in `repo` whose subject is `subject`, optionally of one artifact type.
+    async fn referrers(&self, repo: &RepoName, subject: &Digest, artifact_type: Option<&str>) -> Result<Vec<Referrer>>;
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,465 @@
+//! The embedded metadata store: SQLite in WAL mode with `synchronous=FULL`, so every
+//! committed transaction survives a power cut (an acknowledged push is durable).
+//!
+//! rusqlite is synchronous; every call runs on tokio's blocking pool. One connection
+//! writes (SQLite admits one writer at a time anyway, and `BEGIN IMMEDIATE` makes a
+//! second process wait instead of failing half-way); a small pool of connections reads
+//! concurrently, which WAL allows.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use wharf_oci::{Digest, Reference, RepoName, Tag, UploadId};
+
+use crate::schema::{MIGRATIONS, SCHEMA_LEVEL};
+use crate::{
+    now_ms, MetaError, MetaStore, NewManifest, Referrer, Result, StoredManifest, UploadSession,
+};
+
+const READERS: usize = 4;
+
+#[derive(Clone)]
+pub struct SqliteMetaStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+fn backend(e: impl std::fmt::Display) -> MetaError {
+    MetaError::Backend(e.to_string())
+}
+
+impl From<rusqlite::Error> for MetaError {
+    fn from(e: rusqlite::Error) -> Self {
+        backend(e)
+    }
+}
+
+fn connect(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
+fn parse<T: std::str::FromStr>(s: String) -> rusqlite::Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    s.parse().map_err(|e: T::Err| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.to_string().into())
+    })
+}
+
+fn level_of(conn: &Connection) -> Result<u32> {
+    let has_table: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'wharf_schema')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_table {
+        return Ok(0);
+    }
+    Ok(conn.query_row("SELECT COALESCE(MAX(level), 0) FROM wharf_schema", [], |r| r.get(0))?)
+}
+
+impl SqliteMetaStore {
+    /// Opens the store at `path`. An empty database gets the current schema; a
+    /// database at another schema level is refused with the reason.
+    pub async fn open(path: impl Into<PathBuf>) -> Result<Self> {
+        let path = path.into();
+        tokio::task::spawn_blocking(move || Self::open_blocking(path))
+            .await
+            .map_err(backend)?
+    }
+
+    fn open_blocking(path: PathBuf) -> Result<Self> {
+        let mut writer = connect(&path)?;
+        let tx = writer.transaction_with_behavior(TransactionBehavior::Exclusive)?;
+        let found = level_of(&tx)?;
+        if found > SCHEMA_LEVEL {
+            return Err(MetaError::SchemaTooNew { found, supported: SCHEMA_LEVEL });
+        }
+        if found == 0 {
+            tx.execute_batch(
+                "CREATE TABLE wharf_schema (
+                    level INTEGER PRIMARY KEY, name TEXT NOT NULL,
+                    applied_at INTEGER NOT NULL, wharf_version TEXT NOT NULL)",
+            )?;
+            for m in MIGRATIONS {
+                tx.execute_batch(m.sqlite)?;
+                tx.execute(
+                    "INSERT INTO wharf_schema (level, name, applied_at, wharf_version) VALUES (?, ?, ?, ?)",
+                    params![m.level, m.name, now_ms(), env!("CARGO_PKG_VERSION")],
+                )?;
+            }
+            tracing::info!(path = %path.display(), level = SCHEMA_LEVEL, "created metadata store");
+        } else if found < SCHEMA_LEVEL {
+            return Err(MetaError::SchemaTooOld { found, supported: SCHEMA_LEVEL });
+        }
+        tx.commit()?;
+        let readers = (0..READERS).map(|_| connect(&path)).collect::<Result<Vec<_>>>()?;
+        Ok(SqliteMetaStore {
+            inner: Arc::new(Inner { path, writer: Mutex::new(writer), readers: Mutex::new(readers) }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `f` in one immediate (write-locking) transaction on the blocking pool.
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Transaction) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        })
+        .await
+        .map_err(backend)?
+    }
+
+    /// Runs `f` on a reader connection on the blocking pool.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = inner.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let conn = match pooled {
+                Some(c) => c,
+                None => connect(&inner.path)?, // all busy: a short-lived extra reader
+            };
+            let out = f(&conn);
+            let mut readers = inner.readers.lock().unwrap_or_else(|p| p.into_inner());
+            if readers.len() < READERS {
+                readers.push(conn);
+            }
+            out
+        })
+        .await
+        .map_err(backend)?
+    }
+}
+
+fn repo_id(conn: &Connection, repo: &str) -> rusqlite::Result<Option<i64>> {
+    conn.prepare_cached("SELECT id FROM repositories WHERE name = ?")?
+        .query_row([repo], |r| r.get(0))
+        .optional()
+}
+
+fn ensure_repo(tx: &Transaction, repo: &str) -> rusqlite::Result<i64> {
+    if let Some(id) = repo_id(tx, repo)? {
+        return Ok(id);
+    }
+    tx.prepare_cached("INSERT INTO repositories (name, created_at) VALUES (?, ?)")?
+        .execute(params![repo, now_ms()])?;
+    Ok(tx.last_insert_rowid())
+}
+
+fn link(tx: &Transaction, repo_id: i64, digest: &str) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO repository_blobs (repository_id, digest, created_at) VALUES (?, ?, ?)",
+    )?
+    .execute(params![repo_id, digest, now_ms()])?;
+    Ok(())
+}
+
+fn session_from_row(r: &rusqlite::Row) -> rusqlite::Result<UploadSession> {
+    Ok(UploadSession {
+        id: parse(r.get(0)?)?,
+        repo: parse(r.get(1)?)?,
+        size: r.get::<_, i64>(2)? as u64,
+        created_at_ms: r.get(3)?,
+        updated_at_ms: r.get(4)?,
+    })
+}
+
+#[async_trait]
+impl MetaStore for SqliteMetaStore {
+    async fn schema_level(&self) -> Result<u32> {
+        self.read(|c| level_of(c)).await
+    }
+
+    async fn list_repositories(&self, after: Option<&str>, limit: usize) -> Result<Vec<RepoName>> {
+        let after = after.unwrap_or("").to_string();
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT name FROM repositories WHERE name > ? ORDER BY name LIMIT ?",
+            )?;
+            let rows = st.query_map(params![after, limit as i64], |r| parse(r.get(0)?))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn repo_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>> {
+        let (repo, digest) = (repo.to_string(), digest.to_string());
+        self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT b.size FROM repositories r
+                 JOIN repository_blobs rb ON rb.repository_id = r.id
+                 JOIN blobs b ON b.digest = rb.digest
+                 WHERE r.name = ? AND rb.digest = ?",
+            )?
+            .query_row([repo, digest], |r| r.get::<_, i64>(0))
+            .optional()?
+            .map(|s| s as u64))
+        })
+        .await
+    }
+
+    async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>> {
+        let digest = digest.to_string();
+        self.read(move |c| {
+            Ok(c.prepare_cached("SELECT size FROM blobs WHERE digest = ?")?
+                .query_row([digest], |r| r.get::<_, i64>(0))
+                .optional()?
+                .map(|s| s as u64))
+        })
+        .await
+    }
+
+    async fn link_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
+        let (repo, digest) = (repo.to_string(), digest.to_string());
+        self.write(move |tx| {
+            let exists: bool = tx
+                .prepare_cached("SELECT EXISTS (SELECT 1 FROM blobs WHERE digest = ?)")?
+                .query_row([&digest], |r| r.get(0))?;
+            if exists {
+                let id = ensure_repo(tx, &repo)?;
+                link(tx, id, &digest)?;
+            }
+            Ok(exists)
+        })
+        .await
+    }
+
+    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
+        let (repo, digest) = (repo.to_string(), digest.to_string());
+        self.write(move |tx| {
+            let n = tx.execute(
+                "DELETE FROM repository_blobs WHERE digest = ?
+                 AND repository_id = (SELECT id FROM repositories WHERE name = ?)",
+                [digest, repo],
+            )?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn create_upload(&self, s: &UploadSession) -> Result<()> {
+        let s = s.clone();
+        self.write(move |tx| {
+            tx.prepare_cached(
+                "INSERT INTO uploads (id, repository, size, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+            )?
+            .execute(params![s.id.as_str(), s.repo.as_str(), s.size as i64, s.created_at_ms, s.updated_at_ms])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_upload(&self, id: &UploadId) -> Result<Option<UploadSession>> {
+        let id = id.to_string();
+        self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT id, repository, size, created_at, updated_at FROM uploads WHERE id = ?",
+            )?
+            .query_row([id], session_from_row)
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn advance_upload(&self, id: &UploadId, from: u64, to: u64) -> Result<bool> {
+        let id = id.to_string();
+        self.write(move |tx| {
+            let n = tx
+                .prepare_cached("UPDATE uploads SET size = ?, updated_at = ? WHERE id = ? AND size = ?")?
+                .execute(params![to as i64, now_ms(), id, from as i64])?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn delete_upload(&self, id: &UploadId) -> Result<bool> {
+        let id = id.to_string();
+        self.write(move |tx| Ok(tx.execute("DELETE FROM uploads WHERE id = ?", [id])? > 0)).await
+    }
+
+    async fn complete_upload(&self, id: &UploadId, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
+        let (id, repo, digest) = (id.to_string(), repo.to_string(), digest.to_string());
+        self.write(move |tx| {
+            let now = now_ms();
+            tx.prepare_cached("INSERT OR IGNORE INTO blobs (digest, size, created_at) VALUES (?, ?, ?)")?
+                .execute(params![digest, size as i64, now])?;
+            let rid = ensure_repo(tx, &repo)?;
+            link(tx, rid, &digest)?;
+            tx.prepare_cached("DELETE FROM uploads WHERE id = ?")?.execute([id])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn put_manifest(&self, repo: &RepoName, m: &NewManifest, tag: Option<&Tag>) -> Result<()> {
+        let (repo, m, tag) = (repo.to_string(), m.clone(), tag.map(|t| t.to_string()));
+        self.write(move |tx| {
+            let rid = ensure_repo(tx, &repo)?;
+            {
+                let mut blob_q = tx.prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM repository_blobs WHERE repository_id = ? AND digest = ?)",
+                )?;
+                for d in &m.required_blobs {
+                    if !blob_q.query_row(params![rid, d.to_string()], |r| r.get::<_, bool>(0))? {
+                        return Err(MetaError::MissingReference(d.clone()));
+                    }
+                }
+                let mut man_q = tx.prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM manifests WHERE repository_id = ? AND digest = ?)",
+                )?;
+                for d in &m.required_manifests {
+                    if !man_q.query_row(params![rid, d.to_string()], |r| r.get::<_, bool>(0))? {
+                        return Err(MetaError::MissingReference(d.clone()));
+                    }
+                }
+            }
+            let digest = m.digest.to_string();
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO manifests
+                 (repository_id, digest, media_type, size, payload, artifact_type, subject, annotations, created_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )?
+            .execute(params![
+                rid,
+                digest,
+                m.media_type,
+                m.payload.len() as i64,
+                &m.payload[..],
+                m.artifact_type,
+                m.subject.as_ref().map(|s| s.to_string()),
+                m.annotations_json,
+                now_ms()
+            ])?;
+            if let Some(tag) = tag {
+                tx.prepare_cached(
+                    "INSERT INTO tags (repository_id, name, manifest_digest, updated_at) VALUES (?, ?, ?, ?)
+                     ON CONFLICT (repository_id, name) DO UPDATE
+                     SET manifest_digest = excluded.manifest_digest, updated_at = excluded.updated_at",
+                )?
+                .execute(params![rid, tag, digest, now_ms()])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_manifest(&self, repo: &RepoName, reference: &Reference, with_payload: bool) -> Result<Option<StoredManifest>> {
+        let (repo, reference) = (repo.to_string(), reference.clone());
+        self.read(move |c| {
+            let payload_col = if with_payload { "m.payload" } else { "NULL" };
+            let (sql, key) = match &reference {
+                Reference::Digest(d) => (
+                    format!("SELECT m.digest, m.media_type, m.size, {payload_col} FROM manifests m
+                             JOIN repositories r ON r.id = m.repository_id
+                             WHERE r.name = ? AND m.digest = ?"),
+                    d.to_string(),
+                ),
+                Reference::Tag(t) => (
+                    format!("SELECT m.digest, m.media_type, m.size, {payload_col} FROM tags t
+                             JOIN repositories r ON r.id = t.repository_id
+                             JOIN manifests m ON m.repository_id = t.repository_id AND m.digest = t.manifest_digest
+                             WHERE r.name = ? AND t.name = ?"),
+                    t.to_string(),
+                ),
+            };
+            Ok(c.prepare_cached(&sql)?
+                .query_row([repo, key], |r| {
+                    Ok(StoredManifest {
+                        digest: parse(r.get(0)?)?,
+                        media_type: r.get(1)?,
+                        size: r.get::<_, i64>(2)? as u64,
+                        payload: r.get::<_, Option<Vec<u8>>>(3)?.map(Bytes::from),
+                    })
+                })
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
+        let (repo, digest) = (repo.to_string(), digest.to_string());
+        self.write(move |tx| {
+            let Some(rid) = repo_id(tx, &repo)? else { return Ok(false) };
+            tx.execute("DELETE FROM tags WHERE repository_id = ? AND manifest_digest = ?", params![rid, digest])?;
+            let n = tx.execute("DELETE FROM manifests WHERE repository_id = ? AND digest = ?", params![rid, digest])?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool> {
+        let (repo, tag) = (repo.to_string(), tag.to_string());
+        self.write(move |tx| {
+            let n = tx.execute(
+                "DELETE FROM tags WHERE name = ? AND repository_id = (SELECT id FROM repositories WHERE name = ?)",
+                [tag, repo],
+            )?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn list_tags(&self, repo: &RepoName, after: Option<&str>, limit: usize) -> Result<Option<Vec<Tag>>> {
+        let (repo, after) = (repo.to_string(), after.unwrap_or("").to_string());
+        self.read(move |c| {
+            let Some(rid) = repo_id(c, &repo)? else { return Ok(None) };
+            let mut st = c.prepare_cached(
+                "SELECT name FROM tags WHERE repository_id = ? AND name > ? ORDER BY name LIMIT ?",
+            )?;
+            let rows = st.query_map(params![rid, after, limit as i64], |r| parse(r.get(0)?))?;
+            Ok(Some(rows.collect::<rusqlite::Result<Vec<_>>>()?))
+        })
+        .await
+    }
+
+    async fn referrers(&self, repo: &RepoName, subject: &Digest, artifact_type: Option<&str>) -> Result<Vec<Referrer>> {
+        let (repo, subject, at) = (repo.to_string(), subject.to_string(), artifact_type.map(str::to_string));
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT m.digest, m.media_type, m.size, m.artifact_type, m.annotations FROM manifests m
+                 JOIN repositories r ON r.id = m.repository_id
+                 WHERE r.name = ? AND m.subject = ? AND (?3 IS NULL OR m.artifact_type = ?3)
+                 ORDER BY m.created_at, m.digest",
+            )?;
+            let rows = st.query_map(params![repo, subject, at], |r| {
+                Ok(Referrer {
+                    digest: parse(r.get(0)?)?,
+                    media_type: r.get(1)?,
+                    size: r.get::<_, i64>(2)? as u64,
+                    artifact_type: r.get(3)?,
+                    annotations_json: r.get(4)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+}

@@ -1,0 +1,212 @@
+//! The behaviour every [`MetaStore`] backend must show. Each check starts from an empty
+//! store; backends instantiate all of them with [`metastore_testsuite!`].
+
+use bytes::Bytes;
+use wharf_oci::{Digest, Reference, RepoName, Tag, UploadId};
+
+use crate::schema::SCHEMA_LEVEL;
+use crate::{now_ms, MetaError, MetaStore, NewManifest, UploadSession};
+
+fn repo(s: &str) -> RepoName {
+    s.parse().unwrap()
+}
+fn tag(s: &str) -> Tag {
+    s.parse().unwrap()
+}
+fn upload_id(n: u32) -> UploadId {
+    format!("00000000-0000-4000-8000-{n:012}").parse().unwrap()
+}
+
+async fn session(store: &dyn MetaStore, n: u32, r: &RepoName) -> UploadId {
+    let s = UploadSession {
+        id: upload_id(n),
+        repo: r.clone(),
+        size: 0,
+        created_at_ms: now_ms(),
+        updated_at_ms: now_ms(),
+    };
+    store.create_upload(&s).await.unwrap();
+    s.id
+}
+
+/// Stores a blob in `r` through an upload session, as a push does.
+async fn blob(store: &dyn MetaStore, r: &RepoName, content: &[u8]) -> Digest {
+    let d = Digest::sha256_of(content);
+    let n = u32::from_be_bytes(d.hex().as_bytes()[..4].try_into().unwrap()) % 1_000_000;
+    let id = session(store, n, r).await;
+    store.complete_upload(&id, r, &d, content.len() as u64).await.unwrap();
+    d
+}
+
+fn manifest(payload: &str, blobs: Vec<Digest>, manifests: Vec<Digest>) -> NewManifest {
+    NewManifest {
+        digest: Digest::sha256_of(payload.as_bytes()),
+        media_type: wharf_oci::media::OCI_MANIFEST.into(),
+        payload: Bytes::copy_from_slice(payload.as_bytes()),
+        artifact_type: None,
+        subject: None,
+        annotations_json: None,
+        required_blobs: blobs,
+        required_manifests: manifests,
+    }
+}
+
+pub async fn new_store_is_empty_at_current_level(store: &dyn MetaStore) {
+    assert_eq!(store.schema_level().await.unwrap(), SCHEMA_LEVEL);
+    assert!(store.list_repositories(None, 100).await.unwrap().is_empty());
+    assert_eq!(store.list_tags(&repo("nope"), None, 10).await.unwrap(), None);
+    assert_eq!(store.get_upload(&upload_id(1)).await.unwrap(), None);
+}
+
+pub async fn upload_session_lifecycle(store: &dyn MetaStore) {
+    let r = repo("team/app");
+    let id = session(store, 1, &r).await;
+    let s = store.get_upload(&id).await.unwrap().unwrap();
+    assert_eq!((s.repo.clone(), s.size), (r.clone(), 0));
+    assert!(store.advance_upload(&id, 0, 10).await.unwrap());
+    assert!(!store.advance_upload(&id, 0, 20).await.unwrap(), "stale offset must lose");
+    assert_eq!(store.get_upload(&id).await.unwrap().unwrap().size, 10);
+    // The repository appears only once something is stored in it.
+    assert!(store.list_repositories(None, 10).await.unwrap().is_empty());
+    let d = Digest::sha256_of(b"0123456789");
+    store.complete_upload(&id, &r, &d, 10).await.unwrap();
+    assert_eq!(store.get_upload(&id).await.unwrap(), None);
+    assert_eq!(store.repo_blob(&r, &d).await.unwrap(), Some(10));
+    assert_eq!(store.blob_size(&d).await.unwrap(), Some(10));
+    assert_eq!(store.list_repositories(None, 10).await.unwrap(), vec![r]);
+    let other = session(store, 2, &repo("x")).await;
+    assert!(store.delete_upload(&other).await.unwrap());
+    assert!(!store.delete_upload(&other).await.unwrap());
+}
+
+pub async fn blobs_are_per_repository(store: &dyn MetaStore) {
+    let (a, b) = (repo("a"), repo("b"));
+    let d = blob(store, &a, b"layer").await;
+    assert_eq!(store.repo_blob(&b, &d).await.unwrap(), None);
+    assert!(store.link_blob(&b, &d).await.unwrap(), "mount a stored blob");
+    assert_eq!(store.repo_blob(&b, &d).await.unwrap(), Some(5));
+    let unknown = Digest::sha256_of(b"unknown");
+    assert!(!store.link_blob(&b, &unknown).await.unwrap());
+    assert!(store.unlink_blob(&a, &d).await.unwrap());
+    assert!(!store.unlink_blob(&a, &d).await.unwrap());
+    assert_eq!(store.repo_blob(&a, &d).await.unwrap(), None);
+    assert_eq!(store.repo_blob(&b, &d).await.unwrap(), Some(5), "other repos keep it");
+}
+
+pub async fn manifests_need_their_blobs(store: &dyn MetaStore) {
+    let r = repo("app");
+    let config = blob(store, &r, b"{}").await;
+    let missing = Digest::sha256_of(b"missing layer");
+    let m = manifest("image-1", vec![config.clone(), missing.clone()], vec![]);
+    match store.put_manifest(&r, &m, Some(&tag("v1"))).await {
+        Err(MetaError::MissingReference(d)) => assert_eq!(d, missing),
+        other => panic!("expected MissingReference, got {other:?}"),
+    }
+    assert_eq!(store.list_tags(&r, None, 10).await.unwrap(), Some(vec![]));
+    let m = manifest("image-1", vec![config], vec![]);
+    store.put_manifest(&r, &m, Some(&tag("v1"))).await.unwrap();
+    let by_tag = store.get_manifest(&r, &Reference::Tag(tag("v1")), true).await.unwrap().unwrap();
+    assert_eq!(by_tag.digest, m.digest);
+    assert_eq!(by_tag.payload.as_deref(), Some(&b"image-1"[..]));
+    let by_digest = store
+        .get_manifest(&r, &Reference::Digest(m.digest.clone()), false)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((by_digest.size, by_digest.payload), (7, None));
+    assert_eq!(store.get_manifest(&repo("other"), &Reference::Tag(tag("v1")), true).await.unwrap(), None);
+}
+
+pub async fn indexes_need_their_manifests(store: &dyn MetaStore) {
+    let r = repo("multi");
+    let child = manifest("child", vec![], vec![]);
+    let index = manifest("index", vec![], vec![child.digest.clone()]);
+    assert!(matches!(
+        store.put_manifest(&r, &index, None).await,
+        Err(MetaError::MissingReference(_))
+    ));
+    store.put_manifest(&r, &child, None).await.unwrap();
+    store.put_manifest(&r, &index, Some(&tag("latest"))).await.unwrap();
+    // Pushing the same manifest again is a no-op, not an error.
+    store.put_manifest(&r, &index, Some(&tag("latest"))).await.unwrap();
+}
+
+pub async fn tags_move_list_and_delete(store: &dyn MetaStore) {
+    let r = repo("tags");
+    let m1 = manifest("one", vec![], vec![]);
+    let m2 = manifest("two", vec![], vec![]);
+    for t in ["b", "a", "c"] {
+        store.put_manifest(&r, &m1, Some(&tag(t))).await.unwrap();
+    }
+    store.put_manifest(&r, &m2, Some(&tag("b"))).await.unwrap();
+    let got = store.get_manifest(&r, &Reference::Tag(tag("b")), false).await.unwrap().unwrap();
+    assert_eq!(got.digest, m2.digest, "a tag moves to the newest push");
+    let names = |v: Option<Vec<Tag>>| v.unwrap().iter().map(|t| t.to_string()).collect::<Vec<_>>();
+    assert_eq!(names(store.list_tags(&r, None, 10).await.unwrap()), ["a", "b", "c"]);
+    assert_eq!(names(store.list_tags(&r, None, 2).await.unwrap()), ["a", "b"]);
+    assert_eq!(names(store.list_tags(&r, Some("b"), 2).await.unwrap()), ["c"]);
+    assert!(store.delete_tag(&r, &tag("a")).await.unwrap());
+    assert!(!store.delete_tag(&r, &tag("a")).await.unwrap());
+    assert!(store.get_manifest(&r, &Reference::Digest(m1.digest.clone()), false).await.unwrap().is_some(),
+        "deleting a tag keeps the manifest");
+    assert!(store.delete_manifest(&r, &m1.digest).await.unwrap());
+    assert!(!store.delete_manifest(&r, &m1.digest).await.unwrap());
+    assert_eq!(names(store.list_tags(&r, None, 10).await.unwrap()), ["b"], "its tags went with it");
+}
+
+pub async fn referrers_by_subject_and_type(store: &dyn MetaStore) {
+    let r = repo("refs");
+    let subject = manifest("subject", vec![], vec![]);
+    store.put_manifest(&r, &subject, None).await.unwrap();
+    for (payload, at) in [("sig", "application/x-sig"), ("sbom", "application/x-sbom")] {
+        let mut m = manifest(payload, vec![], vec![]);
+        m.subject = Some(subject.digest.clone());
+        m.artifact_type = Some(at.into());
+        m.annotations_json = Some(r#"{"k":"v"}"#.into());
+        store.put_manifest(&r, &m, None).await.unwrap();
+    }
+    let all = store.referrers(&r, &subject.digest, None).await.unwrap();
+    assert_eq!(all.len(), 2);
+    let sigs = store.referrers(&r, &subject.digest, Some("application/x-sig")).await.unwrap();
+    assert_eq!(sigs.len(), 1);
+    assert_eq!(sigs[0].digest, Digest::sha256_of(b"sig"));
+    assert_eq!(sigs[0].annotations_json.as_deref(), Some(r#"{"k":"v"}"#));
+    assert!(store.referrers(&repo("elsewhere"), &subject.digest, None).await.unwrap().is_empty());
+}
+
+pub async fn catalog_is_paginated_in_order(store: &dyn MetaStore) {
+    for name in ["c/deep/name", "a", "b/x"] {
+        blob(store, &repo(name), name.as_bytes()).await;
+    }
+    let list = |after: Option<&'static str>, n| async move {
+        store.list_repositories(after, n).await.unwrap().iter().map(|r| r.to_string()).collect::<Vec<_>>()
+    };
+    assert_eq!(list(None, 10).await, ["a", "b/x", "c/deep/name"]);
+    assert_eq!(list(None, 2).await, ["a", "b/x"]);
+    assert_eq!(list(Some("b/x"), 2).await, ["c/deep/name"]);
+}
+
+#[macro_export]
+macro_rules! metastore_testsuite {
+    ($make:expr) => {
+        $crate::metastore_testsuite!(@each $make;
+            new_store_is_empty_at_current_level,
+            upload_session_lifecycle,
+            blobs_are_per_repository,
+            manifests_need_their_blobs,
+            indexes_need_their_manifests,
+            tags_move_list_and_delete,
+            referrers_by_subject_and_type,
+            catalog_is_paginated_in_order,
+        );
+    };
+    (@each $make:expr; $($check:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $check() {
+                let (store, _guard) = $make.await;
+                $crate::testsuite::$check(&store).await;
+            }
+        )*
+    };
+}
