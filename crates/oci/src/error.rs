@@ -24,6 +24,7 @@ pub enum ErrorCode {
     PaginationNumberInvalid,
     ManifestTooLarge,
     Unavailable,
+    NotFound,
     Unknown,
 }
 
@@ -50,6 +51,7 @@ impl ErrorCode {
             PaginationNumberInvalid => "PAGINATION_NUMBER_INVALID",
             ManifestTooLarge => "MANIFEST_INVALID",
             Unavailable => "UNAVAILABLE",
+            NotFound => "NOT_FOUND",
             Unknown => "UNKNOWN",
         }
     }
@@ -76,6 +78,7 @@ impl ErrorCode {
             PaginationNumberInvalid => "invalid number of results requested",
             ManifestTooLarge => "manifest is larger than the registry accepts",
             Unavailable => "the registry is shutting down or not ready",
+            NotFound => "no such endpoint",
             Unknown => "unknown error",
         }
     }
@@ -83,7 +86,7 @@ impl ErrorCode {
     pub fn http_status(self) -> u16 {
         use ErrorCode::*;
         match self {
-            BlobUnknown | BlobUploadUnknown | ManifestUnknown | NameUnknown => 404,
+            BlobUnknown | BlobUploadUnknown | ManifestUnknown | NameUnknown | NotFound => 404,
             BlobUploadInvalid | DigestInvalid | ManifestBlobUnknown | ManifestInvalid
             | NameInvalid | SizeInvalid | TagInvalid | PaginationNumberInvalid => 400,
             Unauthorized => 401,

@@ -1,0 +1,111 @@
+//! `wharf serve`: run a registry replica.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use wharf_server::config::LogFormat;
+use wharf_server::Config;
+
+/// Run the registry
+///
+/// With no options, wharf keeps metadata in SQLite and blobs in ./wharf-data and listens on
+/// 127.0.0.1:5000. Every setting can come from a TOML file (--config), an environment
+/// variable (WHARF_…), or a flag; flags win over the environment, which wins over the file.
+///
+/// Example file (every key optional):
+///
+///   listen = "0.0.0.0:5000"
+///   data_dir = "/var/lib/wharf"
+///   log_format = "json"
+///   log_level = "info"
+///   max_manifest_bytes = 4194304
+///   upload_expiry_secs = 86400
+///   shutdown_timeout_secs = 30
+///
+/// SIGTERM or SIGINT stops accepting connections, lets in-flight requests finish (for at most
+/// the shutdown timeout) and exits 0.
+#[derive(clap::Args, Debug)]
+#[command(verbatim_doc_comment)]
+pub struct ServeArgs {
+    /// TOML configuration file
+    #[arg(long, env = "WHARF_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:5000]
+    #[arg(long, env = "WHARF_LISTEN", value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Directory for metadata and blobs [default: ./wharf-data]
+    #[arg(long, env = "WHARF_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Log format: human or json [default: human]
+    #[arg(long, env = "WHARF_LOG_FORMAT", value_name = "FORMAT")]
+    log_format: Option<LogFormat>,
+    /// Log filter, e.g. info, debug, wharf_server=debug [default: info]
+    #[arg(long, env = "WHARF_LOG_LEVEL", value_name = "FILTER")]
+    log_level: Option<String>,
+    /// Largest manifest accepted, in bytes [default: 4194304]
+    #[arg(long, env = "WHARF_MAX_MANIFEST_BYTES", value_name = "BYTES")]
+    max_manifest_bytes: Option<u64>,
+    /// Abandon upload sessions idle for this many seconds [default: 86400]
+    #[arg(long, env = "WHARF_UPLOAD_EXPIRY_SECS", value_name = "SECS")]
+    upload_expiry_secs: Option<u64>,
+    /// On SIGTERM/SIGINT, wait at most this long for in-flight requests [default: 30]
+    #[arg(long, env = "WHARF_SHUTDOWN_TIMEOUT_SECS", value_name = "SECS")]
+    shutdown_timeout_secs: Option<u64>,
+}
+
+impl ServeArgs {
+    /// Defaults, then the file, then environment and flags (clap has already let a flag
+    /// win over its environment variable).
+    pub fn to_config(&self) -> anyhow::Result<Config> {
+        let mut c = match &self.config {
+            Some(path) => Config::from_toml_file(path).map_err(anyhow::Error::msg)?,
+            None => Config::default(),
+        };
+        if let Some(v) = self.listen {
+            c.listen = v;
+        }
+        if let Some(v) = &self.data_dir {
+            c.data_dir = v.clone();
+        }
+        if let Some(v) = self.log_format {
+            c.log_format = v;
+        }
+        if let Some(v) = &self.log_level {
+            c.log_level = v.clone();
+        }
+        if let Some(v) = self.max_manifest_bytes {
+            c.max_manifest_bytes = v;
+        }
+        if let Some(v) = self.upload_expiry_secs {
+            c.upload_expiry_secs = v;
+        }
+        if let Some(v) = self.shutdown_timeout_secs {
+            c.shutdown_timeout_secs = v;
+        }
+        Ok(c)
+    }
+}
+
+fn init_logging(config: &Config) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
+        .with_context(|| format!("log level {:?} is not a valid filter", config.log_level))?;
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match config.log_format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+    Ok(())
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.to_config()?;
+    init_logging(&config)?;
+    tracing::debug!(?config, "configuration");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(wharf_server::run::serve(config, crate::VERSION, crate::COMMIT))
+}

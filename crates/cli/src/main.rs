@@ -1,0 +1,39 @@
+//! The `wharf` command: one binary, one file per subcommand under `cmd/`.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub const COMMIT: &str = env!("WHARF_COMMIT");
+
+#[derive(Parser)]
+#[command(name = "wharf", version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("WHARF_COMMIT"), ")"))]
+#[command(about = "A secure, self-hosted OCI/Docker container registry")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Serve(cmd::serve::ServeArgs),
+    Version(cmd::version::VersionArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => cmd::serve::run(args),
+        Command::Version(args) => cmd::version::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wharf: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

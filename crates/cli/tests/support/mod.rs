@@ -1,0 +1,161 @@
+//! Shared by the black-box tests: a real `wharf serve` process on a free loopback port
+//! with its own temporary data directory, stopped (SIGKILL) and removed on drop, even
+//! when the test fails.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub const WHARF: &str = env!("CARGO_BIN_EXE_wharf");
+
+pub struct TestServer {
+    pub child: Child,
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    /// `127.0.0.1:PORT`
+    pub addr: String,
+    pub data_dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl TestServer {
+    /// A fresh registry with default settings.
+    pub fn start() -> TestServer {
+        Self::start_with(&[], &[])
+    }
+
+    /// A fresh registry with extra `serve` flags and environment variables.
+    pub fn start_with(args: &[&str], env: &[(&str, &str)]) -> TestServer {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let data_dir = tmp.path().join("data");
+        let mut s = Self::start_in(&data_dir, args, env);
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// A registry over an existing data directory (to restart over the same data).
+    pub fn start_in(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> TestServer {
+        let mut cmd = Command::new(WHARF);
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(args)
+            .env_remove("WHARF_CONFIG")
+            .env("WHARF_LOG_LEVEL", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start wharf serve");
+        let addr = wait_for_address(&mut child);
+        TestServer {
+            child,
+            base: format!("http://{addr}"),
+            addr,
+            data_dir: data_dir.to_path_buf(),
+            _tmp: None,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Sends a signal (by this child's own PID) and waits for the exit status.
+    pub fn signal_and_wait(&mut self, signal: &str) -> std::process::ExitStatus {
+        let ok = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "could not signal wharf");
+        wait_with_timeout(&mut self.child, Duration::from_secs(30)).expect("wharf did not exit after the signal")
+    }
+}
+
+/// Reads the `listening on http://ADDR` line `serve` prints once it is accepting.
+fn wait_for_address(child: &mut Child) -> String {
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        for line in lines.by_ref() {
+            let Ok(line) = line else { break };
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                let _ = tx.send(rest.trim().to_string());
+                break;
+            }
+        }
+        // Keep draining so the server never blocks on a full pipe.
+        for _ in lines {}
+    });
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(addr) => addr,
+        Err(_) => {
+            let _ = child.kill();
+            let status = child.wait();
+            panic!("wharf serve did not report its address within 30 s (exit: {status:?})");
+        }
+    }
+}
+
+pub fn wait_with_timeout(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+pub fn sha256(data: &[u8]) -> String {
+    wharf_oci::Digest::sha256_of(data).to_string()
+}
+
+/// Whether a command exists on PATH.
+pub fn have(cmd: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {cmd} >/dev/null 2>&1"))
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Tests that need an external tool run whenever it is there; under CI=true a missing
+/// tool is a failure, never a silent skip.
+pub fn require_tool(cmd: &str) -> bool {
+    if have(cmd) {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{cmd} is required under CI=true; scripts/install-test-deps.sh installs it");
+    }
+    eprintln!("SKIPPED: {cmd} is not installed (run scripts/install-test-deps.sh)");
+    false
+}

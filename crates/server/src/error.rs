@@ -1,0 +1,80 @@
+//! The one place where errors become HTTP responses: the distribution spec's
+//! `{"errors":[{"code","message","detail"}]}` body with the code's status.
+
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use wharf_oci::ErrorCode;
+use wharf_registry::RegistryError;
+
+use crate::endpoint::EndpointError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub detail: String,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
+        ApiError { code, detail: detail.into(), headers: Vec::new() }
+    }
+
+    pub fn with_header(mut self, name: HeaderName, value: String) -> Self {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            self.headers.push((name, v));
+        }
+        self
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        let code = e.code();
+        if code == ErrorCode::Unknown {
+            // Internal details stay in the log; the client gets a pointer to it.
+            tracing::error!(error = %e, "request failed");
+            return ApiError::new(code, "internal error; the registry's log has the details");
+        }
+        let mut err = ApiError::new(code, e.to_string());
+        if let RegistryError::RangeInvalid { size, .. } = e {
+            err = err.with_header(axum::http::header::CONTENT_RANGE, format!("bytes */{size}"));
+        }
+        err
+    }
+}
+
+impl From<EndpointError> for ApiError {
+    fn from(e: EndpointError) -> Self {
+        match e {
+            EndpointError::NotFound => ApiError::new(ErrorCode::NotFound, "no such endpoint"),
+            EndpointError::Name(n) => ApiError::new(ErrorCode::NameInvalid, n.to_string()),
+            EndpointError::Digest(d) => ApiError::new(ErrorCode::DigestInvalid, d),
+            EndpointError::Reference(wharf_oci::NameError::BadDigest(d)) => {
+                ApiError::new(ErrorCode::DigestInvalid, d.to_string())
+            }
+            EndpointError::Reference(r) => ApiError::new(ErrorCode::TagInvalid, r.to_string()),
+            EndpointError::UploadId => {
+                ApiError::new(ErrorCode::BlobUploadUnknown, "upload id is not one this registry issues")
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::json!({
+            "errors": [{
+                "code": self.code.code(),
+                "message": self.code.message(),
+                "detail": self.detail,
+            }]
+        });
+        let mut resp = (status, axum::Json(body)).into_response();
+        for (k, v) in self.headers {
+            resp.headers_mut().insert(k, v);
+        }
+        resp
+    }
+}

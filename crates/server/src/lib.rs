@@ -1,0 +1,75 @@
+//! The HTTP surface of wharf and the composition root that assembles a running
+//! registry from its configuration.
+//!
+//! - `/v2/...`: the OCI distribution API ([`v2`]), routed by [`endpoint::Endpoint`].
+//! - `/api/v0/...`: the management API ([`api`]).
+//! - `/healthz`, `/readyz`: liveness, and readiness for load balancers (not ready
+//!   while starting or draining).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::routing::{any, get};
+use axum::Router;
+use wharf_registry::Registry;
+
+pub mod api;
+pub mod config;
+pub mod endpoint;
+pub mod error;
+pub mod http;
+pub mod run;
+pub mod v2;
+
+pub use config::Config;
+pub use wharf_metastore::schema::SCHEMA_LEVEL;
+
+/// What a replica says about itself.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ServerInfo {
+    pub version: String,
+    pub commit: String,
+    pub schema_level: u32,
+}
+
+/// Shared by every request.
+#[derive(Clone)]
+pub struct AppState {
+    pub registry: Registry,
+    pub info: Arc<ServerInfo>,
+    /// False while draining, so a load balancer stops sending new requests.
+    pub ready: Arc<AtomicBool>,
+}
+
+impl AppState {
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v2", any(v2::handle))
+        .route("/v2/", any(v2::handle))
+        .route("/v2/{*rest}", any(v2::handle))
+        .route("/healthz", get(api::healthz))
+        .route("/readyz", get(api::readyz))
+        .nest("/api/v0", api::router())
+        .layer(axum::middleware::from_fn(log_request))
+        .with_state(state)
+}
+
+/// One debug line per request; errors the server caused are logged where they happen.
+async fn log_request(req: Request, next: Next) -> Response {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return next.run(req).await;
+    }
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let started = std::time::Instant::now();
+    let resp = next.run(req).await;
+    tracing::debug!(%method, %path, status = resp.status().as_u16(), elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "request");
+    resp
+}

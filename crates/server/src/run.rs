@@ -1,0 +1,99 @@
+//! The composition root: turns a [`Config`] into a serving registry, and stops it
+//! gracefully.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::future::IntoFuture;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::serve::ListenerExt;
+use tokio::net::TcpListener;
+use wharf_blobstore::FsBlobStore;
+use wharf_metastore::{MetaStore, SqliteMetaStore};
+use wharf_registry::{Limits, Registry};
+
+use crate::{router, AppState, Config, ServerInfo};
+
+/// Opens the stores the configuration names and builds the shared state.
+pub async fn open(config: &Config, version: &str, commit: &str) -> anyhow::Result<AppState> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    let blobs = FsBlobStore::open(&config.data_dir)
+        .with_context(|| format!("cannot open blob store in {}", config.data_dir.display()))?;
+    let meta_path = config.data_dir.join("metadata.db");
+    let meta = SqliteMetaStore::open(&meta_path)
+        .await
+        .with_context(|| format!("cannot open metadata store {}", meta_path.display()))?;
+    let schema_level = meta.schema_level().await?;
+    let limits = Limits {
+        max_manifest_bytes: config.max_manifest_bytes,
+        upload_expiry: Duration::from_secs(config.upload_expiry_secs),
+        ..Limits::default()
+    };
+    Ok(AppState {
+        registry: Registry::new(Arc::new(meta), Arc::new(blobs), limits),
+        info: Arc::new(ServerInfo { version: version.into(), commit: commit.into(), schema_level }),
+        ready: Arc::new(AtomicBool::new(false)),
+    })
+}
+
+/// Serves until SIGTERM or SIGINT, then stops accepting connections, lets in-flight
+/// requests finish for at most `shutdown_timeout_secs`, and returns.
+pub async fn serve(config: Config, version: &str, commit: &str) -> anyhow::Result<()> {
+    let state = open(&config, version, commit).await?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        let _ = stop_tx.send(true);
+    });
+
+    let ready = state.ready.clone();
+    let mut graceful_rx = stop_rx.clone();
+    let graceful = async move {
+        let _ = graceful_rx.wait_for(|stop| *stop).await;
+        ready.store(false, Ordering::Relaxed);
+        tracing::info!("signal received: no new connections; finishing in-flight requests");
+    };
+    state.ready.store(true, Ordering::Relaxed);
+    let app = router(state.clone());
+    let mut server = tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(graceful).into_future());
+
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), version, commit, schema_level = state.info.schema_level, "wharf is serving");
+    // One plain line on stdout, for people and scripts (the port when listening on :0).
+    println!("wharf {version} listening on http://{addr}");
+
+    let timeout = Duration::from_secs(config.shutdown_timeout_secs);
+    let mut deadline_rx = stop_rx;
+    tokio::select! {
+        result = &mut server => {
+            result.context("server task failed")?.context("server failed")?;
+            tracing::info!("stopped cleanly");
+        }
+        _ = async {
+            let _ = deadline_rx.wait_for(|stop| *stop).await;
+            tokio::time::sleep(timeout).await;
+        } => {
+            tracing::warn!(timeout_secs = timeout.as_secs(), "in-flight requests did not finish in time; stopping anyway");
+        }
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("can install a SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("can install a SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,49 @@
+//! `GET|HEAD|DELETE /v2/<name>/blobs/<digest>`
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{header, StatusCode};
+use axum::response::Response;
+use wharf_oci::{Digest, RepoName};
+use wharf_registry::BlobBody;
+
+use super::{empty, HandlerResult};
+use crate::http::{header_str, parse_range, set, DOCKER_CONTENT_DIGEST};
+use crate::AppState;
+
+pub async fn get(st: &AppState, repo: &RepoName, digest: &Digest, req: Request, with_body: bool) -> HandlerResult {
+    let info = st.registry.stat_blob(repo, digest).await?;
+    let range = parse_range(header_str(req.headers(), &header::RANGE), info.size)?;
+    let body = if with_body {
+        match st.registry.read_blob(repo, digest, range).await? {
+            BlobBody::Stream(s) => Body::from_stream(s),
+            BlobBody::Bytes(b) => Body::from(b),
+        }
+    } else {
+        Body::empty()
+    };
+    let mut resp = Response::new(body);
+    let h = resp.headers_mut();
+    let len = match range {
+        Some(r) => {
+            set(h, header::CONTENT_RANGE, format!("bytes {}-{}/{}", r.start, r.end - 1, info.size));
+            r.end - r.start
+        }
+        None => info.size,
+    };
+    set(h, header::CONTENT_LENGTH, len.to_string());
+    set(h, header::CONTENT_TYPE, "application/octet-stream");
+    set(h, header::ACCEPT_RANGES, "bytes");
+    set(h, header::ETAG, format!("\"{digest}\""));
+    set(h, header::CACHE_CONTROL, "max-age=31536000");
+    set(h, DOCKER_CONTENT_DIGEST, digest.to_string());
+    if range.is_some() {
+        *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+    }
+    Ok(resp)
+}
+
+pub async fn delete(st: &AppState, repo: &RepoName, digest: &Digest) -> HandlerResult {
+    st.registry.delete_blob(repo, digest).await?;
+    Ok(empty(StatusCode::ACCEPTED))
+}

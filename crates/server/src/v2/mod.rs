@@ -1,0 +1,65 @@
+//! The OCI distribution API under `/v2`: one entry point parses the path into an
+//! [`Endpoint`] and dispatches on it and the method.
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use wharf_oci::ErrorCode;
+
+use crate::endpoint::Endpoint;
+use crate::error::ApiError;
+use crate::http::DOCKER_API_VERSION;
+use crate::AppState;
+
+mod blobs;
+mod listing;
+mod manifests;
+mod uploads;
+
+pub type HandlerResult = Result<Response, ApiError>;
+
+pub async fn handle(State(state): State<AppState>, req: Request) -> Response {
+    let mut resp = match Endpoint::parse(req.uri().path()) {
+        Ok(endpoint) => dispatch(&state, endpoint, req).await.unwrap_or_else(IntoResponse::into_response),
+        Err(e) => ApiError::from(e).into_response(),
+    };
+    resp.headers_mut().insert(DOCKER_API_VERSION, HeaderValue::from_static("registry/2.0"));
+    resp
+}
+
+async fn dispatch(st: &AppState, endpoint: Endpoint, req: Request) -> HandlerResult {
+    use Endpoint as E;
+    let method = req.method().clone();
+    match (endpoint, method) {
+        (E::Base, Method::GET | Method::HEAD) => Ok((
+            [(header::CONTENT_TYPE, "application/json")],
+            "{}",
+        )
+            .into_response()),
+        (E::Catalog, Method::GET) => listing::catalog(st, req).await,
+        (E::Tags(repo), Method::GET) => listing::tags(st, &repo, req).await,
+        (E::Referrers(repo, d), Method::GET) => listing::referrers(st, &repo, &d, req).await,
+        (E::Manifest(repo, r), Method::GET) => manifests::get(st, &repo, &r, req, true).await,
+        (E::Manifest(repo, r), Method::HEAD) => manifests::get(st, &repo, &r, req, false).await,
+        (E::Manifest(repo, r), Method::PUT) => manifests::put(st, &repo, &r, req).await,
+        (E::Manifest(repo, r), Method::DELETE) => manifests::delete(st, &repo, &r).await,
+        (E::Blob(repo, d), Method::GET) => blobs::get(st, &repo, &d, req, true).await,
+        (E::Blob(repo, d), Method::HEAD) => blobs::get(st, &repo, &d, req, false).await,
+        (E::Blob(repo, d), Method::DELETE) => blobs::delete(st, &repo, &d).await,
+        (E::UploadStart(repo), Method::POST) => uploads::start(st, &repo, req).await,
+        (E::Upload(repo, id), Method::GET) => uploads::status(st, &repo, &id).await,
+        (E::Upload(repo, id), Method::PATCH) => uploads::patch(st, &repo, &id, req).await,
+        (E::Upload(repo, id), Method::PUT) => uploads::put(st, &repo, &id, req).await,
+        (E::Upload(repo, id), Method::DELETE) => uploads::cancel(st, &repo, &id).await,
+        (_, m) => Err(ApiError::new(ErrorCode::Unsupported, format!("{m} is not supported on this endpoint"))),
+    }
+}
+
+/// An empty response with a status; handlers add headers.
+pub fn empty(status: StatusCode) -> Response {
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    resp
+}
