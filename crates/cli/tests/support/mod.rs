@@ -39,20 +39,18 @@ impl TestServer {
 
     /// A registry over an existing data directory (to restart over the same data).
     pub fn start_in(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> TestServer {
-        let mut cmd = Command::new(WHARF);
-        cmd.arg("serve")
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(args)
-            .env_remove("WHARF_CONFIG")
-            .env("WHARF_LOG_LEVEL", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+        let mut cmd = serve_command();
+        cmd.arg("--listen").arg("127.0.0.1:0").arg("--data-dir").arg(data_dir).args(args);
         for (k, v) in env {
             cmd.env(k, v);
         }
+        Self::launch(cmd, data_dir)
+    }
+
+    /// Starts a prepared `serve` command (see [`serve_command`]) and waits until it
+    /// listens. `data_dir` is where the test expects the data to be.
+    pub fn launch(mut cmd: Command, data_dir: &Path) -> TestServer {
+        cmd.stdout(Stdio::piped());
         let mut child = cmd.spawn().expect("start wharf serve");
         let addr = wait_for_address(&mut child);
         TestServer {
@@ -83,6 +81,19 @@ impl TestServer {
         assert!(ok, "could not signal wharf");
         wait_with_timeout(&mut self.child, Duration::from_secs(30)).expect("wharf did not exit after the signal")
     }
+}
+
+/// `wharf serve` with a clean environment: no configuration leaks in from the caller.
+pub fn serve_command() -> Command {
+    let mut cmd = Command::new(WHARF);
+    cmd.arg("serve");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("WHARF_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("WHARF_LOG_LEVEL", "warn").stderr(Stdio::inherit());
+    cmd
 }
 
 /// Reads the `listening on http://ADDR` line `serve` prints once it is accepting.
