@@ -5,14 +5,29 @@ use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-env-changed=WHARF_COMMIT");
-    for p in ["../../.git/HEAD", "../../.git/refs/heads", "../../.git/packed-refs"] {
+    for p in [
+        "../../.git/HEAD",
+        "../../.git/refs/heads",
+        "../../.git/packed-refs",
+    ] {
         if std::path::Path::new(p).exists() {
             println!("cargo:rerun-if-changed={p}");
         }
     }
-    let commit = std::env::var("WHARF_COMMIT").ok().filter(|c| !c.is_empty()).or_else(|| {
-        let out = Command::new("git").args(["rev-parse", "--short=12", "HEAD"]).output().ok()?;
-        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-    });
-    println!("cargo:rustc-env=WHARF_COMMIT={}", commit.unwrap_or_else(|| "unknown".into()));
+    let commit = std::env::var("WHARF_COMMIT")
+        .ok()
+        .filter(|c| !c.is_empty())
+        .or_else(|| {
+            let out = Command::new("git")
+                .args(["rev-parse", "--short=12", "HEAD"])
+                .output()
+                .ok()?;
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        });
+    println!(
+        "cargo:rustc-env=WHARF_COMMIT={}",
+        commit.unwrap_or_else(|| "unknown".into())
+    );
 }

@@ -47,7 +47,9 @@ impl FsBlobStore {
     }
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> io::Result<T> + Send + 'static) -> Result<T> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> Result<T> {
     match spawn_blocking(f).await {
         Ok(r) => r.map_err(StoreError::from),
         Err(e) => Err(StoreError::Io(io::Error::other(e))),
@@ -128,7 +130,10 @@ impl BlobStore for FsBlobStore {
         let root = self.root.join("blobs");
         blocking(move || {
             let mut out = Vec::new();
-            for alg in not_found_as_none(fs::read_dir(&root))?.into_iter().flatten() {
+            for alg in not_found_as_none(fs::read_dir(&root))?
+                .into_iter()
+                .flatten()
+            {
                 let alg = alg?;
                 for prefix in fs::read_dir(alg.path())? {
                     for blob in fs::read_dir(prefix?.path())? {

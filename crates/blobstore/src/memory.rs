@@ -41,11 +41,23 @@ impl BlobStore for MemoryBlobStore {
     }
 
     async fn read(&self, digest: &Digest, range: Option<ByteRange>) -> Result<ByteStream> {
-        let blob = self.lock().blobs.get(digest).cloned().ok_or(StoreError::NotFound)?;
+        let blob = self
+            .lock()
+            .blobs
+            .get(digest)
+            .cloned()
+            .ok_or(StoreError::NotFound)?;
         let size = blob.len() as u64;
-        let r = range.unwrap_or(ByteRange { start: 0, end: size });
+        let r = range.unwrap_or(ByteRange {
+            start: 0,
+            end: size,
+        });
         if r.start > r.end || r.end > size {
-            return Err(StoreError::InvalidRange { start: r.start, end: r.end, size });
+            return Err(StoreError::InvalidRange {
+                start: r.start,
+                end: r.end,
+                size,
+            });
         }
         Ok(once(blob.slice(r.start as usize..r.end as usize)))
     }
@@ -72,11 +84,19 @@ impl BlobStore for MemoryBlobStore {
             }
             data.truncate(offset as usize);
         }
-        Ok(Box::new(MemoryUploadWriter { store: self.clone(), id: id.clone() }))
+        Ok(Box::new(MemoryUploadWriter {
+            store: self.clone(),
+            id: id.clone(),
+        }))
     }
 
     async fn upload_read(&self, id: &UploadId) -> Result<ByteStream> {
-        let data = self.lock().uploads.get(id).cloned().ok_or(StoreError::NotFound)?;
+        let data = self
+            .lock()
+            .uploads
+            .get(id)
+            .cloned()
+            .ok_or(StoreError::NotFound)?;
         Ok(once(Bytes::from(data)))
     }
 
@@ -106,7 +126,10 @@ struct MemoryUploadWriter {
 impl UploadWriter for MemoryUploadWriter {
     async fn write(&mut self, chunk: Bytes) -> Result<()> {
         let mut inner = self.store.lock();
-        let data = inner.uploads.get_mut(&self.id).ok_or(StoreError::NotFound)?;
+        let data = inner
+            .uploads
+            .get_mut(&self.id)
+            .ok_or(StoreError::NotFound)?;
         data.extend_from_slice(&chunk);
         Ok(())
     }

@@ -29,14 +29,25 @@ async fn put(store: &dyn BlobStore, upload: &UploadId, data: &[u8]) -> Digest {
 }
 
 async fn assert_empty(store: &dyn BlobStore) {
-    assert_eq!(store.list().await.unwrap(), Vec::<Digest>::new(), "leaked blobs");
-    assert_eq!(store.upload_list().await.unwrap(), Vec::<UploadId>::new(), "leaked uploads");
+    assert_eq!(
+        store.list().await.unwrap(),
+        Vec::<Digest>::new(),
+        "leaked blobs"
+    );
+    assert_eq!(
+        store.upload_list().await.unwrap(),
+        Vec::<UploadId>::new(),
+        "leaked uploads"
+    );
 }
 
 pub async fn missing_blob_is_not_found(store: &dyn BlobStore) {
     let d = Digest::sha256_of(b"never stored");
     assert_eq!(store.stat(&d).await.unwrap(), None);
-    assert!(matches!(store.read(&d, None).await, Err(StoreError::NotFound)));
+    assert!(matches!(
+        store.read(&d, None).await,
+        Err(StoreError::NotFound)
+    ));
     assert!(!store.delete(&d).await.unwrap());
     assert_empty(store).await;
 }
@@ -46,7 +57,11 @@ pub async fn upload_commit_read_delete(store: &dyn BlobStore) {
     assert_eq!(store.stat(&d).await.unwrap(), Some(12));
     assert_eq!(read_all(store, &d, None).await, b"hello, wharf");
     assert_eq!(store.list().await.unwrap(), vec![d.clone()]);
-    assert_eq!(store.upload_list().await.unwrap(), vec![], "commit consumes the upload");
+    assert_eq!(
+        store.upload_list().await.unwrap(),
+        vec![],
+        "commit consumes the upload"
+    );
     assert!(store.delete(&d).await.unwrap());
     assert_empty(store).await;
 }
@@ -57,8 +72,14 @@ pub async fn ranged_reads(store: &dyn BlobStore) {
     assert_eq!(read_all(store, &d, r(2, 5)).await, b"234");
     assert_eq!(read_all(store, &d, r(9, 10)).await, b"9");
     assert_eq!(read_all(store, &d, r(10, 10)).await, b"");
-    assert!(matches!(store.read(&d, r(5, 11)).await, Err(StoreError::InvalidRange { .. })));
-    assert!(matches!(store.read(&d, r(6, 5)).await, Err(StoreError::InvalidRange { .. })));
+    assert!(matches!(
+        store.read(&d, r(5, 11)).await,
+        Err(StoreError::InvalidRange { .. })
+    ));
+    assert!(matches!(
+        store.read(&d, r(6, 5)).await,
+        Err(StoreError::InvalidRange { .. })
+    ));
     store.delete(&d).await.unwrap();
     assert_empty(store).await;
 }
@@ -72,7 +93,13 @@ pub async fn chunked_upload_appends(store: &dyn BlobStore) {
     w.write(Bytes::from_static(b"de")).await.unwrap();
     w.write(Bytes::from_static(b"f")).await.unwrap();
     assert_eq!(w.finish().await.unwrap(), 6);
-    let got: Vec<Bytes> = store.upload_read(&u).await.unwrap().try_collect().await.unwrap();
+    let got: Vec<Bytes> = store
+        .upload_read(&u)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
     assert_eq!(got.concat(), b"abcdef");
     assert_eq!(store.upload_list().await.unwrap(), vec![u.clone()]);
     store.upload_delete(&u).await.unwrap();
@@ -89,7 +116,13 @@ pub async fn resumed_upload_discards_unrecorded_bytes(store: &dyn BlobStore) {
     let mut w = store.upload_writer(&u, 5).await.unwrap();
     w.write(Bytes::from_static(b"xyz")).await.unwrap();
     assert_eq!(w.finish().await.unwrap(), 8);
-    let got: Vec<Bytes> = store.upload_read(&u).await.unwrap().try_collect().await.unwrap();
+    let got: Vec<Bytes> = store
+        .upload_read(&u)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
     assert_eq!(got.concat(), b"01234xyz");
     // An offset beyond the data cannot be resumed.
     assert!(store.upload_writer(&u, 100).await.is_err());
@@ -111,13 +144,18 @@ pub async fn committing_an_existing_blob_succeeds(store: &dyn BlobStore) {
 
 pub async fn committing_an_unknown_upload_is_not_found(store: &dyn BlobStore) {
     let d = Digest::sha256_of(b"x");
-    assert!(matches!(store.upload_commit(&id(7), &d).await, Err(StoreError::NotFound)));
+    assert!(matches!(
+        store.upload_commit(&id(7), &d).await,
+        Err(StoreError::NotFound)
+    ));
     assert_eq!(store.stat(&d).await.unwrap(), None);
     assert_empty(store).await;
 }
 
 pub async fn large_blob_roundtrips(store: &dyn BlobStore) {
-    let data: Vec<u8> = (0..(5 << 20) + 123).map(|i: u32| (i * 7 % 251) as u8).collect();
+    let data: Vec<u8> = (0..(5 << 20) + 123)
+        .map(|i: u32| (i * 7 % 251) as u8)
+        .collect();
     let u = id(8);
     let mut w = store.upload_writer(&u, 0).await.unwrap();
     for chunk in data.chunks(300_000) {
@@ -128,7 +166,10 @@ pub async fn large_blob_roundtrips(store: &dyn BlobStore) {
     store.upload_commit(&u, &d).await.unwrap();
     assert_eq!(store.stat(&d).await.unwrap(), Some(data.len() as u64));
     assert!(read_all(store, &d, None).await == data);
-    let r = ByteRange { start: 1_000_000, end: 4_000_001 };
+    let r = ByteRange {
+        start: 1_000_000,
+        end: 4_000_001,
+    };
     assert!(read_all(store, &d, Some(r)).await == data[1_000_000..4_000_001]);
     store.delete(&d).await.unwrap();
     assert_empty(store).await;

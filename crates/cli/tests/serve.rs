@@ -1,9 +1,9 @@
 //! `wharf serve` as an operator meets it: configuration layering, logs, signals,
 //! crashes and concurrent clients.
 
-mod support;
 #[path = "support/http.rs"]
 mod http;
+mod support;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -27,15 +27,34 @@ const MIB: usize = 1 << 20;
 
 #[test]
 fn serve_help_documents_every_setting() {
-    let out = Command::new(WHARF).args(["serve", "--help"]).output().unwrap();
+    let out = Command::new(WHARF)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let help = String::from_utf8(out.stdout).unwrap();
     for needle in [
-        "--config", "WHARF_CONFIG", "--listen", "WHARF_LISTEN", "127.0.0.1:5000", "--data-dir", "WHARF_DATA_DIR",
-        "wharf-data", "--log-format", "json", "--log-level", "--max-manifest-bytes", "--upload-expiry-secs",
-        "--shutdown-timeout-secs", "SIGTERM", "flags win over the environment",
+        "--config",
+        "WHARF_CONFIG",
+        "--listen",
+        "WHARF_LISTEN",
+        "127.0.0.1:5000",
+        "--data-dir",
+        "WHARF_DATA_DIR",
+        "wharf-data",
+        "--log-format",
+        "json",
+        "--log-level",
+        "--max-manifest-bytes",
+        "--upload-expiry-secs",
+        "--shutdown-timeout-secs",
+        "SIGTERM",
+        "flags win over the environment",
     ] {
-        assert!(help.contains(needle), "serve --help lacks {needle:?}:\n{help}");
+        assert!(
+            help.contains(needle),
+            "serve --help lacks {needle:?}:\n{help}"
+        );
     }
 }
 
@@ -44,9 +63,14 @@ fn defaults_keep_data_in_wharf_data_under_the_working_directory() {
     let tmp = tempfile::tempdir().unwrap();
     // Only the port is overridden: the default 5000 may be taken on a shared machine.
     let mut cmd = serve_command();
-    cmd.current_dir(tmp.path()).env("WHARF_LISTEN", "127.0.0.1:0");
+    cmd.current_dir(tmp.path())
+        .env("WHARF_LISTEN", "127.0.0.1:0");
     let s = TestServer::launch(cmd, &tmp.path().join("wharf-data"));
-    assert!(s.addr.starts_with("127.0.0.1:"), "listens on loopback by default: {}", s.addr);
+    assert!(
+        s.addr.starts_with("127.0.0.1:"),
+        "listens on loopback by default: {}",
+        s.addr
+    );
     assert!(tmp.path().join("wharf-data/metadata.db").exists());
     assert!(tmp.path().join("wharf-data/blobs").is_dir());
 }
@@ -65,11 +89,19 @@ async fn flags_win_over_environment_which_wins_over_the_file() {
     )
     .unwrap();
     let mut cmd = serve_command();
-    cmd.arg("--config").arg(&config).arg("--listen").arg("127.0.0.1:0");
-    cmd.env("WHARF_LISTEN", "127.0.0.1:2").env("WHARF_DATA_DIR", &env_dir);
+    cmd.arg("--config")
+        .arg(&config)
+        .arg("--listen")
+        .arg("127.0.0.1:0");
+    cmd.env("WHARF_LISTEN", "127.0.0.1:2")
+        .env("WHARF_DATA_DIR", &env_dir);
     let s = TestServer::launch(cmd, &env_dir);
     // The flag beat both the environment (port 2) and the file (port 1).
-    assert!(!s.addr.ends_with(":1") && !s.addr.ends_with(":2"), "{}", s.addr);
+    assert!(
+        !s.addr.ends_with(":1") && !s.addr.ends_with(":2"),
+        "{}",
+        s.addr
+    );
     // The environment beat the file for the data directory.
     assert!(env_dir.join("metadata.db").exists() && !file_dir.exists());
     // The file still supplies what nothing else set.
@@ -77,7 +109,15 @@ async fn flags_win_over_environment_which_wins_over_the_file() {
     push_blob(&c, &s.base, "cfg", b"{}").await;
     let mut m: serde_json::Value = serde_json::from_slice(&image_manifest(b"{}", &[])).unwrap();
     m["annotations"] = serde_json::json!({"pad": "x".repeat(1500)});
-    let r = put_manifest(&c, &s.base, "cfg", "v1", OCI_MANIFEST, &serde_json::to_vec(&m).unwrap()).await;
+    let r = put_manifest(
+        &c,
+        &s.base,
+        "cfg",
+        "v1",
+        OCI_MANIFEST,
+        &serde_json::to_vec(&m).unwrap(),
+    )
+    .await;
     assert_eq!(r.status().as_u16(), 413);
 }
 
@@ -86,15 +126,28 @@ fn a_typo_in_the_config_file_is_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
     let config = tmp.path().join("wharf.toml");
     std::fs::write(&config, "lisen = \"127.0.0.1:0\"\n").unwrap();
-    let out = serve_command().arg("--config").arg(&config).stdout(Stdio::piped()).stderr(Stdio::piped()).output().unwrap();
+    let out = serve_command()
+        .arg("--config")
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("unknown field") && err.contains("lisen"), "{err}");
+    assert!(
+        err.contains("unknown field") && err.contains("lisen"),
+        "{err}"
+    );
 }
 
 #[test]
 fn a_bad_listen_address_is_a_clear_error() {
-    let out = serve_command().args(["--listen", "not-an-address"]).stderr(Stdio::piped()).output().unwrap();
+    let out = serve_command()
+        .args(["--listen", "not-an-address"])
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--listen"));
 }
@@ -112,15 +165,29 @@ async fn json_logs_when_asked() {
     let mut s = TestServer::launch(cmd, &tmp.path().join("d"));
     assert!(s.signal_and_wait("TERM").success());
     let text = std::fs::read_to_string(&log).unwrap();
-    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).expect("every line is JSON")).collect();
-    assert!(lines.iter().any(|l| l["message"] == "wharf is serving" && l["level"] == "INFO"), "{text}");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every line is JSON"))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["message"] == "wharf is serving" && l["level"] == "INFO"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
 async fn sigterm_lets_an_in_flight_upload_finish_then_exits_0() {
     let mut s = TestServer::start();
     let c = client();
-    let loc = header(&c.post(s.url("/v2/drain/blobs/uploads/")).send().await.unwrap(), "location");
+    let loc = header(
+        &c.post(s.url("/v2/drain/blobs/uploads/"))
+            .send()
+            .await
+            .unwrap(),
+        "location",
+    );
     let (tx, body) = channel_body();
     let patch = tokio::spawn(c.patch(s.url(&loc)).body(body).send());
     let chunk = Bytes::from(vec![7u8; MIB]);
@@ -130,7 +197,11 @@ async fn sigterm_lets_an_in_flight_upload_finish_then_exits_0() {
         tx.send(chunk.clone()).await.unwrap();
     }
     let pid = s.pid();
-    assert!(Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
     for _ in 0..32 {
         tx.send(chunk.clone()).await.unwrap();
     }
@@ -138,7 +209,8 @@ async fn sigterm_lets_an_in_flight_upload_finish_then_exits_0() {
     let r = patch.await.unwrap().expect("in-flight request completes");
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     assert_eq!(header(&r, "range"), format!("0-{}", 64 * MIB - 1));
-    let status = support::wait_with_timeout(&mut s.child, Duration::from_secs(30)).expect("exits after draining");
+    let status = support::wait_with_timeout(&mut s.child, Duration::from_secs(30))
+        .expect("exits after draining");
     assert!(status.success(), "{status:?}");
     // The recorded progress survives the restart.
     let s2 = TestServer::start_in(&s.data_dir.clone(), &[], &[]);
@@ -149,7 +221,10 @@ async fn sigterm_lets_an_in_flight_upload_finish_then_exits_0() {
 #[tokio::test]
 async fn sigint_exits_0() {
     let mut s = TestServer::start();
-    assert_eq!(client().get(s.url("/v2/")).send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        client().get(s.url("/v2/")).send().await.unwrap().status(),
+        StatusCode::OK
+    );
     assert!(s.signal_and_wait("INT").success());
 }
 
@@ -160,20 +235,43 @@ async fn sigkill_mid_upload_never_exposes_a_partial_blob() {
     let content: Vec<u8> = (0..64 * MIB).map(|i| (i % 251) as u8).collect();
     let digest = sha256(&content);
     let (tx, body) = channel_body();
-    let put = tokio::spawn(c.post(s.url(&format!("/v2/crash/blobs/uploads/?digest={digest}"))).body(body).send());
+    let put = tokio::spawn(
+        c.post(s.url(&format!("/v2/crash/blobs/uploads/?digest={digest}")))
+            .body(body)
+            .send(),
+    );
     for chunk in content.chunks(MIB).take(32) {
         tx.send(Bytes::copy_from_slice(chunk)).await.unwrap();
     }
     s.signal_and_wait("KILL");
     drop(tx);
-    assert!(put.await.unwrap().is_err(), "the client sees the connection die");
+    assert!(
+        put.await.unwrap().is_err(),
+        "the client sees the connection die"
+    );
     let s2 = TestServer::start_in(&s.data_dir.clone(), &[], &[]);
-    let r = c.head(s2.url(&format!("/v2/crash/blobs/{digest}"))).send().await.unwrap();
+    let r = c
+        .head(s2.url(&format!("/v2/crash/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
-    let blob_file = s2.data_dir.join("blobs/sha256").join(&digest[7..9]).join(&digest[7..]);
-    assert!(!blob_file.exists(), "no blob file for a push that never finished");
+    let blob_file = s2
+        .data_dir
+        .join("blobs/sha256")
+        .join(&digest[7..9])
+        .join(&digest[7..]);
+    assert!(
+        !blob_file.exists(),
+        "no blob file for a push that never finished"
+    );
     // The same push, done again, succeeds.
-    let r = c.post(s2.url(&format!("/v2/crash/blobs/uploads/?digest={digest}"))).body(content).send().await.unwrap();
+    let r = c
+        .post(s2.url(&format!("/v2/crash/blobs/uploads/?digest={digest}")))
+        .body(content)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
 }
 
@@ -184,11 +282,19 @@ async fn acknowledged_pushes_survive_sigkill() {
     let (m, d) = push_image(&c, &s.base, "durable/app", "v1", "durable").await;
     s.signal_and_wait("KILL");
     let s2 = TestServer::start_in(&s.data_dir.clone(), &[], &[]);
-    let r = c.get(s2.url("/v2/durable/app/manifests/v1")).send().await.unwrap();
+    let r = c
+        .get(s2.url("/v2/durable/app/manifests/v1"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(header(&r, "docker-content-digest"), d);
     assert_eq!(r.bytes().await.unwrap(), m);
     let layer = b"layer bytes for durable";
-    let r = c.get(s2.url(&format!("/v2/durable/app/blobs/{}", sha256(layer)))).send().await.unwrap();
+    let r = c
+        .get(s2.url(&format!("/v2/durable/app/blobs/{}", sha256(layer))))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.bytes().await.unwrap(), &layer[..]);
 }
 
@@ -204,7 +310,8 @@ async fn concurrent_pushes_of_the_same_blob_and_tag_are_safe() {
         tasks.push(tokio::spawn(async move {
             push_blob(&c, &base, "race/app", &layer).await;
             push_blob(&c, &base, "race/app", &config).await;
-            let mut m: serde_json::Value = serde_json::from_slice(&image_manifest(&config, &[&layer])).unwrap();
+            let mut m: serde_json::Value =
+                serde_json::from_slice(&image_manifest(&config, &[&layer])).unwrap();
             m["annotations"] = serde_json::json!({"writer": i.to_string()});
             let m = serde_json::to_vec(&m).unwrap();
             let r = put_manifest(&c, &base, "race/app", "latest", OCI_MANIFEST, &m).await;
@@ -216,15 +323,33 @@ async fn concurrent_pushes_of_the_same_blob_and_tag_are_safe() {
     for t in tasks {
         written.push(t.await.unwrap());
     }
-    let r = c.get(s.url("/v2/race/app/manifests/latest")).send().await.unwrap();
+    let r = c
+        .get(s.url("/v2/race/app/manifests/latest"))
+        .send()
+        .await
+        .unwrap();
     let winner = header(&r, "docker-content-digest");
-    assert!(written.contains(&winner), "the tag points at one of the pushed manifests");
-    assert_eq!(sha256(&r.bytes().await.unwrap()), winner, "and its bytes match its digest");
-    let r = c.get(s.url(&format!("/v2/race/app/blobs/{}", sha256(&layer)))).send().await.unwrap();
+    assert!(
+        written.contains(&winner),
+        "the tag points at one of the pushed manifests"
+    );
+    assert_eq!(
+        sha256(&r.bytes().await.unwrap()),
+        winner,
+        "and its bytes match its digest"
+    );
+    let r = c
+        .get(s.url(&format!("/v2/race/app/blobs/{}", sha256(&layer))))
+        .send()
+        .await
+        .unwrap();
     assert!(r.bytes().await.unwrap() == layer);
     let stored = walk_files(&s.data_dir.join("blobs")).len();
     assert_eq!(stored, 2, "one file per distinct blob");
-    assert!(walk_files(&s.data_dir.join("uploads")).is_empty(), "no upload left behind");
+    assert!(
+        walk_files(&s.data_dir.join("uploads")).is_empty(),
+        "no upload left behind"
+    );
 }
 
 #[tokio::test]
@@ -238,7 +363,13 @@ async fn a_schema_newer_than_the_binary_is_refused_at_start() {
     let conn = rusqlite::Connection::open(data.join("metadata.db")).unwrap();
     conn.execute("INSERT INTO wharf_schema (level, name, applied_at, wharf_version) VALUES (42, 'future', 0, '9.9.9')", []).unwrap();
     drop(conn);
-    let out = serve_command().arg("--data-dir").arg(&data).args(["--listen", "127.0.0.1:0"]).stderr(Stdio::piped()).output().unwrap();
+    let out = serve_command()
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--listen", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("level 42") && err.contains("newer"), "{err}");

@@ -103,21 +103,47 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn delete_upload(&self, id: &UploadId) -> Result<bool>;
     /// In one transaction: records the stored blob, lets the session's repository use
     /// it, ends the session. Call only once the blob's bytes are durable.
-    async fn complete_upload(&self, id: &UploadId, repo: &RepoName, digest: &Digest, size: u64) -> Result<()>;
+    async fn complete_upload(
+        &self,
+        id: &UploadId,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<()>;
 
     // --- manifests and tags ---
     /// In one transaction: checks the required blobs and manifests are in `repo`,
     /// stores the manifest (a no-op if already stored) and points `tag` at it.
-    async fn put_manifest(&self, repo: &RepoName, manifest: &NewManifest, tag: Option<&Tag>) -> Result<()>;
-    async fn get_manifest(&self, repo: &RepoName, reference: &Reference, with_payload: bool) -> Result<Option<StoredManifest>>;
+    async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        manifest: &NewManifest,
+        tag: Option<&Tag>,
+    ) -> Result<()>;
+    async fn get_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        with_payload: bool,
+    ) -> Result<Option<StoredManifest>>;
     /// Deletes a manifest and every tag pointing at it; `false` if it was not there.
     async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool>;
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool>;
     /// Tags in lexical order after `after`, at most `limit`; `None` if the repository
     /// does not exist.
-    async fn list_tags(&self, repo: &RepoName, after: Option<&str>, limit: usize) -> Result<Option<Vec<Tag>>>;
+    async fn list_tags(
+        &self,
+        repo: &RepoName,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Option<Vec<Tag>>>;
     /// Manifests in `repo` whose subject is `subject`, optionally of one artifact type.
-    async fn referrers(&self, repo: &RepoName, subject: &Digest, artifact_type: Option<&str>) -> Result<Vec<Referrer>>;
+    async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Referrer>>;
 }
 
 pub fn now_ms() -> i64 {

@@ -57,7 +57,11 @@ where
     T::Err: std::fmt::Display,
 {
     s.parse().map_err(|e: T::Err| {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.to_string().into())
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            e.to_string().into(),
+        )
     })
 }
 
@@ -70,7 +74,11 @@ fn level_of(conn: &Connection) -> Result<u32> {
     if !has_table {
         return Ok(0);
     }
-    Ok(conn.query_row("SELECT COALESCE(MAX(level), 0) FROM wharf_schema", [], |r| r.get(0))?)
+    Ok(conn.query_row(
+        "SELECT COALESCE(MAX(level), 0) FROM wharf_schema",
+        [],
+        |r| r.get(0),
+    )?)
 }
 
 impl SqliteMetaStore {
@@ -88,7 +96,10 @@ impl SqliteMetaStore {
         let tx = writer.transaction_with_behavior(TransactionBehavior::Exclusive)?;
         let found = level_of(&tx)?;
         if found > SCHEMA_LEVEL {
-            return Err(MetaError::SchemaTooNew { found, supported: SCHEMA_LEVEL });
+            return Err(MetaError::SchemaTooNew {
+                found,
+                supported: SCHEMA_LEVEL,
+            });
         }
         if found == 0 {
             tx.execute_batch(
@@ -105,12 +116,21 @@ impl SqliteMetaStore {
             }
             tracing::info!(path = %path.display(), level = SCHEMA_LEVEL, "created metadata store");
         } else if found < SCHEMA_LEVEL {
-            return Err(MetaError::SchemaTooOld { found, supported: SCHEMA_LEVEL });
+            return Err(MetaError::SchemaTooOld {
+                found,
+                supported: SCHEMA_LEVEL,
+            });
         }
         tx.commit()?;
-        let readers = (0..READERS).map(|_| connect(&path)).collect::<Result<Vec<_>>>()?;
+        let readers = (0..READERS)
+            .map(|_| connect(&path))
+            .collect::<Result<Vec<_>>>()?;
         Ok(SqliteMetaStore {
-            inner: Arc::new(Inner { path, writer: Mutex::new(writer), readers: Mutex::new(readers) }),
+            inner: Arc::new(Inner {
+                path,
+                writer: Mutex::new(writer),
+                readers: Mutex::new(readers),
+            }),
         })
     }
 
@@ -142,7 +162,11 @@ impl SqliteMetaStore {
     ) -> Result<T> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
-            let pooled = inner.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let pooled = inner
+                .readers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pop();
             let conn = match pooled {
                 Some(c) => c,
                 None => connect(&inner.path)?, // all busy: a short-lived extra reader
@@ -195,7 +219,7 @@ fn session_from_row(r: &rusqlite::Row) -> rusqlite::Result<UploadSession> {
 #[async_trait]
 impl MetaStore for SqliteMetaStore {
     async fn schema_level(&self) -> Result<u32> {
-        self.read(|c| level_of(c)).await
+        self.read(level_of).await
     }
 
     async fn list_repositories(&self, after: Option<&str>, limit: usize) -> Result<Vec<RepoName>> {
@@ -293,7 +317,9 @@ impl MetaStore for SqliteMetaStore {
         let id = id.to_string();
         self.write(move |tx| {
             let n = tx
-                .prepare_cached("UPDATE uploads SET size = ?, updated_at = ? WHERE id = ? AND size = ?")?
+                .prepare_cached(
+                    "UPDATE uploads SET size = ?, updated_at = ? WHERE id = ? AND size = ?",
+                )?
                 .execute(params![to as i64, now_ms(), id, from as i64])?;
             Ok(n == 1)
         })
@@ -302,24 +328,39 @@ impl MetaStore for SqliteMetaStore {
 
     async fn delete_upload(&self, id: &UploadId) -> Result<bool> {
         let id = id.to_string();
-        self.write(move |tx| Ok(tx.execute("DELETE FROM uploads WHERE id = ?", [id])? > 0)).await
+        self.write(move |tx| Ok(tx.execute("DELETE FROM uploads WHERE id = ?", [id])? > 0))
+            .await
     }
 
-    async fn complete_upload(&self, id: &UploadId, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
+    async fn complete_upload(
+        &self,
+        id: &UploadId,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<()> {
         let (id, repo, digest) = (id.to_string(), repo.to_string(), digest.to_string());
         self.write(move |tx| {
             let now = now_ms();
-            tx.prepare_cached("INSERT OR IGNORE INTO blobs (digest, size, created_at) VALUES (?, ?, ?)")?
-                .execute(params![digest, size as i64, now])?;
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO blobs (digest, size, created_at) VALUES (?, ?, ?)",
+            )?
+            .execute(params![digest, size as i64, now])?;
             let rid = ensure_repo(tx, &repo)?;
             link(tx, rid, &digest)?;
-            tx.prepare_cached("DELETE FROM uploads WHERE id = ?")?.execute([id])?;
+            tx.prepare_cached("DELETE FROM uploads WHERE id = ?")?
+                .execute([id])?;
             Ok(())
         })
         .await
     }
 
-    async fn put_manifest(&self, repo: &RepoName, m: &NewManifest, tag: Option<&Tag>) -> Result<()> {
+    async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        m: &NewManifest,
+        tag: Option<&Tag>,
+    ) -> Result<()> {
         let (repo, m, tag) = (repo.to_string(), m.clone(), tag.map(|t| t.to_string()));
         self.write(move |tx| {
             let rid = ensure_repo(tx, &repo)?;
@@ -371,7 +412,12 @@ impl MetaStore for SqliteMetaStore {
         .await
     }
 
-    async fn get_manifest(&self, repo: &RepoName, reference: &Reference, with_payload: bool) -> Result<Option<StoredManifest>> {
+    async fn get_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        with_payload: bool,
+    ) -> Result<Option<StoredManifest>> {
         let (repo, reference) = (repo.to_string(), reference.clone());
         self.read(move |c| {
             let payload_col = if with_payload { "m.payload" } else { "NULL" };
@@ -407,9 +453,17 @@ impl MetaStore for SqliteMetaStore {
     async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
         let (repo, digest) = (repo.to_string(), digest.to_string());
         self.write(move |tx| {
-            let Some(rid) = repo_id(tx, &repo)? else { return Ok(false) };
-            tx.execute("DELETE FROM tags WHERE repository_id = ? AND manifest_digest = ?", params![rid, digest])?;
-            let n = tx.execute("DELETE FROM manifests WHERE repository_id = ? AND digest = ?", params![rid, digest])?;
+            let Some(rid) = repo_id(tx, &repo)? else {
+                return Ok(false);
+            };
+            tx.execute(
+                "DELETE FROM tags WHERE repository_id = ? AND manifest_digest = ?",
+                params![rid, digest],
+            )?;
+            let n = tx.execute(
+                "DELETE FROM manifests WHERE repository_id = ? AND digest = ?",
+                params![rid, digest],
+            )?;
             Ok(n > 0)
         })
         .await
@@ -427,10 +481,17 @@ impl MetaStore for SqliteMetaStore {
         .await
     }
 
-    async fn list_tags(&self, repo: &RepoName, after: Option<&str>, limit: usize) -> Result<Option<Vec<Tag>>> {
+    async fn list_tags(
+        &self,
+        repo: &RepoName,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Option<Vec<Tag>>> {
         let (repo, after) = (repo.to_string(), after.unwrap_or("").to_string());
         self.read(move |c| {
-            let Some(rid) = repo_id(c, &repo)? else { return Ok(None) };
+            let Some(rid) = repo_id(c, &repo)? else {
+                return Ok(None);
+            };
             let mut st = c.prepare_cached(
                 "SELECT name FROM tags WHERE repository_id = ? AND name > ? ORDER BY name LIMIT ?",
             )?;
@@ -440,8 +501,17 @@ impl MetaStore for SqliteMetaStore {
         .await
     }
 
-    async fn referrers(&self, repo: &RepoName, subject: &Digest, artifact_type: Option<&str>) -> Result<Vec<Referrer>> {
-        let (repo, subject, at) = (repo.to_string(), subject.to_string(), artifact_type.map(str::to_string));
+    async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Referrer>> {
+        let (repo, subject, at) = (
+            repo.to_string(),
+            subject.to_string(),
+            artifact_type.map(str::to_string),
+        );
         self.read(move |c| {
             let mut st = c.prepare_cached(
                 "SELECT m.digest, m.media_type, m.size, m.artifact_type, m.annotations FROM manifests m

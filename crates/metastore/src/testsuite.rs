@@ -34,7 +34,10 @@ async fn blob(store: &dyn MetaStore, r: &RepoName, content: &[u8]) -> Digest {
     let d = Digest::sha256_of(content);
     let n = u32::from_be_bytes(d.hex().as_bytes()[..4].try_into().unwrap()) % 1_000_000;
     let id = session(store, n, r).await;
-    store.complete_upload(&id, r, &d, content.len() as u64).await.unwrap();
+    store
+        .complete_upload(&id, r, &d, content.len() as u64)
+        .await
+        .unwrap();
     d
 }
 
@@ -54,7 +57,10 @@ fn manifest(payload: &str, blobs: Vec<Digest>, manifests: Vec<Digest>) -> NewMan
 pub async fn new_store_is_empty_at_current_level(store: &dyn MetaStore) {
     assert_eq!(store.schema_level().await.unwrap(), SCHEMA_LEVEL);
     assert!(store.list_repositories(None, 100).await.unwrap().is_empty());
-    assert_eq!(store.list_tags(&repo("nope"), None, 10).await.unwrap(), None);
+    assert_eq!(
+        store.list_tags(&repo("nope"), None, 10).await.unwrap(),
+        None
+    );
     assert_eq!(store.get_upload(&upload_id(1)).await.unwrap(), None);
 }
 
@@ -64,7 +70,10 @@ pub async fn upload_session_lifecycle(store: &dyn MetaStore) {
     let s = store.get_upload(&id).await.unwrap().unwrap();
     assert_eq!((s.repo.clone(), s.size), (r.clone(), 0));
     assert!(store.advance_upload(&id, 0, 10).await.unwrap());
-    assert!(!store.advance_upload(&id, 0, 20).await.unwrap(), "stale offset must lose");
+    assert!(
+        !store.advance_upload(&id, 0, 20).await.unwrap(),
+        "stale offset must lose"
+    );
     assert_eq!(store.get_upload(&id).await.unwrap().unwrap().size, 10);
     // The repository appears only once something is stored in it.
     assert!(store.list_repositories(None, 10).await.unwrap().is_empty());
@@ -83,14 +92,21 @@ pub async fn blobs_are_per_repository(store: &dyn MetaStore) {
     let (a, b) = (repo("a"), repo("b"));
     let d = blob(store, &a, b"layer").await;
     assert_eq!(store.repo_blob(&b, &d).await.unwrap(), None);
-    assert!(store.link_blob(&b, &d).await.unwrap(), "mount a stored blob");
+    assert!(
+        store.link_blob(&b, &d).await.unwrap(),
+        "mount a stored blob"
+    );
     assert_eq!(store.repo_blob(&b, &d).await.unwrap(), Some(5));
     let unknown = Digest::sha256_of(b"unknown");
     assert!(!store.link_blob(&b, &unknown).await.unwrap());
     assert!(store.unlink_blob(&a, &d).await.unwrap());
     assert!(!store.unlink_blob(&a, &d).await.unwrap());
     assert_eq!(store.repo_blob(&a, &d).await.unwrap(), None);
-    assert_eq!(store.repo_blob(&b, &d).await.unwrap(), Some(5), "other repos keep it");
+    assert_eq!(
+        store.repo_blob(&b, &d).await.unwrap(),
+        Some(5),
+        "other repos keep it"
+    );
 }
 
 pub async fn manifests_need_their_blobs(store: &dyn MetaStore) {
@@ -105,7 +121,11 @@ pub async fn manifests_need_their_blobs(store: &dyn MetaStore) {
     assert_eq!(store.list_tags(&r, None, 10).await.unwrap(), Some(vec![]));
     let m = manifest("image-1", vec![config], vec![]);
     store.put_manifest(&r, &m, Some(&tag("v1"))).await.unwrap();
-    let by_tag = store.get_manifest(&r, &Reference::Tag(tag("v1")), true).await.unwrap().unwrap();
+    let by_tag = store
+        .get_manifest(&r, &Reference::Tag(tag("v1")), true)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(by_tag.digest, m.digest);
     assert_eq!(by_tag.payload.as_deref(), Some(&b"image-1"[..]));
     let by_digest = store
@@ -114,7 +134,13 @@ pub async fn manifests_need_their_blobs(store: &dyn MetaStore) {
         .unwrap()
         .unwrap();
     assert_eq!((by_digest.size, by_digest.payload), (7, None));
-    assert_eq!(store.get_manifest(&repo("other"), &Reference::Tag(tag("v1")), true).await.unwrap(), None);
+    assert_eq!(
+        store
+            .get_manifest(&repo("other"), &Reference::Tag(tag("v1")), true)
+            .await
+            .unwrap(),
+        None
+    );
 }
 
 pub async fn indexes_need_their_manifests(store: &dyn MetaStore) {
@@ -126,9 +152,15 @@ pub async fn indexes_need_their_manifests(store: &dyn MetaStore) {
         Err(MetaError::MissingReference(_))
     ));
     store.put_manifest(&r, &child, None).await.unwrap();
-    store.put_manifest(&r, &index, Some(&tag("latest"))).await.unwrap();
+    store
+        .put_manifest(&r, &index, Some(&tag("latest")))
+        .await
+        .unwrap();
     // Pushing the same manifest again is a no-op, not an error.
-    store.put_manifest(&r, &index, Some(&tag("latest"))).await.unwrap();
+    store
+        .put_manifest(&r, &index, Some(&tag("latest")))
+        .await
+        .unwrap();
 }
 
 pub async fn tags_move_list_and_delete(store: &dyn MetaStore) {
@@ -139,19 +171,42 @@ pub async fn tags_move_list_and_delete(store: &dyn MetaStore) {
         store.put_manifest(&r, &m1, Some(&tag(t))).await.unwrap();
     }
     store.put_manifest(&r, &m2, Some(&tag("b"))).await.unwrap();
-    let got = store.get_manifest(&r, &Reference::Tag(tag("b")), false).await.unwrap().unwrap();
+    let got = store
+        .get_manifest(&r, &Reference::Tag(tag("b")), false)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(got.digest, m2.digest, "a tag moves to the newest push");
     let names = |v: Option<Vec<Tag>>| v.unwrap().iter().map(|t| t.to_string()).collect::<Vec<_>>();
-    assert_eq!(names(store.list_tags(&r, None, 10).await.unwrap()), ["a", "b", "c"]);
-    assert_eq!(names(store.list_tags(&r, None, 2).await.unwrap()), ["a", "b"]);
-    assert_eq!(names(store.list_tags(&r, Some("b"), 2).await.unwrap()), ["c"]);
+    assert_eq!(
+        names(store.list_tags(&r, None, 10).await.unwrap()),
+        ["a", "b", "c"]
+    );
+    assert_eq!(
+        names(store.list_tags(&r, None, 2).await.unwrap()),
+        ["a", "b"]
+    );
+    assert_eq!(
+        names(store.list_tags(&r, Some("b"), 2).await.unwrap()),
+        ["c"]
+    );
     assert!(store.delete_tag(&r, &tag("a")).await.unwrap());
     assert!(!store.delete_tag(&r, &tag("a")).await.unwrap());
-    assert!(store.get_manifest(&r, &Reference::Digest(m1.digest.clone()), false).await.unwrap().is_some(),
-        "deleting a tag keeps the manifest");
+    assert!(
+        store
+            .get_manifest(&r, &Reference::Digest(m1.digest.clone()), false)
+            .await
+            .unwrap()
+            .is_some(),
+        "deleting a tag keeps the manifest"
+    );
     assert!(store.delete_manifest(&r, &m1.digest).await.unwrap());
     assert!(!store.delete_manifest(&r, &m1.digest).await.unwrap());
-    assert_eq!(names(store.list_tags(&r, None, 10).await.unwrap()), ["b"], "its tags went with it");
+    assert_eq!(
+        names(store.list_tags(&r, None, 10).await.unwrap()),
+        ["b"],
+        "its tags went with it"
+    );
 }
 
 pub async fn referrers_by_subject_and_type(store: &dyn MetaStore) {
@@ -167,11 +222,18 @@ pub async fn referrers_by_subject_and_type(store: &dyn MetaStore) {
     }
     let all = store.referrers(&r, &subject.digest, None).await.unwrap();
     assert_eq!(all.len(), 2);
-    let sigs = store.referrers(&r, &subject.digest, Some("application/x-sig")).await.unwrap();
+    let sigs = store
+        .referrers(&r, &subject.digest, Some("application/x-sig"))
+        .await
+        .unwrap();
     assert_eq!(sigs.len(), 1);
     assert_eq!(sigs[0].digest, Digest::sha256_of(b"sig"));
     assert_eq!(sigs[0].annotations_json.as_deref(), Some(r#"{"k":"v"}"#));
-    assert!(store.referrers(&repo("elsewhere"), &subject.digest, None).await.unwrap().is_empty());
+    assert!(store
+        .referrers(&repo("elsewhere"), &subject.digest, None)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 pub async fn catalog_is_paginated_in_order(store: &dyn MetaStore) {
@@ -179,7 +241,13 @@ pub async fn catalog_is_paginated_in_order(store: &dyn MetaStore) {
         blob(store, &repo(name), name.as_bytes()).await;
     }
     let list = |after: Option<&'static str>, n| async move {
-        store.list_repositories(after, n).await.unwrap().iter().map(|r| r.to_string()).collect::<Vec<_>>()
+        store
+            .list_repositories(after, n)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.to_string())
+            .collect::<Vec<_>>()
     };
     assert_eq!(list(None, 10).await, ["a", "b/x", "c/deep/name"]);
     assert_eq!(list(None, 2).await, ["a", "b/x"]);

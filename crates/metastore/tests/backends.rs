@@ -4,7 +4,9 @@ mod sqlite {
     use wharf_metastore::SqliteMetaStore;
     async fn make() -> (SqliteMetaStore, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteMetaStore::open(dir.path().join("metadata.db")).await.unwrap();
+        let store = SqliteMetaStore::open(dir.path().join("metadata.db"))
+            .await
+            .unwrap();
         (store, dir)
     }
     wharf_metastore::metastore_testsuite!(make());
@@ -21,7 +23,10 @@ mod sqlite {
         )
         .unwrap();
         drop(conn);
-        let err = SqliteMetaStore::open(&path).await.err().expect("must refuse");
+        let err = SqliteMetaStore::open(&path)
+            .await
+            .err()
+            .expect("must refuse");
         assert!(err.to_string().contains("level 99"), "{err}");
     }
 }

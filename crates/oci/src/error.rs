@@ -87,8 +87,14 @@ impl ErrorCode {
         use ErrorCode::*;
         match self {
             BlobUnknown | BlobUploadUnknown | ManifestUnknown | NameUnknown | NotFound => 404,
-            BlobUploadInvalid | DigestInvalid | ManifestBlobUnknown | ManifestInvalid
-            | NameInvalid | SizeInvalid | TagInvalid | PaginationNumberInvalid => 400,
+            BlobUploadInvalid
+            | DigestInvalid
+            | ManifestBlobUnknown
+            | ManifestInvalid
+            | NameInvalid
+            | SizeInvalid
+            | TagInvalid
+            | PaginationNumberInvalid => 400,
             Unauthorized => 401,
             Denied => 403,
             Unsupported => 405,

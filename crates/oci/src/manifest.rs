@@ -17,7 +17,11 @@ use crate::media;
 pub struct Platform {
     pub architecture: String,
     pub os: String,
-    #[serde(rename = "os.version", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "os.version",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub os_version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
@@ -120,7 +124,8 @@ impl Manifest {
         }
 
         // Generic types some clients send when they do not know better: sniff the body.
-        let header = header.filter(|h| !matches!(*h, "application/json" | "application/octet-stream"));
+        let header =
+            header.filter(|h| !matches!(*h, "application/json" | "application/octet-stream"));
         let media_type = match (&raw.media_type, header) {
             (Some(field), Some(h)) if field != h => {
                 return Err(ManifestError::MediaTypeMismatch {
@@ -153,10 +158,14 @@ impl Manifest {
         match kind {
             ManifestKind::Image => {
                 if raw.config.is_none() {
-                    return Err(ManifestError::Invalid("image manifest has no config".into()));
+                    return Err(ManifestError::Invalid(
+                        "image manifest has no config".into(),
+                    ));
                 }
                 if raw.layers.is_none() {
-                    return Err(ManifestError::Invalid("image manifest has no layers".into()));
+                    return Err(ManifestError::Invalid(
+                        "image manifest has no layers".into(),
+                    ));
                 }
                 if raw.manifests.is_some() {
                     return Err(ManifestError::Invalid(
@@ -166,7 +175,9 @@ impl Manifest {
             }
             ManifestKind::Index => {
                 if raw.manifests.is_none() {
-                    return Err(ManifestError::Invalid("index has no manifests field".into()));
+                    return Err(ManifestError::Invalid(
+                        "index has no manifests field".into(),
+                    ));
                 }
                 if raw.config.is_some() || raw.layers.is_some() {
                     return Err(ManifestError::Invalid(
@@ -204,12 +215,10 @@ impl Manifest {
     /// The artifact type the referrers API reports: `artifactType`, or for an image
     /// manifest without one, its config's media type.
     pub fn effective_artifact_type(&self) -> Option<&str> {
-        self.artifact_type
-            .as_deref()
-            .or_else(|| match self.kind {
-                ManifestKind::Image => self.config.as_ref().map(|c| c.media_type.as_str()),
-                ManifestKind::Index => None,
-            })
+        self.artifact_type.as_deref().or_else(|| match self.kind {
+            ManifestKind::Image => self.config.as_ref().map(|c| c.media_type.as_str()),
+            ManifestKind::Index => None,
+        })
     }
 }
 
@@ -270,7 +279,10 @@ mod tests {
             r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"x","digest":"sha256:1111111111111111111111111111111111111111111111111111111111111111","size":-1}]}"#,
         ];
         for body in cases {
-            assert!(Manifest::parse(None, body.as_bytes()).is_err(), "{body} should fail");
+            assert!(
+                Manifest::parse(None, body.as_bytes()).is_err(),
+                "{body} should fail"
+            );
         }
         assert!(matches!(
             Manifest::parse(Some(media::DOCKER_SCHEMA1_SIGNED), b"{}"),

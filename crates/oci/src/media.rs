@@ -10,8 +10,12 @@ pub const DOCKER_SCHEMA1_SIGNED: &str = "application/vnd.docker.distribution.man
 pub const OCI_EMPTY_CONFIG: &str = "application/vnd.oci.empty.v1+json";
 
 /// Manifest media types that may be stored.
-pub const SUPPORTED_MANIFESTS: [&str; 4] =
-    [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST];
+pub const SUPPORTED_MANIFESTS: [&str; 4] = [
+    OCI_MANIFEST,
+    OCI_INDEX,
+    DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+];
 
 /// Whether an `Accept` header value admits `media_type`. No header, or `*/*`, admits all.
 pub fn accepts(accept_values: &[&str], media_type: &str) -> bool {

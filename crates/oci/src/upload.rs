@@ -55,7 +55,9 @@ mod tests {
 
     #[test]
     fn rejects_traversal_and_junk() {
-        assert!("0b6f7c2e-1c1f-4f0e-9a53-3c0f2f0d9a11".parse::<UploadId>().is_ok());
+        assert!("0b6f7c2e-1c1f-4f0e-9a53-3c0f2f0d9a11"
+            .parse::<UploadId>()
+            .is_ok());
         for bad in ["", "..", "a/b", "a.b", &"x".repeat(65)] {
             assert!(bad.parse::<UploadId>().is_err());
         }

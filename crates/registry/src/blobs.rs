@@ -24,7 +24,11 @@ impl Registry {
         if let Some(size) = self.meta.repo_blob(repo, digest).await? {
             return Ok(BlobInfo { size });
         }
-        match self.meta.get_manifest(repo, &Reference::Digest(digest.clone()), false).await? {
+        match self
+            .meta
+            .get_manifest(repo, &Reference::Digest(digest.clone()), false)
+            .await?
+        {
             Some(m) => Ok(BlobInfo { size: m.size }),
             None => Err(RegistryError::BlobUnknown(digest.clone())),
         }
@@ -32,7 +36,12 @@ impl Registry {
 
     /// A blob's bytes, or a range of them. Call [`Registry::stat_blob`] first to
     /// resolve the range against the size.
-    pub async fn read_blob(&self, repo: &RepoName, digest: &Digest, range: Option<ByteRange>) -> Result<BlobBody> {
+    pub async fn read_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        range: Option<ByteRange>,
+    ) -> Result<BlobBody> {
         if self.meta.repo_blob(repo, digest).await?.is_some() {
             return match self.blobs.read(digest, range).await {
                 Ok(s) => Ok(BlobBody::Stream(s)),
@@ -51,11 +60,20 @@ impl Registry {
             .await?
             .ok_or_else(|| RegistryError::BlobUnknown(digest.clone()))?;
         let payload = m.payload.unwrap_or_default();
-        let r = range.unwrap_or(ByteRange { start: 0, end: payload.len() as u64 });
+        let r = range.unwrap_or(ByteRange {
+            start: 0,
+            end: payload.len() as u64,
+        });
         if r.start > r.end || r.end > payload.len() as u64 {
-            return Err(RegistryError::RangeInvalid { start: r.start, end: r.end, size: payload.len() as u64 });
+            return Err(RegistryError::RangeInvalid {
+                start: r.start,
+                end: r.end,
+                size: payload.len() as u64,
+            });
         }
-        Ok(BlobBody::Bytes(payload.slice(r.start as usize..r.end as usize)))
+        Ok(BlobBody::Bytes(
+            payload.slice(r.start as usize..r.end as usize),
+        ))
     }
 
     /// Removes the blob from `repo`. Its bytes stay until garbage collection proves

@@ -65,7 +65,9 @@ impl RegistryError {
 impl From<wharf_metastore::MetaError> for RegistryError {
     fn from(e: wharf_metastore::MetaError) -> Self {
         match e {
-            wharf_metastore::MetaError::MissingReference(d) => RegistryError::ManifestBlobUnknown(d),
+            wharf_metastore::MetaError::MissingReference(d) => {
+                RegistryError::ManifestBlobUnknown(d)
+            }
             other => RegistryError::Storage(other.to_string()),
         }
     }

@@ -41,7 +41,11 @@ async fn next_block(body: &mut ByteStream, carry: &mut Option<Bytes>) -> Result<
     Ok((!buf.is_empty()).then(|| buf.freeze()))
 }
 
-async fn hash_and_write(hasher: &mut Option<Hasher>, writer: &mut dyn UploadWriter, block: Bytes) -> Result<()> {
+async fn hash_and_write(
+    hasher: &mut Option<Hasher>,
+    writer: &mut dyn UploadWriter,
+    block: Bytes,
+) -> Result<()> {
     let h = hasher.take();
     let for_hash = block.clone();
     let hashing = tokio::task::spawn_blocking(move || {

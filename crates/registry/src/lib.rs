@@ -58,7 +58,12 @@ pub struct Registry {
 
 impl Registry {
     pub fn new(meta: Arc<dyn MetaStore>, blobs: Arc<dyn BlobStore>, limits: Limits) -> Self {
-        Registry { meta, blobs, limits, uploads: Default::default() }
+        Registry {
+            meta,
+            blobs,
+            limits,
+            uploads: Default::default(),
+        }
     }
 
     pub fn limits(&self) -> &Limits {

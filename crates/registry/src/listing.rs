@@ -24,7 +24,12 @@ impl Registry {
         }
     }
 
-    pub async fn list_tags(&self, repo: &RepoName, n: Option<usize>, last: Option<&str>) -> Result<Page> {
+    pub async fn list_tags(
+        &self,
+        repo: &RepoName,
+        n: Option<usize>,
+        last: Option<&str>,
+    ) -> Result<Page> {
         let limit = self.page_size(n)?;
         let tags = self
             .meta

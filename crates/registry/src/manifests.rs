@@ -29,7 +29,12 @@ pub struct ManifestContent {
 
 impl From<StoredManifest> for ManifestContent {
     fn from(m: StoredManifest) -> Self {
-        ManifestContent { digest: m.digest, media_type: m.media_type, size: m.size, payload: m.payload }
+        ManifestContent {
+            digest: m.digest,
+            media_type: m.media_type,
+            size: m.size,
+            payload: m.payload,
+        }
     }
 }
 
@@ -47,7 +52,10 @@ impl Registry {
     ) -> Result<PushedManifest> {
         let size = body.len() as u64;
         if size > self.limits.max_manifest_bytes {
-            return Err(RegistryError::ManifestTooLarge { size, limit: self.limits.max_manifest_bytes });
+            return Err(RegistryError::ManifestTooLarge {
+                size,
+                limit: self.limits.max_manifest_bytes,
+            });
         }
         let digest = match reference {
             Reference::Digest(expected) => {
@@ -55,13 +63,17 @@ impl Registry {
                 h.update(&body);
                 let actual = h.finish();
                 if &actual != expected {
-                    return Err(RegistryError::DigestMismatch { expected: expected.clone(), actual });
+                    return Err(RegistryError::DigestMismatch {
+                        expected: expected.clone(),
+                        actual,
+                    });
                 }
                 actual
             }
             Reference::Tag(_) => Digest::sha256_of(&body),
         };
-        let manifest = Manifest::parse(content_type, &body).map_err(|e| RegistryError::ManifestInvalid(e.to_string()))?;
+        let manifest = Manifest::parse(content_type, &body)
+            .map_err(|e| RegistryError::ManifestInvalid(e.to_string()))?;
         let annotations_json = manifest
             .annotations
             .as_ref()
@@ -81,7 +93,10 @@ impl Registry {
             Reference::Digest(_) => None,
         };
         self.meta.put_manifest(repo, &record, tag).await?;
-        Ok(PushedManifest { digest, subject: record.subject })
+        Ok(PushedManifest {
+            digest,
+            subject: record.subject,
+        })
     }
 
     /// A manifest in a media type the client accepts. A client that cannot read an
@@ -95,11 +110,16 @@ impl Registry {
         with_payload: bool,
     ) -> Result<ManifestContent> {
         let unknown = || RegistryError::ManifestUnknown(format!("{repo}:{reference}"));
-        let stored = self.meta.get_manifest(repo, reference, with_payload).await?.ok_or_else(unknown)?;
+        let stored = self
+            .meta
+            .get_manifest(repo, reference, with_payload)
+            .await?
+            .ok_or_else(unknown)?;
         if media::accepts(accept, &stored.media_type) {
             return Ok(stored.into());
         }
-        let is_index = stored.media_type == media::OCI_INDEX || stored.media_type == media::DOCKER_MANIFEST_LIST;
+        let is_index = stored.media_type == media::OCI_INDEX
+            || stored.media_type == media::DOCKER_MANIFEST_LIST;
         if !is_index {
             return Err(RegistryError::ManifestUnknown(format!(
                 "{repo}:{reference} exists only as {}, which the request's Accept header excludes",
@@ -148,12 +168,19 @@ impl Registry {
         if found {
             Ok(())
         } else {
-            Err(RegistryError::ManifestUnknown(format!("{repo}:{reference}")))
+            Err(RegistryError::ManifestUnknown(format!(
+                "{repo}:{reference}"
+            )))
         }
     }
 
     /// The referrers index for `subject`, optionally filtered by artifact type.
-    pub async fn referrers(&self, repo: &RepoName, subject: &Digest, artifact_type: Option<&str>) -> Result<Bytes> {
+    pub async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Bytes> {
         #[derive(Serialize)]
         #[serde(rename_all = "camelCase")]
         struct Index {
@@ -183,10 +210,14 @@ impl Registry {
                     digest: r.digest,
                     size: r.size,
                     artifact_type: r.artifact_type,
-                    annotations: r.annotations_json.and_then(|a| serde_json::from_str(&a).ok()),
+                    annotations: r
+                        .annotations_json
+                        .and_then(|a| serde_json::from_str(&a).ok()),
                 })
                 .collect(),
         };
-        Ok(Bytes::from(serde_json::to_vec(&index).expect("index serialises")))
+        Ok(Bytes::from(
+            serde_json::to_vec(&index).expect("index serialises"),
+        ))
     }
 }

@@ -45,7 +45,10 @@ impl LiveUploads {
     }
 
     fn forget(&self, id: &UploadId) {
-        self.sessions.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
     }
 }
 
@@ -75,7 +78,13 @@ impl Registry {
     /// Opens an upload session for `repo`.
     pub async fn start_upload(&self, repo: &RepoName) -> Result<UploadSession> {
         let now = now_ms();
-        let session = UploadSession { id: new_id(), repo: repo.clone(), size: 0, created_at_ms: now, updated_at_ms: now };
+        let session = UploadSession {
+            id: new_id(),
+            repo: repo.clone(),
+            size: 0,
+            created_at_ms: now,
+            updated_at_ms: now,
+        };
         self.meta.create_upload(&session).await?;
         Ok(session)
     }
@@ -101,9 +110,18 @@ impl Registry {
     }
 
     /// `POST ?digest=<digest>` with the whole blob as the body.
-    pub async fn upload_whole(&self, repo: &RepoName, digest: &Digest, body: ByteStream, expected_len: Option<u64>) -> Result<UploadStarted> {
+    pub async fn upload_whole(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        body: ByteStream,
+        expected_len: Option<u64>,
+    ) -> Result<UploadStarted> {
         let session = self.start_upload(repo).await?;
-        match self.finish_upload(repo, &session.id, digest, Some((body, expected_len))).await {
+        match self
+            .finish_upload(repo, &session.id, digest, Some((body, expected_len)))
+            .await
+        {
             Ok(()) => Ok(UploadStarted::Complete(digest.clone())),
             Err(e) => {
                 self.discard(&session.id).await;
@@ -114,7 +132,11 @@ impl Registry {
 
     /// The session, if it belongs to `repo` and is still alive.
     pub async fn upload_status(&self, repo: &RepoName, id: &UploadId) -> Result<UploadSession> {
-        let s = self.meta.get_upload(id).await?.ok_or(RegistryError::UploadUnknown)?;
+        let s = self
+            .meta
+            .get_upload(id)
+            .await?
+            .ok_or(RegistryError::UploadUnknown)?;
         if &s.repo != repo {
             return Err(RegistryError::UploadUnknown);
         }
@@ -141,34 +163,64 @@ impl Registry {
         let session = self.upload_status(repo, id).await?;
         if let Some(r) = range {
             if r.first != session.size || r.last < r.first {
-                return Err(RegistryError::ChunkOutOfOrder { expected: session.size, got: r.first });
+                return Err(RegistryError::ChunkOutOfOrder {
+                    expected: session.size,
+                    got: r.first,
+                });
             }
             let len = r.last - r.first + 1;
             if expected_len.is_some_and(|l| l != len) {
-                return Err(RegistryError::SizeMismatch { expected: len, actual: expected_len.unwrap_or(0) });
+                return Err(RegistryError::SizeMismatch {
+                    expected: len,
+                    actual: expected_len.unwrap_or(0),
+                });
             }
         }
-        let added = self.append(&session, &mut state, body, range.map(|r| r.last - r.first + 1).or(expected_len)).await?;
+        let added = self
+            .append(
+                &session,
+                &mut state,
+                body,
+                range.map(|r| r.last - r.first + 1).or(expected_len),
+            )
+            .await?;
         let new_size = session.size + added;
         if !self.meta.advance_upload(id, session.size, new_size).await? {
             // Another replica appended concurrently; our bytes were not recorded.
             state.hasher = None;
-            return Err(RegistryError::ChunkOutOfOrder { expected: new_size, got: session.size });
+            return Err(RegistryError::ChunkOutOfOrder {
+                expected: new_size,
+                got: session.size,
+            });
         }
-        Ok(UploadSession { size: new_size, updated_at_ms: now_ms(), ..session })
+        Ok(UploadSession {
+            size: new_size,
+            updated_at_ms: now_ms(),
+            ..session
+        })
     }
 
-    async fn append(&self, session: &UploadSession, state: &mut HashState, body: ByteStream, expected_len: Option<u64>) -> Result<u64> {
+    async fn append(
+        &self,
+        session: &UploadSession,
+        state: &mut HashState,
+        body: ByteStream,
+        expected_len: Option<u64>,
+    ) -> Result<u64> {
         if session.size == 0 {
             state.upto = 0;
             state.hasher = Some(Hasher::new(wharf_oci::Algorithm::Sha256));
         } else if state.upto != session.size {
             state.hasher = None; // earlier bytes were taken elsewhere: rehash at the end
         }
-        let mut writer = self.blobs.upload_writer(&session.id, session.size).await.map_err(|e| match e {
-            wharf_blobstore::StoreError::NotFound => RegistryError::UploadUnknown,
-            other => other.into(),
-        })?;
+        let mut writer = self
+            .blobs
+            .upload_writer(&session.id, session.size)
+            .await
+            .map_err(|e| match e {
+                wharf_blobstore::StoreError::NotFound => RegistryError::UploadUnknown,
+                other => other.into(),
+            })?;
         let result = ingest(body, writer.as_mut(), &mut state.hasher).await;
         let added = match result {
             Ok(n) => n,
@@ -181,7 +233,10 @@ impl Registry {
         if let Some(expected) = expected_len {
             if expected != added {
                 state.hasher = None;
-                return Err(RegistryError::SizeMismatch { expected, actual: added });
+                return Err(RegistryError::SizeMismatch {
+                    expected,
+                    actual: added,
+                });
             }
         }
         state.upto = session.size + added;
@@ -201,30 +256,46 @@ impl Registry {
         let mut state = live.lock().await;
         let mut session = self.upload_status(repo, id).await?;
         if let Some((body, expected_len)) = last_chunk {
-            let added = self.append(&session, &mut state, body, expected_len).await?;
+            let added = self
+                .append(&session, &mut state, body, expected_len)
+                .await?;
             if added > 0 {
                 // Record the bytes so a failed verification leaves a consistent session.
-                if !self.meta.advance_upload(id, session.size, session.size + added).await? {
+                if !self
+                    .meta
+                    .advance_upload(id, session.size, session.size + added)
+                    .await?
+                {
                     return Err(RegistryError::UploadUnknown);
                 }
                 session.size += added;
             }
         }
         let actual = match state.hasher.take() {
-            Some(h) if state.upto == session.size && h.algorithm() == digest.algorithm() => h.finish(),
+            Some(h) if state.upto == session.size && h.algorithm() == digest.algorithm() => {
+                h.finish()
+            }
             _ => self.rehash(id, digest.algorithm()).await?,
         };
         if &actual != digest {
             // Content that failed verification can never become this blob: end the session.
             drop(state);
             self.discard(id).await;
-            return Err(RegistryError::DigestMismatch { expected: digest.clone(), actual });
+            return Err(RegistryError::DigestMismatch {
+                expected: digest.clone(),
+                actual,
+            });
         }
-        self.blobs.upload_commit(id, digest).await.map_err(|e| match e {
-            wharf_blobstore::StoreError::NotFound => RegistryError::UploadUnknown,
-            other => other.into(),
-        })?;
-        self.meta.complete_upload(id, repo, digest, session.size).await?;
+        self.blobs
+            .upload_commit(id, digest)
+            .await
+            .map_err(|e| match e {
+                wharf_blobstore::StoreError::NotFound => RegistryError::UploadUnknown,
+                other => other.into(),
+            })?;
+        self.meta
+            .complete_upload(id, repo, digest, session.size)
+            .await?;
         drop(state);
         self.uploads.forget(id);
         Ok(())

@@ -63,7 +63,8 @@ impl Default for Config {
 impl Config {
     /// Reads a TOML file; unknown keys are an error, so a typo is never ignored.
     pub fn from_toml_file(path: &std::path::Path) -> Result<Config, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
 }

@@ -35,7 +35,8 @@ fn name(parts: &[&str]) -> Result<RepoName, EndpointError> {
 }
 
 fn digest(s: &str) -> Result<Digest, EndpointError> {
-    s.parse().map_err(|e: wharf_oci::DigestError| EndpointError::Digest(e.to_string()))
+    s.parse()
+        .map_err(|e: wharf_oci::DigestError| EndpointError::Digest(e.to_string()))
 }
 
 impl Endpoint {
@@ -54,7 +55,9 @@ impl Endpoint {
         let tail = |k: usize| if n > k { &parts[n - k..] } else { &[][..] };
         // Longest shapes first; each needs at least one name component before it.
         match tail(3) {
-            ["blobs", "uploads", ""] if n > 3 => return Ok(Endpoint::UploadStart(name(&parts[..n - 3])?)),
+            ["blobs", "uploads", ""] if n > 3 => {
+                return Ok(Endpoint::UploadStart(name(&parts[..n - 3])?))
+            }
             ["blobs", "uploads", id] if n > 3 => {
                 let id = id.parse().map_err(|_| EndpointError::UploadId)?;
                 return Ok(Endpoint::Upload(name(&parts[..n - 3])?, id));
@@ -69,7 +72,9 @@ impl Endpoint {
                 Ok(Endpoint::Manifest(name(&parts[..n - 2])?, reference))
             }
             ["blobs", d] if n > 2 => Ok(Endpoint::Blob(name(&parts[..n - 2])?, digest(d)?)),
-            ["referrers", d] if n > 2 => Ok(Endpoint::Referrers(name(&parts[..n - 2])?, digest(d)?)),
+            ["referrers", d] if n > 2 => {
+                Ok(Endpoint::Referrers(name(&parts[..n - 2])?, digest(d)?))
+            }
             _ => Err(EndpointError::NotFound),
         }
     }
@@ -91,7 +96,10 @@ mod tests {
         assert_eq!(Endpoint::parse("/v2/"), Ok(Base));
         assert_eq!(Endpoint::parse("/v2"), Ok(Base));
         assert_eq!(Endpoint::parse("/v2/_catalog"), Ok(Catalog));
-        assert_eq!(Endpoint::parse("/v2/a/b/c/tags/list"), Ok(Tags(repo("a/b/c"))));
+        assert_eq!(
+            Endpoint::parse("/v2/a/b/c/tags/list"),
+            Ok(Tags(repo("a/b/c")))
+        );
         assert_eq!(
             Endpoint::parse("/v2/lib/app/manifests/latest"),
             Ok(Manifest(repo("lib/app"), "latest".parse().unwrap()))
@@ -100,35 +108,83 @@ mod tests {
             Endpoint::parse(&format!("/v2/x/manifests/{D}")),
             Ok(Manifest(repo("x"), D.parse().unwrap()))
         );
-        assert_eq!(Endpoint::parse(&format!("/v2/x/blobs/{D}")), Ok(Blob(repo("x"), D.parse().unwrap())));
-        assert_eq!(Endpoint::parse("/v2/x/y/blobs/uploads/"), Ok(UploadStart(repo("x/y"))));
-        assert_eq!(Endpoint::parse("/v2/x/y/blobs/uploads"), Ok(UploadStart(repo("x/y"))));
+        assert_eq!(
+            Endpoint::parse(&format!("/v2/x/blobs/{D}")),
+            Ok(Blob(repo("x"), D.parse().unwrap()))
+        );
+        assert_eq!(
+            Endpoint::parse("/v2/x/y/blobs/uploads/"),
+            Ok(UploadStart(repo("x/y")))
+        );
+        assert_eq!(
+            Endpoint::parse("/v2/x/y/blobs/uploads"),
+            Ok(UploadStart(repo("x/y")))
+        );
         assert_eq!(
             Endpoint::parse("/v2/x/blobs/uploads/0b6f7c2e-1c1f-4f0e-9a53-3c0f2f0d9a11"),
-            Ok(Upload(repo("x"), "0b6f7c2e-1c1f-4f0e-9a53-3c0f2f0d9a11".parse().unwrap()))
+            Ok(Upload(
+                repo("x"),
+                "0b6f7c2e-1c1f-4f0e-9a53-3c0f2f0d9a11".parse().unwrap()
+            ))
         );
-        assert_eq!(Endpoint::parse(&format!("/v2/x/referrers/{D}")), Ok(Referrers(repo("x"), D.parse().unwrap())));
+        assert_eq!(
+            Endpoint::parse(&format!("/v2/x/referrers/{D}")),
+            Ok(Referrers(repo("x"), D.parse().unwrap()))
+        );
     }
 
     #[test]
     fn names_may_contain_endpoint_words() {
         assert_eq!(
             Endpoint::parse("/v2/blobs/manifests/tags/manifests/v1"),
-            Ok(Endpoint::Manifest(repo("blobs/manifests/tags"), "v1".parse().unwrap()))
+            Ok(Endpoint::Manifest(
+                repo("blobs/manifests/tags"),
+                "v1".parse().unwrap()
+            ))
         );
-        assert_eq!(Endpoint::parse("/v2/tags/list/tags/list"), Ok(Endpoint::Tags(repo("tags/list"))));
+        assert_eq!(
+            Endpoint::parse("/v2/tags/list/tags/list"),
+            Ok(Endpoint::Tags(repo("tags/list")))
+        );
     }
 
     #[test]
     fn refuses_bad_paths() {
-        assert_eq!(Endpoint::parse("/v2/tags/list"), Err(EndpointError::NotFound));
-        assert_eq!(Endpoint::parse("/v2/x/unknown"), Err(EndpointError::NotFound));
-        assert!(matches!(Endpoint::parse("/v2/../etc/manifests/x"), Err(EndpointError::Name(_))));
-        assert!(matches!(Endpoint::parse("/v2/a%2Fb/manifests/x"), Err(EndpointError::Name(_))));
-        assert!(matches!(Endpoint::parse("/v2/a//b/manifests/x"), Err(EndpointError::Name(_))));
-        assert!(matches!(Endpoint::parse("/v2/a/blobs/sha256:zz"), Err(EndpointError::Digest(_))));
-        assert!(matches!(Endpoint::parse("/v2/a/manifests/-bad"), Err(EndpointError::Reference(_))));
-        assert_eq!(Endpoint::parse("/v2/a/blobs/uploads/a.b"), Err(EndpointError::UploadId));
-        assert_eq!(Endpoint::parse("/v2/a/blobs/uploads/../x"), Err(EndpointError::NotFound));
+        assert_eq!(
+            Endpoint::parse("/v2/tags/list"),
+            Err(EndpointError::NotFound)
+        );
+        assert_eq!(
+            Endpoint::parse("/v2/x/unknown"),
+            Err(EndpointError::NotFound)
+        );
+        assert!(matches!(
+            Endpoint::parse("/v2/../etc/manifests/x"),
+            Err(EndpointError::Name(_))
+        ));
+        assert!(matches!(
+            Endpoint::parse("/v2/a%2Fb/manifests/x"),
+            Err(EndpointError::Name(_))
+        ));
+        assert!(matches!(
+            Endpoint::parse("/v2/a//b/manifests/x"),
+            Err(EndpointError::Name(_))
+        ));
+        assert!(matches!(
+            Endpoint::parse("/v2/a/blobs/sha256:zz"),
+            Err(EndpointError::Digest(_))
+        ));
+        assert!(matches!(
+            Endpoint::parse("/v2/a/manifests/-bad"),
+            Err(EndpointError::Reference(_))
+        ));
+        assert_eq!(
+            Endpoint::parse("/v2/a/blobs/uploads/a.b"),
+            Err(EndpointError::UploadId)
+        );
+        assert_eq!(
+            Endpoint::parse("/v2/a/blobs/uploads/../x"),
+            Err(EndpointError::NotFound)
+        );
     }
 }

@@ -17,7 +17,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
-        ApiError { code, detail: detail.into(), headers: Vec::new() }
+        ApiError {
+            code,
+            detail: detail.into(),
+            headers: Vec::new(),
+        }
     }
 
     pub fn with_header(mut self, name: HeaderName, value: String) -> Self {
@@ -54,16 +58,18 @@ impl From<EndpointError> for ApiError {
                 ApiError::new(ErrorCode::DigestInvalid, d.to_string())
             }
             EndpointError::Reference(r) => ApiError::new(ErrorCode::TagInvalid, r.to_string()),
-            EndpointError::UploadId => {
-                ApiError::new(ErrorCode::BlobUploadUnknown, "upload id is not one this registry issues")
-            }
+            EndpointError::UploadId => ApiError::new(
+                ErrorCode::BlobUploadUnknown,
+                "upload id is not one this registry issues",
+            ),
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = StatusCode::from_u16(self.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::json!({
             "errors": [{
                 "code": self.code.code(),

@@ -12,7 +12,8 @@ use crate::error::ApiError;
 
 pub const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
 pub const DOCKER_UPLOAD_UUID: HeaderName = HeaderName::from_static("docker-upload-uuid");
-pub const DOCKER_API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
+pub const DOCKER_API_VERSION: HeaderName =
+    HeaderName::from_static("docker-distribution-api-version");
 pub const OCI_SUBJECT: HeaderName = HeaderName::from_static("oci-subject");
 pub const OCI_FILTERS_APPLIED: HeaderName = HeaderName::from_static("oci-filters-applied");
 
@@ -68,8 +69,11 @@ pub fn header_str<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a s
 pub fn parse_range(value: Option<&str>, size: u64) -> Result<Option<ByteRange>, ApiError> {
     let Some(value) = value else { return Ok(None) };
     let bad = || {
-        ApiError::new(ErrorCode::RangeInvalid, format!("range {value:?} cannot be served from {size} bytes"))
-            .with_header(header::CONTENT_RANGE, format!("bytes */{size}"))
+        ApiError::new(
+            ErrorCode::RangeInvalid,
+            format!("range {value:?} cannot be served from {size} bytes"),
+        )
+        .with_header(header::CONTENT_RANGE, format!("bytes */{size}"))
     };
     let spec = value.trim().strip_prefix("bytes=").ok_or_else(bad)?;
     if spec.contains(',') {
@@ -84,11 +88,21 @@ pub fn parse_range(value: Option<&str>, size: u64) -> Result<Option<ByteRange>, 
             if n == 0 {
                 return Err(bad());
             }
-            ByteRange { start: size.saturating_sub(n), end: size }
+            ByteRange {
+                start: size.saturating_sub(n),
+                end: size,
+            }
         }
         (false, _) => {
             let start: u64 = a.parse().map_err(|_| bad())?;
-            let end = if b.is_empty() { size } else { b.parse::<u64>().map_err(|_| bad())?.saturating_add(1).min(size) };
+            let end = if b.is_empty() {
+                size
+            } else {
+                b.parse::<u64>()
+                    .map_err(|_| bad())?
+                    .saturating_add(1)
+                    .min(size)
+            };
             if start >= size || start >= end {
                 return Err(bad());
             }
@@ -103,9 +117,17 @@ pub fn parse_range(value: Option<&str>, size: u64) -> Result<Option<ByteRange>, 
 /// and `bytes=first-last` spellings some clients use.
 pub fn parse_content_range(value: Option<&str>) -> Result<Option<ChunkRange>, ApiError> {
     let Some(value) = value else { return Ok(None) };
-    let bad = || ApiError::new(ErrorCode::BlobUploadInvalid, format!("Content-Range {value:?} is not first-last"));
+    let bad = || {
+        ApiError::new(
+            ErrorCode::BlobUploadInvalid,
+            format!("Content-Range {value:?} is not first-last"),
+        )
+    };
     let s = value.trim();
-    let s = s.strip_prefix("bytes=").or_else(|| s.strip_prefix("bytes ")).unwrap_or(s);
+    let s = s
+        .strip_prefix("bytes=")
+        .or_else(|| s.strip_prefix("bytes "))
+        .unwrap_or(s);
     let s = s.split('/').next().unwrap_or(s);
     let (a, b) = s.split_once('-').ok_or_else(bad)?;
     let first = a.trim().parse().map_err(|_| bad())?;
@@ -124,7 +146,9 @@ mod tests {
     use super::*;
 
     fn r(v: &str, size: u64) -> Option<(u64, u64)> {
-        parse_range(Some(v), size).ok().map(|r| r.map(|r| (r.start, r.end)).unwrap())
+        parse_range(Some(v), size)
+            .ok()
+            .map(|r| r.map(|r| (r.start, r.end)).unwrap())
     }
 
     #[test]
@@ -143,7 +167,12 @@ mod tests {
 
     #[test]
     fn content_ranges() {
-        let c = |v| parse_content_range(Some(v)).ok().flatten().map(|c| (c.first, c.last));
+        let c = |v| {
+            parse_content_range(Some(v))
+                .ok()
+                .flatten()
+                .map(|c| (c.first, c.last))
+        };
         assert_eq!(c("0-99"), Some((0, 99)));
         assert_eq!(c("bytes 100-199/*"), Some((100, 199)));
         assert_eq!(c("bytes=5-6"), Some((5, 6)));

@@ -1,9 +1,9 @@
 //! The composition root: turns a [`Config`] into a serving registry, and stops it
 //! gracefully.
 
+use std::future::IntoFuture;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::future::IntoFuture;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -33,7 +33,11 @@ pub async fn open(config: &Config, version: &str, commit: &str) -> anyhow::Resul
     };
     Ok(AppState {
         registry: Registry::new(Arc::new(meta), Arc::new(blobs), limits),
-        info: Arc::new(ServerInfo { version: version.into(), commit: commit.into(), schema_level }),
+        info: Arc::new(ServerInfo {
+            version: version.into(),
+            commit: commit.into(),
+            schema_level,
+        }),
         ready: Arc::new(AtomicBool::new(false)),
     })
 }
@@ -65,7 +69,11 @@ pub async fn serve(config: Config, version: &str, commit: &str) -> anyhow::Resul
     };
     state.ready.store(true, Ordering::Relaxed);
     let app = router(state.clone());
-    let mut server = tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(graceful).into_future());
+    let mut server = tokio::spawn(
+        axum::serve(listener, app)
+            .with_graceful_shutdown(graceful)
+            .into_future(),
+    );
 
     tracing::info!(%addr, data_dir = %config.data_dir.display(), version, commit, schema_level = state.info.schema_level, "wharf is serving");
     // One plain line on stdout, for people and scripts (the port when listening on :0).

@@ -106,6 +106,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.to_config()?;
     init_logging(&config)?;
     tracing::debug!(?config, "configuration");
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(wharf_server::run::serve(config, crate::VERSION, crate::COMMIT))
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(wharf_server::run::serve(
+        config,
+        crate::VERSION,
+        crate::COMMIT,
+    ))
 }

@@ -11,9 +11,17 @@ pub struct VersionArgs {
 pub fn run(args: VersionArgs) -> anyhow::Result<()> {
     let level = wharf_server::SCHEMA_LEVEL;
     if args.json {
-        println!(r#"{{"version":"{}","commit":"{}","schema_level":{level}}}"#, crate::VERSION, crate::COMMIT);
+        println!(
+            r#"{{"version":"{}","commit":"{}","schema_level":{level}}}"#,
+            crate::VERSION,
+            crate::COMMIT
+        );
     } else {
-        println!("wharf {} (commit {}, schema level {level})", crate::VERSION, crate::COMMIT);
+        println!(
+            "wharf {} (commit {}, schema level {level})",
+            crate::VERSION,
+            crate::COMMIT
+        );
     }
     Ok(())
 }

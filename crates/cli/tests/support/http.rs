@@ -13,11 +13,17 @@ pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.
 pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 
 pub fn client() -> Client {
-    Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+    Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
 }
 
 pub fn header(resp: &Response, name: &str) -> String {
-    resp.headers().get(name).map(|v| v.to_str().unwrap().to_string()).unwrap_or_default()
+    resp.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default()
 }
 
 /// Asserts an error response: status and the spec's error code in the body.
@@ -31,12 +37,26 @@ pub async fn assert_error(resp: Response, status: u16, code: &str) {
 /// Pushes a blob with POST + PUT and returns its digest.
 pub async fn push_blob(c: &Client, base: &str, repo: &str, data: &[u8]) -> String {
     let digest = sha256(data);
-    let r = c.post(format!("{base}/v2/{repo}/blobs/uploads/")).send().await.unwrap();
+    let r = c
+        .post(format!("{base}/v2/{repo}/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     let loc = header(&r, "location");
     let sep = if loc.contains('?') { '&' } else { '?' };
-    let r = c.put(format!("{base}{loc}{sep}digest={digest}")).body(data.to_vec()).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED, "{}", r.text().await.unwrap_or_default());
+    let r = c
+        .put(format!("{base}{loc}{sep}digest={digest}"))
+        .body(data.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::CREATED,
+        "{}",
+        r.text().await.unwrap_or_default()
+    );
     digest
 }
 
@@ -56,19 +76,37 @@ pub fn image_manifest(config: &[u8], layers: &[&[u8]]) -> Vec<u8> {
 }
 
 /// Pushes config, layers and manifest; returns the manifest's bytes and digest.
-pub async fn push_image(c: &Client, base: &str, repo: &str, reference: &str, seed: &str) -> (Vec<u8>, String) {
+pub async fn push_image(
+    c: &Client,
+    base: &str,
+    repo: &str,
+    reference: &str,
+    seed: &str,
+) -> (Vec<u8>, String) {
     let config = format!(r#"{{"architecture":"amd64","os":"linux","seed":"{seed}"}}"#).into_bytes();
     let layer = format!("layer bytes for {seed}").into_bytes();
     push_blob(c, base, repo, &config).await;
     push_blob(c, base, repo, &layer).await;
     let manifest = image_manifest(&config, &[&layer]);
     let r = put_manifest(c, base, repo, reference, OCI_MANIFEST, &manifest).await;
-    assert_eq!(r.status(), StatusCode::CREATED, "{}", r.text().await.unwrap_or_default());
+    assert_eq!(
+        r.status(),
+        StatusCode::CREATED,
+        "{}",
+        r.text().await.unwrap_or_default()
+    );
     let digest = sha256(&manifest);
     (manifest, digest)
 }
 
-pub async fn put_manifest(c: &Client, base: &str, repo: &str, reference: &str, media_type: &str, body: &[u8]) -> Response {
+pub async fn put_manifest(
+    c: &Client,
+    base: &str,
+    repo: &str,
+    reference: &str,
+    media_type: &str,
+    body: &[u8],
+) -> Response {
     c.put(format!("{base}/v2/{repo}/manifests/{reference}"))
         .header("content-type", media_type)
         .body(body.to_vec())

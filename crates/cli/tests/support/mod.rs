@@ -40,7 +40,11 @@ impl TestServer {
     /// A registry over an existing data directory (to restart over the same data).
     pub fn start_in(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> TestServer {
         let mut cmd = serve_command();
-        cmd.arg("--listen").arg("127.0.0.1:0").arg("--data-dir").arg(data_dir).args(args);
+        cmd.arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(args);
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -79,7 +83,8 @@ impl TestServer {
             .expect("kill")
             .success();
         assert!(ok, "could not signal wharf");
-        wait_with_timeout(&mut self.child, Duration::from_secs(30)).expect("wharf did not exit after the signal")
+        wait_with_timeout(&mut self.child, Duration::from_secs(30))
+            .expect("wharf did not exit after the signal")
     }
 }
 

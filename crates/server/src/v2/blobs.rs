@@ -11,7 +11,13 @@ use super::{empty, HandlerResult};
 use crate::http::{header_str, parse_range, set, DOCKER_CONTENT_DIGEST};
 use crate::AppState;
 
-pub async fn get(st: &AppState, repo: &RepoName, digest: &Digest, req: Request, with_body: bool) -> HandlerResult {
+pub async fn get(
+    st: &AppState,
+    repo: &RepoName,
+    digest: &Digest,
+    req: Request,
+    with_body: bool,
+) -> HandlerResult {
     let info = st.registry.stat_blob(repo, digest).await?;
     let range = parse_range(header_str(req.headers(), &header::RANGE), info.size)?;
     let body = if with_body {
@@ -26,7 +32,11 @@ pub async fn get(st: &AppState, repo: &RepoName, digest: &Digest, req: Request, 
     let h = resp.headers_mut();
     let len = match range {
         Some(r) => {
-            set(h, header::CONTENT_RANGE, format!("bytes {}-{}/{}", r.start, r.end - 1, info.size));
+            set(
+                h,
+                header::CONTENT_RANGE,
+                format!("bytes {}-{}/{}", r.start, r.end - 1, info.size),
+            );
             r.end - r.start
         }
         None => info.size,

@@ -18,7 +18,10 @@ fn pagination(req: &Request) -> Result<(Option<usize>, Option<String>), ApiError
     let n = match query_param(q, "n") {
         None => None,
         Some(s) => Some(s.parse().map_err(|_| {
-            ApiError::new(ErrorCode::PaginationNumberInvalid, format!("n={s:?} is not a non-negative number"))
+            ApiError::new(
+                ErrorCode::PaginationNumberInvalid,
+                format!("n={s:?} is not a non-negative number"),
+            )
         })?),
     };
     Ok((n, query_param(q, "last").filter(|l| !l.is_empty())))
@@ -28,7 +31,11 @@ fn pagination(req: &Request) -> Result<(Option<usize>, Option<String>), ApiError
 fn with_link(mut resp: Response, path: &str, page: &Page, n: usize) -> Response {
     if let (true, Some(last)) = (page.more, page.items.last()) {
         let last: String = form_urlencoded::byte_serialize(last.as_bytes()).collect();
-        set(resp.headers_mut(), header::LINK, format!("<{path}?n={n}&last={last}>; rel=\"next\""));
+        set(
+            resp.headers_mut(),
+            header::LINK,
+            format!("<{path}?n={n}&last={last}>; rel=\"next\""),
+        );
     }
     resp
 }
@@ -38,7 +45,12 @@ pub async fn tags(st: &AppState, repo: &RepoName, req: Request) -> HandlerResult
     let page = st.registry.list_tags(repo, n, last.as_deref()).await?;
     let body = serde_json::json!({ "name": repo.as_str(), "tags": page.items });
     let n = n.unwrap_or(st.registry.limits().max_page);
-    Ok(with_link(Json(body).into_response(), &format!("/v2/{repo}/tags/list"), &page, n))
+    Ok(with_link(
+        Json(body).into_response(),
+        &format!("/v2/{repo}/tags/list"),
+        &page,
+        n,
+    ))
 }
 
 pub async fn catalog(st: &AppState, req: Request) -> HandlerResult {
@@ -46,12 +58,25 @@ pub async fn catalog(st: &AppState, req: Request) -> HandlerResult {
     let page = st.registry.catalog(n, last.as_deref()).await?;
     let body = serde_json::json!({ "repositories": page.items });
     let n = n.unwrap_or(st.registry.limits().max_page);
-    Ok(with_link(Json(body).into_response(), "/v2/_catalog", &page, n))
+    Ok(with_link(
+        Json(body).into_response(),
+        "/v2/_catalog",
+        &page,
+        n,
+    ))
 }
 
-pub async fn referrers(st: &AppState, repo: &RepoName, subject: &Digest, req: Request) -> HandlerResult {
+pub async fn referrers(
+    st: &AppState,
+    repo: &RepoName,
+    subject: &Digest,
+    req: Request,
+) -> HandlerResult {
     let artifact_type = query_param(req.uri().query(), "artifactType").filter(|a| !a.is_empty());
-    let index = st.registry.referrers(repo, subject, artifact_type.as_deref()).await?;
+    let index = st
+        .registry
+        .referrers(repo, subject, artifact_type.as_deref())
+        .await?;
     let mut resp = index.into_response();
     set(resp.headers_mut(), header::CONTENT_TYPE, media::OCI_INDEX);
     if artifact_type.is_some() {

@@ -8,12 +8,28 @@ use wharf_oci::{ErrorCode, Reference, RepoName};
 
 use super::{empty, HandlerResult};
 use crate::error::ApiError;
-use crate::http::{body_bytes, content_length, header_str, set, BodyError, DOCKER_CONTENT_DIGEST, OCI_SUBJECT};
+use crate::http::{
+    body_bytes, content_length, header_str, set, BodyError, DOCKER_CONTENT_DIGEST, OCI_SUBJECT,
+};
 use crate::AppState;
 
-pub async fn get(st: &AppState, repo: &RepoName, reference: &Reference, req: Request, with_body: bool) -> HandlerResult {
-    let accept: Vec<&str> = req.headers().get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).collect();
-    let m = st.registry.get_manifest(repo, reference, &accept, with_body).await?;
+pub async fn get(
+    st: &AppState,
+    repo: &RepoName,
+    reference: &Reference,
+    req: Request,
+    with_body: bool,
+) -> HandlerResult {
+    let accept: Vec<&str> = req
+        .headers()
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let m = st
+        .registry
+        .get_manifest(repo, reference, &accept, with_body)
+        .await?;
     let mut resp = Response::new(m.payload.map(Body::from).unwrap_or_default());
     let h = resp.headers_mut();
     set(h, header::CONTENT_TYPE, &m.media_type);
@@ -23,24 +39,44 @@ pub async fn get(st: &AppState, repo: &RepoName, reference: &Reference, req: Req
     Ok(resp)
 }
 
-pub async fn put(st: &AppState, repo: &RepoName, reference: &Reference, req: Request) -> HandlerResult {
+pub async fn put(
+    st: &AppState,
+    repo: &RepoName,
+    reference: &Reference,
+    req: Request,
+) -> HandlerResult {
     let limit = st.registry.limits().max_manifest_bytes;
     let too_large = |size: String| {
-        ApiError::new(ErrorCode::ManifestTooLarge, format!("manifest is {size} bytes; this registry accepts at most {limit}"))
+        ApiError::new(
+            ErrorCode::ManifestTooLarge,
+            format!("manifest is {size} bytes; this registry accepts at most {limit}"),
+        )
     };
     let declared = content_length(req.headers())?;
     if let Some(len) = declared.filter(|&l| l > limit) {
         return Err(too_large(len.to_string()));
     }
     let content_type = header_str(req.headers(), &header::CONTENT_TYPE).map(str::to_string);
-    let body = body_bytes(req.into_body(), limit).await.map_err(|e| match e {
-        BodyError::TooLarge => too_large("more than that".into()),
-        BodyError::Read(e) => ApiError::new(ErrorCode::ManifestInvalid, format!("request body could not be read: {e}")),
-    })?;
-    let pushed = st.registry.put_manifest(repo, reference, content_type.as_deref(), body).await?;
+    let body = body_bytes(req.into_body(), limit)
+        .await
+        .map_err(|e| match e {
+            BodyError::TooLarge => too_large("more than that".into()),
+            BodyError::Read(e) => ApiError::new(
+                ErrorCode::ManifestInvalid,
+                format!("request body could not be read: {e}"),
+            ),
+        })?;
+    let pushed = st
+        .registry
+        .put_manifest(repo, reference, content_type.as_deref(), body)
+        .await?;
     let mut resp = empty(StatusCode::CREATED);
     let h = resp.headers_mut();
-    set(h, header::LOCATION, format!("/v2/{repo}/manifests/{}", pushed.digest));
+    set(
+        h,
+        header::LOCATION,
+        format!("/v2/{repo}/manifests/{}", pushed.digest),
+    );
     set(h, DOCKER_CONTENT_DIGEST, pushed.digest.to_string());
     if let Some(subject) = pushed.subject {
         set(h, OCI_SUBJECT, subject.to_string());

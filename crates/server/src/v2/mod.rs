@@ -21,10 +21,13 @@ pub type HandlerResult = Result<Response, ApiError>;
 
 pub async fn handle(State(state): State<AppState>, req: Request) -> Response {
     let mut resp = match Endpoint::parse(req.uri().path()) {
-        Ok(endpoint) => dispatch(&state, endpoint, req).await.unwrap_or_else(IntoResponse::into_response),
+        Ok(endpoint) => dispatch(&state, endpoint, req)
+            .await
+            .unwrap_or_else(IntoResponse::into_response),
         Err(e) => ApiError::from(e).into_response(),
     };
-    resp.headers_mut().insert(DOCKER_API_VERSION, HeaderValue::from_static("registry/2.0"));
+    resp.headers_mut()
+        .insert(DOCKER_API_VERSION, HeaderValue::from_static("registry/2.0"));
     resp
 }
 
@@ -32,11 +35,9 @@ async fn dispatch(st: &AppState, endpoint: Endpoint, req: Request) -> HandlerRes
     use Endpoint as E;
     let method = req.method().clone();
     match (endpoint, method) {
-        (E::Base, Method::GET | Method::HEAD) => Ok((
-            [(header::CONTENT_TYPE, "application/json")],
-            "{}",
-        )
-            .into_response()),
+        (E::Base, Method::GET | Method::HEAD) => {
+            Ok(([(header::CONTENT_TYPE, "application/json")], "{}").into_response())
+        }
         (E::Catalog, Method::GET) => listing::catalog(st, req).await,
         (E::Tags(repo), Method::GET) => listing::tags(st, &repo, req).await,
         (E::Referrers(repo, d), Method::GET) => listing::referrers(st, &repo, &d, req).await,
@@ -52,7 +53,10 @@ async fn dispatch(st: &AppState, endpoint: Endpoint, req: Request) -> HandlerRes
         (E::Upload(repo, id), Method::PATCH) => uploads::patch(st, &repo, &id, req).await,
         (E::Upload(repo, id), Method::PUT) => uploads::put(st, &repo, &id, req).await,
         (E::Upload(repo, id), Method::DELETE) => uploads::cancel(st, &repo, &id).await,
-        (_, m) => Err(ApiError::new(ErrorCode::Unsupported, format!("{m} is not supported on this endpoint"))),
+        (_, m) => Err(ApiError::new(
+            ErrorCode::Unsupported,
+            format!("{m} is not supported on this endpoint"),
+        )),
     }
 }
 
@@ -60,6 +64,7 @@ async fn dispatch(st: &AppState, endpoint: Endpoint, req: Request) -> HandlerRes
 pub fn empty(status: StatusCode) -> Response {
     let mut resp = Response::new(Body::empty());
     *resp.status_mut() = status;
-    resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    resp.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
     resp
 }

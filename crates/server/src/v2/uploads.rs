@@ -10,15 +10,17 @@ use wharf_registry::{RegistryError, UploadSession, UploadStarted};
 use super::{empty, HandlerResult};
 use crate::error::ApiError;
 use crate::http::{
-    body_stream, content_length, header_str, parse_content_range, query_param, set, DOCKER_CONTENT_DIGEST,
-    DOCKER_UPLOAD_UUID,
+    body_stream, content_length, header_str, parse_content_range, query_param, set,
+    DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID,
 };
 use crate::AppState;
 
 fn digest_param(query: Option<&str>, key: &str) -> Result<Option<Digest>, ApiError> {
     match query_param(query, key) {
         None => Ok(None),
-        Some(s) => s.parse().map(Some).map_err(|e: wharf_oci::DigestError| ApiError::new(ErrorCode::DigestInvalid, e.to_string())),
+        Some(s) => s.parse().map(Some).map_err(|e: wharf_oci::DigestError| {
+            ApiError::new(ErrorCode::DigestInvalid, e.to_string())
+        }),
     }
 }
 
@@ -31,7 +33,11 @@ fn session_response(status: StatusCode, s: &UploadSession) -> Response {
 
 fn set_session_headers(resp: &mut Response, s: &UploadSession) {
     let h = resp.headers_mut();
-    set(h, header::LOCATION, format!("/v2/{}/blobs/uploads/{}", s.repo, s.id));
+    set(
+        h,
+        header::LOCATION,
+        format!("/v2/{}/blobs/uploads/{}", s.repo, s.id),
+    );
     // The spec's Range is inclusive; an empty session reports 0-0, as the reference does.
     set(h, header::RANGE, format!("0-{}", s.size.saturating_sub(1)));
     set(h, DOCKER_UPLOAD_UUID, s.id.to_string());
@@ -51,12 +57,18 @@ pub async fn start(st: &AppState, repo: &RepoName, req: Request) -> HandlerResul
     if let Some(mount) = digest_param(query, "mount")? {
         // A `from` that is not a valid name cannot be mounted from: fall back to a session.
         let from = query_param(query, "from").and_then(|f| f.parse::<RepoName>().ok());
-        let started = st.registry.mount_or_start(repo, &mount, from.as_ref(), |_| true).await?;
+        let started = st
+            .registry
+            .mount_or_start(repo, &mount, from.as_ref(), |_| true)
+            .await?;
         return Ok(started_response(repo, started));
     }
     if let Some(digest) = digest_param(query, "digest")? {
         let len = content_length(req.headers())?;
-        let started = st.registry.upload_whole(repo, &digest, body_stream(req.into_body()), len).await?;
+        let started = st
+            .registry
+            .upload_whole(repo, &digest, body_stream(req.into_body()), len)
+            .await?;
         return Ok(started_response(repo, started));
     }
     let session = st.registry.start_upload(repo).await?;
@@ -77,7 +89,12 @@ pub async fn status(st: &AppState, repo: &RepoName, id: &UploadId) -> HandlerRes
 
 /// A 416 for an out-of-order chunk still tells the client where the session stands,
 /// so it can resume.
-async fn out_of_order(st: &AppState, repo: &RepoName, id: &UploadId, err: RegistryError) -> ApiError {
+async fn out_of_order(
+    st: &AppState,
+    repo: &RepoName,
+    id: &UploadId,
+    err: RegistryError,
+) -> ApiError {
     let mut api = ApiError::from(err);
     if let Ok(s) = st.registry.upload_status(repo, id).await {
         api = api
@@ -90,7 +107,11 @@ async fn out_of_order(st: &AppState, repo: &RepoName, id: &UploadId, err: Regist
 pub async fn patch(st: &AppState, repo: &RepoName, id: &UploadId, req: Request) -> HandlerResult {
     let range = parse_content_range(header_str(req.headers(), &header::CONTENT_RANGE))?;
     let len = content_length(req.headers())?;
-    match st.registry.append_chunk(repo, id, range, body_stream(req.into_body()), len).await {
+    match st
+        .registry
+        .append_chunk(repo, id, range, body_stream(req.into_body()), len)
+        .await
+    {
         Ok(s) => Ok(session_response(StatusCode::ACCEPTED, &s)),
         Err(e @ RegistryError::ChunkOutOfOrder { .. }) => Err(out_of_order(st, repo, id, e).await),
         Err(e) => Err(e.into()),
@@ -99,12 +120,19 @@ pub async fn patch(st: &AppState, repo: &RepoName, id: &UploadId, req: Request) 
 
 pub async fn put(st: &AppState, repo: &RepoName, id: &UploadId, req: Request) -> HandlerResult {
     let query = req.uri().query().map(str::to_string);
-    let digest = digest_param(query.as_deref(), "digest")?
-        .ok_or_else(|| ApiError::new(ErrorCode::DigestInvalid, "the digest query parameter is required to finish an upload"))?;
+    let digest = digest_param(query.as_deref(), "digest")?.ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::DigestInvalid,
+            "the digest query parameter is required to finish an upload",
+        )
+    })?;
     if let Some(r) = parse_content_range(header_str(req.headers(), &header::CONTENT_RANGE))? {
         let s = st.registry.upload_status(repo, id).await?;
         if r.first != s.size {
-            let e = RegistryError::ChunkOutOfOrder { expected: s.size, got: r.first };
+            let e = RegistryError::ChunkOutOfOrder {
+                expected: s.size,
+                got: r.first,
+            };
             return Err(out_of_order(st, repo, id, e).await);
         }
     }

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what the test suite and the benchmark need, from Debian's packages and PyPI.
+# Idempotent: does nothing for what is already there. Needs root (or sudo).
+set -euo pipefail
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+# Debian packages: real clients (skopeo, docker CLI comes with the engine), the reference
+# registry for side-by-side benchmarks, load generators, and a static busybox to put in
+# FROM-scratch test images.
+packages=(skopeo docker-registry wrk apache2-utils jq busybox-static python3-venv)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "installing Debian packages: ${missing[*]}"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+# The packaged reference registry starts a service we do not want; the benchmark runs
+# its own instance with its own configuration.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet docker-registry 2>/dev/null; then
+  $SUDO systemctl stop docker-registry || true
+fi
+
+# Python tools in a project-local venv: oras (OCI artifacts with a subject).
+VENV="${WHARF_TEST_VENV:-$HOME/.cache/wharf-test-venv}"
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV"
+fi
+if ! "$VENV/bin/python" -c 'import oras' 2>/dev/null; then
+  "$VENV/bin/pip" install -q oras
+fi
+echo "test dependencies ready (python venv: $VENV)"
