@@ -399,7 +399,7 @@ async fn out_of_order_chunk_returns_416_with_current_range() {
         .unwrap();
     assert_eq!(header(&r, "range"), "0-3");
     assert!(header(&r, "location").ends_with(loc.rsplit('/').next().unwrap()));
-    assert_error(r, 416, "RANGE_INVALID").await;
+    assert_error(r, 416, "BLOB_UPLOAD_INVALID").await;
     // An overlap.
     let r = c
         .patch(s.url(&loc))
@@ -408,7 +408,7 @@ async fn out_of_order_chunk_returns_416_with_current_range() {
         .send()
         .await
         .unwrap();
-    assert_error(r, 416, "RANGE_INVALID").await;
+    assert_error(r, 416, "BLOB_UPLOAD_INVALID").await;
     // The session is intact and continues from where it was.
     let r = c
         .patch(s.url(&loc))
@@ -1253,12 +1253,17 @@ async fn invalid_digests_and_tags_return_400() {
         "DIGEST_INVALID",
     )
     .await;
+    // A tag that cannot exist names no manifest (404); pushing to it is a bad request.
     assert_error(
         c.get(s.url("/v2/x/manifests/.bad")).send().await.unwrap(),
-        400,
-        "TAG_INVALID",
+        404,
+        "MANIFEST_UNKNOWN",
     )
     .await;
+    let r = c.head(s.url("/v2/x/manifests/.bad")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let r = put_manifest(&c, &s.base, "x", ".bad", OCI_MANIFEST, b"{}").await;
+    assert_error(r, 400, "TAG_INVALID").await;
     let r = c
         .post(s.url("/v2/x/blobs/uploads/?digest=nonsense"))
         .body("x")
@@ -1287,6 +1292,8 @@ async fn unsupported_methods_return_405_unsupported() {
         "UNSUPPORTED",
     )
     .await;
+    let r = c.post(s.url("/v2/x/tags/list")).send().await.unwrap();
+    assert_eq!(header(&r, "allow"), "GET");
 }
 
 #[tokio::test]
@@ -1295,7 +1302,7 @@ async fn unknown_endpoints_return_404_in_the_error_format() {
     assert_error(
         client().get(s.url("/v2/x/unknown")).send().await.unwrap(),
         404,
-        "NOT_FOUND",
+        "UNSUPPORTED",
     )
     .await;
 }
@@ -1349,4 +1356,132 @@ async fn bad_input_never_breaks_the_server() {
         c.get(s.url("/v2/")).send().await.unwrap().status(),
         StatusCode::OK
     );
+}
+
+#[tokio::test]
+async fn upload_status_answers_head_too() {
+    let s = TestServer::start();
+    let c = client();
+    let loc = header(
+        &c.post(s.url("/v2/push/head/blobs/uploads/"))
+            .send()
+            .await
+            .unwrap(),
+        "location",
+    );
+    let r = c.head(s.url(&loc)).send().await.unwrap();
+    assert_eq!(
+        (r.status().as_u16(), header(&r, "range")),
+        (204, "0-0".to_string())
+    );
+}
+
+#[tokio::test]
+async fn mount_with_a_malformed_digest_falls_back_to_an_upload_session() {
+    let s = TestServer::start();
+    let r = client()
+        .post(s.url("/v2/mount/x/blobs/uploads/?mount=sha256:nothex&from=mount/y"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+}
+
+#[tokio::test]
+async fn range_headers_that_are_not_understood_are_ignored() {
+    let s = TestServer::start();
+    let c = client();
+    let d = push_blob(&c, &s.base, "pull/ign", b"0123456789").await;
+    for range in ["items=0-3", "bytes=0-1,4-5", "bytes=x-y"] {
+        let r = c
+            .get(s.url(&format!("/v2/pull/ign/blobs/{d}")))
+            .header("range", range)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{range}");
+        assert_eq!(r.bytes().await.unwrap(), &b"0123456789"[..]);
+    }
+}
+
+#[tokio::test]
+async fn closing_put_checks_its_content_range() {
+    let s = TestServer::start();
+    let c = client();
+    let loc = header(
+        &c.post(s.url("/v2/push/close/blobs/uploads/"))
+            .send()
+            .await
+            .unwrap(),
+        "location",
+    );
+    c.patch(s.url(&loc))
+        .header("content-range", "0-3")
+        .body("0123")
+        .send()
+        .await
+        .unwrap();
+    let d = sha256(b"012345");
+    let r = c
+        .put(s.url(&format!("{loc}?digest={d}")))
+        .header("content-range", "6-7")
+        .body("45")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&r, "range"), "0-3");
+    assert_error(r, 416, "BLOB_UPLOAD_INVALID").await;
+    let r = c
+        .put(s.url(&format!("{loc}?digest={d}")))
+        .header("content-range", "4-5")
+        .body("45")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn docker_manifests_are_served_whatever_the_accept_header() {
+    let s = TestServer::start();
+    let c = client();
+    let config = br#"{"os":"linux"}"#;
+    push_blob(&c, &s.base, "neg/docker", config).await;
+    let m = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": DOCKER_MANIFEST,
+        "config": descriptor("application/vnd.docker.container.image.v1+json", config),
+        "layers": [],
+    }))
+    .unwrap();
+    put_manifest(&c, &s.base, "neg/docker", "v1", DOCKER_MANIFEST, &m).await;
+    let r = c
+        .get(s.url("/v2/neg/docker/manifests/v1"))
+        .header("accept", OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&r, "content-type"), DOCKER_MANIFEST);
+    assert_eq!(r.bytes().await.unwrap(), m);
+}
+
+#[tokio::test]
+async fn an_index_asked_for_by_digest_is_never_swapped_for_a_platform_manifest() {
+    let s = TestServer::start();
+    let c = client();
+    let (amd, _) = push_image(&c, &s.base, "neg/idx", "amd", "amd64").await;
+    let mut entry = descriptor(OCI_MANIFEST, &amd);
+    entry["platform"] = json!({"os": "linux", "architecture": "amd64"});
+    let idx = serde_json::to_vec(
+        &json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [entry]}),
+    )
+    .unwrap();
+    put_manifest(&c, &s.base, "neg/idx", "multi", OCI_INDEX, &idx).await;
+    let r = c
+        .get(s.url(&format!("/v2/neg/idx/manifests/{}", sha256(&idx))))
+        .header("accept", OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 404, "MANIFEST_UNKNOWN").await;
 }

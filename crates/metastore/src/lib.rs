@@ -88,6 +88,8 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn repo_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>>;
     /// The size of `digest` if any repository has it (its bytes are stored).
     async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>>;
+    /// Repositories that may use `digest`, at most `limit`, in name order.
+    async fn repositories_with_blob(&self, digest: &Digest, limit: usize) -> Result<Vec<RepoName>>;
     /// Lets `repo` use a blob that is already stored (a cross-repository mount).
     /// `false` if the blob is not stored.
     async fn link_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool>;

@@ -261,6 +261,19 @@ impl MetaStore for SqliteMetaStore {
         .await
     }
 
+    async fn repositories_with_blob(&self, digest: &Digest, limit: usize) -> Result<Vec<RepoName>> {
+        let digest = digest.to_string();
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT r.name FROM repository_blobs rb JOIN repositories r ON r.id = rb.repository_id
+                 WHERE rb.digest = ? ORDER BY r.name LIMIT ?",
+            )?;
+            let rows = st.query_map(params![digest, limit as i64], |r| parse(r.get(0)?))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
     async fn link_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
         let (repo, digest) = (repo.to_string(), digest.to_string());
         self.write(move |tx| {

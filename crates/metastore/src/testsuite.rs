@@ -92,6 +92,10 @@ pub async fn blobs_are_per_repository(store: &dyn MetaStore) {
     let (a, b) = (repo("a"), repo("b"));
     let d = blob(store, &a, b"layer").await;
     assert_eq!(store.repo_blob(&b, &d).await.unwrap(), None);
+    assert_eq!(
+        store.repositories_with_blob(&d, 10).await.unwrap(),
+        vec![a.clone()]
+    );
     assert!(
         store.link_blob(&b, &d).await.unwrap(),
         "mount a stored blob"
@@ -99,6 +103,14 @@ pub async fn blobs_are_per_repository(store: &dyn MetaStore) {
     assert_eq!(store.repo_blob(&b, &d).await.unwrap(), Some(5));
     let unknown = Digest::sha256_of(b"unknown");
     assert!(!store.link_blob(&b, &unknown).await.unwrap());
+    assert_eq!(
+        store.repositories_with_blob(&d, 10).await.unwrap(),
+        vec![a.clone(), b.clone()]
+    );
+    assert_eq!(
+        store.repositories_with_blob(&d, 1).await.unwrap(),
+        vec![a.clone()]
+    );
     assert!(store.unlink_blob(&a, &d).await.unwrap());
     assert!(!store.unlink_blob(&a, &d).await.unwrap());
     assert_eq!(store.repo_blob(&a, &d).await.unwrap(), None);

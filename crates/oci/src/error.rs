@@ -22,6 +22,8 @@ pub enum ErrorCode {
     TagInvalid,
     RangeInvalid,
     PaginationNumberInvalid,
+    /// A chunk that does not continue the upload (spec: 416).
+    ChunkOutOfOrder,
     ManifestTooLarge,
     Unavailable,
     NotFound,
@@ -49,9 +51,11 @@ impl ErrorCode {
             TagInvalid => "TAG_INVALID",
             RangeInvalid => "RANGE_INVALID",
             PaginationNumberInvalid => "PAGINATION_NUMBER_INVALID",
+            ChunkOutOfOrder => "BLOB_UPLOAD_INVALID",
             ManifestTooLarge => "MANIFEST_INVALID",
             Unavailable => "UNAVAILABLE",
-            NotFound => "NOT_FOUND",
+            // The spec has no code for "no such endpoint"; UNSUPPORTED is the closest.
+            NotFound => "UNSUPPORTED",
             Unknown => "UNKNOWN",
         }
     }
@@ -76,6 +80,7 @@ impl ErrorCode {
             TagInvalid => "manifest tag did not match URI",
             RangeInvalid => "invalid content range",
             PaginationNumberInvalid => "invalid number of results requested",
+            ChunkOutOfOrder => "chunk does not continue the upload",
             ManifestTooLarge => "manifest is larger than the registry accepts",
             Unavailable => "the registry is shutting down or not ready",
             NotFound => "no such endpoint",
@@ -98,7 +103,7 @@ impl ErrorCode {
             Unauthorized => 401,
             Denied => 403,
             Unsupported => 405,
-            RangeInvalid => 416,
+            RangeInvalid | ChunkOutOfOrder => 416,
             ManifestTooLarge => 413,
             TooManyRequests => 429,
             Unavailable => 503,

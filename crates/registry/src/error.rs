@@ -33,8 +33,6 @@ pub enum RegistryError {
     TagInvalid,
     #[error("repository {0} is not known to this registry")]
     NameUnknown(RepoName),
-    #[error("{0}")]
-    PaginationInvalid(String),
     #[error("internal storage error: {0}")]
     Storage(String),
 }
@@ -45,7 +43,7 @@ impl RegistryError {
         match self {
             BlobUnknown(_) => ErrorCode::BlobUnknown,
             UploadUnknown => ErrorCode::BlobUploadUnknown,
-            ChunkOutOfOrder { .. } => ErrorCode::RangeInvalid,
+            ChunkOutOfOrder { .. } => ErrorCode::ChunkOutOfOrder,
             DigestMismatch { .. } | DigestInvalid(_) => ErrorCode::DigestInvalid,
             SizeMismatch { .. } => ErrorCode::SizeInvalid,
             RangeInvalid { .. } => ErrorCode::RangeInvalid,
@@ -56,7 +54,6 @@ impl RegistryError {
             ManifestBlobUnknown(_) => ErrorCode::ManifestBlobUnknown,
             TagInvalid => ErrorCode::TagInvalid,
             NameUnknown(_) => ErrorCode::NameUnknown,
-            PaginationInvalid(_) => ErrorCode::PaginationNumberInvalid,
             Storage(_) => ErrorCode::Unknown,
         }
     }

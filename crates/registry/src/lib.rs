@@ -22,7 +22,7 @@ pub use blobs::{BlobBody, BlobInfo};
 pub use error::{RegistryError, Result};
 pub use listing::Page;
 pub use manifests::{ManifestContent, PushedManifest};
-pub use uploads::{ChunkRange, UploadStarted};
+pub use uploads::{Chunk, ChunkRange, UploadStarted};
 pub use wharf_blobstore::{ByteRange, ByteStream};
 pub use wharf_metastore::UploadSession;
 

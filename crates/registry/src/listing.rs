@@ -13,15 +13,9 @@ pub struct Page {
 }
 
 impl Registry {
-    fn page_size(&self, n: Option<usize>) -> Result<usize> {
-        match n {
-            None => Ok(self.limits.max_page),
-            Some(n) if n <= self.limits.max_page => Ok(n),
-            Some(n) => Err(RegistryError::PaginationInvalid(format!(
-                "n={n} is more than the {} entries one page may hold",
-                self.limits.max_page
-            ))),
-        }
+    /// Pages larger than the limit are cut to it; the `Link` header leads on.
+    pub fn page_size(&self, n: Option<usize>) -> usize {
+        n.unwrap_or(self.limits.max_page).min(self.limits.max_page)
     }
 
     pub async fn list_tags(
@@ -30,7 +24,7 @@ impl Registry {
         n: Option<usize>,
         last: Option<&str>,
     ) -> Result<Page> {
-        let limit = self.page_size(n)?;
+        let limit = self.page_size(n);
         let tags = self
             .meta
             .list_tags(repo, last, limit + 1)
@@ -43,7 +37,7 @@ impl Registry {
     }
 
     pub async fn catalog(&self, n: Option<usize>, last: Option<&str>) -> Result<Page> {
-        let limit = self.page_size(n)?;
+        let limit = self.page_size(n);
         let mut items: Vec<String> = self
             .meta
             .list_repositories(last, limit + 1)

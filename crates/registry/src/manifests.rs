@@ -115,12 +115,18 @@ impl Registry {
             .get_manifest(repo, reference, with_payload)
             .await?
             .ok_or_else(unknown)?;
-        if media::accepts(accept, &stored.media_type) {
+        // As the reference registry: Docker schema 2 manifests are always served, and so
+        // is anything asked for by digest except OCI types the client cannot read (the
+        // client verifies a digest, so substituting another manifest would be wrong).
+        let by_tag = matches!(reference, Reference::Tag(_));
+        let always = stored.media_type == media::DOCKER_MANIFEST
+            || (!by_tag && stored.media_type == media::DOCKER_MANIFEST_LIST);
+        if always || media::accepts(accept, &stored.media_type) {
             return Ok(stored.into());
         }
         let is_index = stored.media_type == media::OCI_INDEX
             || stored.media_type == media::DOCKER_MANIFEST_LIST;
-        if !is_index {
+        if !is_index || !by_tag {
             return Err(RegistryError::ManifestUnknown(format!(
                 "{repo}:{reference} exists only as {}, which the request's Accept header excludes",
                 stored.media_type

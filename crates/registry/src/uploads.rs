@@ -22,6 +22,9 @@ use crate::{ByteStream, Registry};
 /// re-reads its data instead. Bounds memory whatever clients do.
 const MAX_TRACKED_SESSIONS: usize = 10_000;
 
+/// How many repositories holding a blob are considered for a mount without `from`.
+const MOUNT_CANDIDATES: usize = 100;
+
 /// Per-session serialisation and running hash, for sessions this process is serving.
 #[derive(Default)]
 pub(crate) struct LiveUploads {
@@ -57,6 +60,39 @@ impl LiveUploads {
 pub struct ChunkRange {
     pub first: u64,
     pub last: u64,
+}
+
+/// A piece of an upload as a request carries it.
+pub struct Chunk {
+    pub body: ByteStream,
+    /// The request's `Content-Range`, if any.
+    pub range: Option<ChunkRange>,
+    /// The request's `Content-Length`, if any.
+    pub len: Option<u64>,
+}
+
+impl Chunk {
+    /// Checks the chunk continues a session of `size` bytes and returns how many bytes
+    /// it must bring, when that is known.
+    fn expected_len(&self, size: u64) -> Result<Option<u64>> {
+        let Some(r) = self.range else {
+            return Ok(self.len);
+        };
+        if r.first != size || r.last < r.first {
+            return Err(RegistryError::ChunkOutOfOrder {
+                expected: size,
+                got: r.first,
+            });
+        }
+        let len = r.last - r.first + 1;
+        match self.len {
+            Some(l) if l != len => Err(RegistryError::SizeMismatch {
+                expected: len,
+                actual: l,
+            }),
+            _ => Ok(Some(len)),
+        }
+    }
 }
 
 /// What `POST /blobs/uploads/` led to.
@@ -101,7 +137,13 @@ impl Registry {
     ) -> Result<UploadStarted> {
         let mountable = match from {
             Some(src) => may_read(src) && self.meta.repo_blob(src, digest).await?.is_some(),
-            None => self.meta.blob_size(digest).await?.is_some(),
+            // Without `from`, any repository holding the blob that the caller may read.
+            None => self
+                .meta
+                .repositories_with_blob(digest, MOUNT_CANDIDATES)
+                .await?
+                .iter()
+                .any(&may_read),
         };
         if mountable && self.meta.link_blob(repo, digest).await? {
             return Ok(UploadStarted::Mounted(digest.clone()));
@@ -119,7 +161,16 @@ impl Registry {
     ) -> Result<UploadStarted> {
         let session = self.start_upload(repo).await?;
         match self
-            .finish_upload(repo, &session.id, digest, Some((body, expected_len)))
+            .finish_upload(
+                repo,
+                &session.id,
+                digest,
+                Some(Chunk {
+                    body,
+                    range: None,
+                    len: expected_len,
+                }),
+            )
             .await
         {
             Ok(()) => Ok(UploadStarted::Complete(digest.clone())),
@@ -154,35 +205,14 @@ impl Registry {
         &self,
         repo: &RepoName,
         id: &UploadId,
-        range: Option<ChunkRange>,
-        body: ByteStream,
-        expected_len: Option<u64>,
+        chunk: Chunk,
     ) -> Result<UploadSession> {
         let live = self.uploads.get(id);
         let mut state = live.lock().await;
         let session = self.upload_status(repo, id).await?;
-        if let Some(r) = range {
-            if r.first != session.size || r.last < r.first {
-                return Err(RegistryError::ChunkOutOfOrder {
-                    expected: session.size,
-                    got: r.first,
-                });
-            }
-            let len = r.last - r.first + 1;
-            if expected_len.is_some_and(|l| l != len) {
-                return Err(RegistryError::SizeMismatch {
-                    expected: len,
-                    actual: expected_len.unwrap_or(0),
-                });
-            }
-        }
+        let expected_len = chunk.expected_len(session.size)?;
         let added = self
-            .append(
-                &session,
-                &mut state,
-                body,
-                range.map(|r| r.last - r.first + 1).or(expected_len),
-            )
+            .append(&session, &mut state, chunk.body, expected_len)
             .await?;
         let new_size = session.size + added;
         if !self.meta.advance_upload(id, session.size, new_size).await? {
@@ -250,14 +280,15 @@ impl Registry {
         repo: &RepoName,
         id: &UploadId,
         digest: &Digest,
-        last_chunk: Option<(ByteStream, Option<u64>)>,
+        last_chunk: Option<Chunk>,
     ) -> Result<()> {
         let live = self.uploads.get(id);
         let mut state = live.lock().await;
         let mut session = self.upload_status(repo, id).await?;
-        if let Some((body, expected_len)) = last_chunk {
+        if let Some(chunk) = last_chunk {
+            let expected_len = chunk.expected_len(session.size)?;
             let added = self
-                .append(&session, &mut state, body, expected_len)
+                .append(&session, &mut state, chunk.body, expected_len)
                 .await?;
             if added > 0 {
                 // Record the bytes so a failed verification leaves a consistent session.

@@ -64,29 +64,32 @@ pub fn header_str<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a s
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// Parses a `Range: bytes=…` header against a blob of `size` bytes. One range only;
-/// anything unsatisfiable is a 416 that tells the client the size.
+/// Parses a `Range: bytes=…` header against a blob of `size` bytes. A header we do not
+/// understand (another unit, several ranges, bad syntax) is ignored and the whole blob
+/// served, as RFC 9110 asks; a well-formed range outside the blob is a 416 that tells
+/// the client the size.
 pub fn parse_range(value: Option<&str>, size: u64) -> Result<Option<ByteRange>, ApiError> {
     let Some(value) = value else { return Ok(None) };
-    let bad = || {
+    let unsatisfiable = || {
         ApiError::new(
             ErrorCode::RangeInvalid,
             format!("range {value:?} cannot be served from {size} bytes"),
         )
         .with_header(header::CONTENT_RANGE, format!("bytes */{size}"))
     };
-    let spec = value.trim().strip_prefix("bytes=").ok_or_else(bad)?;
-    if spec.contains(',') {
-        return Err(bad());
-    }
-    let (a, b) = spec.split_once('-').ok_or_else(bad)?;
-    let (a, b) = (a.trim(), b.trim());
-    let range = match (a.is_empty(), b.is_empty()) {
+    let Some(spec) = value.trim().strip_prefix("bytes=") else {
+        return Ok(None);
+    };
+    let Some((a, b)) = spec.split_once('-').filter(|_| !spec.contains(',')) else {
+        return Ok(None);
+    };
+    let number = |s: &str| s.trim().parse::<u64>().ok();
+    let range = match (a.trim().is_empty(), b.trim().is_empty()) {
         (true, false) => {
             // The last `n` bytes.
-            let n: u64 = b.parse().map_err(|_| bad())?;
-            if n == 0 {
-                return Err(bad());
+            let Some(n) = number(b) else { return Ok(None) };
+            if n == 0 || size == 0 {
+                return Err(unsatisfiable());
             }
             ByteRange {
                 start: size.saturating_sub(n),
@@ -94,21 +97,26 @@ pub fn parse_range(value: Option<&str>, size: u64) -> Result<Option<ByteRange>, 
             }
         }
         (false, _) => {
-            let start: u64 = a.parse().map_err(|_| bad())?;
-            let end = if b.is_empty() {
+            let Some(start) = number(a) else {
+                return Ok(None);
+            };
+            let end = if b.trim().is_empty() {
                 size
             } else {
-                b.parse::<u64>()
-                    .map_err(|_| bad())?
-                    .saturating_add(1)
-                    .min(size)
+                let Some(last) = number(b) else {
+                    return Ok(None);
+                };
+                if last < start {
+                    return Ok(None); // syntactically invalid, so ignored
+                }
+                last.saturating_add(1).min(size)
             };
-            if start >= size || start >= end {
-                return Err(bad());
+            if start >= size {
+                return Err(unsatisfiable());
             }
             ByteRange { start, end }
         }
-        (true, true) => return Err(bad()),
+        (true, true) => return Ok(None),
     };
     Ok(Some(range))
 }
@@ -145,24 +153,26 @@ pub fn set(headers: &mut HeaderMap, name: HeaderName, value: impl AsRef<str>) {
 mod tests {
     use super::*;
 
-    fn r(v: &str, size: u64) -> Option<(u64, u64)> {
+    /// `Ok(None)`: ignored (whole blob); `Err`: 416.
+    fn r(v: &str, size: u64) -> Result<Option<(u64, u64)>, ()> {
         parse_range(Some(v), size)
-            .ok()
-            .map(|r| r.map(|r| (r.start, r.end)).unwrap())
+            .map(|r| r.map(|r| (r.start, r.end)))
+            .map_err(|_| ())
     }
 
     #[test]
     fn ranges() {
-        assert_eq!(r("bytes=0-9", 100), Some((0, 10)));
-        assert_eq!(r("bytes=90-", 100), Some((90, 100)));
-        assert_eq!(r("bytes=90-200", 100), Some((90, 100)));
-        assert_eq!(r("bytes=-10", 100), Some((90, 100)));
-        assert_eq!(r("bytes=100-", 100), None);
-        assert_eq!(r("bytes=5-4", 100), None);
-        assert_eq!(r("bytes=0-1,3-4", 100), None);
-        assert_eq!(r("items=0-1", 100), None);
-        assert_eq!(r("bytes=-0", 100), None);
-        assert_eq!(r("bytes=a-b", 100), None);
+        assert_eq!(r("bytes=0-9", 100), Ok(Some((0, 10))));
+        assert_eq!(r("bytes=90-", 100), Ok(Some((90, 100))));
+        assert_eq!(r("bytes=90-200", 100), Ok(Some((90, 100))));
+        assert_eq!(r("bytes=-10", 100), Ok(Some((90, 100))));
+        assert_eq!(r("bytes=100-", 100), Err(()));
+        assert_eq!(r("bytes=-0", 100), Err(()));
+        // Not understood, so ignored.
+        assert_eq!(r("bytes=5-4", 100), Ok(None));
+        assert_eq!(r("bytes=0-1,3-4", 100), Ok(None));
+        assert_eq!(r("items=0-1", 100), Ok(None));
+        assert_eq!(r("bytes=a-b", 100), Ok(None));
     }
 
     #[test]

@@ -44,7 +44,7 @@ pub async fn tags(st: &AppState, repo: &RepoName, req: Request) -> HandlerResult
     let (n, last) = pagination(&req)?;
     let page = st.registry.list_tags(repo, n, last.as_deref()).await?;
     let body = serde_json::json!({ "name": repo.as_str(), "tags": page.items });
-    let n = n.unwrap_or(st.registry.limits().max_page);
+    let n = st.registry.page_size(n);
     Ok(with_link(
         Json(body).into_response(),
         &format!("/v2/{repo}/tags/list"),
@@ -57,7 +57,7 @@ pub async fn catalog(st: &AppState, req: Request) -> HandlerResult {
     let (n, last) = pagination(&req)?;
     let page = st.registry.catalog(n, last.as_deref()).await?;
     let body = serde_json::json!({ "repositories": page.items });
-    let n = n.unwrap_or(st.registry.limits().max_page);
+    let n = st.registry.page_size(n);
     Ok(with_link(
         Json(body).into_response(),
         "/v2/_catalog",

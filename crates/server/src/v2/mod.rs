@@ -5,9 +5,9 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use wharf_oci::ErrorCode;
+use wharf_oci::{ErrorCode, NameError};
 
-use crate::endpoint::Endpoint;
+use crate::endpoint::{Endpoint, EndpointError};
 use crate::error::ApiError;
 use crate::http::DOCKER_API_VERSION;
 use crate::AppState;
@@ -24,6 +24,15 @@ pub async fn handle(State(state): State<AppState>, req: Request) -> Response {
         Ok(endpoint) => dispatch(&state, endpoint, req)
             .await
             .unwrap_or_else(IntoResponse::into_response),
+        // A tag that cannot exist names no manifest: reading it is a 404, as clients and
+        // the conformance suite expect; only pushing to it is a bad request.
+        Err(EndpointError::Reference(NameError::BadTag(t))) if req.method() != Method::PUT => {
+            ApiError::new(
+                ErrorCode::ManifestUnknown,
+                format!("no manifest is tagged {t:?}"),
+            )
+            .into_response()
+        }
         Err(e) => ApiError::from(e).into_response(),
     };
     resp.headers_mut()
@@ -34,6 +43,7 @@ pub async fn handle(State(state): State<AppState>, req: Request) -> Response {
 async fn dispatch(st: &AppState, endpoint: Endpoint, req: Request) -> HandlerResult {
     use Endpoint as E;
     let method = req.method().clone();
+    let allow = allowed_methods(&endpoint);
     match (endpoint, method) {
         (E::Base, Method::GET | Method::HEAD) => {
             Ok(([(header::CONTENT_TYPE, "application/json")], "{}").into_response())
@@ -49,14 +59,27 @@ async fn dispatch(st: &AppState, endpoint: Endpoint, req: Request) -> HandlerRes
         (E::Blob(repo, d), Method::HEAD) => blobs::get(st, &repo, &d, req, false).await,
         (E::Blob(repo, d), Method::DELETE) => blobs::delete(st, &repo, &d).await,
         (E::UploadStart(repo), Method::POST) => uploads::start(st, &repo, req).await,
-        (E::Upload(repo, id), Method::GET) => uploads::status(st, &repo, &id).await,
+        (E::Upload(repo, id), Method::GET | Method::HEAD) => uploads::status(st, &repo, &id).await,
         (E::Upload(repo, id), Method::PATCH) => uploads::patch(st, &repo, &id, req).await,
         (E::Upload(repo, id), Method::PUT) => uploads::put(st, &repo, &id, req).await,
         (E::Upload(repo, id), Method::DELETE) => uploads::cancel(st, &repo, &id).await,
         (_, m) => Err(ApiError::new(
             ErrorCode::Unsupported,
             format!("{m} is not supported on this endpoint"),
-        )),
+        )
+        .with_header(header::ALLOW, allow.to_string())),
+    }
+}
+
+fn allowed_methods(endpoint: &Endpoint) -> &'static str {
+    use Endpoint as E;
+    match endpoint {
+        E::Base => "GET, HEAD",
+        E::Catalog | E::Tags(_) | E::Referrers(..) => "GET",
+        E::Manifest(..) => "GET, HEAD, PUT, DELETE",
+        E::Blob(..) => "GET, HEAD, DELETE",
+        E::UploadStart(_) => "POST",
+        E::Upload(..) => "GET, HEAD, PATCH, PUT, DELETE",
     }
 }
 

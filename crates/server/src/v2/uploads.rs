@@ -5,7 +5,7 @@ use axum::extract::Request;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use wharf_oci::{Digest, ErrorCode, RepoName, UploadId};
-use wharf_registry::{RegistryError, UploadSession, UploadStarted};
+use wharf_registry::{Chunk, RegistryError, UploadSession, UploadStarted};
 
 use super::{empty, HandlerResult};
 use crate::error::ApiError;
@@ -54,7 +54,9 @@ fn blob_created(repo: &RepoName, digest: &Digest) -> Response {
 pub async fn start(st: &AppState, repo: &RepoName, req: Request) -> HandlerResult {
     let query = req.uri().query().map(str::to_string);
     let query = query.as_deref();
-    if let Some(mount) = digest_param(query, "mount")? {
+    // A mount that cannot be done, even one naming a malformed digest, falls back to
+    // an ordinary session, as the spec asks.
+    if let Some(mount) = query_param(query, "mount").and_then(|m| m.parse::<Digest>().ok()) {
         // A `from` that is not a valid name cannot be mounted from: fall back to a session.
         let from = query_param(query, "from").and_then(|f| f.parse::<RepoName>().ok());
         let started = st
@@ -104,14 +106,19 @@ async fn out_of_order(
     api
 }
 
-pub async fn patch(st: &AppState, repo: &RepoName, id: &UploadId, req: Request) -> HandlerResult {
+/// The chunk a PATCH or closing PUT carries.
+fn chunk(req: Request) -> Result<Chunk, ApiError> {
     let range = parse_content_range(header_str(req.headers(), &header::CONTENT_RANGE))?;
     let len = content_length(req.headers())?;
-    match st
-        .registry
-        .append_chunk(repo, id, range, body_stream(req.into_body()), len)
-        .await
-    {
+    Ok(Chunk {
+        body: body_stream(req.into_body()),
+        range,
+        len,
+    })
+}
+
+pub async fn patch(st: &AppState, repo: &RepoName, id: &UploadId, req: Request) -> HandlerResult {
+    match st.registry.append_chunk(repo, id, chunk(req)?).await {
         Ok(s) => Ok(session_response(StatusCode::ACCEPTED, &s)),
         Err(e @ RegistryError::ChunkOutOfOrder { .. }) => Err(out_of_order(st, repo, id, e).await),
         Err(e) => Err(e.into()),
@@ -126,21 +133,15 @@ pub async fn put(st: &AppState, repo: &RepoName, id: &UploadId, req: Request) ->
             "the digest query parameter is required to finish an upload",
         )
     })?;
-    if let Some(r) = parse_content_range(header_str(req.headers(), &header::CONTENT_RANGE))? {
-        let s = st.registry.upload_status(repo, id).await?;
-        if r.first != s.size {
-            let e = RegistryError::ChunkOutOfOrder {
-                expected: s.size,
-                got: r.first,
-            };
-            return Err(out_of_order(st, repo, id, e).await);
-        }
+    match st
+        .registry
+        .finish_upload(repo, id, &digest, Some(chunk(req)?))
+        .await
+    {
+        Ok(()) => Ok(blob_created(repo, &digest)),
+        Err(e @ RegistryError::ChunkOutOfOrder { .. }) => Err(out_of_order(st, repo, id, e).await),
+        Err(e) => Err(e.into()),
     }
-    let len = content_length(req.headers())?;
-    st.registry
-        .finish_upload(repo, id, &digest, Some((body_stream(req.into_body()), len)))
-        .await?;
-    Ok(blob_created(repo, &digest))
 }
 
 pub async fn cancel(st: &AppState, repo: &RepoName, id: &UploadId) -> HandlerResult {
