@@ -96,7 +96,11 @@ fn missing(what: &str) -> bool {
 }
 
 async fn docker_daemon_ready() -> bool {
-    let out = run(docker_cmd(&["version", "--format", "{{.Server.Version}}"]), Duration::from_secs(60)).await;
+    let out = run(
+        docker_cmd(&["version", "--format", "{{.Server.Version}}"]),
+        Duration::from_secs(60),
+    )
+    .await;
     out.status.success() || missing("a running Docker daemon")
 }
 
@@ -120,8 +124,12 @@ impl Fetched {
     }
 
     fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
     }
 }
 
@@ -130,11 +138,18 @@ async fn fetch(method: Method, url: &str, accept: &[&str]) -> Fetched {
     if !accept.is_empty() {
         req = req.header(ACCEPT, accept.join(", "));
     }
-    let resp = req.send().await.unwrap_or_else(|e| panic!("request to {url}: {e}"));
+    let resp = req
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("request to {url}: {e}"));
     let status = resp.status();
     let headers = resp.headers().clone();
     let body = resp.bytes().await.expect("response body");
-    Fetched { status, headers, body }
+    Fetched {
+        status,
+        headers,
+        body,
+    }
 }
 
 async fn get(url: &str, accept: &[&str]) -> Fetched {
@@ -144,18 +159,48 @@ async fn get(url: &str, accept: &[&str]) -> Fetched {
 /// Asserts the registry serves `blob` byte for byte from `repo`.
 async fn assert_blob_served(server: &TestServer, repo: &str, digest: &str, bytes: &[u8]) {
     let r = get(&server.url(&format!("/v2/{repo}/blobs/{digest}")), &[]).await;
-    assert_eq!(r.status, StatusCode::OK, "GET blob {digest} from {repo}: {}", String::from_utf8_lossy(&r.body));
-    assert_eq!(r.header("docker-content-digest"), Some(digest), "Docker-Content-Digest of blob {digest}");
-    assert!(r.body.as_ref() == bytes, "blob {digest} from {repo} differs from what was pushed");
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "GET blob {digest} from {repo}: {}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(
+        r.header("docker-content-digest"),
+        Some(digest),
+        "Docker-Content-Digest of blob {digest}"
+    );
+    assert!(
+        r.body.as_ref() == bytes,
+        "blob {digest} from {repo} differs from what was pushed"
+    );
 }
 
 /// Pushes a blob with the two-step (POST, PUT) upload every client supports.
 async fn push_blob_http(server: &TestServer, repo: &str, blob: &Blob) {
     let client = reqwest::Client::new();
-    let r = client.post(server.url(&format!("/v2/{repo}/blobs/uploads/"))).send().await.expect("POST upload");
-    assert_eq!(r.status(), StatusCode::ACCEPTED, "POST /v2/{repo}/blobs/uploads/");
-    let location = r.headers().get(LOCATION).expect("upload Location").to_str().unwrap().to_string();
-    let location = if location.starts_with('/') { server.url(&location) } else { location };
+    let r = client
+        .post(server.url(&format!("/v2/{repo}/blobs/uploads/")))
+        .send()
+        .await
+        .expect("POST upload");
+    assert_eq!(
+        r.status(),
+        StatusCode::ACCEPTED,
+        "POST /v2/{repo}/blobs/uploads/"
+    );
+    let location = r
+        .headers()
+        .get(LOCATION)
+        .expect("upload Location")
+        .to_str()
+        .unwrap()
+        .to_string();
+    let location = if location.starts_with('/') {
+        server.url(&location)
+    } else {
+        location
+    };
     let sep = if location.contains('?') { '&' } else { '?' };
     let r = client
         .put(format!("{location}{sep}digest={}", blob.digest))
@@ -164,11 +209,21 @@ async fn push_blob_http(server: &TestServer, repo: &str, blob: &Blob) {
         .send()
         .await
         .expect("PUT upload");
-    assert_eq!(r.status(), StatusCode::CREATED, "finishing the upload of {}", blob.digest);
+    assert_eq!(
+        r.status(),
+        StatusCode::CREATED,
+        "finishing the upload of {}",
+        blob.digest
+    );
 }
 
 /// PUTs a manifest; returns the response headers.
-async fn put_manifest_http(server: &TestServer, repo: &str, reference: &str, manifest: &Blob) -> HeaderMap {
+async fn put_manifest_http(
+    server: &TestServer,
+    repo: &str,
+    reference: &str,
+    manifest: &Blob,
+) -> HeaderMap {
     let r = reqwest::Client::new()
         .put(server.url(&format!("/v2/{repo}/manifests/{reference}")))
         .header(CONTENT_TYPE, &manifest.media_type)
@@ -179,7 +234,11 @@ async fn put_manifest_http(server: &TestServer, repo: &str, reference: &str, man
     let status = r.status();
     let headers = r.headers().clone();
     let body = r.text().await.unwrap_or_default();
-    assert_eq!(status, StatusCode::CREATED, "PUT /v2/{repo}/manifests/{reference}: {body}");
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "PUT /v2/{repo}/manifests/{reference}: {body}"
+    );
     headers
 }
 
@@ -194,12 +253,33 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// blob in `content` byte-identical.
 fn assert_layout_holds(layout: &Layout, tag: &str, manifest: &Blob, content: &[&Blob]) {
     let d = layout.descriptor(tag);
-    assert_eq!(d["digest"], manifest.digest.as_str(), "digest of {tag} in the pulled layout");
-    assert_eq!(d["mediaType"], manifest.media_type.as_str(), "media type of {tag} in the pulled layout");
-    assert_eq!(d["size"], manifest.size(), "size of {tag} in the pulled layout");
-    assert!(layout.blob(&manifest.digest) == manifest.bytes, "pulled manifest {} differs", manifest.digest);
+    assert_eq!(
+        d["digest"],
+        manifest.digest.as_str(),
+        "digest of {tag} in the pulled layout"
+    );
+    assert_eq!(
+        d["mediaType"],
+        manifest.media_type.as_str(),
+        "media type of {tag} in the pulled layout"
+    );
+    assert_eq!(
+        d["size"],
+        manifest.size(),
+        "size of {tag} in the pulled layout"
+    );
+    assert!(
+        layout.blob(&manifest.digest) == manifest.bytes,
+        "pulled manifest {} differs",
+        manifest.digest
+    );
     for b in content {
-        assert!(layout.blob(&b.digest) == b.bytes, "pulled blob {} ({}) differs", b.digest, b.media_type);
+        assert!(
+            layout.blob(&b.digest) == b.bytes,
+            "pulled blob {} ({}) differs",
+            b.digest,
+            b.media_type
+        );
     }
 }
 
@@ -218,25 +298,54 @@ async fn skopeo_round_trips_an_oci_image_byte_for_byte() {
 
     let repo = "some/deep/repo";
     let remote = format!("docker://{}/{repo}:v1", server.addr);
-    skopeo(&["copy", "--preserve-digests", "--dest-tls-verify=false", &format!("oci:{}:v1", src.display()), &remote])
-        .await;
+    skopeo(&[
+        "copy",
+        "--preserve-digests",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:v1", src.display()),
+        &remote,
+    ])
+    .await;
 
     // What the registry now serves is exactly what was pushed.
-    let m = get(&server.url(&format!("/v2/{repo}/manifests/v1")), &[OCI_MANIFEST]).await;
-    assert_eq!(m.status, StatusCode::OK, "GET manifest: {}", String::from_utf8_lossy(&m.body));
+    let m = get(
+        &server.url(&format!("/v2/{repo}/manifests/v1")),
+        &[OCI_MANIFEST],
+    )
+    .await;
+    assert_eq!(
+        m.status,
+        StatusCode::OK,
+        "GET manifest: {}",
+        String::from_utf8_lossy(&m.body)
+    );
     assert_eq!(m.header("content-type"), Some(OCI_MANIFEST));
-    assert_eq!(m.header("docker-content-digest"), Some(image.manifest.digest.as_str()));
-    assert!(m.body.as_ref() == image.manifest.bytes, "the registry altered the manifest");
+    assert_eq!(
+        m.header("docker-content-digest"),
+        Some(image.manifest.digest.as_str())
+    );
+    assert!(
+        m.body.as_ref() == image.manifest.bytes,
+        "the registry altered the manifest"
+    );
     for b in image.content() {
         assert_blob_served(&server, repo, &b.digest, &b.bytes).await;
     }
-    let tags = get(&server.url(&format!("/v2/{repo}/tags/list")), &[]).await.json();
+    let tags = get(&server.url(&format!("/v2/{repo}/tags/list")), &[])
+        .await
+        .json();
     assert_eq!(tags, json!({ "name": repo, "tags": ["v1"] }));
 
     // And back into a fresh layout: same manifest digest, same blobs.
     let back = tmp.path().join("back");
-    skopeo(&["copy", "--preserve-digests", "--src-tls-verify=false", &remote, &format!("oci:{}:v1", back.display())])
-        .await;
+    skopeo(&[
+        "copy",
+        "--preserve-digests",
+        "--src-tls-verify=false",
+        &remote,
+        &format!("oci:{}:v1", back.display()),
+    ])
+    .await;
     let layout = Layout::open(&back);
     assert_layout_holds(&layout, "v1", &image.manifest, &image.content());
     assert_eq!(
@@ -271,12 +380,25 @@ async fn skopeo_round_trips_a_docker_schema2_image() {
 
     let repo = "v2s2/app";
     let remote = format!("docker://{}/{repo}:v2", server.addr);
-    skopeo(&["copy", "--format", "v2s2", "--dest-tls-verify=false", &format!("oci:{}:v2", src.display()), &remote]).await;
+    skopeo(&[
+        "copy",
+        "--format",
+        "v2s2",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:v2", src.display()),
+        &remote,
+    ])
+    .await;
 
     // The registry stores a Docker schema 2 manifest naming the same layer blobs.
     let url = server.url(&format!("/v2/{repo}/manifests/v2"));
     let m = get(&url, &[DOCKER_MANIFEST]).await;
-    assert_eq!(m.status, StatusCode::OK, "GET manifest: {}", String::from_utf8_lossy(&m.body));
+    assert_eq!(
+        m.status,
+        StatusCode::OK,
+        "GET manifest: {}",
+        String::from_utf8_lossy(&m.body)
+    );
     assert_eq!(m.header("content-type"), Some(DOCKER_MANIFEST));
     let digest = sha256(&m.body);
     assert_eq!(m.header("docker-content-digest"), Some(digest.as_str()));
@@ -288,38 +410,86 @@ async fn skopeo_round_trips_a_docker_schema2_image() {
     assert_eq!(layers.len(), image.layers.len());
     for (got, want) in layers.iter().zip(&image.layers) {
         assert_eq!(got["mediaType"], DOCKER_LAYER_GZIP);
-        assert_eq!(got["digest"], want.digest.as_str(), "a layer changed digest in the conversion");
+        assert_eq!(
+            got["digest"],
+            want.digest.as_str(),
+            "a layer changed digest in the conversion"
+        );
         assert_eq!(got["size"], want.size());
         assert_blob_served(&server, repo, &want.digest, &want.bytes).await;
     }
-    let config_digest = doc["config"]["digest"].as_str().expect("config digest").to_string();
-    let config = get(&server.url(&format!("/v2/{repo}/blobs/{config_digest}")), &[]).await;
+    let config_digest = doc["config"]["digest"]
+        .as_str()
+        .expect("config digest")
+        .to_string();
+    let config = get(
+        &server.url(&format!("/v2/{repo}/blobs/{config_digest}")),
+        &[],
+    )
+    .await;
     assert_eq!(config.status, StatusCode::OK);
     assert_eq!(sha256(&config.body), config_digest);
     assert_eq!(config.json()["rootfs"]["diff_ids"], json!(image.diff_ids));
 
+    // Stored as pushed: a client that sends no Accept gets schema 2 too.
+    let plain = get(&url, &[]).await;
+    assert_eq!(plain.status, StatusCode::OK);
+    assert_eq!(plain.header("content-type"), Some(DOCKER_MANIFEST));
+    assert_eq!(plain.header("docker-content-digest"), Some(digest.as_str()));
+
     let head = fetch(Method::HEAD, &url, &[DOCKER_MANIFEST]).await;
     assert_eq!(head.status, StatusCode::OK);
     assert_eq!(head.header("docker-content-digest"), Some(digest.as_str()));
-    assert_eq!(head.header("content-length"), Some(m.body.len().to_string().as_str()));
+    assert_eq!(
+        head.header("content-length"),
+        Some(m.body.len().to_string().as_str())
+    );
     assert!(head.body.is_empty());
 
     // Out with `dir:` (which keeps the manifest verbatim, where `oci:` would convert it
     // back): the same schema 2 manifest and blobs.
     let back = tmp.path().join("back");
-    skopeo(&["copy", "--preserve-digests", "--src-tls-verify=false", &remote, &format!("dir:{}", back.display())]).await;
+    skopeo(&[
+        "copy",
+        "--preserve-digests",
+        "--src-tls-verify=false",
+        &remote,
+        &format!("dir:{}", back.display()),
+    ])
+    .await;
     let pulled = std::fs::read(back.join("manifest.json")).expect("manifest.json");
-    assert!(pulled == m.body.as_ref(), "the pulled manifest differs from the one the registry serves");
+    assert!(
+        pulled == m.body.as_ref(),
+        "the pulled manifest differs from the one the registry serves"
+    );
     assert_eq!(sha256(&pulled), digest);
-    assert!(dir_blob(&back, &config_digest) == config.body.as_ref(), "pulled config differs");
+    assert!(
+        dir_blob(&back, &config_digest) == config.body.as_ref(),
+        "pulled config differs"
+    );
     for l in &image.layers {
-        assert!(dir_blob(&back, &l.digest) == l.bytes, "pulled layer {} differs", l.digest);
+        assert!(
+            dir_blob(&back, &l.digest) == l.bytes,
+            "pulled layer {} differs",
+            l.digest
+        );
     }
 
     // And in again under another name: the digest does not move.
     let again = format!("docker://{}/v2s2/copy:v2", server.addr);
-    skopeo(&["copy", "--preserve-digests", "--dest-tls-verify=false", &format!("dir:{}", back.display()), &again]).await;
-    let m2 = get(&server.url("/v2/v2s2/copy/manifests/v2"), &[DOCKER_MANIFEST]).await;
+    skopeo(&[
+        "copy",
+        "--preserve-digests",
+        "--dest-tls-verify=false",
+        &format!("dir:{}", back.display()),
+        &again,
+    ])
+    .await;
+    let m2 = get(
+        &server.url("/v2/v2s2/copy/manifests/v2"),
+        &[DOCKER_MANIFEST],
+    )
+    .await;
     assert_eq!(m2.status, StatusCode::OK);
     assert_eq!(m2.header("content-type"), Some(DOCKER_MANIFEST));
     assert_eq!(m2.header("docker-content-digest"), Some(digest.as_str()));
@@ -356,21 +526,48 @@ async fn skopeo_round_trips_a_multi_arch_index() {
     // The index is served verbatim, as an OCI index.
     let url = server.url(&format!("/v2/{repo}/manifests/multi"));
     let m = get(&url, &[OCI_INDEX, OCI_MANIFEST]).await;
-    assert_eq!(m.status, StatusCode::OK, "GET index: {}", String::from_utf8_lossy(&m.body));
+    assert_eq!(
+        m.status,
+        StatusCode::OK,
+        "GET index: {}",
+        String::from_utf8_lossy(&m.body)
+    );
     assert_eq!(m.header("content-type"), Some(OCI_INDEX));
-    assert_eq!(m.header("docker-content-digest"), Some(index.digest.as_str()));
-    assert!(m.body.as_ref() == index.bytes, "the registry altered the index");
-    let by_digest = get(&server.url(&format!("/v2/{repo}/manifests/{}", index.digest)), &[OCI_INDEX]).await;
+    assert_eq!(
+        m.header("docker-content-digest"),
+        Some(index.digest.as_str())
+    );
+    assert!(
+        m.body.as_ref() == index.bytes,
+        "the registry altered the index"
+    );
+    let by_digest = get(
+        &server.url(&format!("/v2/{repo}/manifests/{}", index.digest)),
+        &[OCI_INDEX],
+    )
+    .await;
     assert_eq!(by_digest.status, StatusCode::OK);
     assert_eq!(by_digest.header("content-type"), Some(OCI_INDEX));
     assert!(by_digest.body == m.body);
 
     // Both platform manifests, by digest, and all their blobs.
     for img in [&amd64, &arm64] {
-        let child = get(&server.url(&format!("/v2/{repo}/manifests/{}", img.manifest.digest)), &[OCI_MANIFEST]).await;
-        assert_eq!(child.status, StatusCode::OK, "GET child {}", img.manifest.digest);
+        let child = get(
+            &server.url(&format!("/v2/{repo}/manifests/{}", img.manifest.digest)),
+            &[OCI_MANIFEST],
+        )
+        .await;
+        assert_eq!(
+            child.status,
+            StatusCode::OK,
+            "GET child {}",
+            img.manifest.digest
+        );
         assert_eq!(child.header("content-type"), Some(OCI_MANIFEST));
-        assert_eq!(child.header("docker-content-digest"), Some(img.manifest.digest.as_str()));
+        assert_eq!(
+            child.header("docker-content-digest"),
+            Some(img.manifest.digest.as_str())
+        );
         assert!(child.body.as_ref() == img.manifest.bytes);
         for b in img.content() {
             assert_blob_served(&server, repo, &b.digest, &b.bytes).await;
@@ -389,10 +586,19 @@ async fn skopeo_round_trips_a_multi_arch_index() {
     ])
     .await;
     let layout = Layout::open(&back);
-    assert_layout_holds(&layout, "multi", &index, &[&amd64.manifest, &arm64.manifest]);
+    assert_layout_holds(
+        &layout,
+        "multi",
+        &index,
+        &[&amd64.manifest, &arm64.manifest],
+    );
     for img in [&amd64, &arm64] {
         for b in img.content() {
-            assert!(layout.blob(&b.digest) == b.bytes, "pulled blob {} differs", b.digest);
+            assert!(
+                layout.blob(&b.digest) == b.bytes,
+                "pulled blob {} differs",
+                b.digest
+            );
         }
     }
 }
@@ -452,22 +658,62 @@ async fn push_remove_pull(server: &TestServer, image: &str, repo: &str, tag: &st
     let head = fetch(
         Method::HEAD,
         &server.url(&format!("/v2/{repo}/manifests/{tag}")),
-        &[DOCKER_MANIFEST, OCI_MANIFEST, "application/vnd.docker.distribution.manifest.list.v2+json", OCI_INDEX],
+        &[
+            DOCKER_MANIFEST,
+            OCI_MANIFEST,
+            DOCKER_MANIFEST_LIST,
+            OCI_INDEX,
+        ],
     )
     .await;
-    assert_eq!(head.status, StatusCode::OK, "HEAD {repo}:{tag} after docker push");
-    assert_eq!(head.header("docker-content-digest"), Some(digest.as_str()), "docker push reported {digest}");
-    assert_eq!(head.header("content-type"), Some(DOCKER_MANIFEST), "Docker 20.10 pushes schema 2");
+    assert_eq!(
+        head.status,
+        StatusCode::OK,
+        "HEAD {repo}:{tag} after docker push"
+    );
+    assert_eq!(
+        head.header("docker-content-digest"),
+        Some(digest.as_str()),
+        "docker push reported {digest}"
+    );
+    // Docker 20.10 pushes schema 2; engines with the containerd image store push OCI.
+    let pushed_types = [
+        DOCKER_MANIFEST,
+        OCI_MANIFEST,
+        DOCKER_MANIFEST_LIST,
+        OCI_INDEX,
+    ];
+    let content_type = head.header("content-type").unwrap_or_default();
+    assert!(
+        pushed_types.contains(&content_type),
+        "Content-Type of the pushed manifest: {content_type:?}"
+    );
 
     docker(&["rmi", image]).await;
     let gone = run(docker_cmd(&["image", "inspect", image]), DOCKER_TIMEOUT).await;
-    assert!(!gone.status.success(), "{image} is still present locally after docker rmi");
+    assert!(
+        !gone.status.success(),
+        "{image} is still present locally after docker rmi"
+    );
 
     let out = docker(&["pull", image]).await;
-    assert!(out.contains(&digest), "docker pull did not report {digest}:\n{out}");
-    let repo_digests = docker(&["image", "inspect", "--format", "{{json .RepoDigests}}", image]).await;
+    assert!(
+        out.contains(&digest),
+        "docker pull did not report {digest}:\n{out}"
+    );
+    let repo_digests = docker(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{json .RepoDigests}}",
+        image,
+    ])
+    .await;
     let want = format!("{}/{repo}@{digest}", server.addr);
-    assert!(repo_digests.contains(&want), "RepoDigests of the pulled image: {repo_digests}, expected {want}");
+    assert!(
+        repo_digests.contains(&want),
+        "RepoDigests of the pulled image: {repo_digests}, expected {want}"
+    );
     digest
 }
 
@@ -511,7 +757,16 @@ async fn docker_pushes_pulls_and_runs_a_built_image() {
 
     push_remove_pull(&server, &remote, &repo, "v1").await;
 
-    let out = docker(&["run", "--rm", "--network", "none", "--name", &container, &remote]).await;
+    let out = docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--name",
+        &container,
+        &remote,
+    ])
+    .await;
     assert_eq!(out.trim(), message);
 }
 
@@ -533,17 +788,37 @@ async fn docker_pushes_pulls_and_runs_an_imported_tarball() {
     let remote = format!("{}/{repo}:v1", server.addr);
     let container = format!("wharf-test-import-{id}");
     let container2 = format!("wharf-test-import-{id}-sh");
-    let _cleanup = DockerCleanup { containers: vec![container.clone(), container2.clone()], images: vec![remote.clone()] };
+    let _cleanup = DockerCleanup {
+        containers: vec![container.clone(), container2.clone()],
+        images: vec![remote.clone()],
+    };
     let message = format!("imported by wharf test {id}");
 
     let busybox_bytes = std::fs::read(busybox).expect("read busybox");
     let marker = format!("{message}\n");
     let rootfs = tar(&[
-        TarEntry::Dir { path: "bin/", mode: 0o755 },
-        TarEntry::File { path: "bin/busybox", mode: 0o755, data: &busybox_bytes },
-        TarEntry::Symlink { path: "bin/sh", target: "busybox" },
-        TarEntry::Dir { path: "etc/", mode: 0o755 },
-        TarEntry::File { path: "etc/wharf-message", mode: 0o644, data: marker.as_bytes() },
+        TarEntry::Dir {
+            path: "bin/",
+            mode: 0o755,
+        },
+        TarEntry::File {
+            path: "bin/busybox",
+            mode: 0o755,
+            data: &busybox_bytes,
+        },
+        TarEntry::Symlink {
+            path: "bin/sh",
+            target: "busybox",
+        },
+        TarEntry::Dir {
+            path: "etc/",
+            mode: 0o755,
+        },
+        TarEntry::File {
+            path: "etc/wharf-message",
+            mode: 0o644,
+            data: marker.as_bytes(),
+        },
     ]);
     let tmp = tempfile::tempdir().expect("temp dir");
     let tarball: PathBuf = tmp.path().join("rootfs.tar");
@@ -559,11 +834,31 @@ async fn docker_pushes_pulls_and_runs_an_imported_tarball() {
 
     push_remove_pull(&server, &remote, &repo, "v1").await;
 
-    let out = docker(&["run", "--rm", "--network", "none", "--name", &container, &remote]).await;
+    let out = docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--name",
+        &container,
+        &remote,
+    ])
+    .await;
     assert_eq!(out.trim(), message);
     // The symlink survived too.
-    let out = docker(&["run", "--rm", "--network", "none", "--name", &container2, &remote, "/bin/sh", "-c", "echo $((6*7))"])
-        .await;
+    let out = docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--name",
+        &container2,
+        &remote,
+        "/bin/sh",
+        "-c",
+        "echo $((6*7))",
+    ])
+    .await;
     assert_eq!(out.trim(), "42");
 }
 
@@ -617,7 +912,9 @@ async fn oras_artifacts_with_a_subject_are_listed_by_the_referrers_api() {
     }
     let mut probe = Command::new(&python);
     probe.args(["-c", "import oras.client, oras.oci"]);
-    if !run(probe, Duration::from_secs(60)).await.status.success() && !missing("the oras Python package in the venv") {
+    if !run(probe, Duration::from_secs(60)).await.status.success()
+        && !missing("the oras Python package in the venv")
+    {
         return;
     }
     let server = TestServer::start();
@@ -630,8 +927,15 @@ async fn oras_artifacts_with_a_subject_are_listed_by_the_referrers_api() {
         push_blob_http(&server, repo, b).await;
     }
     let h = put_manifest_http(&server, repo, "base", &image.manifest).await;
-    assert_eq!(header(&h, "docker-content-digest"), Some(image.manifest.digest.as_str()));
-    assert_eq!(header(&h, "oci-subject"), None, "a manifest without a subject got an OCI-Subject header");
+    assert_eq!(
+        header(&h, "docker-content-digest"),
+        Some(image.manifest.digest.as_str())
+    );
+    assert_eq!(
+        header(&h, "oci-subject"),
+        None,
+        "a manifest without a subject got an OCI-Subject header"
+    );
     let subject = &image.manifest.digest;
 
     // Two artifacts pushed by oras-py, which sets `subject` but not `artifactType`:
@@ -639,13 +943,23 @@ async fn oras_artifacts_with_a_subject_are_listed_by_the_referrers_api() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let dir = tmp.path();
     std::fs::write(dir.join("push.py"), ORAS_SCRIPT).unwrap();
-    std::fs::write(dir.join("sbom.json"), format!(r#"{{"spdxVersion":"SPDX-2.3","name":"{}"}}"#, rng.hex(8))).unwrap();
+    std::fs::write(
+        dir.join("sbom.json"),
+        format!(r#"{{"spdxVersion":"SPDX-2.3","name":"{}"}}"#, rng.hex(8)),
+    )
+    .unwrap();
     std::fs::write(dir.join("sbom-config.json"), "{}").unwrap();
     std::fs::write(dir.join("sig.txt"), format!("signature {}\n", rng.hex(32))).unwrap();
     std::fs::write(dir.join("sig-config.json"), r#"{"signed":true}"#).unwrap();
     let mut cmd = Command::new(&python);
     cmd.arg(dir.join("push.py"))
-        .args([server.addr.as_str(), repo, subject.as_str(), &image.manifest.size().to_string(), OCI_MANIFEST])
+        .args([
+            server.addr.as_str(),
+            repo,
+            subject.as_str(),
+            &image.manifest.size().to_string(),
+            OCI_MANIFEST,
+        ])
         .current_dir(dir);
     let out = run_ok(cmd, Duration::from_secs(120)).await;
     let line = out
@@ -654,18 +968,29 @@ async fn oras_artifacts_with_a_subject_are_listed_by_the_referrers_api() {
         .unwrap_or_else(|| panic!("the oras script printed no result:\n{out}"));
     let results: Value = serde_json::from_str(line).expect("result JSON");
     let mut pushed = Vec::new();
-    for (tag, artifact_type, kind) in [("sbom", SBOM_TYPE, "sbom"), ("sig", SIG_TYPE, "signature")] {
+    for (tag, artifact_type, kind) in [("sbom", SBOM_TYPE, "sbom"), ("sig", SIG_TYPE, "signature")]
+    {
         let r = &results[tag];
         assert_eq!(r["status"], 201, "manifest PUT of {tag}: {r}");
-        assert_eq!(r["headers"]["oci-subject"], subject.as_str(), "OCI-Subject header on the PUT of {tag}: {r}");
-        let digest = r["headers"]["docker-content-digest"].as_str().expect("Docker-Content-Digest").to_string();
+        assert_eq!(
+            r["headers"]["oci-subject"],
+            subject.as_str(),
+            "OCI-Subject header on the PUT of {tag}: {r}"
+        );
+        let digest = r["headers"]["docker-content-digest"]
+            .as_str()
+            .expect("Docker-Content-Digest")
+            .to_string();
         pushed.push((digest, artifact_type.to_string(), Some(kind)));
     }
 
     // A third one with an explicit `artifactType` and the empty config (the OCI 1.1
     // way), pushed with plain HTTP because oras-py cannot set that field.
     let empty = Blob::new("application/vnd.oci.empty.v1+json", b"{}".to_vec());
-    let payload = Blob::new("application/vnd.in-toto+json", format!(r#"{{"nonce":"{}"}}"#, rng.hex(16)).into_bytes());
+    let payload = Blob::new(
+        "application/vnd.in-toto+json",
+        format!(r#"{{"nonce":"{}"}}"#, rng.hex(16)).into_bytes(),
+    );
     push_blob_http(&server, repo, &empty).await;
     push_blob_http(&server, repo, &payload).await;
     let attestation = Blob::json(
@@ -680,15 +1005,32 @@ async fn oras_artifacts_with_a_subject_are_listed_by_the_referrers_api() {
         }),
     );
     let h = put_manifest_http(&server, repo, &attestation.digest, &attestation).await;
-    assert_eq!(header(&h, "oci-subject"), Some(subject.as_str()), "OCI-Subject on a PUT by digest");
-    pushed.push((attestation.digest.clone(), ATTESTATION_TYPE.to_string(), None));
+    assert_eq!(
+        header(&h, "oci-subject"),
+        Some(subject.as_str()),
+        "OCI-Subject on a PUT by digest"
+    );
+    pushed.push((
+        attestation.digest.clone(),
+        ATTESTATION_TYPE.to_string(),
+        None,
+    ));
 
     // Every referrer is listed, with its media type, size, artifact type and annotations.
     let url = server.url(&format!("/v2/{repo}/referrers/{subject}"));
     let all = get(&url, &[OCI_INDEX]).await;
-    assert_eq!(all.status, StatusCode::OK, "GET referrers: {}", String::from_utf8_lossy(&all.body));
+    assert_eq!(
+        all.status,
+        StatusCode::OK,
+        "GET referrers: {}",
+        String::from_utf8_lossy(&all.body)
+    );
     assert_eq!(all.header("content-type"), Some(OCI_INDEX));
-    assert_eq!(all.header("oci-filters-applied"), None, "no filter was asked for");
+    assert_eq!(
+        all.header("oci-filters-applied"),
+        None,
+        "no filter was asked for"
+    );
     let index = all.json();
     assert_eq!(index["schemaVersion"], 2);
     assert_eq!(index["mediaType"], OCI_INDEX);
@@ -699,14 +1041,25 @@ async fn oras_artifacts_with_a_subject_are_listed_by_the_referrers_api() {
             .iter()
             .find(|e| e["digest"] == digest.as_str())
             .unwrap_or_else(|| panic!("{digest} is not among the referrers: {index}"));
-        let m = get(&server.url(&format!("/v2/{repo}/manifests/{digest}")), &[OCI_MANIFEST]).await;
+        let m = get(
+            &server.url(&format!("/v2/{repo}/manifests/{digest}")),
+            &[OCI_MANIFEST],
+        )
+        .await;
         assert_eq!(m.status, StatusCode::OK);
         assert_eq!(m.json()["subject"]["digest"], subject.as_str());
         assert_eq!(e["mediaType"], OCI_MANIFEST);
         assert_eq!(e["size"], m.body.len());
-        assert_eq!(e["artifactType"], artifact_type.as_str(), "artifactType of {digest}");
+        assert_eq!(
+            e["artifactType"],
+            artifact_type.as_str(),
+            "artifactType of {digest}"
+        );
         if let Some(kind) = kind {
-            assert_eq!(e["annotations"]["org.wharf.test.kind"], *kind, "annotations of {digest}");
+            assert_eq!(
+                e["annotations"]["org.wharf.test.kind"], *kind,
+                "annotations of {digest}"
+            );
         }
     }
 
@@ -717,20 +1070,36 @@ async fn oras_artifacts_with_a_subject_are_listed_by_the_referrers_api() {
         let f = get(&format!("{url}?artifactType={query}"), &[OCI_INDEX]).await;
         assert_eq!(f.status, StatusCode::OK);
         assert_eq!(f.header("oci-filters-applied"), Some("artifactType"));
-        let list = f.json()["manifests"].as_array().cloned().expect("manifests");
+        let list = f.json()["manifests"]
+            .as_array()
+            .cloned()
+            .expect("manifests");
         assert_eq!(list.len(), 1, "filtered by {artifact_type}: {list:?}");
         assert_eq!(list[0]["digest"], digest.as_str());
         assert_eq!(list[0]["artifactType"], artifact_type.as_str());
     }
-    let none = get(&format!("{url}?artifactType=application/x-nothing-of-this-type"), &[OCI_INDEX]).await;
+    let none = get(
+        &format!("{url}?artifactType=application/x-nothing-of-this-type"),
+        &[OCI_INDEX],
+    )
+    .await;
     assert_eq!(none.status, StatusCode::OK);
     assert_eq!(none.header("oci-filters-applied"), Some("artifactType"));
     assert_eq!(none.json()["manifests"], json!([]));
 
     // A digest nothing refers to: an empty list, never a 404 (distribution spec 1.1).
     let lonely = sha256(b"nothing refers to this");
-    let r = get(&server.url(&format!("/v2/{repo}/referrers/{lonely}")), &[OCI_INDEX]).await;
-    assert_eq!(r.status, StatusCode::OK, "referrers of an unknown digest: {}", String::from_utf8_lossy(&r.body));
+    let r = get(
+        &server.url(&format!("/v2/{repo}/referrers/{lonely}")),
+        &[OCI_INDEX],
+    )
+    .await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "referrers of an unknown digest: {}",
+        String::from_utf8_lossy(&r.body)
+    );
     assert_eq!(r.header("content-type"), Some(OCI_INDEX));
     assert_eq!(r.json()["manifests"], json!([]));
 }

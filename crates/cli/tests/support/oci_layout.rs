@@ -15,6 +15,7 @@ pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -69,21 +70,37 @@ impl Rng {
 // tar (ustar) and gzip
 
 pub enum TarEntry<'a> {
-    Dir { path: &'a str, mode: u32 },
-    File { path: &'a str, mode: u32, data: &'a [u8] },
-    Symlink { path: &'a str, target: &'a str },
+    Dir {
+        path: &'a str,
+        mode: u32,
+    },
+    File {
+        path: &'a str,
+        mode: u32,
+        data: &'a [u8],
+    },
+    Symlink {
+        path: &'a str,
+        target: &'a str,
+    },
 }
 
 fn octal(field: &mut [u8], value: u64) {
     let width = field.len() - 1;
     let s = format!("{value:0width$o}");
-    assert!(s.len() == width, "{value} does not fit a {width}-digit tar field");
+    assert!(
+        s.len() == width,
+        "{value} does not fit a {width}-digit tar field"
+    );
     field[..width].copy_from_slice(s.as_bytes());
     field[width] = 0;
 }
 
 fn tar_header(path: &str, mode: u32, size: u64, typeflag: u8, link: &str) -> [u8; 512] {
-    assert!(path.len() < 100 && link.len() < 100, "tar names must be short: {path} -> {link}");
+    assert!(
+        path.len() < 100 && link.len() < 100,
+        "tar names must be short: {path} -> {link}"
+    );
     let mut h = [0u8; 512];
     h[..path.len()].copy_from_slice(path.as_bytes());
     octal(&mut h[100..108], u64::from(mode));
@@ -112,8 +129,12 @@ pub fn tar(entries: &[TarEntry]) -> Vec<u8> {
     let mut out = Vec::new();
     for e in entries {
         match e {
-            TarEntry::Dir { path, mode } => out.extend_from_slice(&tar_header(path, *mode, 0, b'5', "")),
-            TarEntry::Symlink { path, target } => out.extend_from_slice(&tar_header(path, 0o777, 0, b'2', target)),
+            TarEntry::Dir { path, mode } => {
+                out.extend_from_slice(&tar_header(path, *mode, 0, b'5', ""))
+            }
+            TarEntry::Symlink { path, target } => {
+                out.extend_from_slice(&tar_header(path, 0o777, 0, b'2', target))
+            }
             TarEntry::File { path, mode, data } => {
                 out.extend_from_slice(&tar_header(path, *mode, data.len() as u64, b'0', ""));
                 out.extend_from_slice(data);
@@ -130,7 +151,11 @@ fn crc32(data: &[u8]) -> u32 {
     for (i, slot) in table.iter_mut().enumerate() {
         let mut c = i as u32;
         for _ in 0..8 {
-            c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
         }
         *slot = c;
     }
@@ -174,7 +199,11 @@ pub struct Blob {
 
 impl Blob {
     pub fn new(media_type: &str, bytes: Vec<u8>) -> Blob {
-        Blob { media_type: media_type.to_string(), digest: sha256(&bytes), bytes }
+        Blob {
+            media_type: media_type.to_string(),
+            digest: sha256(&bytes),
+            bytes,
+        }
     }
 
     pub fn json(media_type: &str, value: &Value) -> Blob {
@@ -228,9 +257,20 @@ pub fn random_image(rng: &mut Rng, arch: &str, layer_sizes: &[usize]) -> Image {
         let bin = format!("wharf/{arch}-{i}.bin");
         let txt = format!("wharf/{arch}-{i}.txt");
         let tarball = tar(&[
-            TarEntry::Dir { path: "wharf/", mode: 0o755 },
-            TarEntry::File { path: &bin, mode: 0o644, data: &data },
-            TarEntry::File { path: &txt, mode: 0o644, data: note.as_bytes() },
+            TarEntry::Dir {
+                path: "wharf/",
+                mode: 0o755,
+            },
+            TarEntry::File {
+                path: &bin,
+                mode: 0o644,
+                data: &data,
+            },
+            TarEntry::File {
+                path: &txt,
+                mode: 0o644,
+                data: note.as_bytes(),
+            },
         ]);
         diff_ids.push(sha256(&tarball));
         layers.push(Blob::new(OCI_LAYER_GZIP, gzip(&tarball)));
@@ -259,7 +299,12 @@ pub fn random_image(rng: &mut Rng, arch: &str, layer_sizes: &[usize]) -> Image {
             "annotations": { "org.wharf.test.arch": arch },
         }),
     );
-    Image { config, layers, diff_ids, manifest }
+    Image {
+        config,
+        layers,
+        diff_ids,
+        manifest,
+    }
 }
 
 /// An OCI image index over linux images, each entry with its platform.
@@ -272,7 +317,10 @@ pub fn index_of(images: &[(&str, &Image)]) -> Blob {
             d
         })
         .collect();
-    Blob::json(OCI_INDEX, &json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests }))
+    Blob::json(
+        OCI_INDEX,
+        &json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests }),
+    )
 }
 
 // ---------------------------------------------------------------------------------
@@ -283,7 +331,8 @@ pub fn index_of(images: &[(&str, &Image)]) -> Blob {
 pub fn write_layout(dir: &Path, blobs: &[&Blob], tagged: &[(&str, &Blob)]) {
     let blob_dir = dir.join("blobs").join("sha256");
     fs::create_dir_all(&blob_dir).expect("create layout");
-    fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).expect("write oci-layout");
+    fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)
+        .expect("write oci-layout");
     for b in blobs.iter().chain(tagged.iter().map(|(_, b)| b)) {
         let hex = b.digest.strip_prefix("sha256:").expect("sha256 digest");
         fs::write(blob_dir.join(hex), &b.bytes).expect("write blob");
@@ -297,7 +346,11 @@ pub fn write_layout(dir: &Path, blobs: &[&Blob], tagged: &[(&str, &Blob)]) {
         })
         .collect();
     let index = json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests });
-    fs::write(dir.join("index.json"), serde_json::to_vec_pretty(&index).unwrap()).expect("write index.json");
+    fs::write(
+        dir.join("index.json"),
+        serde_json::to_vec_pretty(&index).unwrap(),
+    )
+    .expect("write index.json");
 }
 
 /// An OCI image layout read back from disk (as another tool wrote it).
@@ -311,10 +364,17 @@ impl Layout {
         let layout = fs::read_to_string(dir.join("oci-layout"))
             .unwrap_or_else(|e| panic!("{} has no oci-layout file: {e}", dir.display()));
         let layout: Value = serde_json::from_str(&layout).expect("oci-layout is JSON");
-        assert_eq!(layout["imageLayoutVersion"], "1.0.0", "oci-layout: {layout}");
-        let index = fs::read(dir.join("index.json")).unwrap_or_else(|e| panic!("{} has no index.json: {e}", dir.display()));
+        assert_eq!(
+            layout["imageLayoutVersion"], "1.0.0",
+            "oci-layout: {layout}"
+        );
+        let index = fs::read(dir.join("index.json"))
+            .unwrap_or_else(|e| panic!("{} has no index.json: {e}", dir.display()));
         let index = serde_json::from_slice(&index).expect("index.json is JSON");
-        Layout { dir: dir.to_path_buf(), index }
+        Layout {
+            dir: dir.to_path_buf(),
+            index,
+        }
     }
 
     /// The index.json entry tagged `tag`.
@@ -322,7 +382,13 @@ impl Layout {
         self.index["manifests"]
             .as_array()
             .and_then(|ms| ms.iter().find(|m| m["annotations"][REF_NAME] == tag))
-            .unwrap_or_else(|| panic!("no entry tagged {tag} in {}/index.json: {}", self.dir.display(), self.index))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no entry tagged {tag} in {}/index.json: {}",
+                    self.dir.display(),
+                    self.index
+                )
+            })
     }
 
     pub fn has_blob(&self, digest: &str) -> bool {
