@@ -94,7 +94,8 @@ async fn flags_win_over_environment_which_wins_over_the_file() {
         .arg("--listen")
         .arg("127.0.0.1:0");
     cmd.env("WHARF_LISTEN", "127.0.0.1:2")
-        .env("WHARF_DATA_DIR", &env_dir);
+        .env("WHARF_DATA_DIR", &env_dir)
+        .env("WHARF_INSECURE_NO_AUTH", "true");
     let s = TestServer::launch(cmd, &env_dir);
     // The flag beat both the environment (port 2) and the file (port 1).
     assert!(

@@ -9,10 +9,12 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use wharf_oci::{Digest, Reference, RepoName, Tag, UploadId};
 
+pub mod accounts;
 pub mod schema;
 pub mod sqlite;
 pub mod testsuite;
 
+pub use accounts::AccountStore;
 pub use sqlite::SqliteMetaStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +26,9 @@ pub enum MetaError {
     SchemaTooNew { found: u32, supported: u32 },
     #[error("the metadata schema is at level {found} and this wharf needs level {supported}; run `wharf upgrade apply` first")]
     SchemaTooOld { found: u32, supported: u32 },
+    /// A name that must be unique is taken, or a referenced row is missing.
+    #[error("{0}")]
+    Conflict(String),
     #[error("metadata store error: {0}")]
     Backend(String),
 }
@@ -75,7 +80,7 @@ pub struct Referrer {
 }
 
 #[async_trait]
-pub trait MetaStore: Send + Sync + 'static {
+pub trait MetaStore: AccountStore + Send + Sync + 'static {
     /// The schema level of the data this store holds.
     async fn schema_level(&self) -> Result<u32>;
 

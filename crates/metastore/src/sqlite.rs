@@ -20,6 +20,8 @@ use crate::{
     now_ms, MetaError, MetaStore, NewManifest, Referrer, Result, StoredManifest, UploadSession,
 };
 
+mod accounts;
+
 const READERS: usize = 4;
 
 #[derive(Clone)]
@@ -52,7 +54,7 @@ fn connect(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
-fn parse<T: std::str::FromStr>(s: String) -> rusqlite::Result<T>
+pub(crate) fn parse<T: std::str::FromStr>(s: String) -> rusqlite::Result<T>
 where
     T::Err: std::fmt::Display,
 {
@@ -139,7 +141,7 @@ impl SqliteMetaStore {
     }
 
     /// Runs `f` in one immediate (write-locking) transaction on the blocking pool.
-    async fn write<T: Send + 'static>(
+    pub(crate) async fn write<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Transaction) -> Result<T> + Send + 'static,
     ) -> Result<T> {
@@ -156,7 +158,7 @@ impl SqliteMetaStore {
     }
 
     /// Runs `f` on a reader connection on the blocking pool.
-    async fn read<T: Send + 'static>(
+    pub(crate) async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
@@ -164,7 +166,11 @@ impl SqliteMetaStore {
         // writer, the queries are indexed point lookups served from SQLite's page
         // cache, and a hop to the blocking pool would cost more than the query.
         let inner = &self.inner;
-        let pooled = inner.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let pooled = inner
+            .readers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop();
         let conn = match pooled {
             Some(c) => c,
             None => connect(&inner.path)?, // all busy: a short-lived extra reader

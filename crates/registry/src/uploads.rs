@@ -125,28 +125,31 @@ impl Registry {
         Ok(session)
     }
 
-    /// `POST ?mount=<digest>[&from=<repo>]`: links a stored blob into `repo` if it may
-    /// be; otherwise opens an ordinary session, as the spec asks.
-    /// `may_read` says whether the caller may read a source repository.
+    /// Repositories holding `digest`: where a mount without `from` may take it from,
+    /// once the caller's read access to them is checked.
+    pub async fn mount_candidates(&self, digest: &Digest) -> Result<Vec<RepoName>> {
+        Ok(self
+            .meta
+            .repositories_with_blob(digest, MOUNT_CANDIDATES)
+            .await?)
+    }
+
+    /// `POST ?mount=<digest>`: links the blob into `repo` from the first of `sources`
+    /// (repositories the caller may read) that has it; otherwise opens an ordinary
+    /// session, as the spec asks.
     pub async fn mount_or_start(
         &self,
         repo: &RepoName,
         digest: &Digest,
-        from: Option<&RepoName>,
-        may_read: impl Fn(&RepoName) -> bool,
+        sources: &[RepoName],
     ) -> Result<UploadStarted> {
-        let mountable = match from {
-            Some(src) => may_read(src) && self.meta.repo_blob(src, digest).await?.is_some(),
-            // Without `from`, any repository holding the blob that the caller may read.
-            None => self
-                .meta
-                .repositories_with_blob(digest, MOUNT_CANDIDATES)
-                .await?
-                .iter()
-                .any(&may_read),
-        };
-        if mountable && self.meta.link_blob(repo, digest).await? {
-            return Ok(UploadStarted::Mounted(digest.clone()));
+        for source in sources {
+            if self.meta.repo_blob(source, digest).await?.is_some() {
+                if self.meta.link_blob(repo, digest).await? {
+                    return Ok(UploadStarted::Mounted(digest.clone()));
+                }
+                break;
+            }
         }
         Ok(UploadStarted::Session(self.start_upload(repo).await?))
     }

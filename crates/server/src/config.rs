@@ -44,6 +44,35 @@ pub struct Config {
     pub upload_expiry_secs: u64,
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
     pub shutdown_timeout_secs: u64,
+    /// Turns authentication off: anyone may do anything. Refused unless `listen` is a
+    /// loopback address; for local development and benchmarks only.
+    pub insecure_no_auth: bool,
+    /// Lifetime of registry bearer tokens, in seconds.
+    pub token_ttl_secs: u64,
+    /// The token endpoint to advertise in challenges, when clients reach the registry
+    /// through a proxy under another name (default: derived from each request).
+    pub token_realm: Option<String>,
+    /// Access level needed to delete manifests, tags and blobs: `admin` or `write`.
+    pub delete_requires: DeleteLevel,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DeleteLevel {
+    Write,
+    #[default]
+    Admin,
+}
+
+impl std::str::FromStr for DeleteLevel {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "write" => Ok(DeleteLevel::Write),
+            "admin" => Ok(DeleteLevel::Admin),
+            other => Err(format!("{other:?} is not one of: write, admin")),
+        }
+    }
 }
 
 impl Default for Config {
@@ -56,11 +85,29 @@ impl Default for Config {
             max_manifest_bytes: 4 << 20,
             upload_expiry_secs: 24 * 3600,
             shutdown_timeout_secs: 30,
+            insecure_no_auth: false,
+            token_ttl_secs: 300,
+            token_realm: None,
+            delete_requires: DeleteLevel::Admin,
         }
     }
 }
 
 impl Config {
+    /// Settings that cannot work together, said plainly.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.insecure_no_auth && !self.listen.ip().is_loopback() {
+            return Err(format!(
+                "insecure_no_auth is only allowed on a loopback address, not {}",
+                self.listen
+            ));
+        }
+        if self.token_ttl_secs == 0 {
+            return Err("token_ttl_secs must be at least 1".into());
+        }
+        Ok(())
+    }
+
     /// Reads a TOML file; unknown keys are an error, so a typo is never ignored.
     pub fn from_toml_file(path: &std::path::Path) -> Result<Config, String> {
         let text = std::fs::read_to_string(path)

@@ -14,9 +14,11 @@ use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::{any, get};
 use axum::Router;
+use wharf_auth::Authenticator;
 use wharf_registry::Registry;
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod endpoint;
 pub mod error;
@@ -35,10 +37,24 @@ pub struct ServerInfo {
     pub schema_level: u32,
 }
 
+/// Request-handling settings taken from the configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Off only for loopback development and benchmarks (`--insecure-no-auth`).
+    pub auth_enabled: bool,
+    /// Whether clients reach this replica over TLS (for the token realm's scheme).
+    pub tls: bool,
+    /// The token endpoint to advertise, when the one seen by clients differs from the
+    /// request's own host (behind a proxy).
+    pub token_realm: Option<String>,
+}
+
 /// Shared by every request.
 #[derive(Clone)]
 pub struct AppState {
     pub registry: Registry,
+    pub auth: Arc<Authenticator>,
+    pub settings: Arc<Settings>,
     pub info: Arc<ServerInfo>,
     /// False while draining, so a load balancer stops sending new requests.
     pub ready: Arc<AtomicBool>,
@@ -55,6 +71,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v2", any(v2::handle))
         .route("/v2/", any(v2::handle))
         .route("/v2/{*rest}", any(v2::handle))
+        .route("/auth/token", get(auth::token).post(auth::token))
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
         .nest("/api/v0", api::router())

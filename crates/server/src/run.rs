@@ -13,10 +13,15 @@ use wharf_blobstore::FsBlobStore;
 use wharf_metastore::{MetaStore, SqliteMetaStore};
 use wharf_registry::{Limits, Registry};
 
-use crate::{router, AppState, Config, ServerInfo};
+use wharf_auth::{AuthConfig, Authenticator};
+use wharf_metastore::accounts::Level;
+
+use crate::config::DeleteLevel;
+use crate::{router, AppState, Config, ServerInfo, Settings};
 
 /// Opens the stores the configuration names and builds the shared state.
 pub async fn open(config: &Config, version: &str, commit: &str) -> anyhow::Result<AppState> {
+    config.validate().map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let blobs = FsBlobStore::open(&config.data_dir)
@@ -31,8 +36,24 @@ pub async fn open(config: &Config, version: &str, commit: &str) -> anyhow::Resul
         upload_expiry: Duration::from_secs(config.upload_expiry_secs),
         ..Limits::default()
     };
+    let meta: Arc<dyn MetaStore> = Arc::new(meta);
+    let auth_config = AuthConfig {
+        token_ttl: Duration::from_secs(config.token_ttl_secs),
+        delete_level: match config.delete_requires {
+            DeleteLevel::Write => Level::Write,
+            DeleteLevel::Admin => Level::Admin,
+        },
+        ..AuthConfig::default()
+    };
+    let auth = Authenticator::new(meta.clone(), auth_config).await?;
     Ok(AppState {
-        registry: Registry::new(Arc::new(meta), Arc::new(blobs), limits),
+        registry: Registry::new(meta, Arc::new(blobs), limits),
+        auth: Arc::new(auth),
+        settings: Arc::new(Settings {
+            auth_enabled: !config.insecure_no_auth,
+            tls: false,
+            token_realm: config.token_realm.clone(),
+        }),
         info: Arc::new(ServerInfo {
             version: version.into(),
             commit: commit.into(),
@@ -44,8 +65,28 @@ pub async fn open(config: &Config, version: &str, commit: &str) -> anyhow::Resul
 
 /// Serves until SIGTERM or SIGINT, then stops accepting connections, lets in-flight
 /// requests finish for at most `shutdown_timeout_secs`, and returns.
-pub async fn serve(config: Config, version: &str, commit: &str) -> anyhow::Result<()> {
+/// `admin_password` (from `WHARF_ADMIN_PASSWORD`) is used if this start creates the
+/// initial administrator; otherwise one is generated and printed once.
+pub async fn serve(
+    config: Config,
+    version: &str,
+    commit: &str,
+    admin_password: Option<String>,
+) -> anyhow::Result<()> {
     let state = open(&config, version, commit).await?;
+    if config.insecure_no_auth {
+        tracing::warn!("authentication is OFF (insecure_no_auth): anyone who can connect may push, pull and delete");
+    } else if let Some(generated) = state
+        .auth
+        .ensure_initial_admin(admin_password.as_deref())
+        .await?
+    {
+        // Shown once, on stdout only: never logged.
+        println!("Created the initial administrator. User: admin  Password: {generated}");
+        println!(
+            "Store it now: it is not shown again (change it with `wharf user set-password admin`)."
+        );
+    }
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -69,6 +110,7 @@ pub async fn serve(config: Config, version: &str, commit: &str) -> anyhow::Resul
     };
     state.ready.store(true, Ordering::Relaxed);
     let app = router(state.clone());
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let mut server = tokio::spawn(
         axum::serve(listener, app)
             .with_graceful_shutdown(graceful)

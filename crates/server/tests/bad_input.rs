@@ -9,10 +9,11 @@ use axum::body::Body;
 use axum::http::{Method, Request};
 use proptest::prelude::*;
 use tower::ServiceExt;
+use wharf_auth::{AuthConfig, Authenticator};
 use wharf_blobstore::MemoryBlobStore;
 use wharf_metastore::SqliteMetaStore;
 use wharf_registry::{Limits, Registry};
-use wharf_server::{router, AppState, ServerInfo};
+use wharf_server::{router, AppState, ServerInfo, Settings};
 
 const D: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
@@ -82,13 +83,21 @@ async fn app() -> (axum::Router, tempfile::TempDir) {
     let meta = SqliteMetaStore::open(dir.path().join("m.db"))
         .await
         .unwrap();
-    let registry = Registry::new(
-        Arc::new(meta),
-        Arc::new(MemoryBlobStore::new()),
-        Limits::default(),
-    );
+    let meta: Arc<dyn wharf_metastore::MetaStore> = Arc::new(meta);
+    let auth = Authenticator::new(meta.clone(), AuthConfig::default())
+        .await
+        .unwrap();
+    let registry = Registry::new(meta, Arc::new(MemoryBlobStore::new()), Limits::default());
     let state = AppState {
         registry,
+        auth: Arc::new(auth),
+        // Authentication off: the requests must reach every handler, and bad input must
+        // be refused there, not merely by the access check in front of it.
+        settings: Arc::new(Settings {
+            auth_enabled: false,
+            tls: false,
+            token_realm: None,
+        }),
         info: Arc::new(ServerInfo {
             version: "test".into(),
             commit: "test".into(),

@@ -22,6 +22,14 @@ use wharf_server::Config;
 ///   max_manifest_bytes = 4194304
 ///   upload_expiry_secs = 86400
 ///   shutdown_timeout_secs = 30
+///   token_ttl_secs = 300
+///   token_realm = "https://registry.example.com/auth/token"
+///   delete_requires = "admin"
+///
+/// Security: every request is authenticated. On the first start of an empty registry the
+/// user `admin` is created with the password in WHARF_ADMIN_PASSWORD, or with a generated
+/// one printed once on stdout. Clients sign in with a password or an access token, over
+/// HTTP basic auth or the Docker token protocol (/auth/token).
 ///
 /// SIGTERM or SIGINT stops accepting connections, lets in-flight requests finish (for at most
 /// the shutdown timeout) and exits 0.
@@ -52,6 +60,18 @@ pub struct ServeArgs {
     /// On SIGTERM/SIGINT, wait at most this long for in-flight requests [default: 30]
     #[arg(long, env = "WHARF_SHUTDOWN_TIMEOUT_SECS", value_name = "SECS")]
     shutdown_timeout_secs: Option<u64>,
+    /// Turn authentication off (loopback addresses only; development and benchmarks)
+    #[arg(long, env = "WHARF_INSECURE_NO_AUTH", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    insecure_no_auth: Option<bool>,
+    /// Lifetime of registry bearer tokens in seconds [default: 300]
+    #[arg(long, env = "WHARF_TOKEN_TTL_SECS", value_name = "SECS")]
+    token_ttl_secs: Option<u64>,
+    /// Token endpoint to advertise when clients come through a proxy [default: from the request]
+    #[arg(long, env = "WHARF_TOKEN_REALM", value_name = "URL")]
+    token_realm: Option<String>,
+    /// Level needed to delete manifests, tags and blobs: admin or write [default: admin]
+    #[arg(long, env = "WHARF_DELETE_REQUIRES", value_name = "LEVEL")]
+    delete_requires: Option<wharf_server::config::DeleteLevel>,
 }
 
 impl ServeArgs {
@@ -83,6 +103,18 @@ impl ServeArgs {
         if let Some(v) = self.shutdown_timeout_secs {
             c.shutdown_timeout_secs = v;
         }
+        if let Some(v) = self.insecure_no_auth {
+            c.insecure_no_auth = v;
+        }
+        if let Some(v) = self.token_ttl_secs {
+            c.token_ttl_secs = v;
+        }
+        if let Some(v) = &self.token_realm {
+            c.token_realm = Some(v.clone());
+        }
+        if let Some(v) = self.delete_requires {
+            c.delete_requires = v;
+        }
         Ok(c)
     }
 }
@@ -109,9 +141,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    // A secret: read from the environment only (flags show in `ps`), never logged.
+    let admin_password = std::env::var("WHARF_ADMIN_PASSWORD")
+        .ok()
+        .filter(|p| !p.is_empty());
     runtime.block_on(wharf_server::run::serve(
         config,
         crate::VERSION,
         crate::COMMIT,
+        admin_password,
     ))
 }

@@ -11,6 +11,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 pub const WHARF: &str = env!("CARGO_BIN_EXE_wharf");
+pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
 
 pub struct TestServer {
     pub child: Child,
@@ -23,9 +24,25 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    /// A fresh registry with default settings.
+    /// A fresh registry without authentication, for tests of the protocol itself.
     pub fn start() -> TestServer {
         Self::start_with(&[], &[])
+    }
+
+    /// A fresh registry with authentication on, as it ships; the initial administrator
+    /// is `admin` with [`ADMIN_PASSWORD`].
+    pub fn start_secure() -> TestServer {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let data_dir = tmp.path().join("data");
+        let mut cmd = serve_command();
+        cmd.arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(&data_dir);
+        cmd.env("WHARF_ADMIN_PASSWORD", ADMIN_PASSWORD);
+        let mut s = Self::launch(cmd, &data_dir);
+        s._tmp = Some(tmp);
+        s
     }
 
     /// A fresh registry with extra `serve` flags and environment variables.
@@ -37,13 +54,15 @@ impl TestServer {
         s
     }
 
-    /// A registry over an existing data directory (to restart over the same data).
+    /// A registry without authentication over an existing data directory (to restart
+    /// over the same data).
     pub fn start_in(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> TestServer {
         let mut cmd = serve_command();
         cmd.arg("--listen")
             .arg("127.0.0.1:0")
             .arg("--data-dir")
             .arg(data_dir)
+            .arg("--insecure-no-auth")
             .args(args);
         for (k, v) in env {
             cmd.env(k, v);

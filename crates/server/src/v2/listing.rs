@@ -5,6 +5,8 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use wharf_oci::{media, Digest, ErrorCode, RepoName};
+
+use crate::auth::Caller;
 use wharf_registry::Page;
 
 use super::HandlerResult;
@@ -53,17 +55,61 @@ pub async fn tags(st: &AppState, repo: &RepoName, req: Request) -> HandlerResult
     ))
 }
 
-pub async fn catalog(st: &AppState, req: Request) -> HandlerResult {
+pub async fn catalog(st: &AppState, caller: &Caller, req: Request) -> HandlerResult {
     let (n, last) = pagination(&req)?;
-    let page = st.registry.catalog(n, last.as_deref()).await?;
-    let body = serde_json::json!({ "repositories": page.items });
     let n = st.registry.page_size(n);
+    let page = visible_repositories(st, caller, n, last).await?;
+    let body = serde_json::json!({ "repositories": page.items });
     Ok(with_link(
         Json(body).into_response(),
         "/v2/_catalog",
         &page,
         n,
     ))
+}
+
+/// A page of the repositories the caller may pull from, reading past hidden ones.
+async fn visible_repositories(
+    st: &AppState,
+    caller: &Caller,
+    n: usize,
+    mut last: Option<String>,
+) -> Result<Page, ApiError> {
+    if !st.settings.auth_enabled || wharf_auth::policy::is_system_admin(caller.principal.user()) {
+        return Ok(st.registry.catalog(Some(n), last.as_deref()).await?);
+    }
+    let mut items = Vec::new();
+    // Bounded: at most this many batches are read for one page.
+    for _ in 0..100 {
+        let batch = st
+            .registry
+            .catalog(Some(n.max(100)), last.as_deref())
+            .await?;
+        for name in &batch.items {
+            let access = st
+                .auth
+                .repo_access(&caller.principal, name)
+                .await
+                .map_err(|e| {
+                    tracing::error!(error = %e, "catalog access check failed");
+                    ApiError::new(
+                        ErrorCode::Unknown,
+                        "internal error; the registry's log has the details",
+                    )
+                })?;
+            if access.pull {
+                if items.len() == n {
+                    return Ok(Page { items, more: true });
+                }
+                items.push(name.clone());
+            }
+        }
+        if !batch.more {
+            return Ok(Page { items, more: false });
+        }
+        last = batch.items.last().cloned();
+    }
+    Ok(Page { more: true, items })
 }
 
 pub async fn referrers(

@@ -8,6 +8,7 @@ use wharf_oci::{Digest, ErrorCode, RepoName, UploadId};
 use wharf_registry::{Chunk, RegistryError, UploadSession, UploadStarted};
 
 use super::{empty, HandlerResult};
+use crate::auth::{self, Caller};
 use crate::error::ApiError;
 use crate::http::{
     body_stream, content_length, header_str, parse_content_range, query_param, set,
@@ -51,18 +52,25 @@ fn blob_created(repo: &RepoName, digest: &Digest) -> Response {
     resp
 }
 
-pub async fn start(st: &AppState, repo: &RepoName, req: Request) -> HandlerResult {
+pub async fn start(st: &AppState, caller: &Caller, repo: &RepoName, req: Request) -> HandlerResult {
     let query = req.uri().query().map(str::to_string);
     let query = query.as_deref();
     // A mount that cannot be done, even one naming a malformed digest, falls back to
     // an ordinary session, as the spec asks.
     if let Some(mount) = query_param(query, "mount").and_then(|m| m.parse::<Digest>().ok()) {
         // A `from` that is not a valid name cannot be mounted from: fall back to a session.
-        let from = query_param(query, "from").and_then(|f| f.parse::<RepoName>().ok());
-        let started = st
-            .registry
-            .mount_or_start(repo, &mount, from.as_ref(), |_| true)
-            .await?;
+        let candidates = match query_param(query, "from") {
+            Some(from) => from.parse::<RepoName>().ok().into_iter().collect(),
+            None => st.registry.mount_candidates(&mount).await?,
+        };
+        // Only repositories the caller could pull the blob from may lend it.
+        let mut sources = Vec::new();
+        for candidate in candidates {
+            if auth::may_pull(st, caller, &candidate).await {
+                sources.push(candidate);
+            }
+        }
+        let started = st.registry.mount_or_start(repo, &mount, &sources).await?;
         return Ok(started_response(repo, started));
     }
     if let Some(digest) = digest_param(query, "digest")? {
