@@ -20,6 +20,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     Serve(cmd::serve::ServeArgs),
+    User(cmd::user::UserArgs),
     Version(cmd::version::VersionArgs),
 }
 
@@ -27,6 +28,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => cmd::serve::run(args),
+        Command::User(args) => cmd::user::run(args),
         Command::Version(args) => cmd::version::run(args),
     };
     match result {

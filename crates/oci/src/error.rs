@@ -27,6 +27,10 @@ pub enum ErrorCode {
     ManifestTooLarge,
     Unavailable,
     NotFound,
+    // Codes of the management API (/api/v0), which the distribution spec does not cover.
+    ApiNotFound,
+    InvalidRequest,
+    Conflict,
     Unknown,
 }
 
@@ -56,6 +60,9 @@ impl ErrorCode {
             Unavailable => "UNAVAILABLE",
             // The spec has no code for "no such endpoint"; UNSUPPORTED is the closest.
             NotFound => "UNSUPPORTED",
+            ApiNotFound => "NOT_FOUND",
+            InvalidRequest => "INVALID_REQUEST",
+            Conflict => "CONFLICT",
             Unknown => "UNKNOWN",
         }
     }
@@ -84,6 +91,9 @@ impl ErrorCode {
             ManifestTooLarge => "manifest is larger than the registry accepts",
             Unavailable => "the registry is shutting down or not ready",
             NotFound => "no such endpoint",
+            ApiNotFound => "not found",
+            InvalidRequest => "invalid request",
+            Conflict => "conflicts with the current state",
             Unknown => "unknown error",
         }
     }
@@ -91,7 +101,8 @@ impl ErrorCode {
     pub fn http_status(self) -> u16 {
         use ErrorCode::*;
         match self {
-            BlobUnknown | BlobUploadUnknown | ManifestUnknown | NameUnknown | NotFound => 404,
+            BlobUnknown | BlobUploadUnknown | ManifestUnknown | NameUnknown | NotFound
+            | ApiNotFound => 404,
             BlobUploadInvalid
             | DigestInvalid
             | ManifestBlobUnknown
@@ -99,13 +110,15 @@ impl ErrorCode {
             | NameInvalid
             | SizeInvalid
             | TagInvalid
-            | PaginationNumberInvalid => 400,
+            | PaginationNumberInvalid
+            | InvalidRequest => 400,
             Unauthorized => 401,
             Denied => 403,
             Unsupported => 405,
             RangeInvalid | ChunkOutOfOrder => 416,
             ManifestTooLarge => 413,
             TooManyRequests => 429,
+            Conflict => 409,
             Unavailable => 503,
             Unknown => 500,
         }

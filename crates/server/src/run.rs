@@ -19,6 +19,21 @@ use wharf_metastore::accounts::Level;
 use crate::config::DeleteLevel;
 use crate::{router, AppState, Config, ServerInfo, Settings};
 
+/// Opens the metadata store the configuration names (for the admin commands).
+pub async fn open_metastore(config: &Config) -> anyhow::Result<Arc<dyn MetaStore>> {
+    let path = config.data_dir.join("metadata.db");
+    if !path.exists() {
+        anyhow::bail!(
+            "no registry data in {} (start `wharf serve` there first, or pass --data-dir)",
+            config.data_dir.display()
+        );
+    }
+    let meta = SqliteMetaStore::open(&path)
+        .await
+        .with_context(|| format!("cannot open metadata store {}", path.display()))?;
+    Ok(Arc::new(meta))
+}
+
 /// Opens the stores the configuration names and builds the shared state.
 pub async fn open(config: &Config, version: &str, commit: &str) -> anyhow::Result<AppState> {
     config.validate().map_err(anyhow::Error::msg)?;
