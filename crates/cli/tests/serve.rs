@@ -391,3 +391,138 @@ fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn plain_http_is_refused_on_a_public_address() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = serve_command()
+        .args(["--listen", "0.0.0.0:0"])
+        .arg("--data-dir")
+        .arg(tmp.path())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("refusing plain HTTP") && err.contains("tls_cert"),
+        "{err}"
+    );
+}
+
+fn curl(args: &[&str]) -> (bool, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn serves_tls_with_a_given_certificate() {
+    if !support::require_tool("openssl") || !support::require_tool("curl") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (cert, key) = (tmp.path().join("tls.crt"), tmp.path().join("tls.key"));
+    let ok = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "openssl made a certificate");
+    let data = tmp.path().join("data");
+    let mut cmd = serve_command();
+    cmd.args(["--listen", "127.0.0.1:0", "--tls-cert"])
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .arg("--data-dir")
+        .arg(&data);
+    cmd.env("WHARF_ADMIN_PASSWORD", support::ADMIN_PASSWORD);
+    let s = TestServer::launch(cmd, &data);
+    let url = format!("https://{}/v2/", s.addr);
+    // Trusted: the challenge comes back over TLS and names an https realm.
+    let (ok, out) = curl(&["-i", "--cacert", cert.to_str().unwrap(), &url]);
+    assert!(
+        ok && out.contains("401") && out.contains("realm=\"https://"),
+        "{out}"
+    );
+    let creds = format!("admin:{}", support::ADMIN_PASSWORD);
+    let (ok, out) = curl(&["--cacert", cert.to_str().unwrap(), "-u", &creds, &url]);
+    assert!(ok && out.trim() == "{}", "{out}");
+    // Untrusted certificate: the client refuses; plain HTTP on the TLS port fails.
+    assert!(!curl(&[&url]).0);
+    assert!(!curl(&[&format!("http://{}/v2/", s.addr)]).0);
+}
+
+#[test]
+fn serves_tls_with_a_self_signed_certificate_that_survives_restarts() {
+    if !support::require_tool("curl") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let start = || {
+        let mut cmd = serve_command();
+        cmd.args([
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-self-signed",
+            "--insecure-no-auth",
+        ])
+        .arg("--data-dir")
+        .arg(&data);
+        TestServer::launch(cmd, &data)
+    };
+    let mut s = start();
+    let cert = data.join("tls/self-signed.crt");
+    let first = std::fs::read(&cert).expect("certificate written");
+    let (ok, out) = curl(&[
+        "--cacert",
+        cert.to_str().unwrap(),
+        &format!("https://{}/v2/", s.addr),
+    ]);
+    assert!(ok && out.trim() == "{}", "{out}");
+    assert!(s.signal_and_wait("TERM").success());
+    let s = start();
+    assert_eq!(
+        std::fs::read(&cert).unwrap(),
+        first,
+        "the same certificate after a restart"
+    );
+    let (ok, _) = curl(&[
+        "--cacert",
+        cert.to_str().unwrap(),
+        &format!(
+            "https://localhost:{}/v2/",
+            s.addr.rsplit(':').next().unwrap()
+        ),
+    ]);
+    assert!(ok, "valid for localhost too");
+}

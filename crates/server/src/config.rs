@@ -54,6 +54,15 @@ pub struct Config {
     pub token_realm: Option<String>,
     /// Access level needed to delete manifests, tags and blobs: `admin` or `write`.
     pub delete_requires: DeleteLevel,
+    /// PEM certificate chain for TLS (with `tls_key`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS (with `tls_cert`).
+    pub tls_key: Option<PathBuf>,
+    /// Serve TLS with a self-signed certificate generated (once) under `data_dir/tls`.
+    pub tls_self_signed: bool,
+    /// Allow plain HTTP on a non-loopback address, e.g. behind a proxy that terminates
+    /// TLS. Without TLS, plain HTTP is otherwise only served on loopback addresses.
+    pub insecure_http: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -89,6 +98,10 @@ impl Default for Config {
             token_ttl_secs: 300,
             token_realm: None,
             delete_requires: DeleteLevel::Admin,
+            tls_cert: None,
+            tls_key: None,
+            tls_self_signed: false,
+            insecure_http: false,
         }
     }
 }
@@ -99,6 +112,20 @@ impl Config {
         if self.insecure_no_auth && !self.listen.ip().is_loopback() {
             return Err(format!(
                 "insecure_no_auth is only allowed on a loopback address, not {}",
+                self.listen
+            ));
+        }
+        let tls = match (&self.tls_cert, &self.tls_key, self.tls_self_signed) {
+            (Some(_), Some(_), false) | (None, None, true) => true,
+            (None, None, false) => false,
+            (_, _, true) => {
+                return Err("tls_self_signed cannot be combined with tls_cert/tls_key".into())
+            }
+            _ => return Err("tls_cert and tls_key must be given together".into()),
+        };
+        if !tls && !self.insecure_http && !self.listen.ip().is_loopback() {
+            return Err(format!(
+                "refusing plain HTTP on {}: give tls_cert and tls_key (or tls_self_signed), listen on a loopback address, or set insecure_http behind a TLS-terminating proxy",
                 self.listen
             ));
         }

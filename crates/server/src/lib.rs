@@ -24,6 +24,7 @@ pub mod endpoint;
 pub mod error;
 pub mod http;
 pub mod run;
+pub mod tls;
 pub mod v2;
 
 pub use config::Config;

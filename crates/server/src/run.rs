@@ -66,7 +66,7 @@ pub async fn open(config: &Config, version: &str, commit: &str) -> anyhow::Resul
         auth: Arc::new(auth),
         settings: Arc::new(Settings {
             auth_enabled: !config.insecure_no_auth,
-            tls: false,
+            tls: config.tls_cert.is_some() || config.tls_self_signed,
             token_realm: config.token_realm.clone(),
         }),
         info: Arc::new(ServerInfo {
@@ -102,20 +102,16 @@ pub async fn serve(
             "Store it now: it is not shown again (change it with `wharf user set-password admin`)."
         );
     }
-    let listener = TcpListener::bind(config.listen)
+    let tcp = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let addr = listener.local_addr()?;
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
+    let addr = tcp.local_addr()?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         wait_for_signal().await;
         let _ = stop_tx.send(true);
     });
-
     let ready = state.ready.clone();
     let mut graceful_rx = stop_rx.clone();
     let graceful = async move {
@@ -123,18 +119,36 @@ pub async fn serve(
         ready.store(false, Ordering::Relaxed);
         tracing::info!("signal received: no new connections; finishing in-flight requests");
     };
-    state.ready.store(true, Ordering::Relaxed);
-    let app = router(state.clone());
-    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let mut server = tokio::spawn(
-        axum::serve(listener, app)
-            .with_graceful_shutdown(graceful)
-            .into_future(),
-    );
 
-    tracing::info!(%addr, data_dir = %config.data_dir.display(), version, commit, schema_level = state.info.schema_level, "wharf is serving");
+    let app = router(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    type ServerFuture =
+        std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>>;
+    let (server, url): (ServerFuture, String) = match tls_config(&config)? {
+        Some(tls) => {
+            // tap_io gives the listener axum's ConnectInfo support (client addresses).
+            let listener = crate::tls::TlsListener::new(tcp, tls)?.tap_io(|_| {});
+            let fut = axum::serve(listener, app)
+                .with_graceful_shutdown(graceful)
+                .into_future();
+            (Box::pin(fut), format!("https://{addr}"))
+        }
+        None => {
+            let listener = tcp.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            let fut = axum::serve(listener, app)
+                .with_graceful_shutdown(graceful)
+                .into_future();
+            (Box::pin(fut), format!("http://{addr}"))
+        }
+    };
+    state.ready.store(true, Ordering::Relaxed);
+    let mut server = tokio::spawn(server);
+
+    let info = &state.info;
+    tracing::info!(url, data_dir = %config.data_dir.display(), version = %info.version, commit = %info.commit, schema_level = info.schema_level, "wharf is serving");
     // One plain line on stdout, for people and scripts (the port when listening on :0).
-    println!("wharf {version} listening on http://{addr}");
+    println!("wharf {} listening on {url}", info.version);
 
     let timeout = Duration::from_secs(config.shutdown_timeout_secs);
     let mut deadline_rx = stop_rx;
@@ -151,6 +165,28 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+/// The TLS configuration the settings ask for, if any.
+fn tls_config(config: &Config) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
+    let (cert, key) = match (&config.tls_cert, &config.tls_key, config.tls_self_signed) {
+        (Some(c), Some(k), false) => (c.clone(), k.clone()),
+        (None, None, true) => {
+            let mut names = vec![
+                "localhost".to_string(),
+                "127.0.0.1".to_string(),
+                "::1".to_string(),
+            ];
+            if !config.listen.ip().is_unspecified() {
+                names.push(config.listen.ip().to_string());
+            }
+            names.dedup();
+            crate::tls::self_signed(&config.data_dir.join("tls"), &names)?
+        }
+        (None, None, false) => return Ok(None),
+        _ => unreachable!("validated: tls_cert and tls_key together, or tls_self_signed alone"),
+    };
+    Ok(Some(crate::tls::server_config(&cert, &key)?))
 }
 
 async fn wait_for_signal() {

@@ -25,6 +25,12 @@ use wharf_server::Config;
 ///   token_ttl_secs = 300
 ///   token_realm = "https://registry.example.com/auth/token"
 ///   delete_requires = "admin"
+///   tls_cert = "/etc/wharf/tls.crt"
+///   tls_key = "/etc/wharf/tls.key"
+///
+/// TLS: with tls_cert and tls_key (or tls_self_signed) wharf serves HTTPS. Without TLS it
+/// serves plain HTTP only on loopback addresses, unless insecure_http is set (for a proxy
+/// that terminates TLS in front of it).
 ///
 /// Security: every request is authenticated. On the first start of an empty registry the
 /// user `admin` is created with the password in WHARF_ADMIN_PASSWORD, or with a generated
@@ -72,6 +78,18 @@ pub struct ServeArgs {
     /// Level needed to delete manifests, tags and blobs: admin or write [default: admin]
     #[arg(long, env = "WHARF_DELETE_REQUIRES", value_name = "LEVEL")]
     delete_requires: Option<wharf_server::config::DeleteLevel>,
+    /// PEM certificate chain: serve HTTPS (with --tls-key)
+    #[arg(long, env = "WHARF_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert
+    #[arg(long, env = "WHARF_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// Serve HTTPS with a self-signed certificate kept in DATA_DIR/tls (for a first try)
+    #[arg(long, env = "WHARF_TLS_SELF_SIGNED", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    tls_self_signed: Option<bool>,
+    /// Allow plain HTTP on a non-loopback address (behind a TLS-terminating proxy)
+    #[arg(long, env = "WHARF_INSECURE_HTTP", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    insecure_http: Option<bool>,
 }
 
 impl ServeArgs {
@@ -114,6 +132,18 @@ impl ServeArgs {
         }
         if let Some(v) = self.delete_requires {
             c.delete_requires = v;
+        }
+        if let Some(v) = &self.tls_cert {
+            c.tls_cert = Some(v.clone());
+        }
+        if let Some(v) = &self.tls_key {
+            c.tls_key = Some(v.clone());
+        }
+        if let Some(v) = self.tls_self_signed {
+            c.tls_self_signed = v;
+        }
+        if let Some(v) = self.insecure_http {
+            c.insecure_http = v;
         }
         Ok(c)
     }

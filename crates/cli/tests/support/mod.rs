@@ -128,8 +128,9 @@ fn wait_for_address(child: &mut Child) -> String {
         let mut lines = BufReader::new(stdout).lines();
         for line in lines.by_ref() {
             let Ok(line) = line else { break };
-            if let Some(rest) = line.split("listening on http://").nth(1) {
-                let _ = tx.send(rest.trim().to_string());
+            let url = line.split(" listening on ").nth(1).map(str::trim);
+            if let Some(addr) = url.and_then(|u| u.strip_prefix("http://").or(u.strip_prefix("https://"))) {
+                let _ = tx.send(addr.to_string());
                 break;
             }
         }
