@@ -278,6 +278,11 @@ macro_rules! metastore_testsuite {
             tags_move_list_and_delete,
             referrers_by_subject_and_type,
             catalog_is_paginated_in_order,
+            users_and_org_names_are_unique,
+            access_tokens_lifecycle,
+            repository_facts_combine_grants_teams_and_namespaces,
+            the_first_signing_key_wins,
+            audit_log_is_newest_first_and_paginated,
         );
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {
@@ -289,4 +294,202 @@ macro_rules! metastore_testsuite {
             }
         )*
     };
+}
+
+// ---------------------------------------------------------------- accounts
+
+use crate::accounts::{Level, Namespace, RepoFacts, SigningKey, Subject, Visibility};
+
+pub async fn users_and_org_names_are_unique(store: &dyn MetaStore) {
+    let alice = store.create_user("alice", "hash-a", false).await.unwrap();
+    assert!(!alice.is_admin && !alice.disabled);
+    assert!(matches!(
+        store.create_user("alice", "h", true).await,
+        Err(MetaError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.create_org("alice").await,
+        Err(MetaError::Conflict(_))
+    ));
+    let org = store.create_org("acme").await.unwrap();
+    assert!(matches!(
+        store.create_user("acme", "h", false).await,
+        Err(MetaError::Conflict(_))
+    ));
+    assert_eq!(
+        store.namespace("alice").await.unwrap(),
+        Some(Namespace::User(alice.id))
+    );
+    assert_eq!(
+        store.namespace("acme").await.unwrap(),
+        Some(Namespace::Org(org.id))
+    );
+    assert_eq!(store.namespace("nobody").await.unwrap(), None);
+    let creds = store.user_credentials("alice").await.unwrap().unwrap();
+    assert_eq!(creds.password_hash, "hash-a");
+    assert!(store.set_password("alice", "hash-b").await.unwrap());
+    assert!(store.set_disabled("alice", true).await.unwrap());
+    assert!(store.set_admin("alice", true).await.unwrap());
+    assert!(!store.set_password("nobody", "x").await.unwrap());
+    let u = store.user_credentials("alice").await.unwrap().unwrap();
+    assert_eq!(
+        (u.password_hash.as_str(), u.user.disabled, u.user.is_admin),
+        ("hash-b", true, true)
+    );
+    assert_eq!(store.count_users().await.unwrap(), 1);
+    assert_eq!(store.list_users().await.unwrap().len(), 1);
+}
+
+pub async fn access_tokens_lifecycle(store: &dyn MetaStore) {
+    let u = store.create_user("tok", "h", false).await.unwrap();
+    let t = store
+        .create_token(u.id, "ci", "hash-1", Some(123))
+        .await
+        .unwrap();
+    let (found, owner) = store.token_by_hash("hash-1").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            found.id,
+            found.label.as_str(),
+            found.expires_at_ms,
+            owner.name.as_str()
+        ),
+        (t.id, "ci", Some(123), "tok")
+    );
+    assert_eq!(store.token_by_id(t.id).await.unwrap().unwrap().0, found);
+    assert!(store.token_by_hash("hash-2").await.unwrap().is_none());
+    store.touch_token(t.id, 999).await.unwrap();
+    assert_eq!(
+        store.list_tokens(u.id).await.unwrap()[0].last_used_at_ms,
+        Some(999)
+    );
+    assert!(store.revoke_token(u.id, t.id).await.unwrap());
+    assert!(
+        !store.revoke_token(u.id, t.id).await.unwrap(),
+        "already revoked"
+    );
+    assert!(store
+        .token_by_hash("hash-1")
+        .await
+        .unwrap()
+        .unwrap()
+        .0
+        .revoked_at_ms
+        .is_some());
+    let other = store.create_user("other", "h", false).await.unwrap();
+    let t2 = store
+        .create_token(u.id, "second", "hash-3", None)
+        .await
+        .unwrap();
+    assert!(
+        !store.revoke_token(other.id, t2.id).await.unwrap(),
+        "only the owner's tokens"
+    );
+}
+
+pub async fn repository_facts_combine_grants_teams_and_namespaces(store: &dyn MetaStore) {
+    let alice = store.create_user("alice", "h", false).await.unwrap();
+    let bob = store.create_user("bob", "h", false).await.unwrap();
+    let org = store.create_org("acme").await.unwrap();
+    let facts = |uid: Option<i64>, repo: &'static str| async move {
+        store.repo_facts(uid, repo).await.unwrap()
+    };
+    assert_eq!(
+        facts(Some(alice.id), "alice/app").await,
+        RepoFacts {
+            own_namespace: true,
+            ..RepoFacts::default()
+        }
+    );
+    assert_eq!(facts(Some(bob.id), "alice/app").await, RepoFacts::default());
+    store.set_org_member(org.id, bob.id, true).await.unwrap();
+    let f = facts(Some(bob.id), "acme/app").await;
+    assert!(f.org_member && f.org_admin);
+    store.set_org_member(org.id, alice.id, false).await.unwrap();
+    let f = facts(Some(alice.id), "acme/app").await;
+    assert!(f.org_member && !f.org_admin && f.granted.is_none());
+    let team = store.create_team(org.id, "devs").await.unwrap();
+    assert!(matches!(
+        store.create_team(org.id, "devs").await,
+        Err(MetaError::Conflict(_))
+    ));
+    assert_eq!(
+        store.team_by_name(org.id, "devs").await.unwrap(),
+        Some(team.clone())
+    );
+    store.add_team_member(team.id, alice.id).await.unwrap();
+    store
+        .grant("acme/app", Subject::Team(team.id), Level::Write)
+        .await
+        .unwrap();
+    store
+        .grant("acme/app", Subject::User(alice.id), Level::Read)
+        .await
+        .unwrap();
+    assert_eq!(
+        facts(Some(alice.id), "acme/app").await.granted,
+        Some(Level::Write),
+        "the highest grant wins"
+    );
+    store
+        .grant("acme/app", Subject::User(alice.id), Level::Admin)
+        .await
+        .unwrap();
+    assert_eq!(
+        facts(Some(alice.id), "acme/app").await.granted,
+        Some(Level::Admin)
+    );
+    assert!(store
+        .revoke_grant("acme/app", Subject::User(alice.id))
+        .await
+        .unwrap());
+    assert!(store.remove_team_member(team.id, alice.id).await.unwrap());
+    assert_eq!(facts(Some(alice.id), "acme/app").await.granted, None);
+    assert_eq!(facts(None, "acme/app").await.visibility, None);
+    store
+        .set_visibility("acme/app", Visibility::Public)
+        .await
+        .unwrap();
+    assert_eq!(
+        facts(None, "acme/app").await.visibility,
+        Some(Visibility::Public)
+    );
+    assert!(store.remove_org_member(org.id, alice.id).await.unwrap());
+    assert!(!facts(Some(alice.id), "acme/app").await.org_member);
+}
+
+pub async fn the_first_signing_key_wins(store: &dyn MetaStore) {
+    let key = |id: &str| SigningKey {
+        id: id.into(),
+        secret: id.as_bytes().to_vec(),
+        created_at_ms: 1,
+    };
+    let first = store.signing_keys(key("one")).await.unwrap();
+    let second = store.signing_keys(key("two")).await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(second.len(), 1);
+    assert_eq!(
+        (first[0].id.as_str(), second[0].id.as_str()),
+        ("one", "one")
+    );
+    assert_eq!(second[0].secret, b"one");
+}
+
+pub async fn audit_log_is_newest_first_and_paginated(store: &dyn MetaStore) {
+    for i in 0..5 {
+        store
+            .audit("admin", "user.create", &format!("u{i}"), None)
+            .await
+            .unwrap();
+    }
+    let all = store.list_audit(None, 10).await.unwrap();
+    assert_eq!(
+        all.iter().map(|e| e.target.as_str()).collect::<Vec<_>>(),
+        ["u4", "u3", "u2", "u1", "u0"]
+    );
+    let page = store.list_audit(Some(all[1].id), 2).await.unwrap();
+    assert_eq!(
+        page.iter().map(|e| e.target.as_str()).collect::<Vec<_>>(),
+        ["u2", "u1"]
+    );
 }
