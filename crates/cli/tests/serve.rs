@@ -526,3 +526,89 @@ fn serves_tls_with_a_self_signed_certificate_that_survives_restarts() {
     ]);
     assert!(ok, "valid for localhost too");
 }
+
+#[tokio::test]
+async fn secrets_never_reach_the_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("log.jsonl");
+    let data = tmp.path().join("d");
+    let mut cmd = serve_command();
+    cmd.args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+        .arg("--data-dir")
+        .arg(&data)
+        .env("WHARF_LOG_LEVEL", "trace")
+        .env("WHARF_ADMIN_PASSWORD", support::ADMIN_PASSWORD)
+        .stderr(std::fs::File::create(&log).unwrap());
+    let mut s = TestServer::launch(cmd, &data);
+    let c = client();
+    let admin = |r: reqwest::RequestBuilder| r.basic_auth("admin", Some(support::ADMIN_PASSWORD));
+    let created: serde_json::Value = admin(c.post(s.url("/api/v0/users/admin/tokens")))
+        .json(&serde_json::json!({"label": "log test"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = created["token"].as_str().unwrap().to_string();
+    let r = c
+        .get(s.url("/v2/"))
+        .basic_auth("admin", Some(&token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let issued: serde_json::Value = c
+        .get(s.url(
+            "/auth/token?service=wharf&scope=repository:admin/app:pull,push&offline_token=true",
+        ))
+        .basic_auth("admin", Some(support::ADMIN_PASSWORD))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let bearer = issued["token"].as_str().unwrap().to_string();
+    let refresh = issued["refresh_token"]
+        .as_str()
+        .expect("a refresh token was asked for")
+        .to_string();
+    let r = c
+        .get(s.url("/v2/admin/app/tags/list"))
+        .bearer_auth(&bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::NOT_FOUND,
+        "authorised; the repository is just empty"
+    );
+    // A failed login is logged, without the secret tried.
+    let r = c
+        .get(s.url("/v2/"))
+        .basic_auth("admin", Some("wrong-password-xyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(s.signal_and_wait("TERM").success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("failed login"),
+        "the failed login is in the log"
+    );
+    for secret in [
+        support::ADMIN_PASSWORD,
+        token.as_str(),
+        bearer.as_str(),
+        refresh.as_str(),
+        "wrong-password-xyz",
+    ] {
+        assert!(
+            !text.contains(secret),
+            "a secret leaked into the log: {secret}"
+        );
+    }
+}
