@@ -168,6 +168,19 @@ pub fn unauthorized(
     detail: &str,
     scope: Option<&str>,
 ) -> ApiError {
+    challenge(st, headers, ErrorCode::Unauthorized, detail, scope, None)
+}
+
+/// A 401 with a Bearer challenge; `error` is RFC 6750's (`invalid_token`,
+/// `insufficient_scope`), which tells a client whether signing in again could help.
+fn challenge(
+    st: &AppState,
+    headers: &HeaderMap,
+    code: ErrorCode,
+    detail: &str,
+    scope: Option<&str>,
+    error: Option<&str>,
+) -> ApiError {
     let mut challenge = format!(
         r#"Bearer realm="{}",service="{}""#,
         realm(st, headers),
@@ -176,7 +189,38 @@ pub fn unauthorized(
     if let Some(scope) = scope {
         challenge.push_str(&format!(r#",scope="{scope}""#));
     }
-    ApiError::new(ErrorCode::Unauthorized, detail).with_header(header::WWW_AUTHENTICATE, challenge)
+    if let Some(error) = error {
+        challenge.push_str(&format!(r#",error="{error}""#));
+    }
+    let mut err = ApiError::new(code, detail).with_header(header::WWW_AUTHENTICATE, challenge);
+    err.status_override = Some(axum::http::StatusCode::UNAUTHORIZED);
+    err
+}
+
+/// A bearer token that is valid but does not grant what the request needs: still a
+/// 401 (the client may ask for a token with the scope named), marked
+/// `insufficient_scope` and DENIED, so clients report "denied", not "sign in".
+pub fn insufficient_scope(
+    st: &AppState,
+    headers: &HeaderMap,
+    signed_in: bool,
+    detail: &str,
+    scope: &str,
+) -> ApiError {
+    // An anonymous token's holder could still sign in; a user's could not do better.
+    let code = if signed_in {
+        ErrorCode::Denied
+    } else {
+        ErrorCode::Unauthorized
+    };
+    challenge(
+        st,
+        headers,
+        code,
+        detail,
+        Some(scope),
+        Some("insufficient_scope"),
+    )
 }
 
 pub fn auth_error(
@@ -189,6 +233,14 @@ pub fn auth_error(
         AuthError::RateLimited(secs) => ApiError::new(ErrorCode::TooManyRequests, e.to_string())
             .with_header(header::RETRY_AFTER, secs.to_string()),
         AuthError::Store(e) => internal(e),
+        e @ (AuthError::BadToken(_) | AuthError::TokenRevoked) => challenge(
+            st,
+            headers,
+            ErrorCode::Unauthorized,
+            &e.to_string(),
+            scope,
+            Some("invalid_token"),
+        ),
         other => unauthorized(st, headers, &other.to_string(), scope),
     }
 }

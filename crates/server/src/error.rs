@@ -13,6 +13,8 @@ pub struct ApiError {
     pub code: ErrorCode,
     pub detail: String,
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// A status other than the code's own (a DENIED that must stay a 401 challenge).
+    pub status_override: Option<StatusCode>,
 }
 
 impl ApiError {
@@ -21,6 +23,7 @@ impl ApiError {
             code,
             detail: detail.into(),
             headers: Vec::new(),
+            status_override: None,
         }
     }
 
@@ -68,8 +71,10 @@ impl From<EndpointError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.code.http_status())
-            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = self.status_override.unwrap_or_else(|| {
+            StatusCode::from_u16(self.code.http_status())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+        });
         let body = serde_json::json!({
             "errors": [{
                 "code": self.code.code(),

@@ -129,7 +129,9 @@ fn wait_for_address(child: &mut Child) -> String {
         for line in lines.by_ref() {
             let Ok(line) = line else { break };
             let url = line.split(" listening on ").nth(1).map(str::trim);
-            if let Some(addr) = url.and_then(|u| u.strip_prefix("http://").or(u.strip_prefix("https://"))) {
+            if let Some(addr) =
+                url.and_then(|u| u.strip_prefix("http://").or(u.strip_prefix("https://")))
+            {
                 let _ = tx.send(addr.to_string());
                 break;
             }

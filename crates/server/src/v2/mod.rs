@@ -121,7 +121,14 @@ async fn authorize(
         Action::Push => format!("repository:{repo}:pull,push"),
         Action::Delete => format!("repository:{repo}:delete"),
     };
-    if caller.claims.is_some() || !caller.presented_credentials {
+    let detail = format!("{} access to {repo} is needed", action.scope_name());
+    if caller.claims.is_some() {
+        let signed_in = caller.principal.user().is_some();
+        return Err(auth::insufficient_scope(
+            st, headers, signed_in, &detail, &scope,
+        ));
+    }
+    if !caller.presented_credentials {
         // Token clients answer a challenge by fetching a token with the scope named.
         return Err(auth::unauthorized(
             st,
