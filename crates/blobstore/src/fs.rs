@@ -228,6 +228,14 @@ impl BlobStore for FsBlobStore {
                     d = parent;
                 }
             }
+            if to.exists() {
+                // Same digest, same verified bytes: keep the stored copy, which readers
+                // may be streaming, and drop ours. Sync the directory in case the
+                // copy's own commit has not yet made its entry durable.
+                fs::remove_file(&from)?;
+                sync_dir(dir)?;
+                return Ok(());
+            }
             fs::rename(&from, &to)?;
             sync_dir(dir)?;
             Ok(())
