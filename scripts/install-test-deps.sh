@@ -9,7 +9,7 @@ SUDO=""
 # Debian packages: real clients (skopeo, docker CLI comes with the engine), the reference
 # registry for side-by-side benchmarks, load generators, and a static busybox to put in
 # FROM-scratch test images.
-packages=(skopeo docker-registry wrk apache2-utils jq busybox-static python3-venv)
+packages=(skopeo docker-registry wrk apache2-utils jq busybox-static python3-venv postgresql curl openssl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -19,11 +19,14 @@ if [ "${#missing[@]}" -gt 0 ]; then
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
-# The packaged reference registry starts a service we do not want; the benchmark runs
+# The packaged PostgreSQL and reference registry start services we do not want; the
+# tests start their own PostgreSQL, and the benchmark runs
 # its own instance with its own configuration.
-if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet docker-registry 2>/dev/null; then
-  $SUDO systemctl stop docker-registry || true
-fi
+for service in docker-registry postgresql; do
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$service" 2>/dev/null; then
+    $SUDO systemctl stop "$service" || true
+  fi
+done
 
 # Python tools in a project-local venv: oras (OCI artifacts with a subject).
 VENV="${WHARF_TEST_VENV:-$HOME/.cache/wharf-test-venv}"

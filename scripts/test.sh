@@ -14,6 +14,10 @@ if [ "${CI:-}" = "true" ]; then
 fi
 
 export WHARF_TEST_VENV="${WHARF_TEST_VENV:-$HOME/.cache/wharf-test-venv}"
+
+# A throwaway PostgreSQL for the metadata-store suite, stopped and removed on exit.
+eval "$(bash scripts/postgres-for-tests.sh start)"
+trap 'bash scripts/postgres-for-tests.sh stop "$WHARF_TEST_POSTGRES_DIR"' EXIT
 # One debug build of every target, shared by all test binaries.
 cargo build --workspace --all-targets --locked
 if cargo nextest --version >/dev/null 2>&1; then

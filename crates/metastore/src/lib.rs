@@ -10,11 +10,13 @@ use bytes::Bytes;
 use wharf_oci::{Digest, Reference, RepoName, Tag, UploadId};
 
 pub mod accounts;
+pub mod postgres;
 pub mod schema;
 pub mod sqlite;
 pub mod testsuite;
 
 pub use accounts::AccountStore;
+pub use postgres::PgMetaStore;
 pub use sqlite::SqliteMetaStore;
 
 #[derive(Debug, thiserror::Error)]

@@ -2,17 +2,19 @@
 //! binary knows the highest level it understands and refuses data at any other level
 //! (the upgrade command moves data between levels).
 
-/// One schema step. `sql` is for SQLite; other backends keep their own text per level.
+/// One schema step, in each backend's dialect.
 pub struct Migration {
     pub level: u32,
     pub name: &'static str,
     pub sqlite: &'static str,
+    pub postgres: &'static str,
 }
 
 pub const MIGRATIONS: &[Migration] = &[Migration {
     level: 1,
     name: "initial: repositories, blobs, manifests, tags, uploads",
     sqlite: include_str!("sql/sqlite/0001_initial.sql"),
+    postgres: include_str!("sql/postgres/0001_initial.sql"),
 }];
 
 /// The schema level this binary reads and writes.

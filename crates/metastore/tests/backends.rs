@@ -30,3 +30,66 @@ mod sqlite {
         assert!(err.to_string().contains("level 99"), "{err}");
     }
 }
+
+/// Against a real PostgreSQL: `scripts/test.sh` starts a throwaway server and sets
+/// `WHARF_TEST_POSTGRES_URL`; each test gets a database of its own.
+mod postgres {
+    use wharf_metastore::PgMetaStore;
+
+    async fn make() -> (PgMetaStore, ()) {
+        let Ok(url) = std::env::var("WHARF_TEST_POSTGRES_URL") else {
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!(
+                    "WHARF_TEST_POSTGRES_URL is required under CI=true (scripts/test.sh sets it)"
+                );
+            }
+            panic!("WHARF_TEST_POSTGRES_URL is not set: run the suite with scripts/test.sh, which starts PostgreSQL");
+        };
+        let db = format!("wharf_test_{}", uuid_like());
+        let admin = sqlx::PgPool::connect(&url)
+            .await
+            .expect("connect to the test PostgreSQL");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
+            .execute(&admin)
+            .await
+            .unwrap();
+        admin.close().await;
+        let (base, _) = url.rsplit_once('/').expect("a URL with a database");
+        (
+            PgMetaStore::open(&format!("{base}/{db}")).await.unwrap(),
+            (),
+        )
+    }
+
+    fn uuid_like() -> String {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        format!("{}_{nanos}", std::process::id())
+    }
+
+    wharf_metastore::metastore_testsuite!(make());
+
+    #[tokio::test]
+    async fn refuses_a_schema_newer_than_it_knows() {
+        let (store, ()) = make().await;
+        sqlx::query("INSERT INTO wharf_schema (level, name, applied_at, wharf_version) VALUES (99, 'future', 0, '9.0.0')")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let url = store
+            .pool()
+            .connect_options()
+            .get_database()
+            .map(str::to_string)
+            .unwrap();
+        let base = std::env::var("WHARF_TEST_POSTGRES_URL").unwrap();
+        let (base, _) = base.rsplit_once('/').unwrap();
+        let err = PgMetaStore::open(&format!("{base}/{url}"))
+            .await
+            .err()
+            .expect("must refuse");
+        assert!(err.to_string().contains("level 99"), "{err}");
+    }
+}

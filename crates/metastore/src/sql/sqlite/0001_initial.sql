@@ -18,6 +18,7 @@ CREATE TABLE repository_blobs (
     created_at    INTEGER NOT NULL,
     PRIMARY KEY (repository_id, digest)
 ) WITHOUT ROWID;
+CREATE INDEX repository_blobs_by_digest ON repository_blobs (digest);
 
 CREATE TABLE manifests (
     repository_id INTEGER NOT NULL REFERENCES repositories(id),
