@@ -1,0 +1,137 @@
+//! `wharf-bench`: measures wharf and the reference registry (`docker-registry`) side by
+//! side, in one run, on this machine, and prints the figures as Markdown.
+//!
+//! Both servers are started fresh by the harness (own loopback port, own temporary data
+//! directory), measured one at a time with the order alternated between repeats, and
+//! stopped by PID at the end — also on error, panic, Ctrl-C or SIGTERM (see
+//! [`server::Server`]'s `Drop`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+mod bench;
+mod data;
+mod load;
+mod registry;
+mod report;
+mod server;
+mod sys;
+
+/// Benchmark wharf against the reference registry (docker-registry), side by side
+///
+/// Starts both servers, runs every phase against each, and prints a Markdown report
+/// (machine, parameters, figures with ratios and targets, raw samples, CPU per phase).
+/// With --update-doc, the report replaces the generated section of that file.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "wharf-bench", version)]
+pub struct Args {
+    /// The wharf binary to benchmark
+    #[arg(long, default_value = "target/release/wharf", value_name = "PATH")]
+    pub wharf: PathBuf,
+    /// The reference registry binary (distribution's `registry`, Debian's docker-registry)
+    #[arg(long, default_value = "/usr/bin/docker-registry", value_name = "PATH")]
+    pub reference: PathBuf,
+    /// Where the servers' temporary data directories go [default: the system temp dir]
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+    /// Size of the large blob pushed and pulled, in MiB
+    #[arg(long, default_value_t = 256, value_name = "MIB")]
+    pub blob_mib: usize,
+    /// PATCH size of the chunked push, in MiB
+    #[arg(long, default_value_t = 16, value_name = "MIB")]
+    pub chunk_mib: usize,
+    /// Repeats of each blob push/pull measurement (the median is reported)
+    #[arg(long, default_value_t = 5, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=50))]
+    pub repeats: u32,
+    /// Keep the servers' blob files in the page cache between push repeats (by default
+    /// they are evicted, so the run stays in memory the VM has already touched)
+    #[arg(long)]
+    pub keep_page_cache: bool,
+    /// Duration of the wrk manifest GET run, in seconds
+    #[arg(long, default_value_t = 10, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub wrk_secs: u64,
+    /// wrk threads
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub wrk_threads: u32,
+    /// Concurrent connections of wrk and ab
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    pub connections: u32,
+    /// Requests of the ab blob HEAD run
+    #[arg(long, default_value_t = 50_000, value_name = "N")]
+    pub ab_requests: u32,
+    /// Small images pushed concurrently
+    #[arg(long, default_value_t = 500, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub images: u32,
+    /// Concurrent workers pushing small images (and tagging)
+    #[arg(long, default_value_t = 8, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub workers: u32,
+    /// Tags put on one repository before timing tags/list
+    #[arg(long, default_value_t = 5_000, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub tags: u32,
+    /// Sequential tags/list GETs timed per server
+    #[arg(long, default_value_t = 200, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub tag_gets: u32,
+    /// Replace the section between the wharf-bench markers of this Markdown file with the report
+    #[arg(long, value_name = "FILE")]
+    pub update_doc: Option<PathBuf>,
+    /// Also write the raw figures as JSON
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// How the report names the command that produced it [default: this command line]
+    #[arg(long, value_name = "TEXT")]
+    pub command_label: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if args.chunk_mib == 0 || args.blob_mib == 0 {
+        eprintln!("wharf-bench: error: --blob-mib and --chunk-mib must be positive");
+        return ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("wharf-bench: error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // On a signal the benchmark future is dropped, which drops the servers, which kills
+    // them by PID: no registry is left running behind us.
+    let result = runtime.block_on(async {
+        tokio::select! {
+            r = bench::run(args) => r,
+            s = stop_signal() => Err(anyhow::anyhow!("interrupted by {s}; servers stopped")),
+        }
+    });
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("wharf-bench: some measurements failed (see the report)");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("wharf-bench: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn stop_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without handlers we can only rely on Drop; never resolve.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
