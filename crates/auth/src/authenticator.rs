@@ -186,7 +186,9 @@ impl Authenticator {
                 self.store.token_by_hash(&secret::token_hash(given)).await?
             {
                 // The OAuth2 refresh grant names no user: the token alone identifies it.
-                let usable = (name.is_empty() || user.name == name) && !user.disabled && token_usable(&token);
+                let usable = (name.is_empty() || user.name == name)
+                    && !user.disabled
+                    && token_usable(&token);
                 if usable {
                     self.touch(&token).await;
                     return Ok(Some(Principal::User {

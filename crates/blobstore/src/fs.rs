@@ -29,8 +29,17 @@ impl FsBlobStore {
     /// Opens (creating if needed) a store rooted at `root`.
     pub fn open(root: impl Into<PathBuf>) -> io::Result<Self> {
         let root = root.into();
-        fs::create_dir_all(root.join("blobs"))?;
         fs::create_dir_all(root.join("uploads"))?;
+        // The 256 sha256 prefix directories up front: otherwise the first blob under
+        // each costs a mkdir and two directory fsyncs during a push.
+        let sha256 = root.join("blobs").join("sha256");
+        if !sha256.join("ff").is_dir() {
+            for prefix in 0..=255u8 {
+                fs::create_dir_all(sha256.join(format!("{prefix:02x}")))?;
+            }
+            sync_dir(&sha256)?;
+            sync_dir(&root.join("blobs"))?;
+        }
         Ok(FsBlobStore { root })
     }
 

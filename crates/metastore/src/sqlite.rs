@@ -29,9 +29,19 @@ pub struct SqliteMetaStore {
     inner: Arc<Inner>,
 }
 
+/// Two connections behind one lock (SQLite has one writer anyway): the durable one
+/// fsyncs every commit; the relaxed one (`synchronous=NORMAL`) lets the next durable
+/// commit carry its changes to disk. Relaxed is for upload-session bookkeeping only: a
+/// power cut may forget a session or its last recorded chunk, the client then resumes
+/// or restarts the upload, and nothing acknowledged as stored is lost.
+struct Writers {
+    durable: Connection,
+    relaxed: Connection,
+}
+
 struct Inner {
     path: PathBuf,
-    writer: Mutex<Connection>,
+    writer: Mutex<Writers>,
     readers: Mutex<Vec<Connection>>,
 }
 
@@ -124,13 +134,18 @@ impl SqliteMetaStore {
             });
         }
         tx.commit()?;
+        let relaxed = connect(&path)?;
+        relaxed.pragma_update(None, "synchronous", "NORMAL")?;
         let readers = (0..READERS)
             .map(|_| connect(&path))
             .collect::<Result<Vec<_>>>()?;
         Ok(SqliteMetaStore {
             inner: Arc::new(Inner {
                 path,
-                writer: Mutex::new(writer),
+                writer: Mutex::new(Writers {
+                    durable: writer,
+                    relaxed,
+                }),
                 readers: Mutex::new(readers),
             }),
         })
@@ -140,14 +155,36 @@ impl SqliteMetaStore {
         &self.inner.path
     }
 
-    /// Runs `f` in one immediate (write-locking) transaction on the blocking pool.
+    /// Runs `f` in one immediate (write-locking) transaction on the blocking pool; the
+    /// commit is durable when this returns.
     pub(crate) async fn write<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Transaction) -> Result<T> + Send + 'static,
     ) -> Result<T> {
+        self.write_with(true, f).await
+    }
+
+    /// Like [`Self::write`], without waiting for the disk (see [`Writers`]).
+    pub(crate) async fn write_relaxed<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Transaction) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        self.write_with(false, f).await
+    }
+
+    async fn write_with<T: Send + 'static>(
+        &self,
+        durable: bool,
+        f: impl FnOnce(&Transaction) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
-            let mut conn = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+            let mut writers = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+            let conn = if durable {
+                &mut writers.durable
+            } else {
+                &mut writers.relaxed
+            };
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let out = f(&tx)?;
             tx.commit()?;
@@ -305,7 +342,7 @@ impl MetaStore for SqliteMetaStore {
 
     async fn create_upload(&self, s: &UploadSession) -> Result<()> {
         let s = s.clone();
-        self.write(move |tx| {
+        self.write_relaxed(move |tx| {
             tx.prepare_cached(
                 "INSERT INTO uploads (id, repository, size, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
             )?
@@ -329,7 +366,7 @@ impl MetaStore for SqliteMetaStore {
 
     async fn advance_upload(&self, id: &UploadId, from: u64, to: u64) -> Result<bool> {
         let id = id.to_string();
-        self.write(move |tx| {
+        self.write_relaxed(move |tx| {
             let n = tx
                 .prepare_cached(
                     "UPDATE uploads SET size = ?, updated_at = ? WHERE id = ? AND size = ?",
@@ -342,7 +379,7 @@ impl MetaStore for SqliteMetaStore {
 
     async fn delete_upload(&self, id: &UploadId) -> Result<bool> {
         let id = id.to_string();
-        self.write(move |tx| Ok(tx.execute("DELETE FROM uploads WHERE id = ?", [id])? > 0))
+        self.write_relaxed(move |tx| Ok(tx.execute("DELETE FROM uploads WHERE id = ?", [id])? > 0))
             .await
     }
 
