@@ -612,3 +612,73 @@ async fn secrets_never_reach_the_log() {
         );
     }
 }
+
+/// A fresh database on the test PostgreSQL that scripts/test.sh starts.
+async fn postgres_database() -> Option<String> {
+    let Ok(url) = std::env::var("WHARF_TEST_POSTGRES_URL") else {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("WHARF_TEST_POSTGRES_URL is required under CI=true (scripts/test.sh sets it)");
+        }
+        eprintln!("SKIPPED: no WHARF_TEST_POSTGRES_URL (run the suite with scripts/test.sh)");
+        return None;
+    };
+    let db = format!("wharf_serve_{}", std::process::id());
+    let (base, _) = url.rsplit_once('/').unwrap();
+    let out = Command::new("psql")
+        .arg(&url)
+        .args(["-qc", &format!("CREATE DATABASE {db}")])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(format!("{base}/{db}"))
+}
+
+#[tokio::test]
+async fn serves_with_postgres_metadata_across_processes() {
+    let Some(pg) = postgres_database().await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("blobs");
+    let start = || {
+        let mut cmd = serve_command();
+        cmd.args([
+            "--listen",
+            "127.0.0.1:0",
+            "--insecure-no-auth",
+            "--metadata",
+            &pg,
+        ])
+        .arg("--data-dir")
+        .arg(&data);
+        TestServer::launch(cmd, &data)
+    };
+    let (a, b) = (start(), start());
+    let c = client();
+    let (m, d) = push_image(&c, &a.base, "pg/app", "v1", "postgres").await;
+    // The second process sees at once what the first stored.
+    let r = c
+        .get(b.url("/v2/pg/app/manifests/v1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&r, "docker-content-digest"), d);
+    assert_eq!(r.bytes().await.unwrap(), m);
+    let tags: serde_json::Value = c
+        .get(b.url("/v2/pg/app/tags/list"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(tags["tags"], serde_json::json!(["v1"]));
+    assert!(
+        !data.join("metadata.db").exists(),
+        "no SQLite file when PostgreSQL holds the metadata"
+    );
+}

@@ -33,8 +33,11 @@ impl std::str::FromStr for LogFormat {
 pub struct Config {
     /// Address to listen on.
     pub listen: SocketAddr,
-    /// Where metadata (SQLite) and blobs live.
+    /// Where blobs live, and the SQLite metadata unless `metadata` says otherwise.
     pub data_dir: PathBuf,
+    /// The metadata store: `sqlite://PATH` or `postgres://USER:PASSWORD@HOST/DB`
+    /// (default: SQLite at `data_dir/metadata.db`).
+    pub metadata: Option<MetadataUrl>,
     pub log_format: LogFormat,
     /// A tracing filter: `info`, `debug`, `wharf_server=debug,info`, …
     pub log_level: String,
@@ -65,6 +68,67 @@ pub struct Config {
     pub insecure_http: bool,
 }
 
+/// A metadata-store URL. It may hold a database password, so `Debug` hides it.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct MetadataUrl(pub String);
+
+/// Where the metadata store is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetadataLocation {
+    Sqlite(PathBuf),
+    Postgres(MetadataUrl),
+}
+
+impl std::fmt::Debug for MetadataUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // scheme://user:secret@host/db -> scheme://user:***@host/db
+        let s = &self.0;
+        match (s.find("://"), s.rfind('@')) {
+            (Some(scheme_end), Some(at)) if at > scheme_end => {
+                let userinfo = &s[scheme_end + 3..at];
+                let user = userinfo.split(':').next().unwrap_or("");
+                let masked = if userinfo.contains(':') {
+                    format!("{user}:***")
+                } else {
+                    user.to_string()
+                };
+                write!(f, "\"{}{}{}\"", &s[..scheme_end + 3], masked, &s[at..])
+            }
+            _ => write!(f, "{s:?}"),
+        }
+    }
+}
+
+impl std::str::FromStr for MetadataUrl {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let url = MetadataUrl(s.to_string());
+        url.location()?;
+        Ok(url)
+    }
+}
+
+impl MetadataUrl {
+    pub fn location(&self) -> Result<MetadataLocation, String> {
+        let s = self.0.as_str();
+        if let Some(path) = s.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err(
+                    "sqlite:// needs a path, e.g. sqlite:///var/lib/wharf/metadata.db".into(),
+                );
+            }
+            Ok(MetadataLocation::Sqlite(PathBuf::from(path)))
+        } else if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            Ok(MetadataLocation::Postgres(self.clone()))
+        } else {
+            Err(format!(
+                "metadata {self:?} is neither sqlite://PATH nor postgres://…"
+            ))
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum DeleteLevel {
@@ -89,6 +153,7 @@ impl Default for Config {
         Config {
             listen: "127.0.0.1:5000".parse().expect("valid address"),
             data_dir: PathBuf::from("wharf-data"),
+            metadata: None,
             log_format: LogFormat::Human,
             log_level: "info".into(),
             max_manifest_bytes: 4 << 20,
@@ -107,8 +172,17 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Where the metadata store is, from `metadata` or the default under `data_dir`.
+    pub fn metadata_location(&self) -> Result<MetadataLocation, String> {
+        match &self.metadata {
+            Some(url) => url.location(),
+            None => Ok(MetadataLocation::Sqlite(self.data_dir.join("metadata.db"))),
+        }
+    }
+
     /// Settings that cannot work together, said plainly.
     pub fn validate(&self) -> Result<(), String> {
+        self.metadata_location()?;
         if self.insecure_no_auth && !self.listen.ip().is_loopback() {
             return Err(format!(
                 "insecure_no_auth is only allowed on a loopback address, not {}",
@@ -140,5 +214,36 @@ impl Config {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_urls() {
+        let pg: MetadataUrl = "postgres://wharf:s3cret@db:5432/wharf".parse().unwrap();
+        assert_eq!(
+            format!("{pg:?}"),
+            r#""postgres://wharf:***@db:5432/wharf""#,
+            "the password is hidden"
+        );
+        assert!(matches!(pg.location(), Ok(MetadataLocation::Postgres(_))));
+        let sq: MetadataUrl = "sqlite:///var/lib/wharf/m.db".parse().unwrap();
+        assert_eq!(
+            sq.location().unwrap(),
+            MetadataLocation::Sqlite("/var/lib/wharf/m.db".into())
+        );
+        assert!("mysql://x".parse::<MetadataUrl>().is_err());
+        assert!("sqlite://".parse::<MetadataUrl>().is_err());
+        let c = Config {
+            data_dir: "/d".into(),
+            ..Config::default()
+        };
+        assert_eq!(
+            c.metadata_location().unwrap(),
+            MetadataLocation::Sqlite("/d/metadata.db".into())
+        );
     }
 }

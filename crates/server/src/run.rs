@@ -10,28 +10,43 @@ use anyhow::Context;
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use wharf_blobstore::FsBlobStore;
-use wharf_metastore::{MetaStore, SqliteMetaStore};
+use wharf_metastore::{MetaStore, PgMetaStore, SqliteMetaStore};
 use wharf_registry::{Limits, Registry};
 
 use wharf_auth::{AuthConfig, Authenticator};
 use wharf_metastore::accounts::Level;
 
-use crate::config::DeleteLevel;
+use crate::config::{DeleteLevel, MetadataLocation};
 use crate::{router, AppState, Config, ServerInfo, Settings};
 
 /// Opens the metadata store the configuration names (for the admin commands).
 pub async fn open_metastore(config: &Config) -> anyhow::Result<Arc<dyn MetaStore>> {
-    let path = config.data_dir.join("metadata.db");
-    if !path.exists() {
-        anyhow::bail!(
-            "no registry data in {} (start `wharf serve` there first, or pass --data-dir)",
-            config.data_dir.display()
-        );
+    open_meta(config, false).await
+}
+
+/// Opens the metadata store; `create` allows starting an empty one (only `serve`
+/// does that: an admin command pointed at the wrong place should say so).
+async fn open_meta(config: &Config, create: bool) -> anyhow::Result<Arc<dyn MetaStore>> {
+    match config.metadata_location().map_err(anyhow::Error::msg)? {
+        MetadataLocation::Sqlite(path) => {
+            if !create && !path.exists() {
+                anyhow::bail!(
+                    "no registry metadata at {} (start `wharf serve` there first, or pass --data-dir / --metadata)",
+                    path.display()
+                );
+            }
+            let meta = SqliteMetaStore::open(&path)
+                .await
+                .with_context(|| format!("cannot open metadata store {}", path.display()))?;
+            Ok(Arc::new(meta))
+        }
+        MetadataLocation::Postgres(url) => {
+            let meta = PgMetaStore::open(&url.0)
+                .await
+                .with_context(|| format!("cannot open metadata store {url:?}"))?;
+            Ok(Arc::new(meta))
+        }
     }
-    let meta = SqliteMetaStore::open(&path)
-        .await
-        .with_context(|| format!("cannot open metadata store {}", path.display()))?;
-    Ok(Arc::new(meta))
 }
 
 /// Opens the stores the configuration names and builds the shared state.
@@ -41,17 +56,13 @@ pub async fn open(config: &Config, version: &str, commit: &str) -> anyhow::Resul
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let blobs = FsBlobStore::open(&config.data_dir)
         .with_context(|| format!("cannot open blob store in {}", config.data_dir.display()))?;
-    let meta_path = config.data_dir.join("metadata.db");
-    let meta = SqliteMetaStore::open(&meta_path)
-        .await
-        .with_context(|| format!("cannot open metadata store {}", meta_path.display()))?;
+    let meta = open_meta(config, true).await?;
     let schema_level = meta.schema_level().await?;
     let limits = Limits {
         max_manifest_bytes: config.max_manifest_bytes,
         upload_expiry: Duration::from_secs(config.upload_expiry_secs),
         ..Limits::default()
     };
-    let meta: Arc<dyn MetaStore> = Arc::new(meta);
     let auth_config = AuthConfig {
         token_ttl: Duration::from_secs(config.token_ttl_secs),
         delete_level: match config.delete_requires {

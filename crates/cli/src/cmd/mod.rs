@@ -15,6 +15,9 @@ pub struct StoreArgs {
     /// Directory for metadata and blobs [default: ./wharf-data]
     #[arg(long, env = "WHARF_DATA_DIR", value_name = "DIR", global = true)]
     data_dir: Option<PathBuf>,
+    /// Metadata store: sqlite://PATH or postgres://… [default: SQLite in the data directory]
+    #[arg(long, env = "WHARF_METADATA", value_name = "URL", global = true)]
+    metadata: Option<wharf_server::config::MetadataUrl>,
 }
 
 impl StoreArgs {
@@ -25,6 +28,9 @@ impl StoreArgs {
         };
         if let Some(d) = &self.data_dir {
             c.data_dir = d.clone();
+        }
+        if let Some(m) = &self.metadata {
+            c.metadata = Some(m.clone());
         }
         Ok(c)
     }

@@ -17,6 +17,7 @@ use wharf_server::Config;
 ///
 ///   listen = "0.0.0.0:5000"
 ///   data_dir = "/var/lib/wharf"
+///   metadata = "postgres://wharf:secret@db.internal:5432/wharf"
 ///   log_format = "json"
 ///   log_level = "info"
 ///   max_manifest_bytes = 4194304
@@ -48,9 +49,13 @@ pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:5000]
     #[arg(long, env = "WHARF_LISTEN", value_name = "ADDR")]
     listen: Option<SocketAddr>,
-    /// Directory for metadata and blobs [default: ./wharf-data]
+    /// Directory for blobs, and for SQLite metadata by default [default: ./wharf-data]
     #[arg(long, env = "WHARF_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Metadata store: sqlite://PATH or postgres://USER:PASSWORD@HOST:PORT/DB
+    /// [default: SQLite in the data directory]
+    #[arg(long, env = "WHARF_METADATA", value_name = "URL")]
+    metadata: Option<wharf_server::config::MetadataUrl>,
     /// Log format: human or json [default: human]
     #[arg(long, env = "WHARF_LOG_FORMAT", value_name = "FORMAT")]
     log_format: Option<LogFormat>,
@@ -105,6 +110,9 @@ impl ServeArgs {
         }
         if let Some(v) = &self.data_dir {
             c.data_dir = v.clone();
+        }
+        if let Some(v) = &self.metadata {
+            c.metadata = Some(v.clone());
         }
         if let Some(v) = self.log_format {
             c.log_format = v;
