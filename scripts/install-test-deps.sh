@@ -28,12 +28,16 @@ for service in docker-registry postgresql; do
   fi
 done
 
-# Python tools in a project-local venv: oras (OCI artifacts with a subject).
+# Python tools in a project-local venv: oras (OCI artifacts with a subject) and moto
+# (an S3-compatible server for the blob-store suite).
 VENV="${WHARF_TEST_VENV:-$HOME/.cache/wharf-test-venv}"
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
 if ! "$VENV/bin/python" -c 'import oras' 2>/dev/null; then
   "$VENV/bin/pip" install -q oras
+fi
+if [ ! -x "$VENV/bin/moto_server" ]; then
+  "$VENV/bin/pip" install -q 'moto[server]'
 fi
 echo "test dependencies ready (python venv: $VENV)"

@@ -17,7 +17,9 @@ export WHARF_TEST_VENV="${WHARF_TEST_VENV:-$HOME/.cache/wharf-test-venv}"
 
 # A throwaway PostgreSQL for the metadata-store suite, stopped and removed on exit.
 eval "$(bash scripts/postgres-for-tests.sh start)"
-trap 'bash scripts/postgres-for-tests.sh stop "$WHARF_TEST_POSTGRES_DIR"' EXIT
+# And a throwaway S3-compatible server (moto) for the blob-store suite.
+eval "$(bash scripts/s3-for-tests.sh start)"
+trap 'bash scripts/postgres-for-tests.sh stop "$WHARF_TEST_POSTGRES_DIR"; bash scripts/s3-for-tests.sh stop "$WHARF_TEST_S3_PID"' EXIT
 # One debug build of every target, shared by all test binaries.
 cargo build --workspace --all-targets --locked
 if cargo nextest --version >/dev/null 2>&1; then

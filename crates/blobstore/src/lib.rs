@@ -15,10 +15,12 @@ use wharf_oci::{Digest, UploadId};
 
 pub mod fs;
 pub mod memory;
+pub mod s3;
 pub mod testsuite;
 
 pub use fs::FsBlobStore;
 pub use memory::MemoryBlobStore;
+pub use s3::{S3BlobStore, S3Config};
 
 /// A stream of blob bytes.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;

@@ -175,6 +175,36 @@ pub async fn large_blob_roundtrips(store: &dyn BlobStore) {
     assert_empty(store).await;
 }
 
+pub async fn large_upload_in_several_sessions_roundtrips(store: &dyn BlobStore) {
+    // Three writes of 6 MiB each, as three PATCHes: on S3 these are multipart uploads
+    // that the commit concatenates.
+    let part: Vec<u8> = (0..6u32 << 20).map(|i| (i * 13 % 251) as u8).collect();
+    let u = id(9);
+    let mut all = Vec::new();
+    for n in 0..3u64 {
+        let mut w = store
+            .upload_writer(&u, n * part.len() as u64)
+            .await
+            .unwrap();
+        for piece in part.chunks(1 << 20) {
+            w.write(Bytes::copy_from_slice(piece)).await.unwrap();
+        }
+        assert_eq!(w.finish().await.unwrap(), (n + 1) * part.len() as u64);
+        all.extend_from_slice(&part);
+    }
+    let d = Digest::sha256_of(&all);
+    store.upload_commit(&u, &d).await.unwrap();
+    assert_eq!(store.stat(&d).await.unwrap(), Some(all.len() as u64));
+    let r = ByteRange {
+        start: 6 << 20,
+        end: (12 << 20) + 7,
+    };
+    assert!(read_all(store, &d, Some(r)).await == all[6 << 20..(12 << 20) + 7]);
+    assert!(read_all(store, &d, None).await == all);
+    store.delete(&d).await.unwrap();
+    assert_empty(store).await;
+}
+
 /// Instantiates every check of the suite as a `#[tokio::test]` for a backend.
 /// `$make` is an async expression that yields `(store, guard)`; the guard is kept
 /// alive for the test (a temp dir, a server).
@@ -190,6 +220,7 @@ macro_rules! blobstore_testsuite {
             committing_an_existing_blob_succeeds,
             committing_an_unknown_upload_is_not_found,
             large_blob_roundtrips,
+            large_upload_in_several_sessions_roundtrips,
         );
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {

@@ -16,3 +16,30 @@ mod memory {
     }
     wharf_blobstore::blobstore_testsuite!(make());
 }
+
+/// Against a real S3-compatible server: `scripts/test.sh` starts one (moto) and sets
+/// `WHARF_TEST_S3_ENDPOINT` with a bucket `wharf-test`; each test gets its own prefix.
+mod s3 {
+    use wharf_blobstore::{S3BlobStore, S3Config};
+
+    async fn make() -> (S3BlobStore, ()) {
+        let Ok(endpoint) = std::env::var("WHARF_TEST_S3_ENDPOINT") else {
+            panic!("WHARF_TEST_S3_ENDPOINT is not set: run the suite with scripts/test.sh, which starts an S3 server");
+        };
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let config = S3Config {
+            bucket: "wharf-test".into(),
+            prefix: format!("t{}-{nanos}", std::process::id()),
+            endpoint: Some(endpoint),
+            region: Some("us-east-1".into()),
+            access_key_id: Some("test".into()),
+            secret_access_key: Some("test".into()),
+        };
+        (S3BlobStore::open(&config).unwrap(), ())
+    }
+
+    wharf_blobstore::blobstore_testsuite!(make());
+}
