@@ -614,7 +614,7 @@ async fn secrets_never_reach_the_log() {
 }
 
 /// A fresh database on the test PostgreSQL that scripts/test.sh starts.
-async fn postgres_database() -> Option<String> {
+async fn postgres_database(name: &str) -> Option<String> {
     let Ok(url) = std::env::var("WHARF_TEST_POSTGRES_URL") else {
         if std::env::var("CI").is_ok_and(|v| v == "true") {
             panic!("WHARF_TEST_POSTGRES_URL is required under CI=true (scripts/test.sh sets it)");
@@ -622,7 +622,7 @@ async fn postgres_database() -> Option<String> {
         eprintln!("SKIPPED: no WHARF_TEST_POSTGRES_URL (run the suite with scripts/test.sh)");
         return None;
     };
-    let db = format!("wharf_serve_{}", std::process::id());
+    let db = format!("wharf_serve_{name}_{}", std::process::id());
     let (base, _) = url.rsplit_once('/').unwrap();
     let out = Command::new("psql")
         .arg(&url)
@@ -638,10 +638,33 @@ async fn postgres_database() -> Option<String> {
 }
 
 #[tokio::test]
-async fn serves_with_postgres_metadata_across_processes() {
-    let Some(pg) = postgres_database().await else {
+async fn two_replicas_on_postgres_and_a_shared_directory() {
+    let Some(pg) = postgres_database("dir").await else {
         return;
     };
+    two_replicas(&pg, &[]).await;
+}
+
+#[tokio::test]
+async fn two_replicas_on_postgres_and_s3() {
+    let Some(pg) = postgres_database("s3").await else {
+        return;
+    };
+    let Ok(endpoint) = std::env::var("WHARF_TEST_S3_ENDPOINT") else {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "WHARF_TEST_S3_ENDPOINT is required under CI=true"
+        );
+        eprintln!("SKIPPED: no WHARF_TEST_S3_ENDPOINT (run the suite with scripts/test.sh)");
+        return;
+    };
+    let blobs = format!("s3://wharf-test/serve-{}", std::process::id());
+    two_replicas(&pg, &["--blobs", &blobs, "--s3-endpoint", &endpoint]).await;
+}
+
+/// Two `serve` processes sharing the metadata store at `pg` and the blob store that
+/// `extra` names (default: one shared directory): what one stores, the other serves.
+async fn two_replicas(pg: &str, extra: &[&str]) {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("blobs");
     let start = || {
@@ -651,10 +674,13 @@ async fn serves_with_postgres_metadata_across_processes() {
             "127.0.0.1:0",
             "--insecure-no-auth",
             "--metadata",
-            &pg,
+            pg,
         ])
         .arg("--data-dir")
         .arg(&data);
+        cmd.args(extra)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test");
         TestServer::launch(cmd, &data)
     };
     let (a, b) = (start(), start());
@@ -680,5 +706,84 @@ async fn serves_with_postgres_metadata_across_processes() {
     assert!(
         !data.join("metadata.db").exists(),
         "no SQLite file when PostgreSQL holds the metadata"
+    );
+    // One upload's chunks through both processes: the session lives in the shared
+    // stores, and the digest is checked over all of the data.
+    let loc = header(
+        &c.post(a.url("/v2/pg/app/blobs/uploads/"))
+            .send()
+            .await
+            .unwrap(),
+        "location",
+    );
+    let r = c
+        .patch(a.url(&loc))
+        .header("content-range", "0-3")
+        .body("0123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let r = c
+        .patch(b.url(&loc))
+        .header("content-range", "4-7")
+        .body("4567")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status().as_u16(), header(&r, "range")),
+        (202, "0-7".to_string())
+    );
+    let wrong = sha256(b"01234567-not");
+    let r = c
+        .put(a.url(&format!("{loc}?digest={wrong}")))
+        .body("89")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status().as_u16(),
+        400,
+        "a digest over only part of the data is refused"
+    );
+    let loc = header(
+        &c.post(b.url("/v2/pg/app/blobs/uploads/"))
+            .send()
+            .await
+            .unwrap(),
+        "location",
+    );
+    c.patch(b.url(&loc))
+        .header("content-range", "0-3")
+        .body("0123")
+        .send()
+        .await
+        .unwrap();
+    c.patch(a.url(&loc))
+        .header("content-range", "4-7")
+        .body("4567")
+        .send()
+        .await
+        .unwrap();
+    let digest = sha256(b"0123456789");
+    let r = c
+        .put(b.url(&format!("{loc}?digest={digest}")))
+        .body("89")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = c
+        .get(a.url(&format!("/v2/pg/app/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.bytes().await.unwrap(), &b"0123456789"[..]);
+    let local_blobs = data.join("blobs/sha256").exists();
+    assert_eq!(
+        local_blobs,
+        extra.is_empty(),
+        "blobs are where --blobs says, and only there"
     );
 }

@@ -38,6 +38,12 @@ pub struct Config {
     /// The metadata store: `sqlite://PATH` or `postgres://USER:PASSWORD@HOST/DB`
     /// (default: SQLite at `data_dir/metadata.db`).
     pub metadata: Option<MetadataUrl>,
+    /// The blob store: a directory, or `s3://BUCKET[/PREFIX]` (default: `data_dir`).
+    pub blobs: Option<String>,
+    /// Endpoint of an S3-compatible server (MinIO, Ceph, …); AWS when absent.
+    pub s3_endpoint: Option<String>,
+    /// S3 region (default: from AWS_REGION / AWS_DEFAULT_REGION, else us-east-1).
+    pub s3_region: Option<String>,
     pub log_format: LogFormat,
     /// A tracing filter: `info`, `debug`, `wharf_server=debug,info`, …
     pub log_level: String,
@@ -72,6 +78,13 @@ pub struct Config {
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
 pub struct MetadataUrl(pub String);
+
+/// Where the blob store is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlobLocation {
+    Dir(PathBuf),
+    S3 { bucket: String, prefix: String },
+}
 
 /// Where the metadata store is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,6 +167,9 @@ impl Default for Config {
             listen: "127.0.0.1:5000".parse().expect("valid address"),
             data_dir: PathBuf::from("wharf-data"),
             metadata: None,
+            blobs: None,
+            s3_endpoint: None,
+            s3_region: None,
             log_format: LogFormat::Human,
             log_level: "info".into(),
             max_manifest_bytes: 4 << 20,
@@ -172,6 +188,31 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Where blobs are: a directory, or a bucket and key prefix.
+    pub fn blob_location(&self) -> Result<BlobLocation, String> {
+        match self.blobs.as_deref() {
+            None => Ok(BlobLocation::Dir(self.data_dir.clone())),
+            Some(s) => match s.strip_prefix("s3://") {
+                Some(rest) => {
+                    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+                    if bucket.is_empty() {
+                        return Err(format!(
+                            "blobs {s:?} names no bucket (s3://BUCKET[/PREFIX])"
+                        ));
+                    }
+                    Ok(BlobLocation::S3 {
+                        bucket: bucket.into(),
+                        prefix: prefix.trim_matches('/').into(),
+                    })
+                }
+                None if s.contains("://") => Err(format!(
+                    "blobs {s:?} is neither a directory nor s3://BUCKET[/PREFIX]"
+                )),
+                None => Ok(BlobLocation::Dir(PathBuf::from(s))),
+            },
+        }
+    }
+
     /// Where the metadata store is, from `metadata` or the default under `data_dir`.
     pub fn metadata_location(&self) -> Result<MetadataLocation, String> {
         match &self.metadata {
@@ -183,6 +224,7 @@ impl Config {
     /// Settings that cannot work together, said plainly.
     pub fn validate(&self) -> Result<(), String> {
         self.metadata_location()?;
+        self.blob_location()?;
         if self.insecure_no_auth && !self.listen.ip().is_loopback() {
             return Err(format!(
                 "insecure_no_auth is only allowed on a loopback address, not {}",

@@ -9,14 +9,14 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
-use wharf_blobstore::FsBlobStore;
+use wharf_blobstore::{BlobStore, FsBlobStore, S3BlobStore, S3Config};
 use wharf_metastore::{MetaStore, PgMetaStore, SqliteMetaStore};
 use wharf_registry::{Limits, Registry};
 
 use wharf_auth::{AuthConfig, Authenticator};
 use wharf_metastore::accounts::Level;
 
-use crate::config::{DeleteLevel, MetadataLocation};
+use crate::config::{BlobLocation, DeleteLevel, MetadataLocation};
 use crate::{router, AppState, Config, ServerInfo, Settings};
 
 /// Opens the metadata store the configuration names (for the admin commands).
@@ -54,8 +54,25 @@ pub async fn open(config: &Config, version: &str, commit: &str) -> anyhow::Resul
     config.validate().map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
-    let blobs = FsBlobStore::open(&config.data_dir)
-        .with_context(|| format!("cannot open blob store in {}", config.data_dir.display()))?;
+    let blobs: Arc<dyn BlobStore> = match config.blob_location().map_err(anyhow::Error::msg)? {
+        BlobLocation::Dir(dir) => Arc::new(
+            FsBlobStore::open(&dir)
+                .with_context(|| format!("cannot open blob store in {}", dir.display()))?,
+        ),
+        BlobLocation::S3 { bucket, prefix } => {
+            let s3 = S3Config {
+                bucket: bucket.clone(),
+                prefix,
+                endpoint: config.s3_endpoint.clone(),
+                region: config.s3_region.clone(),
+                ..S3Config::default()
+            };
+            Arc::new(
+                S3BlobStore::open(&s3)
+                    .with_context(|| format!("cannot open the S3 bucket {bucket}"))?,
+            )
+        }
+    };
     let meta = open_meta(config, true).await?;
     let schema_level = meta.schema_level().await?;
     let limits = Limits {
@@ -73,7 +90,7 @@ pub async fn open(config: &Config, version: &str, commit: &str) -> anyhow::Resul
     };
     let auth = Authenticator::new(meta.clone(), auth_config).await?;
     Ok(AppState {
-        registry: Registry::new(meta, Arc::new(blobs), limits),
+        registry: Registry::new(meta, blobs, limits),
         auth: Arc::new(auth),
         settings: Arc::new(Settings {
             auth_enabled: !config.insecure_no_auth,

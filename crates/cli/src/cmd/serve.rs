@@ -18,6 +18,8 @@ use wharf_server::Config;
 ///   listen = "0.0.0.0:5000"
 ///   data_dir = "/var/lib/wharf"
 ///   metadata = "postgres://wharf:secret@db.internal:5432/wharf"
+///   blobs = "s3://registry-blobs/wharf"
+///   s3_endpoint = "http://minio.internal:9000"
 ///   log_format = "json"
 ///   log_level = "info"
 ///   max_manifest_bytes = 4194304
@@ -56,6 +58,16 @@ pub struct ServeArgs {
     /// [default: SQLite in the data directory]
     #[arg(long, env = "WHARF_METADATA", value_name = "URL")]
     metadata: Option<wharf_server::config::MetadataUrl>,
+    /// Blob store: a directory or s3://BUCKET[/PREFIX] (credentials from the AWS
+    /// environment variables) [default: the data directory]
+    #[arg(long, env = "WHARF_BLOBS", value_name = "LOCATION")]
+    blobs: Option<String>,
+    /// Endpoint of an S3-compatible server [default: AWS]
+    #[arg(long, env = "WHARF_S3_ENDPOINT", value_name = "URL")]
+    s3_endpoint: Option<String>,
+    /// S3 region [default: AWS_REGION, else us-east-1]
+    #[arg(long, env = "WHARF_S3_REGION", value_name = "REGION")]
+    s3_region: Option<String>,
     /// Log format: human or json [default: human]
     #[arg(long, env = "WHARF_LOG_FORMAT", value_name = "FORMAT")]
     log_format: Option<LogFormat>,
@@ -113,6 +125,15 @@ impl ServeArgs {
         }
         if let Some(v) = &self.metadata {
             c.metadata = Some(v.clone());
+        }
+        if let Some(v) = &self.blobs {
+            c.blobs = Some(v.clone());
+        }
+        if let Some(v) = &self.s3_endpoint {
+            c.s3_endpoint = Some(v.clone());
+        }
+        if let Some(v) = &self.s3_region {
+            c.s3_region = Some(v.clone());
         }
         if let Some(v) = self.log_format {
             c.log_format = v;
