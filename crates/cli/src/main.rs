@@ -23,6 +23,7 @@ struct Cli {
 enum Command {
     Serve(cmd::serve::ServeArgs),
     User(cmd::user::UserArgs),
+    Cluster(cmd::cluster::ClusterArgs),
     Version(cmd::version::VersionArgs),
 }
 
@@ -31,6 +32,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => cmd::serve::run(args),
         Command::User(args) => cmd::user::run(args),
+        Command::Cluster(args) => cmd::cluster::run(args),
         Command::Version(args) => cmd::version::run(args),
     };
     match result {

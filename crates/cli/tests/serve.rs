@@ -787,3 +787,93 @@ async fn two_replicas(pg: &str, extra: &[&str]) {
         "blobs are where --blobs says, and only there"
     );
 }
+
+#[tokio::test]
+async fn cluster_status_lists_replicas_and_reports_a_dead_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("d");
+    let start = || {
+        let mut cmd = serve_command();
+        cmd.args(["--listen", "127.0.0.1:0", "--heartbeat-interval-secs", "1"])
+            .arg("--data-dir")
+            .arg(&data);
+        cmd.env("WHARF_ADMIN_PASSWORD", support::ADMIN_PASSWORD);
+        TestServer::launch(cmd, &data)
+    };
+    let (mut a, mut b) = (start(), start());
+    let c = client();
+    let status = |s: &TestServer| {
+        let req = c
+            .get(s.url("/api/v0/meta/cluster_status"))
+            .basic_auth("admin", Some(support::ADMIN_PASSWORD));
+        async move {
+            req.send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let st = status(&a).await;
+    assert_eq!(st["replicas"].as_array().unwrap().len(), 2, "{st}");
+    assert_eq!(st["issues"], serde_json::json!([]), "{st}");
+    assert!(st["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["healthy"] == true && r["version"] == env!("CARGO_PKG_VERSION")));
+    let r = c
+        .get(a.url("/api/v0/meta/cluster_status"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "administrators only");
+
+    // A replica killed without a chance to deregister is reported dead once silent for
+    // three heartbeat intervals (bounded wait: at most 15 s).
+    b.signal_and_wait("KILL");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let st = loop {
+        let st = status(&a).await;
+        if st["issues"].as_array().is_some_and(|i| !i.is_empty())
+            || std::time::Instant::now() > deadline
+        {
+            break st;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let issue = &st["issues"][0];
+    assert_eq!(issue["critical"], true, "{st}");
+    assert!(
+        issue["description"]
+            .as_str()
+            .unwrap()
+            .contains("has not reported"),
+        "{st}"
+    );
+    // The CLI says the same and exits non-zero on a critical issue.
+    let out = Command::new(WHARF)
+        .args(["cluster", "status", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success() && text.contains("CRITICAL") && text.contains("PROBLEM"),
+        "{text}"
+    );
+    // A replica that stops cleanly deregisters.
+    assert!(a.signal_and_wait("TERM").success());
+    let out = Command::new(WHARF)
+        .args(["cluster", "status", "--json", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["replicas"].as_array().unwrap().len(),
+        1,
+        "only the killed one is left: {v}"
+    );
+}

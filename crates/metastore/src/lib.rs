@@ -11,12 +11,14 @@ use wharf_oci::{Digest, Reference, RepoName, Tag, UploadId};
 
 pub mod accounts;
 pub mod postgres;
+pub mod replicas;
 pub mod schema;
 pub mod sqlite;
 pub mod testsuite;
 
 pub use accounts::AccountStore;
 pub use postgres::PgMetaStore;
+pub use replicas::{ReplicaReport, ReplicaRow, ReplicaStore};
 pub use sqlite::SqliteMetaStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -82,7 +84,7 @@ pub struct Referrer {
 }
 
 #[async_trait]
-pub trait MetaStore: AccountStore + Send + Sync + 'static {
+pub trait MetaStore: AccountStore + ReplicaStore + Send + Sync + 'static {
     /// The schema level of the data this store holds.
     async fn schema_level(&self) -> Result<u32>;
 

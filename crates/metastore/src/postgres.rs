@@ -1033,3 +1033,84 @@ impl AccountStore for PgMetaStore {
             .collect()
     }
 }
+
+/// The database's clock in milliseconds: the cluster's reference time.
+const DB_NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::BIGINT";
+
+#[async_trait]
+impl crate::replicas::ReplicaStore for PgMetaStore {
+    async fn heartbeat(&self, r: &crate::ReplicaReport) -> Result<()> {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO replicas (id, address, version, schema_level, started_at, heartbeat_at, clock,
+                                   disk_free, disk_total, memory_available, heartbeat_interval)
+             VALUES ($1, $2, $3, $4, $5, {DB_NOW_MS}, $6, $7, $8, $9, $10)
+             ON CONFLICT (id) DO UPDATE SET address = excluded.address, version = excluded.version,
+               schema_level = excluded.schema_level, started_at = excluded.started_at,
+               heartbeat_at = excluded.heartbeat_at, clock = excluded.clock, disk_free = excluded.disk_free,
+               disk_total = excluded.disk_total, memory_available = excluded.memory_available,
+               heartbeat_interval = excluded.heartbeat_interval"
+        )))
+        .bind(&r.id)
+        .bind(&r.address)
+        .bind(&r.version)
+        .bind(r.schema_level as i64)
+        .bind(r.started_at_ms)
+        .bind(r.clock_ms)
+        .bind(r.disk_free_bytes as i64)
+        .bind(r.disk_total_bytes as i64)
+        .bind(r.memory_available_bytes as i64)
+        .bind(r.heartbeat_interval_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn replicas(&self) -> Result<(Vec<crate::ReplicaRow>, i64)> {
+        let rows = sqlx::query(
+            "SELECT id, address, version, schema_level, started_at, heartbeat_at, clock, disk_free, disk_total,
+                    memory_available, heartbeat_interval FROM replicas ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let now: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT {DB_NOW_MS}")))
+            .fetch_one(&self.pool)
+            .await?;
+        let rows = rows
+            .iter()
+            .map(|r| {
+                Ok(crate::ReplicaRow {
+                    report: crate::ReplicaReport {
+                        id: r.try_get(0)?,
+                        address: r.try_get(1)?,
+                        version: r.try_get(2)?,
+                        schema_level: r.try_get::<i64, _>(3)? as u32,
+                        started_at_ms: r.try_get(4)?,
+                        clock_ms: r.try_get(6)?,
+                        disk_free_bytes: r.try_get::<i64, _>(7)? as u64,
+                        disk_total_bytes: r.try_get::<i64, _>(8)? as u64,
+                        memory_available_bytes: r.try_get::<i64, _>(9)? as u64,
+                        heartbeat_interval_ms: r.try_get(10)?,
+                    },
+                    heartbeat_at_ms: r.try_get(5)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok((rows, now))
+    }
+
+    async fn remove_replica(&self, id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM replicas WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn expire_replicas(&self, before_ms: i64) -> Result<u64> {
+        Ok(sqlx::query("DELETE FROM replicas WHERE heartbeat_at < $1")
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+}

@@ -21,6 +21,7 @@ use crate::{
 };
 
 mod accounts;
+mod replicas;
 
 const READERS: usize = 4;
 

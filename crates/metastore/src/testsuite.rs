@@ -283,6 +283,7 @@ macro_rules! metastore_testsuite {
             repository_facts_combine_grants_teams_and_namespaces,
             the_first_signing_key_wins,
             audit_log_is_newest_first_and_paginated,
+            replicas_heartbeat_and_expire,
         );
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {
@@ -492,4 +493,41 @@ pub async fn audit_log_is_newest_first_and_paginated(store: &dyn MetaStore) {
         page.iter().map(|e| e.target.as_str()).collect::<Vec<_>>(),
         ["u2", "u1"]
     );
+}
+
+// ---------------------------------------------------------------- replicas
+
+pub async fn replicas_heartbeat_and_expire(store: &dyn MetaStore) {
+    let report = |id: &str, version: &str| crate::ReplicaReport {
+        id: id.into(),
+        address: "127.0.0.1:5000".into(),
+        version: version.into(),
+        schema_level: 1,
+        started_at_ms: now_ms(),
+        clock_ms: now_ms(),
+        disk_free_bytes: 10,
+        disk_total_bytes: 100,
+        memory_available_bytes: 1000,
+        heartbeat_interval_ms: 5000,
+    };
+    let before = now_ms();
+    store.heartbeat(&report("a", "1.0.0")).await.unwrap();
+    store.heartbeat(&report("b", "1.0.0")).await.unwrap();
+    store.heartbeat(&report("a", "1.1.0")).await.unwrap();
+    let (rows, now) = store.replicas().await.unwrap();
+    assert_eq!(
+        rows.iter()
+            .map(|r| r.report.id.as_str())
+            .collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+    assert_eq!(
+        rows[0].report.version, "1.1.0",
+        "a heartbeat updates the row"
+    );
+    assert!(rows[0].heartbeat_at_ms >= before - 1000 && rows[0].heartbeat_at_ms <= now + 1000);
+    store.remove_replica("b").await.unwrap();
+    assert_eq!(store.replicas().await.unwrap().0.len(), 1);
+    assert_eq!(store.expire_replicas(now + 60_000).await.unwrap(), 1);
+    assert!(store.replicas().await.unwrap().0.is_empty());
 }

@@ -53,6 +53,9 @@ pub struct Config {
     pub upload_expiry_secs: u64,
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
     pub shutdown_timeout_secs: u64,
+    /// How often this replica reports itself to the cluster; silent for three
+    /// intervals, it is shown as dead.
+    pub heartbeat_interval_secs: u64,
     /// Turns authentication off: anyone may do anything. Refused unless `listen` is a
     /// loopback address; for local development and benchmarks only.
     pub insecure_no_auth: bool,
@@ -175,6 +178,7 @@ impl Default for Config {
             max_manifest_bytes: 4 << 20,
             upload_expiry_secs: 24 * 3600,
             shutdown_timeout_secs: 30,
+            heartbeat_interval_secs: 5,
             insecure_no_auth: false,
             token_ttl_secs: 300,
             token_realm: None,
@@ -244,6 +248,9 @@ impl Config {
                 "refusing plain HTTP on {}: give tls_cert and tls_key (or tls_self_signed), listen on a loopback address, or set insecure_http behind a TLS-terminating proxy",
                 self.listen
             ));
+        }
+        if self.heartbeat_interval_secs == 0 {
+            return Err("heartbeat_interval_secs must be at least 1".into());
         }
         if self.token_ttl_secs == 0 {
             return Err("token_ttl_secs must be at least 1".into());

@@ -19,6 +19,7 @@ use wharf_registry::Registry;
 
 pub mod api;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod endpoint;
 pub mod error;
@@ -48,6 +49,8 @@ pub struct Settings {
     /// The token endpoint to advertise, when the one seen by clients differs from the
     /// request's own host (behind a proxy).
     pub token_realm: Option<String>,
+    /// How often replicas report themselves (judging who is dead depends on it).
+    pub heartbeat_interval: std::time::Duration,
 }
 
 /// Shared by every request.

@@ -31,7 +31,7 @@ async fn open_meta(config: &Config, create: bool) -> anyhow::Result<Arc<dyn Meta
         MetadataLocation::Sqlite(path) => {
             if !create && !path.exists() {
                 anyhow::bail!(
-                    "no registry metadata at {} (start `wharf serve` there first, or pass --data-dir / --metadata)",
+                    "no registry data at {} (start `wharf serve` there first, or pass --data-dir / --metadata)",
                     path.display()
                 );
             }
@@ -96,6 +96,7 @@ pub async fn open(config: &Config, version: &str, commit: &str) -> anyhow::Resul
             auth_enabled: !config.insecure_no_auth,
             tls: config.tls_cert.is_some() || config.tls_self_signed,
             token_realm: config.token_realm.clone(),
+            heartbeat_interval: Duration::from_secs(config.heartbeat_interval_secs),
         }),
         info: Arc::new(ServerInfo {
             version: version.into(),
@@ -135,9 +136,12 @@ pub async fn serve(
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = tcp.local_addr()?;
 
+    // Handlers installed now, before anyone can learn our address: a SIGTERM that came
+    // before the waiting task first ran would otherwise kill the process undrained.
+    let mut signals = StopSignals::install()?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signals.recv().await;
         let _ = stop_tx.send(true);
     });
     let ready = state.ready.clone();
@@ -170,6 +174,19 @@ pub async fn serve(
             (Box::pin(fut), format!("http://{addr}"))
         }
     };
+    // Registered before serving, so the cluster never sees an unregistered replica.
+    let membership = Arc::new(crate::cluster::Membership::new(
+        url.clone(),
+        &state.info.version,
+        state.info.schema_level,
+        &config.data_dir,
+        Duration::from_secs(config.heartbeat_interval_secs),
+    ));
+    membership
+        .register(state.registry.meta().as_ref())
+        .await
+        .context("cannot register this replica")?;
+    let heartbeats = tokio::spawn(membership.clone().run(state.registry.meta().clone()));
     state.ready.store(true, Ordering::Relaxed);
     let mut server = tokio::spawn(server);
 
@@ -191,6 +208,10 @@ pub async fn serve(
         } => {
             tracing::warn!(timeout_secs = timeout.as_secs(), "in-flight requests did not finish in time; stopping anyway");
         }
+    }
+    heartbeats.abort();
+    if let Err(e) = state.registry.meta().remove_replica(&membership.id).await {
+        tracing::warn!(error = %e, "could not deregister; the replica will expire");
     }
     Ok(())
 }
@@ -217,12 +238,25 @@ fn tls_config(config: &Config) -> anyhow::Result<Option<Arc<rustls::ServerConfig
     Ok(Some(crate::tls::server_config(&cert, &key)?))
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("can install a SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("can install a SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// SIGTERM and SIGINT, listened for from the moment they are installed.
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(StopSignals {
+            term: signal(SignalKind::terminate()).context("cannot install a SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("cannot install a SIGINT handler")?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
     }
 }

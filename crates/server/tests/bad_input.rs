@@ -97,6 +97,7 @@ async fn app() -> (axum::Router, tempfile::TempDir) {
             auth_enabled: false,
             tls: false,
             token_realm: None,
+            heartbeat_interval: std::time::Duration::from_secs(5),
         }),
         info: Arc::new(ServerInfo {
             version: "test".into(),

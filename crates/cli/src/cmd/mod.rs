@@ -1,3 +1,4 @@
+pub mod cluster;
 pub mod serve;
 pub mod user;
 pub mod version;

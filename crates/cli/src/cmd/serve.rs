@@ -80,6 +80,9 @@ pub struct ServeArgs {
     /// Abandon upload sessions idle for this many seconds [default: 86400]
     #[arg(long, env = "WHARF_UPLOAD_EXPIRY_SECS", value_name = "SECS")]
     upload_expiry_secs: Option<u64>,
+    /// How often this replica reports itself to the cluster, in seconds [default: 5]
+    #[arg(long, env = "WHARF_HEARTBEAT_INTERVAL_SECS", value_name = "SECS")]
+    heartbeat_interval_secs: Option<u64>,
     /// On SIGTERM/SIGINT, wait at most this long for in-flight requests [default: 30]
     #[arg(long, env = "WHARF_SHUTDOWN_TIMEOUT_SECS", value_name = "SECS")]
     shutdown_timeout_secs: Option<u64>,
@@ -149,6 +152,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.shutdown_timeout_secs {
             c.shutdown_timeout_secs = v;
+        }
+        if let Some(v) = self.heartbeat_interval_secs {
+            c.heartbeat_interval_secs = v;
         }
         if let Some(v) = self.insecure_no_auth {
             c.insecure_no_auth = v;

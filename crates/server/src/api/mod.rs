@@ -26,6 +26,7 @@ mod users;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/meta/version", get(version))
+        .route("/meta/cluster_status", get(cluster_status))
         .route("/me", get(users::me))
         .route("/users", get(users::list).post(users::create))
         .route("/users/{name}", patch(users::update))
@@ -55,6 +56,18 @@ pub fn router() -> Router<AppState> {
 /// operators and upgrade tooling can ask a running replica what it is.
 async fn version(State(st): State<AppState>) -> impl IntoResponse {
     Json(st.info.as_ref().clone())
+}
+
+/// `GET /api/v0/meta/cluster_status`: every replica with its health, and the
+/// cluster's current issues (`critical`, `description`); no issues means healthy.
+/// Administrators only: it shows addresses and versions.
+async fn cluster_status(State(st): State<AppState>, req: Request) -> ApiResult {
+    if st.settings.auth_enabled {
+        admin(&st, req.headers(), auth::client_addr(&req)).await?;
+    }
+    let (rows, now) = st.registry.meta().replicas().await.map_err(store_error)?;
+    let thresholds = crate::cluster::Thresholds::for_interval(st.settings.heartbeat_interval);
+    Ok(Json(crate::cluster::assess(rows, now, &thresholds)).into_response())
 }
 
 pub async fn healthz() -> &'static str {

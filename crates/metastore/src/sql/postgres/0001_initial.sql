@@ -129,3 +129,17 @@ CREATE TABLE audit_log (
     target  TEXT NOT NULL,
     details TEXT
 );
+
+CREATE TABLE replicas (
+    id              TEXT PRIMARY KEY,
+    address         TEXT NOT NULL,
+    version         TEXT NOT NULL,
+    schema_level    BIGINT NOT NULL,
+    started_at      BIGINT NOT NULL,
+    heartbeat_at    BIGINT NOT NULL,
+    clock           BIGINT NOT NULL,
+    disk_free       BIGINT NOT NULL,
+    disk_total      BIGINT NOT NULL,
+    memory_available BIGINT NOT NULL,
+    heartbeat_interval BIGINT NOT NULL
+);

@@ -137,3 +137,21 @@ CREATE TABLE audit_log (
     target  TEXT NOT NULL,
     details TEXT
 );
+
+-- Replicas ------------------------------------------------------------------------
+
+-- Every serving process, as it last reported itself. heartbeat_at is the store's own
+-- clock, the reference that replicas' clocks are compared with.
+CREATE TABLE replicas (
+    id              TEXT PRIMARY KEY,
+    address         TEXT NOT NULL,
+    version         TEXT NOT NULL,
+    schema_level    INTEGER NOT NULL,
+    started_at      INTEGER NOT NULL,
+    heartbeat_at    INTEGER NOT NULL,
+    clock           INTEGER NOT NULL,
+    disk_free       INTEGER NOT NULL,
+    disk_total      INTEGER NOT NULL,
+    memory_available INTEGER NOT NULL,
+    heartbeat_interval INTEGER NOT NULL
+) WITHOUT ROWID;

@@ -1,0 +1,316 @@
+//! Replicas in the cluster: each `serve` process registers itself and heartbeats;
+//! `GET /api/v0/meta/cluster_status` and `wharf cluster status` show every replica's
+//! health and the cluster's current issues.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use wharf_metastore::{now_ms, MetaStore, ReplicaReport, ReplicaRow};
+
+/// When a replica counts as gone, and what counts as a problem.
+#[derive(Debug, Clone, Copy)]
+pub struct Thresholds {
+    /// A replica silent for this many of its own heartbeat intervals is dead.
+    pub dead_after_intervals: i64,
+    /// A dead replica is forgotten after this long.
+    pub expire_after: Duration,
+    /// Largest tolerated difference between a replica's clock and the store's.
+    pub max_clock_drift: Duration,
+    /// Less free disk than this fraction is a problem.
+    pub min_free_disk_fraction: f64,
+}
+
+impl Thresholds {
+    pub fn for_interval(heartbeat: Duration) -> Thresholds {
+        Thresholds {
+            dead_after_intervals: 3,
+            expire_after: Duration::from_secs(600).max(heartbeat * 10),
+            max_clock_drift: Duration::from_secs(1),
+            min_free_disk_fraction: 0.05,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplicaView {
+    #[serde(flatten)]
+    pub row: ReplicaRow,
+    pub healthy: bool,
+    /// Milliseconds since the last heartbeat, by the store's clock.
+    pub silent_for_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Issue {
+    pub critical: bool,
+    pub description: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterStatus {
+    pub replicas: Vec<ReplicaView>,
+    /// Empty when all is well.
+    pub issues: Vec<Issue>,
+}
+
+/// Judges the registered replicas at the store's time `now`.
+pub fn assess(rows: Vec<ReplicaRow>, now: i64, t: &Thresholds) -> ClusterStatus {
+    let mut issues = Vec::new();
+    let mut replicas = Vec::new();
+    for row in rows {
+        let r = &row.report;
+        let silent = now - row.heartbeat_at_ms;
+        let alive = silent <= t.dead_after_intervals * r.heartbeat_interval_ms.max(1000);
+        let mut healthy = alive;
+        if !alive {
+            issues.push(Issue {
+                critical: true,
+                description: format!(
+                    "replica {} ({}) has not reported for {} s",
+                    r.id,
+                    r.address,
+                    silent / 1000
+                ),
+            });
+        } else {
+            // The clock difference as seen when the heartbeat arrived.
+            let drift = (r.clock_ms - row.heartbeat_at_ms).abs();
+            if drift > t.max_clock_drift.as_millis() as i64 {
+                healthy = false;
+                issues.push(Issue {
+                    critical: true,
+                    description: format!(
+                        "replica {} clock is off by {drift} ms from the metadata store's",
+                        r.id
+                    ),
+                });
+            }
+            if r.disk_total_bytes > 0
+                && (r.disk_free_bytes as f64) < t.min_free_disk_fraction * r.disk_total_bytes as f64
+            {
+                healthy = false;
+                issues.push(Issue {
+                    critical: false,
+                    description: format!(
+                        "replica {} has {} MiB of {} MiB disk free",
+                        r.id,
+                        r.disk_free_bytes >> 20,
+                        r.disk_total_bytes >> 20
+                    ),
+                });
+            }
+        }
+        replicas.push(ReplicaView {
+            row,
+            healthy,
+            silent_for_ms: silent,
+        });
+    }
+    let mut versions: Vec<&str> = replicas
+        .iter()
+        .filter(|v| {
+            v.silent_for_ms <= t.dead_after_intervals * v.row.report.heartbeat_interval_ms.max(1000)
+        })
+        .map(|v| v.row.report.version.as_str())
+        .collect();
+    versions.sort();
+    versions.dedup();
+    if versions.len() > 1 {
+        issues.push(Issue {
+            critical: false,
+            description: format!("replicas run different versions: {}", versions.join(", ")),
+        });
+    }
+    ClusterStatus { replicas, issues }
+}
+
+/// Free and total bytes of the filesystem holding `path`.
+fn disk_space(path: &Path) -> (u64, u64) {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return (0, 0);
+    };
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid NUL-terminated path and a zeroed out-parameter.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
+        return (0, 0);
+    }
+    let frsize = s.f_frsize as u64;
+    (s.f_bavail as u64 * frsize, s.f_blocks as u64 * frsize)
+}
+
+fn memory_available() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemAvailable:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kib| kib.parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// This replica's identity and the heartbeat loop that keeps it registered.
+pub struct Membership {
+    pub id: String,
+    address: String,
+    version: String,
+    schema_level: u32,
+    started_at_ms: i64,
+    data_dir: std::path::PathBuf,
+    interval: Duration,
+}
+
+impl Membership {
+    pub fn new(
+        address: String,
+        version: &str,
+        schema_level: u32,
+        data_dir: &Path,
+        interval: Duration,
+    ) -> Membership {
+        let id = format!("{}-{}", hostname(), &uuid_hex()[..8]);
+        Membership {
+            id,
+            address,
+            version: version.into(),
+            schema_level,
+            started_at_ms: now_ms(),
+            data_dir: data_dir.to_path_buf(),
+            interval,
+        }
+    }
+
+    fn report(&self) -> ReplicaReport {
+        let (free, total) = disk_space(&self.data_dir);
+        ReplicaReport {
+            id: self.id.clone(),
+            address: self.address.clone(),
+            version: self.version.clone(),
+            schema_level: self.schema_level,
+            started_at_ms: self.started_at_ms,
+            clock_ms: now_ms(),
+            disk_free_bytes: free,
+            disk_total_bytes: total,
+            memory_available_bytes: memory_available(),
+            heartbeat_interval_ms: self.interval.as_millis() as i64,
+        }
+    }
+
+    /// Heartbeats every `interval` until the task is dropped, and forgets replicas
+    /// dead for longer than the expiry. Errors are logged; the next beat retries.
+    pub async fn run(self: Arc<Self>, store: Arc<dyn MetaStore>) {
+        let thresholds = Thresholds::for_interval(self.interval);
+        let mut tick = tokio::time::interval(self.interval);
+        loop {
+            tick.tick().await;
+            if let Err(e) = store.heartbeat(&self.report()).await {
+                tracing::warn!(error = %e, "heartbeat failed");
+                continue;
+            }
+            let cutoff = now_ms() - thresholds.expire_after.as_millis() as i64;
+            match store.expire_replicas(cutoff).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(count = n, "forgot replicas that stopped reporting"),
+                Err(e) => tracing::warn!(error = %e, "could not expire dead replicas"),
+            }
+        }
+    }
+
+    /// First registration, before serving, so a failure stops the start.
+    pub async fn register(&self, store: &dyn MetaStore) -> wharf_metastore::Result<()> {
+        store.heartbeat(&self.report()).await
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "replica".into())
+}
+
+fn uuid_hex() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: &str, version: &str, heartbeat: i64, clock: i64, free: u64) -> ReplicaRow {
+        ReplicaRow {
+            report: ReplicaReport {
+                id: id.into(),
+                address: "127.0.0.1:5000".into(),
+                version: version.into(),
+                schema_level: 1,
+                started_at_ms: 0,
+                clock_ms: clock,
+                disk_free_bytes: free,
+                disk_total_bytes: 1000,
+                memory_available_bytes: 1,
+                heartbeat_interval_ms: 5000,
+            },
+            heartbeat_at_ms: heartbeat,
+        }
+    }
+
+    #[test]
+    fn healthy_cluster_has_no_issues() {
+        let t = Thresholds::for_interval(Duration::from_secs(5));
+        let s = assess(
+            vec![
+                row("a", "1.0.0", 10_000, 10_000, 500),
+                row("b", "1.0.0", 9_000, 9_100, 500),
+            ],
+            12_000,
+            &t,
+        );
+        assert!(s.issues.is_empty(), "{:?}", s.issues);
+        assert!(s.replicas.iter().all(|r| r.healthy));
+    }
+
+    #[test]
+    fn reports_dead_replicas_drift_low_disk_and_mixed_versions() {
+        let t = Thresholds::for_interval(Duration::from_secs(5));
+        let s = assess(
+            vec![
+                row("dead", "1.0.0", 0, 0, 500),
+                row("drift", "1.0.0", 100_000, 102_500, 500),
+                row("full", "1.1.0", 100_000, 100_000, 10),
+            ],
+            101_000,
+            &t,
+        );
+        let d: Vec<(bool, &str)> = s
+            .issues
+            .iter()
+            .map(|i| (i.critical, i.description.as_str()))
+            .collect();
+        assert!(
+            d.iter()
+                .any(|(c, t)| *c && t.contains("dead") && t.contains("101 s")),
+            "{d:?}"
+        );
+        assert!(
+            d.iter()
+                .any(|(c, t)| *c && t.contains("drift clock is off by 2500 ms")),
+            "{d:?}"
+        );
+        assert!(
+            d.iter().any(|(c, t)| !*c && t.contains("full has 0 MiB")),
+            "{d:?}"
+        );
+        assert!(
+            d.iter()
+                .any(|(_, t)| t.contains("different versions: 1.0.0, 1.1.0")),
+            "{d:?}"
+        );
+        assert!(s.replicas.iter().all(|r| !r.healthy));
+    }
+}
