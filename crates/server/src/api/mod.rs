@@ -143,6 +143,21 @@ pub fn store_error(e: wharf_metastore::MetaError) -> ApiError {
     }
 }
 
+/// The user called `name`, or a 404 saying so.
+pub async fn find_user(
+    st: &AppState,
+    name: &str,
+) -> Result<wharf_metastore::accounts::User, ApiError> {
+    Ok(st
+        .auth
+        .store()
+        .user_credentials(name)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| not_found(format!("no user {name}")))?
+        .user)
+}
+
 /// Parses a JSON request body (at most 64 KiB).
 pub async fn json_body<T: DeserializeOwned>(req: Request) -> Result<T, ApiError> {
     let bytes = body_bytes(req.into_body(), 64 * 1024)

@@ -51,15 +51,7 @@ async fn managed_org(st: &AppState, actor: &Principal, org: &str) -> Result<Org,
 }
 
 async fn user_id(st: &AppState, name: &str) -> Result<i64, ApiError> {
-    Ok(st
-        .auth
-        .store()
-        .user_credentials(name)
-        .await
-        .map_err(store_error)?
-        .ok_or_else(|| not_found(format!("no user {name}")))?
-        .user
-        .id)
+    Ok(find_user(st, name).await?.id)
 }
 
 #[derive(Deserialize, Default)]

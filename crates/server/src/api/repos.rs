@@ -65,15 +65,7 @@ async fn repo_admin(
 async fn subject(st: &AppState, target: &Target) -> Result<Subject, ApiError> {
     let store = st.auth.store();
     match target {
-        Target::User(name) => Ok(Subject::User(
-            store
-                .user_credentials(name)
-                .await
-                .map_err(store_error)?
-                .ok_or_else(|| not_found(format!("no user {name}")))?
-                .user
-                .id,
-        )),
+        Target::User(name) => Ok(Subject::User(find_user(st, name).await?.id)),
         Target::Team(org, team) => {
             let o = store
                 .org_by_name(org)

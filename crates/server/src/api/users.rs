@@ -143,12 +143,7 @@ pub async fn update(
         changes.push(format!("admin={a}"));
     }
     audit_log(&st, &actor, "user.update", &name, Some(changes.join(","))).await?;
-    let user = store
-        .user_credentials(&name)
-        .await
-        .map_err(store_error)?
-        .ok_or_else(|| not_found(format!("no user {name}")))?;
-    Ok(Json(UserView::from(user.user)).into_response())
+    Ok(Json(UserView::from(find_user(&st, &name).await?)).into_response())
 }
 
 /// The user `name`, if the caller may manage its tokens (itself, or an administrator).
@@ -157,14 +152,7 @@ async fn token_owner(st: &AppState, actor: &Principal, name: &str) -> Result<Use
     if !own && !policy::is_system_admin(actor.user()) {
         return Err(denied(actor, &format!("manage the tokens of {name}")));
     }
-    Ok(st
-        .auth
-        .store()
-        .user_credentials(name)
-        .await
-        .map_err(store_error)?
-        .ok_or_else(|| not_found(format!("no user {name}")))?
-        .user)
+    find_user(st, name).await
 }
 
 #[derive(Serialize)]
