@@ -15,11 +15,23 @@ fi
 
 export WHARF_TEST_VENV="${WHARF_TEST_VENV:-$HOME/.cache/wharf-test-venv}"
 
-# A throwaway PostgreSQL for the metadata-store suite, stopped and removed on exit.
+# Throwaway services, removed on exit whatever happens.
+cleanup() {
+  [ -z "${WHARF_TEST_POSTGRES_DIR:-}" ] || bash scripts/postgres-for-tests.sh stop "$WHARF_TEST_POSTGRES_DIR"
+  [ -z "${WHARF_TEST_S3_PID:-}" ] || bash scripts/s3-for-tests.sh stop "$WHARF_TEST_S3_PID"
+  [ -z "${WHARF_TEST_IMAGE:-}" ] || docker rmi -f "$WHARF_TEST_IMAGE" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+# PostgreSQL for the metadata-store suite and the replica tests.
 eval "$(bash scripts/postgres-for-tests.sh start)"
-# And a throwaway S3-compatible server (moto) for the blob-store suite.
+# An S3-compatible server (moto) for the blob-store suite and the replica tests.
 eval "$(bash scripts/s3-for-tests.sh start)"
-trap 'bash scripts/postgres-for-tests.sh stop "$WHARF_TEST_POSTGRES_DIR"; bash scripts/s3-for-tests.sh stop "$WHARF_TEST_S3_PID"' EXIT
+# The container image (a static release build, FROM scratch) for the image test.
+if docker info >/dev/null 2>&1; then
+  WHARF_TEST_IMAGE=$(bash scripts/build-image.sh "wharf:test-$$")
+  export WHARF_TEST_IMAGE
+fi
+
 # One debug build of every target, shared by all test binaries.
 cargo build --workspace --all-targets --locked
 if cargo nextest --version >/dev/null 2>&1; then

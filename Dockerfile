@@ -1,0 +1,16 @@
+# A wharf replica: one static binary FROM scratch (no base image exists on our
+# machines, and none is needed). Build with scripts/build-image.sh, which compiles
+# the static binary and assembles the build context this file expects:
+#   wharf                   the static binary
+#   ca-certificates.crt     CA bundle, for S3 and PostgreSQL over TLS
+#   data/                   an empty directory, the default data directory
+FROM scratch
+COPY wharf /wharf
+COPY ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
+COPY --chown=65532:65532 data /var/lib/wharf
+ENV WHARF_DATA_DIR=/var/lib/wharf \
+    SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
+USER 65532:65532
+EXPOSE 5000
+ENTRYPOINT ["/wharf"]
+CMD ["serve"]
