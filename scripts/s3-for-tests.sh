@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts a throwaway S3-compatible server (moto, from the test venv) on 127.0.0.1 with
 # a bucket `wharf-test`: `eval "$(scripts/s3-for-tests.sh start)"` exports
-# WHARF_TEST_S3_ENDPOINT and WHARF_TEST_S3_PID; `scripts/s3-for-tests.sh stop PID`.
+# WHARF_TEST_S3_ENDPOINT, WHARF_TEST_S3_PID and WHARF_TEST_S3_LOG;
+# `scripts/s3-for-tests.sh stop PID [LOG]` stops it and removes its log.
 set -euo pipefail
 VENV="${WHARF_TEST_VENV:-$HOME/.cache/wharf-test-venv}"
 case "${1:-}" in
@@ -16,12 +17,15 @@ case "${1:-}" in
       kill -0 "$pid" 2>/dev/null || { cat "$log" >&2; exit 1; }
       sleep 0.1
     done
-    curl -sf -X PUT -o /dev/null "http://127.0.0.1:$port/wharf-test" || { echo "could not create the test bucket" >&2; exit 1; }
+    curl -sf -X PUT -o /dev/null "http://127.0.0.1:$port/wharf-test" \
+      || { kill "$pid"; rm -f "$log"; echo "could not create the test bucket" >&2; exit 1; }
     echo "export WHARF_TEST_S3_ENDPOINT=http://127.0.0.1:$port"
     echo "export WHARF_TEST_S3_PID=$pid"
+    echo "export WHARF_TEST_S3_LOG=$log"
     ;;
   stop)
-    kill "${2:?usage: stop PID}" 2>/dev/null || true
+    kill "${2:?usage: stop PID [LOG]}" 2>/dev/null || true
+    [ -z "${3:-}" ] || rm -f "$3"
     ;;
   *)
     echo "usage: $0 start | stop PID" >&2

@@ -18,7 +18,7 @@ export WHARF_TEST_VENV="${WHARF_TEST_VENV:-$HOME/.cache/wharf-test-venv}"
 # Throwaway services, removed on exit whatever happens.
 cleanup() {
   [ -z "${WHARF_TEST_POSTGRES_DIR:-}" ] || bash scripts/postgres-for-tests.sh stop "$WHARF_TEST_POSTGRES_DIR"
-  [ -z "${WHARF_TEST_S3_PID:-}" ] || bash scripts/s3-for-tests.sh stop "$WHARF_TEST_S3_PID"
+  [ -z "${WHARF_TEST_S3_PID:-}" ] || bash scripts/s3-for-tests.sh stop "$WHARF_TEST_S3_PID" "${WHARF_TEST_S3_LOG:-}"
   [ -z "${WHARF_TEST_IMAGE:-}" ] || docker rmi -f "$WHARF_TEST_IMAGE" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
