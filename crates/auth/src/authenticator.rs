@@ -264,29 +264,39 @@ impl Authenticator {
         }
     }
 
-    /// A registry bearer token from an `Authorization: Bearer` header.
-    pub async fn bearer(&self, token: &str) -> Result<Claims, AuthError> {
+    /// A registry bearer token from an `Authorization: Bearer` header: its claims and
+    /// who presented it. The one lookup that finds the user also checks that revocation
+    /// and disabling take effect at once, not when the token expires.
+    pub async fn bearer(&self, token: &str) -> Result<(Claims, Principal), AuthError> {
         let claims = self
             .keys
             .verify(token, &self.config.service, now_secs())
             .map_err(AuthError::BadToken)?;
-        // Revocation and disabling take effect at once, not when the token expires.
-        if let Some(tid) = claims.tid {
+        let principal = if let Some(tid) = claims.tid {
             let (token, user) = self
                 .store
                 .token_by_id(tid)
                 .await?
                 .ok_or(AuthError::TokenRevoked)?;
-            if !token_usable(&token) || user.disabled {
+            if !token_usable(&token) || user.disabled || Some(user.id) != claims.uid {
                 return Err(AuthError::TokenRevoked);
+            }
+            Principal::User {
+                user,
+                token: Some(tid),
             }
         } else if claims.uid.is_some() {
             match self.store.user_credentials(&claims.sub).await? {
-                Some(c) if !c.user.disabled && Some(c.user.id) == claims.uid => {}
+                Some(c) if !c.user.disabled && Some(c.user.id) == claims.uid => Principal::User {
+                    user: c.user,
+                    token: None,
+                },
                 _ => return Err(AuthError::TokenRevoked),
             }
-        }
-        Ok(claims)
+        } else {
+            Principal::Anonymous
+        };
+        Ok((claims, principal))
     }
 
     /// What `principal` may do with `repo`.

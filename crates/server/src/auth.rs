@@ -69,29 +69,11 @@ pub async fn identify(
         .strip_prefix("Bearer ")
         .or_else(|| value.strip_prefix("bearer "))
     {
-        let claims = st
+        let (claims, principal) = st
             .auth
             .bearer(token.trim())
             .await
             .map_err(|e| auth_error(st, headers, e, None))?;
-        let principal = match claims.uid {
-            None => Principal::Anonymous,
-            Some(_) => {
-                let creds = st
-                    .auth
-                    .store()
-                    .user_credentials(&claims.sub)
-                    .await
-                    .map_err(internal)?;
-                match creds {
-                    Some(c) => Principal::User {
-                        user: c.user,
-                        token: claims.tid,
-                    },
-                    None => return Err(auth_error(st, headers, AuthError::TokenRevoked, None)),
-                }
-            }
-        };
         return Ok(Caller {
             principal,
             claims: Some(claims),
