@@ -9,7 +9,7 @@ SUDO=""
 # Debian packages: real clients (skopeo, docker CLI comes with the engine), the reference
 # registry for side-by-side benchmarks, load generators, and a static busybox to put in
 # FROM-scratch test images.
-packages=(skopeo docker-registry wrk apache2-utils jq busybox-static python3-venv postgresql curl openssl)
+packages=(skopeo docker-registry wrk apache2-utils jq busybox-static python3-venv postgresql curl openssl nginx)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -22,7 +22,7 @@ fi
 # The packaged PostgreSQL and reference registry start services we do not want; the
 # tests start their own PostgreSQL, and the benchmark runs
 # its own instance with its own configuration.
-for service in docker-registry postgresql; do
+for service in docker-registry postgresql nginx; do
   if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$service" 2>/dev/null; then
     $SUDO systemctl stop "$service" || true
   fi
