@@ -10,6 +10,7 @@ use bytes::Bytes;
 use wharf_oci::{Digest, Reference, RepoName, Tag, UploadId};
 
 pub mod accounts;
+pub mod dump;
 pub mod postgres;
 pub mod replicas;
 pub mod schema;
@@ -17,6 +18,7 @@ pub mod sqlite;
 pub mod testsuite;
 
 pub use accounts::AccountStore;
+pub use dump::{BackupRecord, BackupStore};
 pub use postgres::PgMetaStore;
 pub use replicas::{ReplicaReport, ReplicaRow, ReplicaStore};
 pub use sqlite::SqliteMetaStore;
@@ -84,7 +86,7 @@ pub struct Referrer {
 }
 
 #[async_trait]
-pub trait MetaStore: AccountStore + ReplicaStore + Send + Sync + 'static {
+pub trait MetaStore: AccountStore + ReplicaStore + BackupStore + Send + Sync + 'static {
     /// The schema level of the data this store holds.
     async fn schema_level(&self) -> Result<u32>;
 

@@ -11,6 +11,8 @@ use sqlx::{PgConnection, Row};
 use wharf_oci::{Digest, Reference, RepoName, Tag, UploadId};
 
 use crate::accounts::*;
+
+mod dump;
 use crate::schema::{MIGRATIONS, SCHEMA_LEVEL};
 use crate::{
     now_ms, MetaError, MetaStore, NewManifest, Referrer, Result, StoredManifest, UploadSession,

@@ -21,6 +21,7 @@ use crate::{
 };
 
 mod accounts;
+mod dump;
 mod replicas;
 
 const READERS: usize = 4;

@@ -284,6 +284,9 @@ macro_rules! metastore_testsuite {
             the_first_signing_key_wins,
             audit_log_is_newest_first_and_paginated,
             replicas_heartbeat_and_expire,
+            backup_export_and_import_round_trip,
+            backup_export_is_one_snapshot,
+            backups_are_recorded_newest_first,
         );
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {
@@ -530,4 +533,201 @@ pub async fn replicas_heartbeat_and_expire(store: &dyn MetaStore) {
     assert_eq!(store.replicas().await.unwrap().0.len(), 1);
     assert_eq!(store.expire_replicas(now + 60_000).await.unwrap(), 1);
     assert!(store.replicas().await.unwrap().0.is_empty());
+}
+
+// ---------------------------------------------------------------- backups
+
+use crate::dump::{BackupRecord, DumpItem, TABLES};
+
+/// Everything the export of `store` sends.
+async fn export_all(store: &dyn MetaStore) -> Vec<DumpItem> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let (done, items) = tokio::join!(store.export(tx), async {
+        let mut items = Vec::new();
+        while let Some(i) = rx.recv().await {
+            items.push(i);
+        }
+        items
+    });
+    done.unwrap();
+    items
+}
+
+async fn import_all(
+    store: &dyn MetaStore,
+    items: Vec<DumpItem>,
+    replace: bool,
+) -> crate::Result<u64> {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let (loaded, _) = tokio::join!(store.import(rx, replace), async move {
+        for i in items {
+            if tx.send(i).await.is_err() {
+                break;
+            }
+        }
+    });
+    loaded
+}
+
+/// Rows of each table, sorted, so two dumps compare regardless of row order.
+fn by_table(items: &[DumpItem]) -> Vec<(String, Vec<String>)> {
+    let mut out: Vec<(String, Vec<String>)> = Vec::new();
+    for i in items {
+        match i {
+            DumpItem::Table { name, .. } => out.push((name.clone(), Vec::new())),
+            DumpItem::Row(r) => out.last_mut().unwrap().1.push(format!("{r:?}")),
+        }
+    }
+    for (_, rows) in &mut out {
+        rows.sort();
+    }
+    out
+}
+
+/// A store with something in every table a backup holds.
+async fn populate(store: &dyn MetaStore) {
+    let r = repo("team/app");
+    let layer = blob(store, &r, b"layer").await;
+    let m = manifest(r#"{"backup":1}"#, vec![layer], vec![]);
+    store.put_manifest(&r, &m, Some(&tag("v1"))).await.unwrap();
+    let alice = store.create_user("alice", "hash-a", true).await.unwrap();
+    store
+        .create_token(alice.id, "ci", "token-hash", None)
+        .await
+        .unwrap();
+    let org = store.create_org("team").await.unwrap();
+    store.set_org_member(org.id, alice.id, false).await.unwrap();
+    let team = store.create_team(org.id, "devs").await.unwrap();
+    store.add_team_member(team.id, alice.id).await.unwrap();
+    store
+        .set_visibility("team/app", Visibility::Public)
+        .await
+        .unwrap();
+    store
+        .grant("team/app", Subject::Team(team.id), Level::Write)
+        .await
+        .unwrap();
+    store
+        .signing_keys(SigningKey {
+            id: "k1".into(),
+            secret: vec![0, 159, 255],
+            created_at_ms: 7,
+        })
+        .await
+        .unwrap();
+    store
+        .audit("alice", "push", "team/app", Some("{}"))
+        .await
+        .unwrap();
+}
+
+pub async fn backup_export_and_import_round_trip(store: &dyn MetaStore) {
+    assert!(store.is_empty().await.unwrap());
+    populate(store).await;
+    assert!(!store.is_empty().await.unwrap());
+    let dump = export_all(store).await;
+    let tables: Vec<String> = by_table(&dump).into_iter().map(|(t, _)| t).collect();
+    assert_eq!(tables, TABLES, "every table, in load order");
+    for (table, rows) in by_table(&dump) {
+        assert!(!rows.is_empty(), "{table} has rows to back up");
+    }
+
+    // Into a store that holds data: refused without replace, and nothing changes.
+    let err = import_all(store, dump.clone(), false).await.unwrap_err();
+    assert!(err.to_string().contains("--replace"), "{err}");
+    assert_eq!(by_table(&export_all(store).await), by_table(&dump));
+
+    // With replace: the same rows come back, booleans and bytes intact.
+    store.create_user("bob", "hash-b", false).await.unwrap();
+    let rows = dump
+        .iter()
+        .filter(|i| matches!(i, DumpItem::Row(_)))
+        .count();
+    assert_eq!(
+        import_all(store, dump.clone(), true).await.unwrap(),
+        rows as u64
+    );
+    assert_eq!(by_table(&export_all(store).await), by_table(&dump));
+    assert!(
+        store.user_credentials("bob").await.unwrap().is_none(),
+        "replaced"
+    );
+    let alice = store.user_credentials("alice").await.unwrap().unwrap();
+    assert!(alice.user.is_admin);
+    // Ids handed out after a load do not collide with loaded ones.
+    let carol = store.create_user("carol", "hash-c", false).await.unwrap();
+    assert!(carol.id > alice.user.id);
+    let key = store.signing_keys(SigningKey {
+        id: "k2".into(),
+        secret: vec![1],
+        created_at_ms: 8,
+    });
+    assert_eq!(key.await.unwrap()[0].secret, vec![0, 159, 255]);
+
+    // A failed load changes nothing: a row of the wrong shape aborts it.
+    let mut broken = dump.clone();
+    broken.push(DumpItem::Row(vec![]));
+    assert!(import_all(store, broken, true).await.is_err());
+    assert!(store.user_credentials("carol").await.unwrap().is_some());
+}
+
+pub async fn backup_export_is_one_snapshot(store: &dyn MetaStore) {
+    populate(store).await;
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    let export = store.export(tx);
+    let late_writer = async {
+        // The first item is sent after the snapshot is taken; what commits now must
+        // not show up in the export, however far the export has got.
+        let first = rx.recv().await.unwrap();
+        let r = repo("late/arrival");
+        let d = blob(store, &r, b"late").await;
+        store.create_user("late", "hash", false).await.unwrap();
+        let mut items = vec![first];
+        while let Some(i) = rx.recv().await {
+            items.push(i);
+        }
+        (items, d)
+    };
+    let (done, (items, late_blob)) = tokio::join!(export, late_writer);
+    done.unwrap();
+    let text = format!("{items:?}");
+    assert!(text.contains("team/app"));
+    assert!(
+        !text.contains("late/arrival"),
+        "a repository created during the export"
+    );
+    assert!(
+        !text.contains(late_blob.hex()),
+        "a blob stored during the export"
+    );
+    assert!(
+        !text.contains("\"late\""),
+        "a user created during the export"
+    );
+}
+
+pub async fn backups_are_recorded_newest_first(store: &dyn MetaStore) {
+    assert!(store.backups(10).await.unwrap().is_empty());
+    let record = |scope: &str| BackupRecord {
+        finished_at_ms: 0,
+        scope: scope.into(),
+        wharf_version: "1.0.0".into(),
+        schema_level: SCHEMA_LEVEL,
+        location: format!("/backups/{scope}.tar"),
+        bytes: 1234,
+        checksum: "sha256:abc".into(),
+    };
+    let before = now_ms();
+    store.record_backup(&record("metadata")).await.unwrap();
+    store
+        .record_backup(&record("metadata+blobs"))
+        .await
+        .unwrap();
+    let got = store.backups(10).await.unwrap();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].scope, "metadata+blobs");
+    assert_eq!(got[1].location, "/backups/metadata.tar");
+    // Stamped by the store's clock when recorded.
+    assert!(got[0].finished_at_ms >= before - 5_000, "{got:?}");
+    assert_eq!(store.backups(1).await.unwrap().len(), 1);
 }

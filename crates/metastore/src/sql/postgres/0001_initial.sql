@@ -143,3 +143,15 @@ CREATE TABLE replicas (
     memory_available BIGINT NOT NULL,
     heartbeat_interval BIGINT NOT NULL
 );
+
+-- Every backup `wharf backup` finished; the upgrade checks ask how recent the last is.
+CREATE TABLE backups (
+    id            BIGSERIAL PRIMARY KEY,
+    finished_at   BIGINT NOT NULL,
+    scope         TEXT NOT NULL,
+    wharf_version TEXT NOT NULL,
+    schema_level  BIGINT NOT NULL,
+    location      TEXT NOT NULL,
+    bytes         BIGINT NOT NULL,
+    checksum      TEXT NOT NULL
+);

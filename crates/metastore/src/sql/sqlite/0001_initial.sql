@@ -155,3 +155,17 @@ CREATE TABLE replicas (
     memory_available INTEGER NOT NULL,
     heartbeat_interval INTEGER NOT NULL
 ) WITHOUT ROWID;
+
+-- Backups ---------------------------------------------------------------------------
+
+-- Every backup `wharf backup` finished; the upgrade checks ask how recent the last is.
+CREATE TABLE backups (
+    id            INTEGER PRIMARY KEY,
+    finished_at   INTEGER NOT NULL,
+    scope         TEXT NOT NULL,
+    wharf_version TEXT NOT NULL,
+    schema_level  INTEGER NOT NULL,
+    location      TEXT NOT NULL,
+    bytes         INTEGER NOT NULL,
+    checksum      TEXT NOT NULL
+);
