@@ -196,7 +196,7 @@ impl BackupStore for SqliteMetaStore {
     }
 
     async fn is_empty(&self) -> Result<bool> {
-        self.read(|c| is_empty(c)).await
+        self.read(is_empty).await
     }
 
     async fn record_backup(&self, r: &BackupRecord) -> Result<()> {
