@@ -24,6 +24,8 @@ enum Command {
     Serve(cmd::serve::ServeArgs),
     User(cmd::user::UserArgs),
     Cluster(cmd::cluster::ClusterArgs),
+    Backup(cmd::backup::BackupArgs),
+    Restore(cmd::backup::RestoreArgs),
     Version(cmd::version::VersionArgs),
 }
 
@@ -33,6 +35,8 @@ fn main() -> ExitCode {
         Command::Serve(args) => cmd::serve::run(args),
         Command::User(args) => cmd::user::run(args),
         Command::Cluster(args) => cmd::cluster::run(args),
+        Command::Backup(args) => cmd::backup::backup(args),
+        Command::Restore(args) => cmd::backup::restore(args),
         Command::Version(args) => cmd::version::run(args),
     };
     match result {

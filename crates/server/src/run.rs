@@ -49,12 +49,31 @@ async fn open_meta(config: &Config, create: bool) -> anyhow::Result<Arc<dyn Meta
     }
 }
 
-/// Opens the stores the configuration names and builds the shared state.
-pub async fn open(config: &Config, version: &str, commit: &str) -> anyhow::Result<AppState> {
-    config.validate().map_err(anyhow::Error::msg)?;
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
-    let blobs: Arc<dyn BlobStore> = match config.blob_location().map_err(anyhow::Error::msg)? {
+/// Opens the metadata store the configuration names, creating an empty one if there
+/// is none (for `wharf restore`).
+pub async fn open_or_create_metastore(config: &Config) -> anyhow::Result<Arc<dyn MetaStore>> {
+    if let MetadataLocation::Sqlite(path) =
+        config.metadata_location().map_err(anyhow::Error::msg)?
+    {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+    }
+    open_meta(config, true).await
+}
+
+/// The kind of metadata store the configuration names: `sqlite` or `postgres`.
+pub fn metastore_kind(config: &Config) -> &'static str {
+    match config.metadata_location() {
+        Ok(MetadataLocation::Postgres(_)) => "postgres",
+        _ => "sqlite",
+    }
+}
+
+/// Opens the blob store the configuration names.
+pub fn open_blobstore(config: &Config) -> anyhow::Result<Arc<dyn BlobStore>> {
+    Ok(match config.blob_location().map_err(anyhow::Error::msg)? {
         BlobLocation::Dir(dir) => Arc::new(
             FsBlobStore::open(&dir)
                 .with_context(|| format!("cannot open blob store in {}", dir.display()))?,
@@ -72,7 +91,15 @@ pub async fn open(config: &Config, version: &str, commit: &str) -> anyhow::Resul
                     .with_context(|| format!("cannot open the S3 bucket {bucket}"))?,
             )
         }
-    };
+    })
+}
+
+/// Opens the stores the configuration names and builds the shared state.
+pub async fn open(config: &Config, version: &str, commit: &str) -> anyhow::Result<AppState> {
+    config.validate().map_err(anyhow::Error::msg)?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    let blobs = open_blobstore(config)?;
     let meta = open_meta(config, true).await?;
     let schema_level = meta.schema_level().await?;
     let limits = Limits {

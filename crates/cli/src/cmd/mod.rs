@@ -1,3 +1,4 @@
+pub mod backup;
 pub mod cluster;
 pub mod serve;
 pub mod user;
@@ -19,6 +20,15 @@ pub struct StoreArgs {
     /// Metadata store: sqlite://PATH or postgres://… [default: SQLite in the data directory]
     #[arg(long, env = "WHARF_METADATA", value_name = "URL", global = true)]
     metadata: Option<wharf_server::config::MetadataUrl>,
+    /// Blob store: a directory or s3://BUCKET[/PREFIX] [default: the data directory]
+    #[arg(long, env = "WHARF_BLOBS", value_name = "LOCATION", global = true)]
+    blobs: Option<String>,
+    /// S3 endpoint URL, for S3-compatible servers [default: AWS]
+    #[arg(long, env = "WHARF_S3_ENDPOINT", value_name = "URL", global = true)]
+    s3_endpoint: Option<String>,
+    /// S3 region [default: from AWS_REGION, else us-east-1]
+    #[arg(long, env = "WHARF_S3_REGION", value_name = "REGION", global = true)]
+    s3_region: Option<String>,
 }
 
 impl StoreArgs {
@@ -32,6 +42,15 @@ impl StoreArgs {
         }
         if let Some(m) = &self.metadata {
             c.metadata = Some(m.clone());
+        }
+        if let Some(b) = &self.blobs {
+            c.blobs = Some(b.clone());
+        }
+        if let Some(e) = &self.s3_endpoint {
+            c.s3_endpoint = Some(e.clone());
+        }
+        if let Some(r) = &self.s3_region {
+            c.s3_region = Some(r.clone());
         }
         Ok(c)
     }
