@@ -12,7 +12,8 @@ use tokio::sync::mpsc;
 use crate::Result;
 
 /// The tables a backup holds, parents before children (the order to load them in).
-/// Not in it: upload sessions (their bytes live in the blob store's upload area and
+/// Not in it: jobs and their logs and workers (the history of what ran, not the
+/// registry's state; schedules are kept), upload sessions (their bytes live in the blob store's upload area and
 /// expire with it), replicas (who is running now), the schema table (a backup names
 /// its schema level) and the backup records themselves.
 pub const TABLES: &[&str] = &[
@@ -31,6 +32,7 @@ pub const TABLES: &[&str] = &[
     "repository_grants",
     "signing_keys",
     "audit_log",
+    "crons",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

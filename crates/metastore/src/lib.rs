@@ -11,6 +11,7 @@ use wharf_oci::{Digest, Reference, RepoName, Tag, UploadId};
 
 pub mod accounts;
 pub mod dump;
+pub mod jobs;
 pub mod postgres;
 pub mod replicas;
 pub mod schema;
@@ -19,6 +20,7 @@ pub mod testsuite;
 
 pub use accounts::AccountStore;
 pub use dump::{BackupRecord, BackupStore};
+pub use jobs::JobStore;
 pub use postgres::PgMetaStore;
 pub use replicas::{ReplicaReport, ReplicaRow, ReplicaStore};
 pub use sqlite::SqliteMetaStore;
@@ -86,7 +88,9 @@ pub struct Referrer {
 }
 
 #[async_trait]
-pub trait MetaStore: AccountStore + ReplicaStore + BackupStore + Send + Sync + 'static {
+pub trait MetaStore:
+    AccountStore + ReplicaStore + BackupStore + JobStore + Send + Sync + 'static
+{
     /// The schema level of the data this store holds.
     async fn schema_level(&self) -> Result<u32>;
 

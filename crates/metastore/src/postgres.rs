@@ -13,6 +13,7 @@ use wharf_oci::{Digest, Reference, RepoName, Tag, UploadId};
 use crate::accounts::*;
 
 mod dump;
+mod jobs;
 use crate::schema::{MIGRATIONS, SCHEMA_LEVEL};
 use crate::{
     now_ms, MetaError, MetaStore, NewManifest, Referrer, Result, StoredManifest, UploadSession,
@@ -63,7 +64,52 @@ async fn level_of(conn: &mut PgConnection) -> Result<u32> {
     Ok(level as u32)
 }
 
+/// Applies the migrations after level `from` up to `to`, recording each.
+async fn apply_migrations(conn: &mut PgConnection, from: u32, to: u32) -> Result<Vec<u32>> {
+    let mut applied = Vec::new();
+    for m in MIGRATIONS
+        .iter()
+        .filter(|m| m.level > from && m.level <= to)
+    {
+        sqlx::raw_sql(m.postgres).execute(&mut *conn).await?;
+        sqlx::query("INSERT INTO wharf_schema (level, name, applied_at, wharf_version) VALUES ($1, $2, $3, $4)")
+            .bind(m.level as i64)
+            .bind(m.name)
+            .bind(now_ms())
+            .bind(env!("CARGO_PKG_VERSION"))
+            .execute(&mut *conn)
+            .await?;
+        applied.push(m.level);
+    }
+    Ok(applied)
+}
+
 impl PgMetaStore {
+    /// Raises an existing database's schema to `to` (at most this binary's level), in
+    /// one transaction under the migration lock: every step or none. Returns the levels
+    /// applied. For the upgrade command; `serve` never migrates.
+    pub async fn migrate(url: &str, to: u32) -> Result<Vec<u32>> {
+        let pool = PgPoolOptions::new().max_connections(1).connect(url).await?;
+        let mut tx = pool.begin().await?;
+        lock(&mut tx, LOCK_MIGRATIONS).await?;
+        let found = level_of(&mut tx).await?;
+        if found == 0 {
+            return Err(MetaError::Backend(
+                "the database holds no wharf data".into(),
+            ));
+        }
+        if to > SCHEMA_LEVEL || found > SCHEMA_LEVEL {
+            return Err(MetaError::SchemaTooNew {
+                found: found.max(to),
+                supported: SCHEMA_LEVEL,
+            });
+        }
+        let applied = apply_migrations(&mut tx, found, to).await?;
+        tx.commit().await?;
+        pool.close().await;
+        Ok(applied)
+    }
+
     /// Connects to `url` (`postgres://…`). An empty database gets the current schema,
     /// created under a lock so replicas starting together do it once; a database at
     /// another schema level is refused with the reason.
@@ -88,16 +134,7 @@ impl PgMetaStore {
             )
             .execute(&mut *tx)
             .await?;
-            for m in MIGRATIONS {
-                sqlx::raw_sql(m.postgres).execute(&mut *tx).await?;
-                sqlx::query("INSERT INTO wharf_schema (level, name, applied_at, wharf_version) VALUES ($1, $2, $3, $4)")
-                    .bind(m.level as i64)
-                    .bind(m.name)
-                    .bind(now_ms())
-                    .bind(env!("CARGO_PKG_VERSION"))
-                    .execute(&mut *tx)
-                    .await?;
-            }
+            apply_migrations(&mut tx, 0, SCHEMA_LEVEL).await?;
             tracing::info!(level = SCHEMA_LEVEL, "created metadata store in PostgreSQL");
         } else if found < SCHEMA_LEVEL {
             return Err(MetaError::SchemaTooOld {

@@ -10,15 +10,23 @@ pub struct Migration {
     pub postgres: &'static str,
 }
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    level: 1,
-    name: "initial: repositories, blobs, manifests, tags, uploads",
-    sqlite: include_str!("sql/sqlite/0001_initial.sql"),
-    postgres: include_str!("sql/postgres/0001_initial.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        level: 1,
+        name: "initial: repositories, blobs, manifests, tags, uploads",
+        sqlite: include_str!("sql/sqlite/0001_initial.sql"),
+        postgres: include_str!("sql/postgres/0001_initial.sql"),
+    },
+    Migration {
+        level: 2,
+        name: "jobs: queue, logs, workers, schedules",
+        sqlite: include_str!("sql/sqlite/0002_jobs.sql"),
+        postgres: include_str!("sql/postgres/0002_jobs.sql"),
+    },
+];
 
 /// The schema level this binary reads and writes.
-pub const SCHEMA_LEVEL: u32 = 1;
+pub const SCHEMA_LEVEL: u32 = 2;
 
 #[cfg(test)]
 mod tests {

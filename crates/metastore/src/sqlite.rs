@@ -22,6 +22,7 @@ use crate::{
 
 mod accounts;
 mod dump;
+mod jobs;
 mod replicas;
 
 const READERS: usize = 4;
@@ -95,7 +96,53 @@ fn level_of(conn: &Connection) -> Result<u32> {
     )?)
 }
 
+/// Applies the migrations after level `from` up to `to`, recording each.
+fn apply_migrations(tx: &Transaction, from: u32, to: u32) -> Result<Vec<u32>> {
+    let mut applied = Vec::new();
+    for m in MIGRATIONS
+        .iter()
+        .filter(|m| m.level > from && m.level <= to)
+    {
+        tx.execute_batch(m.sqlite)?;
+        tx.execute(
+            "INSERT INTO wharf_schema (level, name, applied_at, wharf_version) VALUES (?, ?, ?, ?)",
+            params![m.level, m.name, now_ms(), env!("CARGO_PKG_VERSION")],
+        )?;
+        applied.push(m.level);
+    }
+    Ok(applied)
+}
+
 impl SqliteMetaStore {
+    /// Raises an existing store's schema to `to` (at most this binary's level), in one
+    /// transaction: every step or none. Returns the levels applied (none if it was
+    /// there already). For the upgrade command; `serve` never migrates.
+    pub async fn migrate(path: impl Into<PathBuf>, to: u32) -> Result<Vec<u32>> {
+        let path = path.into();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = connect(&path)?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
+            let found = level_of(&tx)?;
+            if found == 0 {
+                return Err(MetaError::Backend(format!(
+                    "{} holds no wharf data",
+                    path.display()
+                )));
+            }
+            if to > SCHEMA_LEVEL || found > SCHEMA_LEVEL {
+                return Err(MetaError::SchemaTooNew {
+                    found: found.max(to),
+                    supported: SCHEMA_LEVEL,
+                });
+            }
+            let applied = apply_migrations(&tx, found, to)?;
+            tx.commit()?;
+            Ok(applied)
+        })
+        .await
+        .map_err(backend)?
+    }
+
     /// Opens the store at `path`. An empty database gets the current schema; a
     /// database at another schema level is refused with the reason.
     pub async fn open(path: impl Into<PathBuf>) -> Result<Self> {
@@ -121,13 +168,7 @@ impl SqliteMetaStore {
                     level INTEGER PRIMARY KEY, name TEXT NOT NULL,
                     applied_at INTEGER NOT NULL, wharf_version TEXT NOT NULL)",
             )?;
-            for m in MIGRATIONS {
-                tx.execute_batch(m.sqlite)?;
-                tx.execute(
-                    "INSERT INTO wharf_schema (level, name, applied_at, wharf_version) VALUES (?, ?, ?, ?)",
-                    params![m.level, m.name, now_ms(), env!("CARGO_PKG_VERSION")],
-                )?;
-            }
+            apply_migrations(&tx, 0, SCHEMA_LEVEL)?;
             tracing::info!(path = %path.display(), level = SCHEMA_LEVEL, "created metadata store");
         } else if found < SCHEMA_LEVEL {
             return Err(MetaError::SchemaTooOld {

@@ -287,6 +287,13 @@ macro_rules! metastore_testsuite {
             backup_export_and_import_round_trip,
             backup_export_is_one_snapshot,
             backups_are_recorded_newest_first,
+            jobs_are_claimed_in_order_one_per_action,
+            failed_jobs_are_retried_until_attempts_run_out,
+            jobs_heartbeat_and_cancel,
+            jobs_of_dead_workers_are_requeued,
+            job_logs_are_ordered_and_capped,
+            workers_and_crons,
+            concurrent_claims_take_each_job_once,
         );
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {
@@ -619,6 +626,19 @@ async fn populate(store: &dyn MetaStore) {
         .audit("alice", "push", "team/app", Some("{}"))
         .await
         .unwrap();
+    store
+        .put_cron(&crate::jobs::Cron {
+            name: "nightly".into(),
+            action: "gc".into(),
+            params: "{}".into(),
+            schedule: "0 3 * * *".into(),
+            run_for_minutes: None,
+            enabled: true,
+            next_run_at_ms: 5,
+            last_job_id: None,
+        })
+        .await
+        .unwrap();
 }
 
 pub async fn backup_export_and_import_round_trip(store: &dyn MetaStore) {
@@ -730,4 +750,330 @@ pub async fn backups_are_recorded_newest_first(store: &dyn MetaStore) {
     // Stamped by the store's clock when recorded.
     assert!(got[0].finished_at_ms >= before - 5_000, "{got:?}");
     assert_eq!(store.backups(1).await.unwrap().len(), 1);
+}
+
+// ---------------------------------------------------------------- jobs
+
+use crate::jobs::{Cron, JobStatus, Lease, NewJob, Outcome, Worker, JOB_LOG_CAP_BYTES};
+
+fn new_job(action: &str) -> NewJob {
+    NewJob {
+        action: action.into(),
+        params: "{}".into(),
+        max_attempts: 3,
+        deadline_ms: None,
+        cron: None,
+    }
+}
+
+fn failed(retry_after_ms: i64) -> Outcome {
+    Outcome::Failed {
+        error: "boom".into(),
+        retry_after_ms,
+    }
+}
+
+pub async fn jobs_are_claimed_in_order_one_per_action(store: &dyn MetaStore) {
+    let gc1 = store.enqueue(&new_job("gc")).await.unwrap();
+    let gc2 = store.enqueue(&new_job("gc")).await.unwrap();
+    let purge = store.enqueue(&new_job("purge_uploads")).await.unwrap();
+    assert_eq!(gc1.status, JobStatus::Waiting);
+    let actions = ["gc", "purge_uploads"];
+    let a = store.claim("w1", &actions).await.unwrap().unwrap();
+    assert_eq!(
+        (a.id, a.status, a.attempts),
+        (gc1.id, JobStatus::Running, 1)
+    );
+    assert_eq!(a.worker_id.as_deref(), Some("w1"));
+    // The second gc waits for the first: the next claim takes the purge.
+    let b = store.claim("w2", &actions).await.unwrap().unwrap();
+    assert_eq!(b.id, purge.id);
+    assert!(store.claim("w3", &actions).await.unwrap().is_none());
+    // A worker only gets the actions it knows.
+    store
+        .finish_job(a.id, "w1", &Outcome::Done)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(store
+        .claim("w3", &["purge_uploads"])
+        .await
+        .unwrap()
+        .is_none());
+    let c = store.claim("w3", &actions).await.unwrap().unwrap();
+    assert_eq!(c.id, gc2.id);
+    let done = store.job(gc1.id).await.unwrap().unwrap();
+    assert_eq!(done.status, JobStatus::Done);
+    assert!(done.finished_at_ms.is_some());
+    let listed: Vec<i64> = store
+        .jobs(None, None, None, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(listed, vec![purge.id, gc2.id, gc1.id], "newest first");
+    let running = store
+        .jobs(Some("gc"), Some(JobStatus::Running), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(running.len(), 1);
+    assert_eq!(
+        store.jobs(None, None, Some(gc2.id), 10).await.unwrap()[0].id,
+        gc1.id
+    );
+}
+
+pub async fn failed_jobs_are_retried_until_attempts_run_out(store: &dyn MetaStore) {
+    let job = store.enqueue(&new_job("gc")).await.unwrap();
+    for attempt in 1..=3u32 {
+        let j = store
+            .claim("w", &["gc"])
+            .await
+            .unwrap()
+            .expect("claimable again");
+        assert_eq!((j.id, j.attempts), (job.id, attempt));
+        let after = store
+            .finish_job(j.id, "w", &failed(0))
+            .await
+            .unwrap()
+            .unwrap();
+        let expected = if attempt < 3 {
+            JobStatus::Waiting
+        } else {
+            JobStatus::Error
+        };
+        assert_eq!(after.status, expected, "after attempt {attempt}");
+        assert_eq!(after.last_error.as_deref(), Some("boom"));
+    }
+    assert!(
+        store.claim("w", &["gc"]).await.unwrap().is_none(),
+        "no fourth attempt"
+    );
+    // A retry waits for its back-off.
+    let slow = store.enqueue(&new_job("gc")).await.unwrap();
+    let j = store.claim("w", &["gc"]).await.unwrap().unwrap();
+    assert_eq!(j.id, slow.id);
+    store
+        .finish_job(j.id, "w", &failed(3_600_000))
+        .await
+        .unwrap();
+    assert!(
+        store.claim("w", &["gc"]).await.unwrap().is_none(),
+        "backing off"
+    );
+}
+
+pub async fn jobs_heartbeat_and_cancel(store: &dyn MetaStore) {
+    let waiting = store.enqueue(&new_job("purge_uploads")).await.unwrap();
+    let cancelled = store.cancel_job(waiting.id).await.unwrap().unwrap();
+    assert_eq!(cancelled.status, JobStatus::Cancelled);
+    assert!(store
+        .claim("w", &["purge_uploads"])
+        .await
+        .unwrap()
+        .is_none());
+
+    let job = store.enqueue(&new_job("gc")).await.unwrap();
+    let j = store.claim("w", &["gc"]).await.unwrap().unwrap();
+    assert_eq!(
+        store
+            .job_heartbeat(j.id, "w", Some(r#"{"done":1}"#))
+            .await
+            .unwrap(),
+        Lease::Held
+    );
+    assert_eq!(
+        store.job(j.id).await.unwrap().unwrap().progress.as_deref(),
+        Some(r#"{"done":1}"#)
+    );
+    assert_eq!(
+        store.job_heartbeat(j.id, "intruder", None).await.unwrap(),
+        Lease::Lost
+    );
+    let c = store.cancel_job(job.id).await.unwrap().unwrap();
+    assert_eq!(c.status, JobStatus::CancelRequest);
+    assert_eq!(
+        store.job_heartbeat(j.id, "w", None).await.unwrap(),
+        Lease::CancelRequested
+    );
+    let end = store
+        .finish_job(j.id, "w", &Outcome::Cancelled)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(end.status, JobStatus::Cancelled);
+    // Finished jobs are left alone; unknown ones are None.
+    assert_eq!(
+        store.cancel_job(job.id).await.unwrap().unwrap().status,
+        JobStatus::Cancelled
+    );
+    assert!(store.cancel_job(999_999).await.unwrap().is_none());
+}
+
+pub async fn jobs_of_dead_workers_are_requeued(store: &dyn MetaStore) {
+    let job = store.enqueue(&new_job("gc")).await.unwrap();
+    let j = store.claim("w1", &["gc"]).await.unwrap().unwrap();
+    let now = store.store_now().await.unwrap();
+    // Nothing is dead yet by an old cutoff.
+    assert!(store.reap_dead_jobs(now - 60_000).await.unwrap().is_empty());
+    let reaped = store.reap_dead_jobs(now + 60_000).await.unwrap();
+    assert_eq!(reaped.len(), 1);
+    assert_eq!(
+        (reaped[0].job_id, reaped[0].status),
+        (job.id, JobStatus::Waiting)
+    );
+    // The dead worker, should it wake up, has lost the job.
+    assert_eq!(
+        store.job_heartbeat(j.id, "w1", None).await.unwrap(),
+        Lease::Lost
+    );
+    assert!(store
+        .finish_job(j.id, "w1", &Outcome::Done)
+        .await
+        .unwrap()
+        .is_none());
+    let again = store.claim("w2", &["gc"]).await.unwrap().unwrap();
+    assert_eq!((again.id, again.attempts), (job.id, 2));
+    let log = store.job_log(job.id, 0, 10).await.unwrap();
+    assert!(
+        log.iter()
+            .any(|l| l.line.contains("worker_dead") && l.line.contains("w1")),
+        "{log:?}"
+    );
+    // Out of attempts: the job stays dead.
+    store.finish_job(again.id, "w2", &failed(0)).await.unwrap();
+    store.claim("w3", &["gc"]).await.unwrap().unwrap();
+    let reaped = store
+        .reap_dead_jobs(store.store_now().await.unwrap() + 60_000)
+        .await
+        .unwrap();
+    assert_eq!(reaped[0].status, JobStatus::WorkerDead);
+    assert_eq!(
+        store.job(job.id).await.unwrap().unwrap().status,
+        JobStatus::WorkerDead
+    );
+}
+
+pub async fn job_logs_are_ordered_and_capped(store: &dyn MetaStore) {
+    let job = store.enqueue(&new_job("gc")).await.unwrap();
+    store
+        .append_job_log(job.id, 1, &["one".into(), "two".into()])
+        .await
+        .unwrap();
+    store
+        .append_job_log(job.id, 2, &["three".into()])
+        .await
+        .unwrap();
+    let log = store.job_log(job.id, 0, 10).await.unwrap();
+    let lines: Vec<(&str, u32)> = log.iter().map(|l| (l.line.as_str(), l.attempt)).collect();
+    assert_eq!(lines, [("one", 1), ("two", 1), ("three", 2)]);
+    let rest = store.job_log(job.id, log[0].seq, 10).await.unwrap();
+    assert_eq!(rest.len(), 2);
+    // Past the cap, one line says so and nothing more is kept.
+    let big = "x".repeat(64 * 1024);
+    let n = (JOB_LOG_CAP_BYTES as usize / big.len()) + 4;
+    store
+        .append_job_log(job.id, 2, &vec![big; n])
+        .await
+        .unwrap();
+    store
+        .append_job_log(job.id, 2, &["after the cap".into()])
+        .await
+        .unwrap();
+    let all = store.job_log(job.id, 0, 1000).await.unwrap();
+    let kept: usize = all.iter().map(|l| l.line.len()).sum();
+    assert!(kept as i64 <= JOB_LOG_CAP_BYTES + 100, "{kept}");
+    assert!(
+        all.last().unwrap().line.contains("size limit"),
+        "{:?}",
+        all.last()
+    );
+    assert!(!all.iter().any(|l| l.line == "after the cap"));
+}
+
+pub async fn workers_and_crons(store: &dyn MetaStore) {
+    let w = Worker {
+        id: "w1".into(),
+        address: "http://127.0.0.1:5000".into(),
+        version: "1.1.0".into(),
+        actions: "gc,purge_uploads".into(),
+        started_at_ms: 1,
+        heartbeat_at_ms: 0,
+        job_id: Some(7),
+    };
+    store.worker_heartbeat(&w).await.unwrap();
+    let (workers, now) = store.workers().await.unwrap();
+    assert_eq!(workers.len(), 1);
+    assert_eq!(workers[0].job_id, Some(7));
+    assert!((now - workers[0].heartbeat_at_ms).abs() < 5_000);
+    assert_eq!(store.expire_workers(now - 60_000).await.unwrap(), 0);
+    assert_eq!(store.expire_workers(now + 60_000).await.unwrap(), 1);
+
+    let cron = Cron {
+        name: "nightly-gc".into(),
+        action: "gc".into(),
+        params: "{}".into(),
+        schedule: "0 3 * * *".into(),
+        run_for_minutes: Some(30),
+        enabled: true,
+        next_run_at_ms: 1_000,
+        last_job_id: None,
+    };
+    store.put_cron(&cron).await.unwrap();
+    let job = NewJob {
+        cron: Some("nightly-gc".into()),
+        ..new_job("gc")
+    };
+    let fired = store
+        .fire_cron("nightly-gc", 1_000, 2_000, &job)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(fired.cron.as_deref(), Some("nightly-gc"));
+    // Another replica firing the same due time gets nothing.
+    assert!(store
+        .fire_cron("nightly-gc", 1_000, 2_000, &job)
+        .await
+        .unwrap()
+        .is_none());
+    let crons = store.crons().await.unwrap();
+    assert_eq!(
+        (crons[0].next_run_at_ms, crons[0].last_job_id),
+        (2_000, Some(fired.id))
+    );
+    assert_eq!(crons[0].run_for_minutes, Some(30));
+    assert!(store.delete_cron("nightly-gc").await.unwrap());
+    assert!(!store.delete_cron("nightly-gc").await.unwrap());
+}
+
+/// Many workers claiming at once: every job is run by exactly one of them.
+pub async fn concurrent_claims_take_each_job_once(store: &dyn MetaStore) {
+    let actions: Vec<String> = (0..24).map(|i| format!("action-{i}")).collect();
+    for a in &actions {
+        store.enqueue(&new_job(a)).await.unwrap();
+    }
+    let refs: Vec<&str> = actions.iter().map(String::as_str).collect();
+    let claims = (0..6).map(|w| {
+        let refs = refs.clone();
+        async move {
+            let mut mine = Vec::new();
+            for _ in 0..100 {
+                match store.claim(&format!("w{w}"), &refs).await.unwrap() {
+                    Some(j) => mine.push(j.id),
+                    None => break,
+                }
+            }
+            mine
+        }
+    });
+    let mut all: Vec<i64> = futures_util::future::join_all(claims)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    let n = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!((n, all.len()), (24, 24), "each job claimed once");
 }

@@ -93,3 +93,59 @@ mod postgres {
         assert!(err.to_string().contains("level 99"), "{err}");
     }
 }
+
+/// A store at the previous schema level is refused until `migrate` raises it.
+mod migrations {
+    use wharf_metastore::schema::{MIGRATIONS, SCHEMA_LEVEL};
+    use wharf_metastore::{AccountStore, MetaError, MetaStore, SqliteMetaStore};
+
+    #[tokio::test]
+    async fn sqlite_store_at_an_older_level_is_migrated_in_one_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metadata.db");
+        // A store as the previous release left it.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE wharf_schema (level INTEGER PRIMARY KEY, name TEXT NOT NULL,
+             applied_at INTEGER NOT NULL, wharf_version TEXT NOT NULL)",
+        )
+        .unwrap();
+        for m in &MIGRATIONS[..MIGRATIONS.len() - 1] {
+            conn.execute_batch(m.sqlite).unwrap();
+            conn.execute(
+                "INSERT INTO wharf_schema VALUES (?, ?, 0, 'old')",
+                rusqlite::params![m.level, m.name],
+            )
+            .unwrap();
+        }
+        conn.execute(
+            "INSERT INTO users (name, password_hash, created_at) VALUES ('kept', 'h', 0)",
+            [],
+        )
+        .unwrap();
+        drop(conn);
+        let err = SqliteMetaStore::open(&path).await.err().expect("refused");
+        assert!(matches!(err, MetaError::SchemaTooOld { .. }), "{err}");
+        assert!(err.to_string().contains("wharf upgrade apply"), "{err}");
+
+        let applied = SqliteMetaStore::migrate(&path, SCHEMA_LEVEL).await.unwrap();
+        assert_eq!(applied, vec![SCHEMA_LEVEL]);
+        assert!(
+            SqliteMetaStore::migrate(&path, SCHEMA_LEVEL)
+                .await
+                .unwrap()
+                .is_empty(),
+            "idempotent"
+        );
+        let store = SqliteMetaStore::open(&path).await.unwrap();
+        assert_eq!(store.schema_level().await.unwrap(), SCHEMA_LEVEL);
+        assert!(
+            store.user_credentials("kept").await.unwrap().is_some(),
+            "data kept"
+        );
+        let err = SqliteMetaStore::migrate(&path, SCHEMA_LEVEL + 1)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, MetaError::SchemaTooNew { .. }), "{err}");
+    }
+}

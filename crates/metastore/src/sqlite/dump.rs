@@ -50,6 +50,7 @@ const BOOLEAN_COLUMNS: &[(&str, &str)] = &[
     ("users", "is_admin"),
     ("users", "disabled"),
     ("org_members", "is_admin"),
+    ("crons", "enabled"),
 ];
 
 fn export_blocking(conn: &mut Connection, to: &mpsc::Sender<DumpItem>) -> Result<()> {
