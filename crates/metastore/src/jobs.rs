@@ -99,6 +99,9 @@ pub enum Outcome {
         retry_after_ms: i64,
     },
     Cancelled,
+    /// The worker is stopping (its replica shuts down) before the job is over: the job
+    /// goes back to the queue for another worker, and this attempt does not count.
+    Released,
 }
 
 /// What the store tells a worker on each heartbeat.

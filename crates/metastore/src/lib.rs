@@ -114,6 +114,8 @@ pub trait MetaStore:
     // --- upload sessions ---
     async fn create_upload(&self, session: &UploadSession) -> Result<()>;
     async fn get_upload(&self, id: &UploadId) -> Result<Option<UploadSession>>;
+    /// Sessions idle since before `before_ms`, oldest first, at most `limit`.
+    async fn stale_uploads(&self, before_ms: i64, limit: usize) -> Result<Vec<UploadSession>>;
     /// Records that the session grew from `from` to `to` bytes; `false` if its size was
     /// no longer `from` (another request got there first) or it is gone.
     async fn advance_upload(&self, id: &UploadId, from: u64, to: u64) -> Result<bool>;

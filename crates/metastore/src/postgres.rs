@@ -300,6 +300,18 @@ impl MetaStore for PgMetaStore {
         row.as_ref().map(session_from_row).transpose()
     }
 
+    async fn stale_uploads(&self, before_ms: i64, limit: usize) -> Result<Vec<UploadSession>> {
+        let rows = sqlx::query(
+            "SELECT id, repository, size, created_at, updated_at FROM uploads
+             WHERE updated_at < $1 ORDER BY updated_at LIMIT $2",
+        )
+        .bind(before_ms)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(session_from_row).collect()
+    }
+
     async fn advance_upload(&self, id: &UploadId, from: u64, to: u64) -> Result<bool> {
         let n = sqlx::query(
             "UPDATE uploads SET size = $1, updated_at = $2 WHERE id = $3 AND size = $4",

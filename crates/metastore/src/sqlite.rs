@@ -407,6 +407,18 @@ impl MetaStore for SqliteMetaStore {
         .await
     }
 
+    async fn stale_uploads(&self, before_ms: i64, limit: usize) -> Result<Vec<UploadSession>> {
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT id, repository, size, created_at, updated_at FROM uploads
+                 WHERE updated_at < ? ORDER BY updated_at LIMIT ?",
+            )?;
+            let rows = st.query_map(params![before_ms, limit as i64], session_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
     async fn advance_upload(&self, id: &UploadId, from: u64, to: u64) -> Result<bool> {
         let id = id.to_string();
         self.write_relaxed(move |tx| {

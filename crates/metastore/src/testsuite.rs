@@ -64,6 +64,24 @@ pub async fn new_store_is_empty_at_current_level(store: &dyn MetaStore) {
     assert_eq!(store.get_upload(&upload_id(1)).await.unwrap(), None);
 }
 
+pub async fn stale_uploads_oldest_first(store: &dyn MetaStore) {
+    let r = repo("a/b");
+    let old = session(store, 1, &r).await;
+    let now = now_ms();
+    assert!(store
+        .stale_uploads(now - 60_000, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let stale = store.stale_uploads(now + 60_000, 10).await.unwrap();
+    assert_eq!(stale.iter().map(|s| &s.id).collect::<Vec<_>>(), vec![&old]);
+    session(store, 2, &r).await;
+    assert_eq!(
+        store.stale_uploads(now + 60_000, 1).await.unwrap()[0].id,
+        old
+    );
+}
+
 pub async fn upload_session_lifecycle(store: &dyn MetaStore) {
     let r = repo("team/app");
     let id = session(store, 1, &r).await;
@@ -272,6 +290,7 @@ macro_rules! metastore_testsuite {
         $crate::metastore_testsuite!(@each $make;
             new_store_is_empty_at_current_level,
             upload_session_lifecycle,
+            stale_uploads_oldest_first,
             blobs_are_per_repository,
             manifests_need_their_blobs,
             indexes_need_their_manifests,
@@ -903,6 +922,24 @@ pub async fn jobs_heartbeat_and_cancel(store: &dyn MetaStore) {
         .unwrap()
         .unwrap();
     assert_eq!(end.status, JobStatus::Cancelled);
+    // A stopping worker hands its job back without using up an attempt.
+    let handed = store.enqueue(&new_job("purge_uploads")).await.unwrap();
+    let h = store.claim("w", &["purge_uploads"]).await.unwrap().unwrap();
+    let back = store
+        .finish_job(h.id, "w", &Outcome::Released)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (back.status, back.attempts, back.worker_id),
+        (JobStatus::Waiting, 0, None)
+    );
+    let again = store
+        .claim("w2", &["purge_uploads"])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((again.id, again.attempts), (handed.id, 1));
     // Finished jobs are left alone; unknown ones are None.
     assert_eq!(
         store.cancel_job(job.id).await.unwrap().unwrap().status,

@@ -202,6 +202,8 @@ impl JobStore for PgMetaStore {
         let (status, error, retry_after): (&str, Option<&str>, i64) = match outcome {
             Outcome::Done => ("done", None, 0),
             Outcome::Cancelled => ("cancelled", None, 0),
+            Outcome::Released if job.status == JobStatus::Running => ("released", None, 0),
+            Outcome::Released => ("cancelled", None, 0),
             Outcome::Failed {
                 error,
                 retry_after_ms,
@@ -215,6 +217,18 @@ impl JobStore for PgMetaStore {
                 }
             }
         };
+        if status == "released" {
+            let row = sqlx::query(AssertSqlSafe(format!(
+                "UPDATE jobs SET status = 'waiting', attempts = attempts - 1, worker_id = NULL,
+                        not_before = {DB_NOW_MS}, heartbeat_at = {DB_NOW_MS}
+                 WHERE id = $1 RETURNING {JOB_COLUMNS}"
+            )))
+            .bind(job_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            return Ok(Some(job_row(&row)));
+        }
         let row = sqlx::query(AssertSqlSafe(format!(
             "UPDATE jobs SET status = $1, last_error = COALESCE($2, last_error), heartbeat_at = {DB_NOW_MS},
                     finished_at = CASE WHEN $1 = 'waiting' THEN NULL ELSE {DB_NOW_MS} END,

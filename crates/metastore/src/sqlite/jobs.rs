@@ -194,7 +194,14 @@ impl JobStore for SqliteMetaStore {
                         params![now, now, job_id],
                     )?;
                 }
-                Outcome::Cancelled => {
+                Outcome::Released if job.status == JobStatus::Running => {
+                    tx.execute(
+                        "UPDATE jobs SET status = 'waiting', attempts = attempts - 1, worker_id = NULL,
+                                not_before = ?, heartbeat_at = ? WHERE id = ?",
+                        params![now, now, job_id],
+                    )?;
+                }
+                Outcome::Cancelled | Outcome::Released => {
                     tx.execute(
                         "UPDATE jobs SET status = 'cancelled', finished_at = ?, heartbeat_at = ? WHERE id = ?",
                         params![now, now, job_id],
