@@ -25,6 +25,7 @@ enum Command {
     User(cmd::user::UserArgs),
     Cluster(cmd::cluster::ClusterArgs),
     Backup(cmd::backup::BackupArgs),
+    Jobs(cmd::jobs::JobsArgs),
     Restore(cmd::backup::RestoreArgs),
     Version(cmd::version::VersionArgs),
 }
@@ -36,6 +37,7 @@ fn main() -> ExitCode {
         Command::User(args) => cmd::user::run(args),
         Command::Cluster(args) => cmd::cluster::run(args),
         Command::Backup(args) => cmd::backup::backup(args),
+        Command::Jobs(args) => cmd::jobs::run(args),
         Command::Restore(args) => cmd::backup::restore(args),
         Command::Version(args) => cmd::version::run(args),
     };

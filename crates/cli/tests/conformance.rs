@@ -39,7 +39,7 @@ async fn version_endpoint_reports_version_commit_and_schema_level() {
         .unwrap();
     assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
     assert!(v["commit"].as_str().is_some_and(|c| !c.is_empty()));
-    assert_eq!(v["schema_level"], 1);
+    assert_eq!(v["schema_level"], wharf_server::SCHEMA_LEVEL);
 }
 
 // ---------------------------------------------------------------- pulling blobs

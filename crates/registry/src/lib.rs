@@ -74,6 +74,10 @@ impl Registry {
         &self.meta
     }
 
+    pub fn blobs(&self) -> &Arc<dyn BlobStore> {
+        &self.blobs
+    }
+
     pub fn blob_store(&self) -> &Arc<dyn BlobStore> {
         &self.blobs
     }

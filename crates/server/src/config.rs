@@ -56,6 +56,11 @@ pub struct Config {
     /// How often this replica reports itself to the cluster; silent for three
     /// intervals, it is shown as dead.
     pub heartbeat_interval_secs: u64,
+    /// How often the job worker reports the job it runs; a job silent for three
+    /// intervals is taken over by another replica's worker.
+    pub job_heartbeat_secs: u64,
+    /// Back-off before a failed job's first retry; it doubles for the next.
+    pub job_retry_backoff_secs: u64,
     /// Turns authentication off: anyone may do anything. Refused unless `listen` is a
     /// loopback address; for local development and benchmarks only.
     pub insecure_no_auth: bool,
@@ -179,6 +184,8 @@ impl Default for Config {
             upload_expiry_secs: 24 * 3600,
             shutdown_timeout_secs: 30,
             heartbeat_interval_secs: 5,
+            job_heartbeat_secs: 5,
+            job_retry_backoff_secs: 30,
             insecure_no_auth: false,
             token_ttl_secs: 300,
             token_realm: None,
@@ -251,6 +258,9 @@ impl Config {
         }
         if self.heartbeat_interval_secs == 0 {
             return Err("heartbeat_interval_secs must be at least 1".into());
+        }
+        if self.job_heartbeat_secs == 0 {
+            return Err("job_heartbeat_secs must be at least 1".into());
         }
         if self.token_ttl_secs == 0 {
             return Err("token_ttl_secs must be at least 1".into());

@@ -51,6 +51,8 @@ pub struct Settings {
     pub token_realm: Option<String>,
     /// How often replicas report themselves (judging who is dead depends on it).
     pub heartbeat_interval: std::time::Duration,
+    /// The job workers' heartbeat interval (a worker silent for three is dead).
+    pub job_heartbeat: std::time::Duration,
 }
 
 /// Shared by every request.

@@ -124,6 +124,7 @@ pub async fn open(config: &Config, version: &str, commit: &str) -> anyhow::Resul
             tls: config.tls_cert.is_some() || config.tls_self_signed,
             token_realm: config.token_realm.clone(),
             heartbeat_interval: Duration::from_secs(config.heartbeat_interval_secs),
+            job_heartbeat: Duration::from_secs(config.job_heartbeat_secs),
         }),
         info: Arc::new(ServerInfo {
             version: version.into(),
@@ -214,6 +215,23 @@ pub async fn serve(
         .await
         .context("cannot register this replica")?;
     let heartbeats = tokio::spawn(membership.clone().run(state.registry.meta().clone()));
+    // The job worker: stops claiming on the stop signal and hands its job back.
+    let stores = wharf_jobs::actions::Stores {
+        meta: state.registry.meta().clone(),
+        blobs: state.registry.blobs().clone(),
+        upload_expiry: state.registry.limits().upload_expiry,
+    };
+    let worker = wharf_jobs::Worker::new(
+        &url,
+        &state.info.version,
+        state.registry.meta().clone(),
+        wharf_jobs::actions::all(&stores),
+        wharf_jobs::WorkerConfig::with_heartbeat(
+            Duration::from_secs(config.job_heartbeat_secs),
+            Duration::from_secs(config.job_retry_backoff_secs),
+        ),
+    );
+    let worker = tokio::spawn(worker.run(stop_rx.clone()));
     state.ready.store(true, Ordering::Relaxed);
     let mut server = tokio::spawn(server);
 
@@ -237,6 +255,13 @@ pub async fn serve(
         }
     }
     heartbeats.abort();
+    // The worker saw the stop signal too; give its job a moment to be handed back.
+    if tokio::time::timeout(Duration::from_secs(10), worker)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the job worker did not stop in time; its job will be taken over when its heartbeat lapses");
+    }
     if let Err(e) = state.registry.meta().remove_replica(&membership.id).await {
         tracing::warn!(error = %e, "could not deregister; the replica will expire");
     }

@@ -98,6 +98,7 @@ async fn app() -> (axum::Router, tempfile::TempDir) {
             tls: false,
             token_realm: None,
             heartbeat_interval: std::time::Duration::from_secs(5),
+            job_heartbeat: std::time::Duration::from_secs(5),
         }),
         info: Arc::new(ServerInfo {
             version: "test".into(),

@@ -83,6 +83,13 @@ pub struct ServeArgs {
     /// How often this replica reports itself to the cluster, in seconds [default: 5]
     #[arg(long, env = "WHARF_HEARTBEAT_INTERVAL_SECS", value_name = "SECS")]
     heartbeat_interval_secs: Option<u64>,
+    /// How often the job worker reports its job, in seconds; silent for three, the job
+    /// goes to another replica [default: 5]
+    #[arg(long, env = "WHARF_JOB_HEARTBEAT_SECS", value_name = "SECS")]
+    job_heartbeat_secs: Option<u64>,
+    /// Back-off before a failed job's first retry, in seconds; doubles after [default: 30]
+    #[arg(long, env = "WHARF_JOB_RETRY_BACKOFF_SECS", value_name = "SECS")]
+    job_retry_backoff_secs: Option<u64>,
     /// On SIGTERM/SIGINT, wait at most this long for in-flight requests [default: 30]
     #[arg(long, env = "WHARF_SHUTDOWN_TIMEOUT_SECS", value_name = "SECS")]
     shutdown_timeout_secs: Option<u64>,
@@ -155,6 +162,12 @@ impl ServeArgs {
         }
         if let Some(v) = self.heartbeat_interval_secs {
             c.heartbeat_interval_secs = v;
+        }
+        if let Some(v) = self.job_heartbeat_secs {
+            c.job_heartbeat_secs = v;
+        }
+        if let Some(v) = self.job_retry_backoff_secs {
+            c.job_retry_backoff_secs = v;
         }
         if let Some(v) = self.insecure_no_auth {
             c.insecure_no_auth = v;

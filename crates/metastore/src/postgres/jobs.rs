@@ -197,6 +197,9 @@ impl JobStore for PgMetaStore {
         let mine = job.worker_id.as_deref() == Some(worker_id)
             && matches!(job.status, JobStatus::Running | JobStatus::CancelRequest);
         if !mine {
+            // Release the row lock now, not when the pool gets round to it: a claim
+            // skips locked rows.
+            tx.rollback().await?;
             return Ok(None);
         }
         let (status, error, retry_after): (&str, Option<&str>, i64) = match outcome {
@@ -477,6 +480,7 @@ impl JobStore for PgMetaStore {
         .await?
         .rows_affected();
         if moved == 0 {
+            tx.rollback().await?;
             return Ok(None);
         }
         let queued = insert_job(&mut tx, job).await?;

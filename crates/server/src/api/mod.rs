@@ -19,6 +19,7 @@ use crate::error::ApiError;
 use crate::http::{body_bytes, BodyError};
 use crate::AppState;
 
+mod jobs;
 mod orgs;
 mod repos;
 mod users;
@@ -50,6 +51,17 @@ pub fn router() -> Router<AppState> {
             get(repos::get).put(repos::put).delete(repos::delete),
         )
         .route("/audit", get(audit))
+        .route("/jobs", get(jobs::list).post(jobs::create))
+        .route("/jobs/{id}", get(jobs::get).delete(jobs::cancel))
+        .route("/jobs/{id}/logs", get(jobs::logs))
+        .route("/workers", get(jobs::workers))
+        .route("/crons", get(jobs::list_crons))
+        .route(
+            "/crons/{name}",
+            get(jobs::get_cron)
+                .put(jobs::put_cron)
+                .delete(jobs::delete_cron),
+        )
 }
 
 /// `GET /api/v0/meta/version`: version, commit and schema level of this replica, so
