@@ -8,16 +8,27 @@
 #                                 prints the report, leaves the document alone
 #   scripts/bench.sh [--quick] ARGS...   extra wharf-bench options (wharf-bench --help),
 #                                 e.g. --work-dir /mnt/fast or --repeats 5
+#   scripts/bench.sh --pg-s3 [--quick] [ARGS...]
+#                                 wharf on PostgreSQL + S3 against the reference on the same
+#                                 S3 server: starts a throwaway PostgreSQL and moto
+#                                 (scripts/postgres-for-tests.sh, scripts/s3-for-tests.sh),
+#                                 stops them on exit, and (without --quick) rewrites the
+#                                 "PostgreSQL + S3" generated section of docs/benchmarks.md
+#                                 and writes target/bench/latest-pg-s3.json. Sizes are smaller
+#                                 than the default run's: moto is a Python server.
 #
-# Needs wrk, ab and docker-registry (scripts/install-test-deps.sh installs them).
+# Needs wrk, ab and docker-registry (scripts/install-test-deps.sh installs them); --pg-s3
+# also PostgreSQL (server and psql) and the moto test venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 quick=0
+pg_s3=0
 extra=()
 for arg in "$@"; do
   case "$arg" in
     --quick) quick=1 ;;
+    --pg-s3) pg_s3=1 ;;
     *) extra+=("$arg") ;;
   esac
 done
@@ -38,6 +49,96 @@ common=(
   --reference "$(command -v docker-registry)"
   --command-label "$label"
 )
+
+if [ "$pg_s3" -eq 1 ]; then
+  venv="${WHARF_TEST_VENV:-$HOME/.cache/wharf-test-venv}"
+  command -v psql >/dev/null 2>&1 \
+    || { echo "bench.sh: psql is not installed (apt-get install postgresql)" >&2; exit 1; }
+  [ -x "$venv/bin/moto_server" ] \
+    || { echo "bench.sh: no moto_server in $venv (scripts/install-test-deps.sh)" >&2; exit 1; }
+
+  # Everything started below is stopped on any exit: success, error or signal. The
+  # benchmark runs in the background so a signal reaches this script at once; it is then
+  # stopped by its PID (it stops its own servers) before PostgreSQL and moto go.
+  bench_pid=""
+  pg_env=""
+  s3_env=""
+  WHARF_TEST_POSTGRES_DIR=""
+  WHARF_TEST_S3_PID=""
+  WHARF_TEST_S3_LOG=""
+  cleanup() {
+    local status=$?
+    trap - EXIT INT TERM
+    # A signal that arrived while a start script ran is handled once it returns, before
+    # its output is evaluated below: read the PID and directory from that output.
+    [ -n "$WHARF_TEST_POSTGRES_DIR" ] || [ -z "$pg_env" ] || eval "$pg_env" || true
+    [ -n "$WHARF_TEST_S3_PID" ] || [ -z "$s3_env" ] || eval "$s3_env" || true
+    if [ -n "$bench_pid" ] && kill -0 "$bench_pid" 2>/dev/null; then
+      kill -TERM "$bench_pid" 2>/dev/null || true
+      for _ in $(seq 1 150); do
+        kill -0 "$bench_pid" 2>/dev/null || break
+        sleep 0.1
+      done
+      if kill -0 "$bench_pid" 2>/dev/null; then kill -KILL "$bench_pid" 2>/dev/null || true; fi
+    fi
+    if [ -n "$WHARF_TEST_S3_PID" ]; then
+      scripts/s3-for-tests.sh stop "$WHARF_TEST_S3_PID" "$WHARF_TEST_S3_LOG" || true
+      # That sends SIGTERM only: wait (bounded) until moto has gone, then make sure.
+      for _ in $(seq 1 100); do
+        kill -0 "$WHARF_TEST_S3_PID" 2>/dev/null || break
+        sleep 0.1
+      done
+      if kill -0 "$WHARF_TEST_S3_PID" 2>/dev/null; then kill -KILL "$WHARF_TEST_S3_PID" 2>/dev/null || true; fi
+    fi
+    if [ -n "$WHARF_TEST_POSTGRES_DIR" ]; then
+      scripts/postgres-for-tests.sh stop "$WHARF_TEST_POSTGRES_DIR" || true
+    fi
+    exit "$status"
+  }
+  trap cleanup EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+
+  pg_env=$(scripts/postgres-for-tests.sh start)
+  eval "$pg_env"
+  s3_env=$(scripts/s3-for-tests.sh start)
+  eval "$s3_env"
+  moto_version=$("$venv/bin/python" -c 'import moto; print(moto.__version__)' 2>/dev/null || echo "?")
+  echo "PostgreSQL at $WHARF_TEST_POSTGRES_URL, moto $moto_version at $WHARF_TEST_S3_ENDPOINT (pid $WHARF_TEST_S3_PID)" >&2
+
+  pg_s3_args=(
+    --stores pg-s3
+    --postgres-url "$WHARF_TEST_POSTGRES_URL"
+    --s3-endpoint "$WHARF_TEST_S3_ENDPOINT"
+    --s3-bucket wharf-test
+    --s3-label "moto $moto_version (scripts/s3-for-tests.sh: in memory, one process)"
+    --s3-pid "$WHARF_TEST_S3_PID"
+  )
+  # For the report's CPU table: the postmaster's PID heads its pid file.
+  pg_pid=$(head -n 1 "$WHARF_TEST_POSTGRES_DIR/data/postmaster.pid" 2>/dev/null || true)
+  [ -z "$pg_pid" ] || pg_s3_args+=(--postgres-pid "$pg_pid")
+  if [ "$quick" -eq 1 ]; then
+    sizes=(--blob-mib 8 --chunk-mib 4 --repeats 2
+      --wrk-secs 2 --connections 8 --ab-requests 500
+      --images 10 --tags 50 --tag-gets 10)
+    out=()
+  else
+    sizes=(--blob-mib 64 --chunk-mib 16 --repeats 5
+      --wrk-secs 10 --connections 16 --ab-requests 5000
+      --images 100 --tags 500 --tag-gets 50)
+    mkdir -p target/bench
+    out=(--update-doc docs/benchmarks.md --json target/bench/latest-pg-s3.json)
+  fi
+  # moto accepts any credentials: wharf-bench's defaults (test/test) are passed to both.
+  target/release/wharf-bench "${common[@]}" "${pg_s3_args[@]}" "${sizes[@]}" \
+    "${out[@]+"${out[@]}"}" "${extra[@]+"${extra[@]}"}" &
+  bench_pid=$!
+  # `wait` returns early on a trapped signal; the trap then stops the benchmark.
+  status=0
+  wait "$bench_pid" || status=$?
+  bench_pid=""
+  exit "$status"
+fi
 
 if [ "$quick" -eq 1 ]; then
   exec target/release/wharf-bench "${common[@]}" \

@@ -16,9 +16,9 @@ use crate::data::{median, percentile, random_bytes, Blob, Image};
 use crate::load;
 use crate::registry::Registry;
 use crate::report::{self, Better, Cell, Metric, PhaseUsage, Report, Usage, SERVERS};
-use crate::server::{Kind, Server};
+use crate::server::{Kind, PgS3, Server, Storage};
 use crate::sys::{self, Machine};
-use crate::Args;
+use crate::{Args, Stores};
 
 const MIB: usize = 1 << 20;
 /// Size of each small image's layer.
@@ -49,18 +49,25 @@ struct Window {
     pid: u32,
     server0: u64,
     client0: u64,
+    /// pg-s3: CPU ticks of the S3 server and of PostgreSQL, where their PIDs are known.
+    s3_0: Option<u64>,
+    postgres0: Option<u64>,
     t0: Instant,
 }
 
 impl Window {
-    fn open(pid: u32) -> Window {
+    fn open(pid: u32, s3_pid: Option<u32>, postgres_pid: Option<u32>) -> Window {
         // Read /proc first so the reads are outside the timed interval.
         let server0 = sys::cpu_ticks(pid).unwrap_or(0);
         let client0 = sys::client_cpu_ticks();
+        let s3_0 = s3_pid.map(|p| sys::cpu_ticks(p).unwrap_or(0));
+        let postgres0 = postgres_pid.map(sys::tree_cpu_ticks);
         Window {
             pid,
             server0,
             client0,
+            s3_0,
+            postgres0,
             t0: Instant::now(),
         }
     }
@@ -89,9 +96,31 @@ pub async fn run(args: Args) -> Result<bool> {
     }
     let work_dir = args.work_dir.clone().unwrap_or_else(std::env::temp_dir);
     let machine = Machine::probe(&work_dir);
+    let nonce = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let storage = match args.stores {
+        Stores::SqliteFs => Storage::Local,
+        Stores::PgS3 => {
+            let (Some(postgres_url), Some(endpoint)) = (&args.postgres_url, &args.s3_endpoint)
+            else {
+                bail!("--stores pg-s3 needs --postgres-url and --s3-endpoint");
+            };
+            Storage::PgS3(Arc::new(PgS3 {
+                postgres_url: postgres_url.clone(),
+                endpoint: endpoint.clone(),
+                bucket: args.s3_bucket.clone(),
+                region: args.s3_region.clone(),
+                access_key: args.s3_access_key.clone(),
+                secret_key: args.s3_secret_key.clone(),
+                // Unique per run, short enough for a database name.
+                run_id: format!("{}_{}", std::process::id(), nonce % 1_000_000_000),
+            }))
+        }
+    };
     let wharf_path = args.wharf.display().to_string();
     let reference_path = args.reference.display().to_string();
-    let versions = vec![
+    let mut versions = vec![
         ("wharf", version_of(&wharf_path, "--version")),
         ("reference", version_of(&reference_path, "--version")),
         ("wrk", version_of("wrk", "-v")),
@@ -120,10 +149,20 @@ pub async fn run(args: Args) -> Result<bool> {
         eprintln!("warning: sync failed or took over 120 s; dirty pages may be written back during the run");
     }
 
+    if let Storage::PgS3(s) = &storage {
+        versions.push(("PostgreSQL", postgres_version(&s.postgres_url)));
+        let s3 = match &args.s3_label {
+            Some(label) => label.clone(),
+            None => s3_server_header(&http, &s.endpoint).await,
+        };
+        versions.push(("S3 server", format!("{s3} at {}", s.endpoint)));
+    }
+
     // If the reference fails to start, `wharf` is dropped here, which kills it.
     eprintln!("starting wharf ({wharf_path}) and the reference ({reference_path})…");
-    let wharf = Server::start(Kind::Wharf, &args.wharf, &work_dir, &http).await?;
-    let reference = Server::start(Kind::Reference, &args.reference, &work_dir, &http).await?;
+    let wharf = Server::start(Kind::Wharf, &args.wharf, &work_dir, &storage, &http).await?;
+    let reference =
+        Server::start(Kind::Reference, &args.reference, &work_dir, &storage, &http).await?;
     eprintln!(
         "wharf at {} (pid {}), reference at {} (pid {})",
         wharf.base, wharf.pid, reference.base, reference.pid
@@ -142,9 +181,7 @@ pub async fn run(args: Args) -> Result<bool> {
         regs,
         usage: vec![],
         scratch: tempfile::tempdir()?,
-        nonce: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64),
+        nonce,
         args,
     };
     let metrics = b.run_phases().await;
@@ -154,24 +191,25 @@ pub async fn run(args: Args) -> Result<bool> {
     eprintln!("servers stopped");
 
     let a = &b.args;
-    let mut versions = versions;
     versions.extend(setups);
     let report = Report {
+        stores: a.stores,
         date,
         command: a
             .command_label
             .clone()
             .unwrap_or_else(|| std::env::args().collect::<Vec<_>>().join(" ")),
         params: vec![
+            ("stores", stores_label(a.stores).to_string()),
             ("blob", format!("{} MiB", a.blob_mib)),
             ("chunk", format!("{} MiB", a.chunk_mib)),
             ("repeats", a.repeats.to_string()),
             (
                 "page cache",
-                if a.keep_page_cache {
-                    "kept"
-                } else {
-                    "blob files evicted between push repeats"
+                match (a.stores, a.keep_page_cache) {
+                    (Stores::PgS3, _) => "not managed (the blobs are in the S3 server)",
+                    (_, true) => "kept",
+                    (_, false) => "blob files evicted between push repeats",
                 }
                 .to_string(),
             ),
@@ -210,7 +248,7 @@ pub async fn run(args: Args) -> Result<bool> {
     let markdown = report.markdown();
     println!("{markdown}");
     if let Some(doc) = &a.update_doc {
-        report::update_doc(doc, &markdown)?;
+        report::update_doc(doc, report::markers(a.stores), &markdown)?;
         eprintln!("updated {}", doc.display());
     }
     if let Some(path) = &a.json {
@@ -218,6 +256,39 @@ pub async fn run(args: Args) -> Result<bool> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(report.all_measured())
+}
+
+fn stores_label(stores: Stores) -> &'static str {
+    match stores {
+        Stores::SqliteFs => "SQLite + filesystem",
+        Stores::PgS3 => "PostgreSQL + S3",
+    }
+}
+
+/// "PostgreSQL 15.x (fsync off, synchronous_commit off)": the durability settings decide
+/// what a commit costs, so the report shows them.
+fn postgres_version(url: &str) -> String {
+    let query = "SELECT 'PostgreSQL ' || current_setting('server_version') || ' (fsync ' || \
+                 current_setting('fsync') || ', synchronous_commit ' || \
+                 current_setting('synchronous_commit') || ')'";
+    sys::run_first_line("psql", &["-X", "-q", "-t", "-A", "-d", url, "-c", query])
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The S3 server's `Server` header, for want of a version endpoint.
+async fn s3_server_header(http: &Client, endpoint: &str) -> String {
+    let r = http
+        .get(endpoint)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await;
+    r.ok()
+        .and_then(|r| {
+            r.headers()
+                .get(reqwest::header::SERVER)
+                .and_then(|v| v.to_str().ok().map(str::to_string))
+        })
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// `git describe --always --dirty` of the checkout holding `bin`, if it is in one.
@@ -367,6 +438,13 @@ impl Bench {
             target: Some((1.0, "≥ 1× (no higher)")),
             cells: rss,
         });
+        // The targets are for the default stores (SQLite + filesystem, where the targets
+        // were set); on PostgreSQL + a local S3 stand-in the figures are a comparison only.
+        if a.stores == Stores::PgS3 {
+            for m in &mut metrics {
+                m.target = None;
+            }
+        }
         metrics
     }
 
@@ -400,6 +478,14 @@ impl Bench {
             .unwrap_or(w.server0)
             .saturating_sub(w.server0);
         let client = sys::client_cpu_ticks().saturating_sub(w.client0);
+        let (s3_pid, postgres_pid) = (self.args.s3_pid, self.args.postgres_pid);
+        let s3 = w.s3_0.zip(s3_pid).map(|(t0, p)| {
+            sys::cpu_ticks(p).unwrap_or(t0).saturating_sub(t0) as f64 / self.ticks_per_sec
+        });
+        let postgres = w
+            .postgres0
+            .zip(postgres_pid)
+            .map(|(t0, p)| sys::tree_cpu_ticks(p).saturating_sub(t0) as f64 / self.ticks_per_sec);
         let idx = match self.usage.iter().position(|p| p.phase == phase) {
             Some(idx) => idx,
             None => {
@@ -414,6 +500,12 @@ impl Bench {
         u.wall_s += wall;
         u.server_cpu_s += server as f64 / self.ticks_per_sec;
         u.client_cpu_s += client as f64 / self.ticks_per_sec;
+        if let Some(v) = s3 {
+            *u.s3_cpu_s.get_or_insert(0.0) += v;
+        }
+        if let Some(v) = postgres {
+            *u.postgres_cpu_s.get_or_insert(0.0) += v;
+        }
         wall
     }
 
@@ -431,9 +523,10 @@ impl Bench {
         }
     }
 
-    /// Between push repeats, untimed: see [`Server::evict_page_cache`].
+    /// Between push repeats, untimed: see [`Server::evict_page_cache`]. With pg-s3 the
+    /// blobs are in the S3 server, not in files the harness created.
     fn evict(&self) {
-        if self.args.keep_page_cache {
+        if self.args.keep_page_cache || self.args.stores == Stores::PgS3 {
             return;
         }
         for s in &self.servers {
@@ -442,7 +535,11 @@ impl Bench {
     }
 
     fn window(&self, i: usize) -> Window {
-        Window::open(self.servers[i].pid)
+        let a = &self.args;
+        match a.stores {
+            Stores::PgS3 => Window::open(self.servers[i].pid, a.s3_pid, a.postgres_pid),
+            Stores::SqliteFs => Window::open(self.servers[i].pid, None, None),
+        }
     }
 
     /// Phases 1 and 2, interleaved repeat by repeat so both kinds of push sample the same

@@ -82,6 +82,62 @@ pub struct Args {
     /// How the report names the command that produced it [default: this command line]
     #[arg(long, value_name = "TEXT")]
     pub command_label: Option<String>,
+    /// Where both servers keep their data: sqlite-fs (wharf: SQLite + a directory; the
+    /// reference: a directory) or pg-s3 (wharf: PostgreSQL + S3; the reference: the same
+    /// S3 server and bucket, under its own prefix)
+    #[arg(long, value_enum, default_value_t = Stores::SqliteFs, value_name = "STORES")]
+    pub stores: Stores,
+    /// pg-s3: a PostgreSQL URL the harness can run CREATE DATABASE with; each wharf start
+    /// gets a fresh database on that server, dropped again when wharf stops
+    #[arg(long, value_name = "URL", required_if_eq("stores", "pg-s3"))]
+    pub postgres_url: Option<String>,
+    /// pg-s3: endpoint of the S3-compatible server, e.g. http://127.0.0.1:9000
+    #[arg(long, value_name = "URL", required_if_eq("stores", "pg-s3"))]
+    pub s3_endpoint: Option<String>,
+    /// pg-s3: an existing bucket; each server writes under its own fresh prefix in it
+    /// (wharf-bench-RUN-wharf/, wharf-bench-RUN-reference/), left in place at the end
+    #[arg(long, default_value = "wharf-test", value_name = "BUCKET")]
+    pub s3_bucket: String,
+    /// pg-s3: S3 region
+    #[arg(long, default_value = "us-east-1", value_name = "REGION")]
+    pub s3_region: String,
+    /// pg-s3: S3 access key, passed to both servers
+    #[arg(
+        long,
+        env = "AWS_ACCESS_KEY_ID",
+        hide_env_values = true,
+        default_value = "test",
+        value_name = "KEY"
+    )]
+    pub s3_access_key: String,
+    /// pg-s3: S3 secret key, passed to both servers
+    #[arg(
+        long,
+        env = "AWS_SECRET_ACCESS_KEY",
+        hide_env_values = true,
+        default_value = "test",
+        value_name = "KEY"
+    )]
+    pub s3_secret_key: String,
+    /// pg-s3: how the report names the S3 server [default: its Server header]
+    #[arg(long, value_name = "TEXT")]
+    pub s3_label: Option<String>,
+    /// pg-s3: PID of the S3 server, so the report shows its CPU time per phase
+    #[arg(long, value_name = "PID")]
+    pub s3_pid: Option<u32>,
+    /// pg-s3: PID of the PostgreSQL postmaster, so the report shows the CPU time of it and
+    /// its backends per phase
+    #[arg(long, value_name = "PID")]
+    pub postgres_pid: Option<u32>,
+}
+
+/// Which stores the servers under test use.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stores {
+    /// wharf: SQLite metadata and blobs in its data directory; the reference: filesystem
+    SqliteFs,
+    /// wharf: PostgreSQL metadata and S3 blobs; the reference: the same S3 server
+    PgS3,
 }
 
 fn main() -> ExitCode {

@@ -11,6 +11,31 @@ pub fn cpu_ticks(pid: u32) -> Result<u64> {
     Ok(f[11] + f[12])
 }
 
+/// CPU time of a process and its direct children, in clock ticks: for the PostgreSQL
+/// postmaster and its backends (a process that is gone counts as 0).
+pub fn tree_cpu_ticks(root: u32) -> u64 {
+    let mut total = cpu_ticks(root).unwrap_or(0);
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return total;
+    };
+    // Bounded: one pass over the current process list.
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == root {
+            continue;
+        }
+        // Index 1 is the parent's PID (see `stat_fields`).
+        if let Ok(f) = stat_fields(&format!("/proc/{pid}/stat")) {
+            if f[1] == u64::from(root) {
+                total += f[11] + f[12];
+            }
+        }
+    }
+    total
+}
+
 /// CPU time of this process plus its waited-for children (wrk, ab), in clock ticks.
 /// The servers are not reaped until the end, so they are not counted here.
 pub fn client_cpu_ticks() -> u64 {
