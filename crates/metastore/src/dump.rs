@@ -22,6 +22,7 @@ pub const TABLES: &[&str] = &[
     "repository_blobs",
     "manifests",
     "tags",
+    "manifest_refs",
     "users",
     "access_tokens",
     "orgs",

@@ -11,6 +11,7 @@ use wharf_oci::{Digest, Reference, RepoName, Tag, UploadId};
 
 pub mod accounts;
 pub mod dump;
+pub mod gc;
 pub mod jobs;
 pub mod postgres;
 pub mod replicas;
@@ -20,6 +21,7 @@ pub mod testsuite;
 
 pub use accounts::AccountStore;
 pub use dump::{BackupRecord, BackupStore};
+pub use gc::GcStore;
 pub use jobs::JobStore;
 pub use postgres::PgMetaStore;
 pub use replicas::{ReplicaReport, ReplicaRow, ReplicaStore};
@@ -89,7 +91,7 @@ pub struct Referrer {
 
 #[async_trait]
 pub trait MetaStore:
-    AccountStore + ReplicaStore + BackupStore + JobStore + Send + Sync + 'static
+    AccountStore + ReplicaStore + BackupStore + JobStore + GcStore + Send + Sync + 'static
 {
     /// The schema level of the data this store holds.
     async fn schema_level(&self) -> Result<u32>;

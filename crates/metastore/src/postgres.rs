@@ -13,6 +13,7 @@ use wharf_oci::{Digest, Reference, RepoName, Tag, UploadId};
 use crate::accounts::*;
 
 mod dump;
+mod gc;
 mod jobs;
 use crate::schema::{MIGRATIONS, SCHEMA_LEVEL};
 use crate::{
@@ -178,7 +179,10 @@ async fn ensure_repo(conn: &mut PgConnection, repo: &str) -> Result<i64> {
 
 async fn link(conn: &mut PgConnection, repo_id: i64, digest: &str) -> Result<()> {
     sqlx::query(
-        "INSERT INTO repository_blobs (repository_id, digest, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        // A link used again is young again: garbage collection's grace period counts
+        // from the last upload or mount, not the first.
+        "INSERT INTO repository_blobs (repository_id, digest, created_at) VALUES ($1, $2, $3)
+         ON CONFLICT (repository_id, digest) DO UPDATE SET created_at = excluded.created_at",
     )
     .bind(repo_id)
     .bind(digest)
@@ -408,6 +412,39 @@ impl MetaStore for PgMetaStore {
         .bind(m.subject.as_ref().map(|s| s.to_string()))
         .bind(&m.annotations_json)
         .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        // What it refers to, for garbage collection (also for a manifest stored by an
+        // older release and pushed again).
+        let refs: Vec<(String, &str)> = m
+            .required_blobs
+            .iter()
+            .map(|d| (d.to_string(), "blob"))
+            .chain(
+                m.required_manifests
+                    .iter()
+                    .map(|d| (d.to_string(), "manifest")),
+            )
+            .collect();
+        if !refs.is_empty() {
+            let (digests, kinds): (Vec<String>, Vec<&str>) = refs.into_iter().unzip();
+            sqlx::query(
+                "INSERT INTO manifest_refs (repository_id, manifest_digest, ref_digest, kind)
+                 SELECT $1, $2, d, k FROM UNNEST($3::TEXT[], $4::TEXT[]) AS u(d, k)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(rid)
+            .bind(&digest)
+            .bind(&digests)
+            .bind(&kinds)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "UPDATE manifests SET refs_recorded = TRUE WHERE repository_id = $1 AND digest = $2 AND NOT refs_recorded",
+        )
+        .bind(rid)
+        .bind(&digest)
         .execute(&mut *tx)
         .await?;
         if let Some(tag) = tag {

@@ -19,7 +19,8 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         level: 2,
-        name: "jobs: queue, logs, workers, schedules",
+        name:
+            "jobs (queue, logs, workers, schedules) and manifest references for garbage collection",
         sqlite: include_str!("sql/sqlite/0002_jobs.sql"),
         postgres: include_str!("sql/postgres/0002_jobs.sql"),
     },

@@ -22,6 +22,7 @@ use crate::{
 
 mod accounts;
 mod dump;
+mod gc;
 mod jobs;
 mod replicas;
 
@@ -281,7 +282,10 @@ fn ensure_repo(tx: &Transaction, repo: &str) -> rusqlite::Result<i64> {
 
 fn link(tx: &Transaction, repo_id: i64, digest: &str) -> rusqlite::Result<()> {
     tx.prepare_cached(
-        "INSERT OR IGNORE INTO repository_blobs (repository_id, digest, created_at) VALUES (?, ?, ?)",
+        // A link used again is young again: garbage collection's grace period counts
+        // from the last upload or mount, not the first.
+        "INSERT INTO repository_blobs (repository_id, digest, created_at) VALUES (?, ?, ?)
+         ON CONFLICT (repository_id, digest) DO UPDATE SET created_at = excluded.created_at",
     )?
     .execute(params![repo_id, digest, now_ms()])?;
     Ok(())
@@ -505,6 +509,24 @@ impl MetaStore for SqliteMetaStore {
                 m.annotations_json,
                 now_ms()
             ])?;
+            // What it refers to, for garbage collection (also for a manifest stored
+            // by an older release and pushed again).
+            {
+                let mut refs = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO manifest_refs (repository_id, manifest_digest, ref_digest, kind)
+                     VALUES (?, ?, ?, ?)",
+                )?;
+                for d in &m.required_blobs {
+                    refs.execute(params![rid, digest, d.to_string(), "blob"])?;
+                }
+                for d in &m.required_manifests {
+                    refs.execute(params![rid, digest, d.to_string(), "manifest"])?;
+                }
+                tx.prepare_cached(
+                    "UPDATE manifests SET refs_recorded = 1 WHERE repository_id = ? AND digest = ? AND refs_recorded = 0",
+                )?
+                .execute(params![rid, digest])?;
+            }
             if let Some(tag) = tag {
                 tx.prepare_cached(
                     "INSERT INTO tags (repository_id, name, manifest_digest, updated_at) VALUES (?, ?, ?, ?)

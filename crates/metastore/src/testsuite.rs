@@ -313,6 +313,8 @@ macro_rules! metastore_testsuite {
             job_logs_are_ordered_and_capped,
             workers_and_crons,
             concurrent_claims_take_each_job_once,
+            gc_removes_only_unreferenced_links_and_blobs,
+            gc_untagged_manifests_spare_tagged_children_and_referrers,
         );
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {
@@ -1113,4 +1115,174 @@ pub async fn concurrent_claims_take_each_job_once(store: &dyn MetaStore) {
     all.sort();
     all.dedup();
     assert_eq!((n, all.len()), (24, 24), "each job claimed once");
+}
+
+// ---------------------------------------------------------------- garbage collection
+
+use crate::gc::DeleteBytes;
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::Arc as StdArc;
+
+fn counting_deleter(count: &StdArc<AtomicUsize>, fail: bool) -> DeleteBytes {
+    let count = count.clone();
+    Box::new(move || {
+        Box::pin(async move {
+            count.fetch_add(1, AtomicOrdering::SeqCst);
+            if fail {
+                Err("disk on fire".to_string())
+            } else {
+                Ok(())
+            }
+        })
+    })
+}
+
+pub async fn gc_removes_only_unreferenced_links_and_blobs(store: &dyn MetaStore) {
+    let r = repo("gc/app");
+    let used = blob(store, &r, b"used layer").await;
+    let unused = blob(store, &r, b"abandoned layer").await;
+    let m = manifest(r#"{"gc":1}"#, vec![used.clone()], vec![]);
+    store.put_manifest(&r, &m, Some(&tag("v1"))).await.unwrap();
+    assert_eq!(
+        store.count_manifests_without_refs().await.unwrap(),
+        0,
+        "1.1.0 records references on push"
+    );
+
+    // Within the grace period nothing is a candidate.
+    let long_ago = now_ms() - 3_600_000;
+    assert!(store
+        .unreferenced_links(long_ago, None, 100)
+        .await
+        .unwrap()
+        .is_empty());
+    let cutoff = now_ms() + 60_000;
+    let links = store.unreferenced_links(cutoff, None, 100).await.unwrap();
+    assert_eq!(
+        links.iter().map(|l| &l.digest).collect::<Vec<_>>(),
+        vec![&unused]
+    );
+    assert_eq!(links[0].repository, "gc/app");
+    assert!(
+        !store
+            .unlink_if_unreferenced(&links[0], long_ago)
+            .await
+            .unwrap(),
+        "young link kept"
+    );
+    assert!(store
+        .unlink_if_unreferenced(&links[0], cutoff)
+        .await
+        .unwrap());
+    assert!(
+        !store
+            .unlink_if_unreferenced(&links[0], cutoff)
+            .await
+            .unwrap(),
+        "already gone"
+    );
+    // A referenced link is never removed, whatever the candidate list said.
+    let forged = crate::gc::Link {
+        repository_id: links[0].repository_id,
+        repository: "gc/app".into(),
+        digest: used.clone(),
+    };
+    assert!(!store.unlink_if_unreferenced(&forged, cutoff).await.unwrap());
+    assert_eq!(store.repo_blob(&r, &used).await.unwrap(), Some(10));
+
+    // The blob is now linked nowhere: its row and bytes go, together.
+    let blobs = store.unlinked_blobs(cutoff, None, 100).await.unwrap();
+    assert_eq!(blobs, vec![(unused.clone(), 15)]);
+    let calls = StdArc::new(AtomicUsize::new(0));
+    let err = store
+        .delete_blob_if_unlinked(&unused, cutoff, counting_deleter(&calls, true))
+        .await;
+    assert!(err.is_err(), "a failed byte deletion fails the step");
+    assert_eq!(
+        store.blob_size(&unused).await.unwrap(),
+        Some(15),
+        "and keeps the row"
+    );
+    assert!(store
+        .delete_blob_if_unlinked(&unused, cutoff, counting_deleter(&calls, false))
+        .await
+        .unwrap());
+    assert_eq!(calls.load(AtomicOrdering::SeqCst), 2);
+    assert_eq!(store.blob_size(&unused).await.unwrap(), None);
+    // A linked blob: refused without touching its bytes.
+    assert!(!store
+        .delete_blob_if_unlinked(&used, cutoff, counting_deleter(&calls, false))
+        .await
+        .unwrap());
+    assert_eq!(calls.load(AtomicOrdering::SeqCst), 2);
+
+    // Uploading or mounting again makes a link young again.
+    let again = blob(store, &r, b"abandoned layer").await;
+    assert_eq!(again, unused);
+    assert!(store
+        .unreferenced_links(now_ms() - 60_000, None, 100)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+pub async fn gc_untagged_manifests_spare_tagged_children_and_referrers(store: &dyn MetaStore) {
+    let r = repo("gc/multi");
+    let child = manifest(r#"{"child":1}"#, vec![], vec![]);
+    store.put_manifest(&r, &child, None).await.unwrap();
+    let index = manifest(r#"{"index":1}"#, vec![], vec![child.digest.clone()]);
+    store
+        .put_manifest(&r, &index, Some(&tag("latest")))
+        .await
+        .unwrap();
+    let orphan = manifest(r#"{"orphan":1}"#, vec![], vec![]);
+    store.put_manifest(&r, &orphan, None).await.unwrap();
+    let mut sig = manifest(r#"{"signature":1}"#, vec![], vec![]);
+    sig.subject = Some(index.digest.clone());
+    store.put_manifest(&r, &sig, None).await.unwrap();
+
+    let cutoff = now_ms() + 60_000;
+    let found = store.untagged_manifests(cutoff, None, 100).await.unwrap();
+    assert_eq!(
+        found.iter().map(|m| &m.digest).collect::<Vec<_>>(),
+        vec![&orphan.digest]
+    );
+    assert!(
+        !store
+            .delete_manifest_if_unused(&found[0], now_ms() - 60_000)
+            .await
+            .unwrap(),
+        "young"
+    );
+    assert!(store
+        .delete_manifest_if_unused(&found[0], cutoff)
+        .await
+        .unwrap());
+    // Untagging the index frees it, and then its child.
+    store.delete_tag(&r, &tag("latest")).await.unwrap();
+    let found = store.untagged_manifests(cutoff, None, 100).await.unwrap();
+    assert_eq!(
+        found.iter().map(|m| &m.digest).collect::<Vec<_>>(),
+        vec![&index.digest]
+    );
+    let child_key = crate::gc::ManifestKey {
+        repository_id: found[0].repository_id,
+        repository: "gc/multi".into(),
+        digest: child.digest.clone(),
+    };
+    assert!(
+        !store
+            .delete_manifest_if_unused(&child_key, cutoff)
+            .await
+            .unwrap(),
+        "still in the index"
+    );
+    assert!(store
+        .delete_manifest_if_unused(&found[0], cutoff)
+        .await
+        .unwrap());
+    assert!(store
+        .delete_manifest_if_unused(&child_key, cutoff)
+        .await
+        .unwrap());
 }

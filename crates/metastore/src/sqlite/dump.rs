@@ -51,6 +51,7 @@ const BOOLEAN_COLUMNS: &[(&str, &str)] = &[
     ("users", "disabled"),
     ("org_members", "is_admin"),
     ("crons", "enabled"),
+    ("manifests", "refs_recorded"),
 ];
 
 fn export_blocking(conn: &mut Connection, to: &mpsc::Sender<DumpItem>) -> Result<()> {

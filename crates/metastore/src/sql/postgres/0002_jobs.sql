@@ -55,3 +55,19 @@ CREATE TABLE crons (
     last_job_id     BIGINT,
     updated_at      BIGINT NOT NULL
 );
+
+-- Garbage-collection bookkeeping: what each manifest refers to, written with the
+-- manifest from 1.1.0 on. Manifests stored before have refs_recorded = FALSE until the
+-- metadatastoremigration job fills their references in; GC waits for it.
+CREATE TABLE manifest_refs (
+    repository_id   BIGINT NOT NULL,
+    manifest_digest TEXT NOT NULL,
+    ref_digest      TEXT NOT NULL,
+    kind            TEXT NOT NULL CHECK (kind IN ('blob', 'manifest')),
+    PRIMARY KEY (repository_id, manifest_digest, ref_digest),
+    FOREIGN KEY (repository_id, manifest_digest)
+        REFERENCES manifests (repository_id, digest) ON DELETE CASCADE
+);
+CREATE INDEX manifest_refs_by_ref ON manifest_refs (repository_id, ref_digest);
+ALTER TABLE manifests ADD COLUMN refs_recorded BOOLEAN NOT NULL DEFAULT FALSE;
+CREATE INDEX manifests_without_refs ON manifests (repository_id, digest) WHERE NOT refs_recorded;

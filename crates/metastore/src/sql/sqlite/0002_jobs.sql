@@ -59,3 +59,19 @@ CREATE TABLE crons (
     last_job_id     INTEGER,
     updated_at      INTEGER NOT NULL
 ) WITHOUT ROWID;
+
+-- Garbage-collection bookkeeping: what each manifest refers to, written with the
+-- manifest from 1.1.0 on. Manifests stored before have refs_recorded = 0 until the
+-- metadatastoremigration job fills their references in; GC waits for it.
+CREATE TABLE manifest_refs (
+    repository_id   INTEGER NOT NULL,
+    manifest_digest TEXT NOT NULL,
+    ref_digest      TEXT NOT NULL,
+    kind            TEXT NOT NULL CHECK (kind IN ('blob', 'manifest')),
+    PRIMARY KEY (repository_id, manifest_digest, ref_digest),
+    FOREIGN KEY (repository_id, manifest_digest)
+        REFERENCES manifests (repository_id, digest) ON DELETE CASCADE
+) WITHOUT ROWID;
+CREATE INDEX manifest_refs_by_ref ON manifest_refs (repository_id, ref_digest);
+ALTER TABLE manifests ADD COLUMN refs_recorded INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX manifests_without_refs ON manifests (repository_id, digest) WHERE refs_recorded = 0;
