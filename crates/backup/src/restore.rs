@@ -287,6 +287,7 @@ pub async fn restore(req: RestoreRequest<'_>) -> anyhow::Result<RestoreSummary> 
             .upload_commit(&id, &digest)
             .await
             .with_context(|| format!("cannot store blob {digest}"))?;
+        req.blobs.upload_delete(&id).await?;
         written += 1;
     }
     req.progress.finish(&format!(

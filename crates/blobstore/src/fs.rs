@@ -1,8 +1,9 @@
 //! Blobs as files in a directory: `blobs/<alg>/<2 hex>/<hex>` and `uploads/<id>`.
 //!
-//! Crash safety comes from the filesystem's atomic rename: an upload is written under
-//! `uploads/`, fsynced, then renamed into `blobs/` and the directory fsynced. A blob path
-//! therefore only ever holds complete, durable content.
+//! Crash safety comes from the filesystem's atomic link: an upload is written under
+//! `uploads/`, fsynced, then hard-linked into `blobs/` and the directory fsynced. A blob
+//! path therefore only ever holds complete, durable content. The upload's own name stays
+//! until the registry deletes it, so a commit can be repeated.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -238,15 +239,16 @@ impl BlobStore for FsBlobStore {
                     d = parent;
                 }
             }
-            if to.exists() {
-                // Same digest, same verified bytes: keep the stored copy, which readers
-                // may be streaming, and drop ours. Sync the directory in case the
-                // copy's own commit has not yet made its entry durable.
-                fs::remove_file(&from)?;
-                sync_dir(dir)?;
-                return Ok(());
+            // A hard link, not a rename: the upload keeps its data until the caller
+            // deletes it, so the commit can be repeated if garbage collection removed
+            // the blob in between. If the blob is there already (same digest, same
+            // verified bytes), the stored copy stays: readers may be streaming it.
+            match fs::hard_link(&from, &to) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
             }
-            fs::rename(&from, &to)?;
+            // Also when it existed: its own commit may not have made the entry durable.
             sync_dir(dir)?;
             Ok(())
         })

@@ -70,7 +70,8 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Makes an upload's bytes the blob `digest`, durably and atomically: once this
     /// returns, the blob survives a crash, and before it returns no reader can see a
     /// partial blob. Committing a digest that is already stored is not an error (two
-    /// clients pushing the same layer at once both succeed).
+    /// clients pushing the same layer at once both succeed). The upload keeps its data
+    /// until [`Self::upload_delete`], so a commit can be repeated.
     async fn upload_commit(&self, id: &UploadId, digest: &Digest) -> Result<()>;
 
     /// Discards an upload session's bytes; not an error if there are none.

@@ -102,8 +102,11 @@ impl BlobStore for MemoryBlobStore {
 
     async fn upload_commit(&self, id: &UploadId, digest: &Digest) -> Result<()> {
         let mut inner = self.lock();
-        let data = inner.uploads.remove(id).ok_or(StoreError::NotFound)?;
-        inner.blobs.insert(digest.clone(), Bytes::from(data));
+        let data = inner.uploads.get(id).ok_or(StoreError::NotFound)?.clone();
+        inner
+            .blobs
+            .entry(digest.clone())
+            .or_insert_with(|| Bytes::from(data));
         Ok(())
     }
 

@@ -285,7 +285,7 @@ impl BlobStore for S3BlobStore {
                 }
             }
         }
-        self.upload_delete(id).await
+        Ok(())
     }
 
     async fn upload_delete(&self, id: &UploadId) -> Result<()> {

@@ -25,6 +25,7 @@ async fn put(store: &dyn BlobStore, upload: &UploadId, data: &[u8]) -> Digest {
     w.write(Bytes::copy_from_slice(data)).await.unwrap();
     assert_eq!(w.finish().await.unwrap(), data.len() as u64);
     store.upload_commit(upload, &d).await.unwrap();
+    store.upload_delete(upload).await.unwrap();
     d
 }
 
@@ -53,14 +54,26 @@ pub async fn missing_blob_is_not_found(store: &dyn BlobStore) {
 }
 
 pub async fn upload_commit_read_delete(store: &dyn BlobStore) {
-    let d = put(store, &id(1), b"hello, wharf").await;
+    // Committing keeps the upload's data until the caller deletes it, so a commit can
+    // be repeated (the registry does, if garbage collection raced it).
+    let u = id(1);
+    let mut w = store.upload_writer(&u, 0).await.unwrap();
+    w.write(Bytes::from_static(b"hello, wharf")).await.unwrap();
+    w.finish().await.unwrap();
+    let d = Digest::sha256_of(b"hello, wharf");
+    store.upload_commit(&u, &d).await.unwrap();
+    assert_eq!(store.upload_list().await.unwrap(), vec![u.clone()]);
+    assert!(store.delete(&d).await.unwrap());
+    assert_eq!(store.stat(&d).await.unwrap(), None);
+    store.upload_commit(&u, &d).await.unwrap();
+    store.upload_delete(&u).await.unwrap();
     assert_eq!(store.stat(&d).await.unwrap(), Some(12));
     assert_eq!(read_all(store, &d, None).await, b"hello, wharf");
     assert_eq!(store.list().await.unwrap(), vec![d.clone()]);
     assert_eq!(
         store.upload_list().await.unwrap(),
         vec![],
-        "commit consumes the upload"
+        "the upload is gone once deleted"
     );
     assert!(store.delete(&d).await.unwrap());
     assert_empty(store).await;
@@ -164,6 +177,7 @@ pub async fn large_blob_roundtrips(store: &dyn BlobStore) {
     w.finish().await.unwrap();
     let d = Digest::sha256_of(&data);
     store.upload_commit(&u, &d).await.unwrap();
+    store.upload_delete(&u).await.unwrap();
     assert_eq!(store.stat(&d).await.unwrap(), Some(data.len() as u64));
     assert!(read_all(store, &d, None).await == data);
     let r = ByteRange {
@@ -194,6 +208,7 @@ pub async fn large_upload_in_several_sessions_roundtrips(store: &dyn BlobStore) 
     }
     let d = Digest::sha256_of(&all);
     store.upload_commit(&u, &d).await.unwrap();
+    store.upload_delete(&u).await.unwrap();
     assert_eq!(store.stat(&d).await.unwrap(), Some(all.len() as u64));
     let r = ByteRange {
         start: 6 << 20,

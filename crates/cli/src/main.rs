@@ -26,6 +26,7 @@ enum Command {
     Cluster(cmd::cluster::ClusterArgs),
     Backup(cmd::backup::BackupArgs),
     Jobs(cmd::jobs::JobsArgs),
+    Gc(cmd::gc::GcArgs),
     Restore(cmd::backup::RestoreArgs),
     Version(cmd::version::VersionArgs),
 }
@@ -38,6 +39,7 @@ fn main() -> ExitCode {
         Command::Cluster(args) => cmd::cluster::run(args),
         Command::Backup(args) => cmd::backup::backup(args),
         Command::Jobs(args) => cmd::jobs::run(args),
+        Command::Gc(args) => cmd::gc::run(args),
         Command::Restore(args) => cmd::backup::restore(args),
         Command::Version(args) => cmd::version::run(args),
     };

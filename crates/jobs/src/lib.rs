@@ -64,6 +64,8 @@ pub struct JobContext {
     started: Instant,
     stop: AtomicU8,
     progress: Mutex<Option<String>>,
+    /// Outside the queue: the log goes to stdout, not to a job's log.
+    detached: bool,
 }
 
 const STOP_NONE: u8 = 0;
@@ -85,12 +87,35 @@ impl JobContext {
             started: Instant::now(),
             stop: AtomicU8::new(STOP_NONE),
             progress: Mutex::new(None),
+            detached: false,
         }
     }
 
-    /// A context for running an action outside the queue (tests, `--dry-run`).
-    pub fn detached(job: Job, store: Arc<dyn MetaStore>) -> JobContext {
-        Self::new(job, store)
+    /// A context for running an action outside the queue (`wharf gc --dry-run`): its
+    /// log lines are printed.
+    pub fn detached(action: &str, params: &str, store: Arc<dyn MetaStore>) -> JobContext {
+        let job = Job {
+            id: 0,
+            action: action.into(),
+            params: params.into(),
+            status: wharf_metastore::jobs::JobStatus::Running,
+            attempts: 1,
+            max_attempts: 1,
+            worker_id: None,
+            cron: None,
+            deadline_ms: None,
+            not_before_ms: 0,
+            created_at_ms: 0,
+            started_at_ms: None,
+            heartbeat_at_ms: None,
+            finished_at_ms: None,
+            progress: None,
+            last_error: None,
+        };
+        JobContext {
+            detached: true,
+            ..Self::new(job, store)
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn MetaStore> {
@@ -111,6 +136,10 @@ impl JobContext {
     /// failing the job for: it is reported and dropped.
     pub async fn log(&self, line: impl Into<String>) {
         let line = line.into();
+        if self.detached {
+            println!("{line}");
+            return;
+        }
         tracing::info!(job = self.job.id, action = %self.job.action, "{line}");
         if self.stop.load(Ordering::SeqCst) == stop_code(Stop::Lost) {
             return;

@@ -330,6 +330,17 @@ impl Registry {
         self.meta
             .complete_upload(id, repo, digest, session.size)
             .await?;
+        // Garbage collection may have deleted an older, unreferenced copy of this blob
+        // between our commit and our record (it deletes bytes only while holding the
+        // blob's record, which our record waited for). The record now protects the
+        // blob; if its bytes went, put ours back.
+        if self.blobs.stat(digest).await?.is_none() {
+            tracing::info!(%digest, "blob was garbage-collected during its upload; storing it again");
+            self.blobs.upload_commit(id, digest).await?;
+        }
+        if let Err(e) = self.blobs.upload_delete(id).await {
+            tracing::warn!(upload = %id, error = %e, "could not delete the upload's data; purge_uploads will");
+        }
         drop(state);
         self.uploads.forget(id);
         Ok(())

@@ -61,6 +61,9 @@ pub struct Config {
     pub job_heartbeat_secs: u64,
     /// Back-off before a failed job's first retry; it doubles for the next.
     pub job_retry_backoff_secs: u64,
+    /// Garbage collection leaves alone blobs, links and manifests younger than this
+    /// (a push in progress has blobs no manifest refers to yet).
+    pub gc_grace_secs: u64,
     /// Turns authentication off: anyone may do anything. Refused unless `listen` is a
     /// loopback address; for local development and benchmarks only.
     pub insecure_no_auth: bool,
@@ -186,6 +189,7 @@ impl Default for Config {
             heartbeat_interval_secs: 5,
             job_heartbeat_secs: 5,
             job_retry_backoff_secs: 30,
+            gc_grace_secs: 24 * 3600,
             insecure_no_auth: false,
             token_ttl_secs: 300,
             token_realm: None,

@@ -94,6 +94,20 @@ pub fn open_blobstore(config: &Config) -> anyhow::Result<Arc<dyn BlobStore>> {
     })
 }
 
+/// What the job actions work on, as the configuration says.
+pub fn job_stores(
+    config: &Config,
+    meta: Arc<dyn MetaStore>,
+    blobs: Arc<dyn BlobStore>,
+) -> wharf_jobs::actions::Stores {
+    wharf_jobs::actions::Stores {
+        meta,
+        blobs,
+        upload_expiry: Duration::from_secs(config.upload_expiry_secs),
+        gc_grace: Duration::from_secs(config.gc_grace_secs),
+    }
+}
+
 /// Opens the stores the configuration names and builds the shared state.
 pub async fn open(config: &Config, version: &str, commit: &str) -> anyhow::Result<AppState> {
     config.validate().map_err(anyhow::Error::msg)?;
@@ -216,11 +230,11 @@ pub async fn serve(
         .context("cannot register this replica")?;
     let heartbeats = tokio::spawn(membership.clone().run(state.registry.meta().clone()));
     // The job worker: stops claiming on the stop signal and hands its job back.
-    let stores = wharf_jobs::actions::Stores {
-        meta: state.registry.meta().clone(),
-        blobs: state.registry.blobs().clone(),
-        upload_expiry: state.registry.limits().upload_expiry,
-    };
+    let stores = job_stores(
+        &config,
+        state.registry.meta().clone(),
+        state.registry.blobs().clone(),
+    );
     let worker = wharf_jobs::Worker::new(
         &url,
         &state.info.version,

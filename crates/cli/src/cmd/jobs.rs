@@ -238,7 +238,7 @@ fn print_job(j: &Job) {
 
 /// Prints the log from the start; with `follow`, until the job is final (bounded: a
 /// day). Returns the job as it ended (or is now).
-async fn follow_log(store: &dyn MetaStore, id: i64, follow: bool) -> anyhow::Result<Job> {
+pub async fn follow_log(store: &dyn MetaStore, id: i64, follow: bool) -> anyhow::Result<Job> {
     let mut after = 0;
     let deadline = std::time::Instant::now() + Duration::from_secs(24 * 3600);
     loop {

@@ -1,5 +1,6 @@
 pub mod backup;
 pub mod cluster;
+pub mod gc;
 pub mod jobs;
 pub mod serve;
 pub mod user;

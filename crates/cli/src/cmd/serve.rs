@@ -90,6 +90,9 @@ pub struct ServeArgs {
     /// Back-off before a failed job's first retry, in seconds; doubles after [default: 30]
     #[arg(long, env = "WHARF_JOB_RETRY_BACKOFF_SECS", value_name = "SECS")]
     job_retry_backoff_secs: Option<u64>,
+    /// Garbage collection spares what is younger than this, in seconds [default: 86400]
+    #[arg(long, env = "WHARF_GC_GRACE_SECS", value_name = "SECS")]
+    gc_grace_secs: Option<u64>,
     /// On SIGTERM/SIGINT, wait at most this long for in-flight requests [default: 30]
     #[arg(long, env = "WHARF_SHUTDOWN_TIMEOUT_SECS", value_name = "SECS")]
     shutdown_timeout_secs: Option<u64>,
@@ -168,6 +171,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.job_retry_backoff_secs {
             c.job_retry_backoff_secs = v;
+        }
+        if let Some(v) = self.gc_grace_secs {
+            c.gc_grace_secs = v;
         }
         if let Some(v) = self.insecure_no_auth {
             c.insecure_no_auth = v;

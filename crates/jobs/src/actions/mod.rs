@@ -7,8 +7,12 @@ use wharf_metastore::MetaStore;
 
 use crate::Action;
 
+pub mod gc;
+mod migration;
 mod purge_uploads;
 
+pub use gc::GarbageCollect;
+pub use migration::MetadataStoreMigration;
 pub use purge_uploads::PurgeUploads;
 
 /// What the actions work on.
@@ -18,12 +22,18 @@ pub struct Stores {
     pub blobs: Arc<dyn BlobStore>,
     /// Upload sessions idle longer than this are abandoned.
     pub upload_expiry: std::time::Duration,
+    /// Garbage collection leaves alone what is younger than this.
+    pub gc_grace: std::time::Duration,
 }
 
 /// Every action this build has.
 pub fn all(stores: &Stores) -> Vec<Arc<dyn Action>> {
-    vec![Arc::new(PurgeUploads::new(stores.clone()))]
+    vec![
+        Arc::new(GarbageCollect::new(stores.clone())),
+        Arc::new(MetadataStoreMigration::new(stores.clone())),
+        Arc::new(PurgeUploads::new(stores.clone())),
+    ]
 }
 
 /// The names of [`all`], for validating requests.
-pub const NAMES: &[&str] = &["purge_uploads"];
+pub const NAMES: &[&str] = &["gc", "metadatastoremigration", "purge_uploads"];

@@ -1,0 +1,70 @@
+//! `wharf gc`: online garbage collection. `--dry-run` shows here and now what would
+//! go; otherwise a `gc` job is queued for the replicas' workers and followed.
+
+use wharf_jobs::actions::gc::{summary, GarbageCollect, GcParams};
+use wharf_metastore::jobs::{JobStatus, NewJob};
+
+use super::StoreArgs;
+
+/// Collect garbage while the registry serves: blobs and links no manifest refers to,
+/// and with --delete-untagged, untagged manifests nothing refers to
+///
+/// Only what is older than the grace period goes (default: the configured
+/// gc_grace_secs, 24 h). The run is a job: a serving replica's worker runs it, and
+/// this command prints its log until it is over. With --dry-run nothing is queued or
+/// deleted: the command itself reports what a run would remove.
+#[derive(clap::Args)]
+pub struct GcArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Report what would be removed; remove nothing
+    #[arg(long)]
+    dry_run: bool,
+    /// Spare what is younger than this many seconds
+    #[arg(long, value_name = "SECS")]
+    grace_secs: Option<u64>,
+    /// Also remove untagged manifests that no tag or other manifest refers to
+    #[arg(long)]
+    delete_untagged: bool,
+}
+
+pub fn run(args: GcArgs) -> anyhow::Result<()> {
+    let config = args.store.to_config()?;
+    let params = serde_json::json!({
+        "grace_secs": args.grace_secs,
+        "delete_untagged": args.delete_untagged,
+        "dry_run": args.dry_run,
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let meta = wharf_server::run::open_metastore(&config).await?;
+        if args.dry_run {
+            let blobs = wharf_server::run::open_blobstore(&config)?;
+            let stores = wharf_server::run::job_stores(&config, meta.clone(), blobs);
+            let gc = GarbageCollect::new(stores);
+            let ctx = wharf_jobs::JobContext::detached("gc", &params.to_string(), meta);
+            let p: GcParams = serde_json::from_value(params)?;
+            let (report, _) = gc.collect(&ctx, &p).await?;
+            println!("{}", summary(&report, true));
+            return Ok(());
+        }
+        let job = meta
+            .enqueue(&NewJob {
+                action: "gc".into(),
+                params: params.to_string(),
+                max_attempts: wharf_jobs::DEFAULT_ATTEMPTS,
+                deadline_ms: None,
+                cron: None,
+            })
+            .await?;
+        println!("queued job {} (gc); a serving replica runs it", job.id);
+        let end = super::jobs::follow_log(meta.as_ref(), job.id, true).await?;
+        if end.status != JobStatus::Done {
+            anyhow::bail!("gc job {} ended {}", end.id, end.status.as_str());
+        }
+        Ok(())
+    })
+}
