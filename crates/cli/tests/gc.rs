@@ -189,3 +189,255 @@ async fn gc_waits_for_the_migration_of_older_manifests() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK, "the image's layer survived");
 }
+
+// ---------------------------------------------------------------------------------
+// Two replicas on PostgreSQL and a shared directory: a worker killed with SIGKILL in
+// the middle of a job is replaced by the other replica's worker.
+
+fn pg_database(name: &str) -> Option<String> {
+    let Ok(url) = std::env::var("WHARF_TEST_POSTGRES_URL") else {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "WHARF_TEST_POSTGRES_URL is required under CI=true"
+        );
+        eprintln!("SKIPPED: no WHARF_TEST_POSTGRES_URL (run the suite with scripts/test.sh)");
+        return None;
+    };
+    let db = format!("wharf_gc_{name}_{}", std::process::id());
+    psql(&url, &format!("CREATE DATABASE {db}"));
+    let (base, _) = url.rsplit_once('/').unwrap();
+    Some(format!("{base}/{db}"))
+}
+
+/// Runs SQL; returns the first column of the output, trimmed.
+fn psql(url: &str, sql: &str) -> String {
+    let out = std::process::Command::new("psql")
+        .arg(url)
+        .args(["-qtAc", sql])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn replica(pg: &str, blobs: &std::path::Path) -> TestServer {
+    let mut c = support::serve_command();
+    c.args([
+        "--listen",
+        "127.0.0.1:0",
+        "--insecure-no-auth",
+        "--metadata",
+        pg,
+    ])
+    .args([
+        "--job-heartbeat-secs",
+        "1",
+        "--job-retry-backoff-secs",
+        "1",
+        "--heartbeat-interval-secs",
+        "1",
+    ])
+    .arg("--data-dir")
+    .arg(blobs);
+    TestServer::launch(c, blobs)
+}
+
+async fn api(
+    c: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    body: Option<serde_json::Value>,
+) -> serde_json::Value {
+    let mut rb = c.request(method, url);
+    if let Some(b) = body {
+        rb = rb.json(&b);
+    }
+    let r = rb.send().await.unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    r.json().await.unwrap()
+}
+
+/// Waits (bounded) until `cond` holds for the job, returning the job.
+async fn wait_job(
+    c: &reqwest::Client,
+    base: &str,
+    id: i64,
+    what: &str,
+    cond: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    for _ in 0..3_000 {
+        let j = api(
+            c,
+            reqwest::Method::GET,
+            format!("{base}/api/v0/jobs/{id}"),
+            None,
+        )
+        .await;
+        if cond(&j) {
+            return j;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("job {id}: {what} did not happen in 30 s");
+}
+
+/// Kills, with SIGKILL, whichever replica's worker runs job `id`; returns the other.
+async fn kill_the_runner(
+    c: &reqwest::Client,
+    id: i64,
+    mut a: TestServer,
+    mut b: TestServer,
+) -> TestServer {
+    let job = api(
+        c,
+        reqwest::Method::GET,
+        format!("{}/api/v0/jobs/{id}", a.base),
+        None,
+    )
+    .await;
+    let worker = job["worker_id"].as_str().expect("running").to_string();
+    let workers = api(
+        c,
+        reqwest::Method::GET,
+        format!("{}/api/v0/workers", a.base),
+        None,
+    )
+    .await;
+    let address = workers["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["id"] == worker.as_str())
+        .map(|w| w["address"].as_str().unwrap().to_string())
+        .expect("the worker is registered");
+    if address == a.base {
+        a.signal_and_wait("KILL");
+        b
+    } else {
+        b.signal_and_wait("KILL");
+        a
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_migration_is_replaced_and_nothing_is_counted_twice() {
+    let Some(pg) = pg_database("migration") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let blobs = tmp.path().join("shared");
+    let a = replica(&pg, &blobs);
+    let c = client();
+    // Many small manifests over two blobs, then made to look as 1.0.0 stored them.
+    const N: usize = 1_000;
+    let config = br#"{"os":"linux"}"#.to_vec();
+    let layer = b"one shared layer".to_vec();
+    push_blob(&c, &a.base, "mig/app", &config).await;
+    push_blob(&c, &a.base, "mig/app", &layer).await;
+    for i in 0..N {
+        let m = serde_json::json!({
+            "schemaVersion": 2, "mediaType": http::OCI_MANIFEST,
+            "config": http::descriptor("application/vnd.oci.image.config.v1+json", &config),
+            "layers": [http::descriptor("application/vnd.oci.image.layer.v1.tar", &layer)],
+            "annotations": {"n": i.to_string()},
+        });
+        let r = http::put_manifest(
+            &c,
+            &a.base,
+            "mig/app",
+            &format!("t{i}"),
+            http::OCI_MANIFEST,
+            &serde_json::to_vec(&m).unwrap(),
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    psql(
+        &pg,
+        "DELETE FROM manifest_refs; UPDATE manifests SET refs_recorded = FALSE",
+    );
+    let b = replica(&pg, &blobs);
+
+    let job = api(
+        &c,
+        reqwest::Method::POST,
+        format!("{}/api/v0/jobs", a.base),
+        Some(serde_json::json!({"action": "metadatastoremigration", "params": {"batch_size": 1}})),
+    )
+    .await;
+    let id = job["id"].as_i64().unwrap();
+    // Kill the worker once it is under way, well before the end.
+    wait_job(&c, &a.base, id, "progress", |j| j["status"] == "running").await;
+    let mut done_at_kill = 0;
+    for _ in 0..3_000 {
+        done_at_kill = psql(&pg, "SELECT COUNT(*) FROM manifests WHERE refs_recorded")
+            .parse::<usize>()
+            .unwrap();
+        if done_at_kill >= 20 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let survivor = kill_the_runner(&c, id, a, b).await;
+    let after_kill = psql(&pg, "SELECT COUNT(*) FROM manifests WHERE refs_recorded")
+        .parse::<usize>()
+        .unwrap();
+    assert!(
+        done_at_kill >= 20 && after_kill < N,
+        "killed mid-run: {done_at_kill}..{after_kill} of {N}"
+    );
+
+    let end = wait_job(&c, &survivor.base, id, "the end", |j| {
+        j["status"] != "running" && j["status"] != "waiting"
+    })
+    .await;
+    assert_eq!(
+        (end["status"].as_str(), end["attempts"].as_i64()),
+        (Some("done"), Some(2)),
+        "{end}"
+    );
+    let logs = api(
+        &c,
+        reqwest::Method::GET,
+        format!("{}/api/v0/jobs/{id}/logs", survivor.base),
+        None,
+    )
+    .await;
+    let lines: Vec<&str> = logs["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["line"].as_str().unwrap())
+        .collect();
+    assert!(
+        lines.iter().any(|l| l.starts_with("worker_dead: worker")),
+        "{lines:?}"
+    );
+    let last = lines.last().unwrap();
+    let second: usize = last
+        .strip_prefix("done: references recorded for ")
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{last}"));
+    assert_eq!(
+        second,
+        N - after_kill,
+        "the second attempt did only what was left"
+    );
+    // Exactly two references per manifest, none twice, none missing.
+    assert_eq!(
+        psql(
+            &pg,
+            "SELECT COUNT(*) FROM manifests WHERE NOT refs_recorded"
+        ),
+        "0"
+    );
+    assert_eq!(
+        psql(&pg, "SELECT COUNT(*) FROM manifest_refs"),
+        (2 * N).to_string()
+    );
+}
