@@ -441,3 +441,219 @@ async fn a_worker_killed_mid_migration_is_replaced_and_nothing_is_counted_twice(
         (2 * N).to_string()
     );
 }
+
+// ---------------------------------------------------------------------------------
+// GC under load: a writer pushes, tags and untags while GC runs again and again.
+
+struct Pushed {
+    tag: String,
+    manifest: Vec<u8>,
+    blobs: Vec<Vec<u8>>,
+}
+
+async fn push_unique(c: &reqwest::Client, base: &str, repo: &str, n: usize) -> Pushed {
+    let config = format!(r#"{{"os":"linux","n":{n}}}"#).into_bytes();
+    let layer: Vec<u8> = (0..20_000u32)
+        .map(|i| (i.wrapping_mul(n as u32 + 7) % 251) as u8)
+        .chain(n.to_string().into_bytes())
+        .collect();
+    push_blob(c, base, repo, &config).await;
+    push_blob(c, base, repo, &layer).await;
+    let manifest = http::image_manifest(&config, &[&layer]);
+    let tag = format!("n{n}");
+    let r = http::put_manifest(c, base, repo, &tag, http::OCI_MANIFEST, &manifest).await;
+    assert_eq!(r.status(), StatusCode::CREATED, "push {n} during GC");
+    Pushed {
+        tag,
+        manifest,
+        blobs: vec![config, layer],
+    }
+}
+
+async fn run_gc_job(c: &reqwest::Client, base: &str, grace_secs: u64) -> serde_json::Value {
+    let job = api(
+        c,
+        reqwest::Method::POST,
+        format!("{base}/api/v0/jobs"),
+        Some(serde_json::json!({"action": "gc", "params": {"grace_secs": grace_secs, "delete_untagged": true}})),
+    )
+    .await;
+    let id = job["id"].as_i64().unwrap();
+    let end = wait_job(c, base, id, "the end", |j| {
+        !["running", "waiting", "cancel_request"].contains(&j["status"].as_str().unwrap())
+    })
+    .await;
+    assert_eq!(end["status"], "done", "{end}");
+    end
+}
+
+/// Pushes images (untagging every other one) while GC runs five times; then one last
+/// GC. Returns what must remain and what must be gone.
+async fn gc_under_load(base: &str) -> (Vec<Pushed>, Vec<Pushed>) {
+    let c = client();
+    let repo = "load/app";
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (c, base, stop) = (c.clone(), base.to_string(), stop.clone());
+        tokio::spawn(async move {
+            let (mut kept, mut dropped) = (Vec::new(), Vec::new());
+            // Bounded: GC's five runs end long before.
+            for n in 0..5_000 {
+                if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                let p = push_unique(&c, &base, repo, n).await;
+                if n % 2 == 1 {
+                    let r = c
+                        .delete(format!("{base}/v2/{repo}/manifests/{}", p.tag))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status(), StatusCode::ACCEPTED);
+                    dropped.push(p);
+                } else {
+                    kept.push(p);
+                }
+            }
+            (kept, dropped)
+        })
+    };
+    // GC again and again with a short grace period while the writer works.
+    let runs = 5;
+    for _ in 0..runs {
+        run_gc_job(&c, base, 2).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (kept, dropped) = writer.await.unwrap();
+    assert!(kept.len() + dropped.len() >= 10, "pushes went on during GC");
+    // With nothing in flight, everything unreferenced goes.
+    let end = run_gc_job(&c, base, 0).await;
+    eprintln!(
+        "{} images pushed during {runs} GC runs; the last run: {}",
+        kept.len() + dropped.len(),
+        end["progress"]
+    );
+    for p in &kept {
+        let r = c
+            .get(format!("{base}/v2/{repo}/manifests/{}", p.tag))
+            .header("accept", http::OCI_MANIFEST)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.bytes().await.unwrap(), p.manifest, "{}", p.tag);
+        for b in &p.blobs {
+            let r = c
+                .get(format!("{base}/v2/{repo}/blobs/{}", sha256(b)))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                r.status(),
+                StatusCode::OK,
+                "{}: a blob of a tagged image",
+                p.tag
+            );
+            assert_eq!(&r.bytes().await.unwrap()[..], &b[..]);
+        }
+    }
+    for p in &dropped {
+        for b in &p.blobs {
+            assert_eq!(
+                status(&c, format!("{base}/v2/{repo}/blobs/{}", sha256(b))).await,
+                StatusCode::NOT_FOUND,
+                "{}: a blob only an untagged manifest used",
+                p.tag
+            );
+        }
+    }
+    (kept, dropped)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_under_load_on_sqlite_and_a_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let server = start(&data);
+    let (kept, dropped) = gc_under_load(&server.base).await;
+    // The bytes themselves: exactly the kept images' blobs are left on disk.
+    for p in &kept {
+        for b in &p.blobs {
+            assert!(blob_file(&data, &sha256(b)).exists());
+        }
+    }
+    for p in &dropped {
+        for b in &p.blobs {
+            assert!(
+                !blob_file(&data, &sha256(b)).exists(),
+                "{} left bytes behind",
+                p.tag
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_under_load_on_postgres_and_s3() {
+    let Some(pg) = pg_database("load") else {
+        return;
+    };
+    let Ok(s3) = std::env::var("WHARF_TEST_S3_ENDPOINT") else {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "WHARF_TEST_S3_ENDPOINT is required under CI=true"
+        );
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let prefix = format!("gc-load-{}", std::process::id());
+    let mut cmd = support::serve_command();
+    cmd.args([
+        "--listen",
+        "127.0.0.1:0",
+        "--insecure-no-auth",
+        "--metadata",
+        &pg,
+    ])
+    .args([
+        "--blobs",
+        &format!("s3://wharf-test/{prefix}"),
+        "--s3-endpoint",
+        &s3,
+    ])
+    .args(["--job-heartbeat-secs", "1", "--job-retry-backoff-secs", "1"])
+    .arg("--data-dir")
+    .arg(tmp.path())
+    .env("AWS_ACCESS_KEY_ID", "test")
+    .env("AWS_SECRET_ACCESS_KEY", "test");
+    let server = TestServer::launch(cmd, tmp.path());
+    let (kept, dropped) = gc_under_load(&server.base).await;
+    // The objects themselves, listed from the S3 server.
+    let listing = client()
+        .get(format!(
+            "{s3}/wharf-test?list-type=2&prefix={prefix}/blobs/&max-keys=1000"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for p in &kept {
+        for b in &p.blobs {
+            assert!(
+                listing.contains(sha256(b).trim_start_matches("sha256:")),
+                "{}: object missing",
+                p.tag
+            );
+        }
+    }
+    for p in &dropped {
+        for b in &p.blobs {
+            assert!(
+                !listing.contains(sha256(b).trim_start_matches("sha256:")),
+                "{}: object left behind",
+                p.tag
+            );
+        }
+    }
+}
