@@ -657,3 +657,84 @@ async fn gc_under_load_on_postgres_and_s3() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_gc_is_replaced_and_the_rest_is_collected() {
+    let Some(pg) = pg_database("killgc") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let blobs = tmp.path().join("shared");
+    let a = replica(&pg, &blobs);
+    let c = client();
+    let (manifest, _) = push_image(&c, &a.base, "kill/app", "v1", "kept").await;
+    const GARBAGE: usize = 600;
+    let mut garbage = Vec::new();
+    for i in 0..GARBAGE {
+        garbage.push(push_blob(&c, &a.base, "kill/app", format!("garbage {i}").as_bytes()).await);
+    }
+    let b = replica(&pg, &blobs);
+    let job = api(
+        &c,
+        reqwest::Method::POST,
+        format!("{}/api/v0/jobs", a.base),
+        Some(serde_json::json!({"action": "gc", "params": {"grace_secs": 0}})),
+    )
+    .await;
+    let id = job["id"].as_i64().unwrap();
+    wait_job(&c, &a.base, id, "start", |j| j["status"] == "running").await;
+    let links = || {
+        psql(&pg, "SELECT COUNT(*) FROM repository_blobs")
+            .parse::<usize>()
+            .unwrap()
+    };
+    let before = links();
+    for _ in 0..3_000 {
+        if links() + 20 <= before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let survivor = kill_the_runner(&c, id, a, b).await;
+    let left_at_kill = links() - 2; // the kept image's config and layer
+    assert!(
+        left_at_kill > 0 && left_at_kill + 20 <= GARBAGE,
+        "killed mid-run: {left_at_kill} garbage links left"
+    );
+
+    let end = wait_job(&c, &survivor.base, id, "the end", |j| {
+        j["status"] != "running" && j["status"] != "waiting"
+    })
+    .await;
+    assert_eq!(
+        (end["status"].as_str(), end["attempts"].as_i64()),
+        (Some("done"), Some(2)),
+        "{end}"
+    );
+    // Everything unreferenced is gone, records and bytes; the image is whole.
+    assert_eq!(links(), 2);
+    assert_eq!(psql(&pg, "SELECT COUNT(*) FROM blobs"), "2");
+    for d in &garbage {
+        assert!(!blob_file(&blobs, d).exists(), "{d} left on disk");
+    }
+    let r = c
+        .get(format!("{}/v2/kill/app/manifests/v1", survivor.base))
+        .header("accept", http::OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.bytes().await.unwrap(), manifest);
+    let image: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    for d in [&image["config"]["digest"], &image["layers"][0]["digest"]] {
+        let r = c
+            .get(format!(
+                "{}/v2/kill/app/blobs/{}",
+                survivor.base,
+                d.as_str().unwrap()
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+}
