@@ -49,7 +49,7 @@ enum JobsCommand {
     },
     /// Queue a job; a serving replica's worker runs it
     Run {
-        /// purge_uploads (more actions as this wharf has them: `wharf jobs run --help`)
+        /// gc, metadatastoremigration or purge_uploads
         action: String,
         /// Parameters, a JSON object
         #[arg(long, default_value = "{}")]
