@@ -27,12 +27,22 @@ enum Command {
     Backup(cmd::backup::BackupArgs),
     Jobs(cmd::jobs::JobsArgs),
     Gc(cmd::gc::GcArgs),
+    Upgrade(cmd::upgrade::UpgradeArgs),
     Restore(cmd::backup::RestoreArgs),
     Version(cmd::version::VersionArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Upgrade(args) = cli.command {
+        return match cmd::upgrade::run(args) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("wharf: error: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let result = match cli.command {
         Command::Serve(args) => cmd::serve::run(args),
         Command::User(args) => cmd::user::run(args),
@@ -40,6 +50,7 @@ fn main() -> ExitCode {
         Command::Backup(args) => cmd::backup::backup(args),
         Command::Jobs(args) => cmd::jobs::run(args),
         Command::Gc(args) => cmd::gc::run(args),
+        Command::Upgrade(_) => unreachable!("handled above"),
         Command::Restore(args) => cmd::backup::restore(args),
         Command::Version(args) => cmd::version::run(args),
     };

@@ -316,7 +316,10 @@ mod tests {
         assert!(!x.allowed && x.rule == Some("skip-major"));
         // Required stops only; moving to the latest 2.x on the way is recommended.
         assert_eq!(x.path, ["2.0.1", "3.0.0"]);
-        assert!(x.warnings[0].contains("not on the latest 2.x (2.1.4)"), "{x:?}");
+        assert!(
+            x.warnings[0].contains("not on the latest 2.x (2.1.4)"),
+            "{x:?}"
+        );
         // major upgrade from the latest minor: the earliest minor of the next major
         let x = p("1.9.0", "2.0.1");
         assert!(

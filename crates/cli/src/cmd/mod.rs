@@ -3,6 +3,7 @@ pub mod cluster;
 pub mod gc;
 pub mod jobs;
 pub mod serve;
+pub mod upgrade;
 pub mod user;
 pub mod version;
 

@@ -1,0 +1,148 @@
+//! `wharf upgrade`: moving a registry's data from one release to another
+//! (docs/upgrading.md). This part: `plan`.
+
+use clap::Subcommand;
+use semver::Version;
+use wharf_server::config::MetadataLocation;
+use wharf_upgrade::{plan, Catalog};
+
+use super::StoreArgs;
+
+/// Plan and carry out upgrades between wharf releases
+#[derive(clap::Args)]
+pub struct UpgradeArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(subcommand)]
+    command: UpgradeCommand,
+}
+
+#[derive(Subcommand)]
+enum UpgradeCommand {
+    /// The path of required stops from the data's version to this binary's (or --to),
+    /// the rule behind each hop, and warnings. Exits 0 when the upgrade may go directly,
+    /// 1 when it is refused (the path then shows the stops to make)
+    Plan {
+        /// Plan from this version [default: the version that wrote the data]
+        #[arg(long, value_parser = parse_version)]
+        from: Option<Version>,
+        /// Plan to this version [default: this binary's]
+        #[arg(long, value_parser = parse_version)]
+        to: Option<Version>,
+        /// Plan over these released versions (comma-separated) instead of the catalog
+        /// built into this binary, for what-ifs
+        #[arg(long, value_delimiter = ',', value_parser = parse_version)]
+        available: Option<Vec<Version>>,
+        /// Let pre-releases be stops
+        #[arg(long)]
+        allow_prerelease: bool,
+        /// text or json
+        #[arg(long, default_value = "text")]
+        format: String,
+    },
+}
+
+fn parse_version(s: &str) -> Result<Version, String> {
+    Version::parse(s.trim())
+        .map_err(|e| format!("{s:?} is not a version (MAJOR.MINOR.PATCH[-PRE]): {e}"))
+}
+
+/// The version that wrote the data the configuration points at.
+fn data_version(store: &StoreArgs) -> anyhow::Result<Version> {
+    let config = store.to_config()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let info = match config.metadata_location().map_err(anyhow::Error::msg)? {
+        MetadataLocation::Sqlite(path) => {
+            if !path.exists() {
+                anyhow::bail!(
+                    "no registry data at {} (pass --data-dir / --metadata, or --from)",
+                    path.display()
+                );
+            }
+            wharf_metastore::schema::peek_sqlite(&path)?
+        }
+        MetadataLocation::Postgres(url) => {
+            runtime.block_on(wharf_metastore::schema::peek_postgres(&url.0))?
+        }
+    };
+    let info = info
+        .ok_or_else(|| anyhow::anyhow!("the metadata store holds no wharf data (pass --from)"))?;
+    parse_version(&info.wharf_version).map_err(anyhow::Error::msg)
+}
+
+pub fn run(args: UpgradeArgs) -> anyhow::Result<std::process::ExitCode> {
+    let UpgradeCommand::Plan {
+        from,
+        to,
+        available,
+        allow_prerelease,
+        format,
+    } = args.command;
+    if format != "text" && format != "json" {
+        anyhow::bail!("--format is text or json, not {format:?}");
+    }
+    let catalog = Catalog::embedded();
+    let to = to.unwrap_or_else(|| {
+        Version::parse(crate::VERSION).expect("the build's version is a version")
+    });
+    let from = match from {
+        Some(v) => v,
+        None => data_version(&args.store)?,
+    };
+    let mut versions = available.unwrap_or_else(|| catalog.versions());
+    // This binary's own version is always a place to go.
+    let own = Version::parse(crate::VERSION).expect("the build's version is a version");
+    if !versions.contains(&own) {
+        versions.push(own);
+    }
+    let p = plan(&from, &to, &versions, allow_prerelease);
+    if format == "json" {
+        println!("{}", serde_json::to_string_pretty(&p)?);
+    } else {
+        let verdict = if p.allowed {
+            if p.path.is_empty() {
+                "nothing to do"
+            } else {
+                "allowed"
+            }
+        } else {
+            "refused"
+        };
+        println!("upgrade {} → {}: {verdict}", p.from, p.to);
+        if let (Some(rule), Some(reason)) = (p.rule, &p.reason) {
+            println!("  rule {rule}: {reason}");
+        }
+        if !p.path.is_empty() {
+            println!("path of required stops: {}", p.path.join(" → "));
+            for h in &p.hops {
+                let level = |v: &str| {
+                    Version::parse(v)
+                        .ok()
+                        .and_then(|v| catalog.release(&v).map(|r| r.schema_level))
+                        .or_else(|| (v == crate::VERSION).then_some(wharf_server::SCHEMA_LEVEL))
+                };
+                let schema = match (level(&h.from), level(&h.to)) {
+                    (Some(a), Some(b)) if a != b => format!("schema level {a} → {b}"),
+                    (Some(a), Some(_)) => format!("schema level {a}, no data migration"),
+                    _ => "schema levels unknown (not in the catalog)".to_string(),
+                };
+                println!("  {} → {}  ({}; {schema})", h.from, h.to, h.rule);
+            }
+        } else if !p.allowed {
+            println!(
+                "no path: there is no sequence of allowed upgrades to {}",
+                p.to
+            );
+        }
+        for w in &p.warnings {
+            println!("{w}");
+        }
+    }
+    Ok(if p.allowed {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    })
+}
