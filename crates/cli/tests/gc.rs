@@ -112,6 +112,34 @@ async fn gc_removes_unreferenced_blobs_and_keeps_every_image() {
         .await
         .unwrap();
     assert_eq!(sha256(&r.bytes().await.unwrap()), layer);
+    // What it freed, for monitoring.
+    let metrics = c
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("wharf_gc_last_run_freed{kind=\"blobs\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "wharf_gc_last_run_freed{{kind=\"bytes\"}} {}",
+            garbage.len()
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("wharf_jobs{action=\"gc\",status=\"done\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("wharf_manifests_without_refs 0"),
+        "{metrics}"
+    );
     // Untagged manifests go only when asked.
     c.delete(format!("{base}/v2/team/app/manifests/v1"))
         .send()

@@ -153,6 +153,12 @@ impl JobContext {
         }
     }
 
+    /// Records a final report (any JSON object) as the job's progress, where the API,
+    /// `wharf jobs show` and `/metrics` find it.
+    pub fn report(&self, report: &impl serde::Serialize) {
+        *self.progress.lock().unwrap() = serde_json::to_string(report).ok();
+    }
+
     /// Records progress; the next heartbeat stores it.
     pub fn progress(&self, done: u64, total: u64, phase: &str) -> Progress {
         let secs = self.started.elapsed().as_secs_f64().max(0.001);

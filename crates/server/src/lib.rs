@@ -24,6 +24,7 @@ pub mod config;
 pub mod endpoint;
 pub mod error;
 pub mod http;
+mod metrics;
 pub mod run;
 pub mod tls;
 pub mod v2;
@@ -80,6 +81,7 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/token", get(auth::token).post(auth::token))
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
+        .route("/metrics", get(metrics::metrics))
         .nest("/api/v0", api::router())
         .layer(axum::middleware::from_fn(log_request))
         .with_state(state)

@@ -216,6 +216,11 @@ impl crate::Action for GarbageCollect {
     async fn run(&self, ctx: &JobContext) -> anyhow::Result<Finished> {
         let params: GcParams = ctx.params()?;
         let (report, stopped) = self.collect(ctx, &params).await?;
+        ctx.report(&serde_json::json!({
+            "phase": "finished",
+            "dry_run": params.dry_run,
+            "freed": report,
+        }));
         let text = summary(&report, params.dry_run);
         Ok(match stopped {
             Some(why) => Finished::Stopped(why, text),
