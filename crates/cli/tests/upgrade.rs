@@ -11,6 +11,8 @@ use std::time::Duration;
 use secure::{run, wharf_cmd};
 use serde_json::Value;
 use support::TestServer;
+// support/http.rs uses it through the crate root.
+use support::sha256;
 
 const OWN: &str = env!("CARGO_PKG_VERSION");
 
@@ -92,4 +94,143 @@ async fn plan_reads_the_data_version_and_answers_with_exit_codes() {
     let (code, out) = plan(&["--data-dir", tmp.path().join("nothing").to_str().unwrap()]).await;
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("no registry data"), "{out}");
+}
+
+/// Turns a store written by this build back into what release 1.0.0 left: schema level 1
+/// (the reverse of level 2's expand migration).
+fn as_release_1_0_0(db: &std::path::Path) {
+    let c = rusqlite::Connection::open(db).unwrap();
+    c.execute_batch(
+        "DROP TABLE job_logs; DROP TABLE jobs; DROP TABLE workers; DROP TABLE crons; DROP TABLE manifest_refs;
+         DROP INDEX manifests_without_refs; ALTER TABLE manifests DROP COLUMN refs_recorded;
+         DELETE FROM wharf_schema WHERE level > 1; UPDATE wharf_schema SET wharf_version = '1.0.0';",
+    )
+    .unwrap();
+}
+
+#[path = "support/http.rs"]
+mod http;
+
+#[tokio::test]
+async fn apply_moves_1_0_0_data_step_by_step_and_resumes_after_a_failure() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut server = TestServer::start_in(&data, &[], &[]);
+    let c = http::client();
+    let (manifest, _) = http::push_image(&c, &server.base, "team/app", "v1", "from 1.0.0").await;
+    let garbage = http::push_blob(&c, &server.base, "team/app", b"never used").await;
+    assert!(server.signal_and_wait("TERM").success());
+    as_release_1_0_0(&data.join("metadata.db"));
+    let dir = data.to_str().unwrap();
+
+    // This build refuses the old data, naming the command.
+    let mut serve = support::serve_command();
+    serve.args([
+        "--listen",
+        "127.0.0.1:0",
+        "--insecure-no-auth",
+        "--data-dir",
+        dir,
+    ]);
+    let out = serve.stderr(std::process::Stdio::piped()).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("run `wharf upgrade apply` first"));
+
+    // A backup that cannot be written stops the upgrade after its checks; nothing else moved.
+    let blocked = tmp.path().join("not-a-dir");
+    std::fs::write(&blocked, b"a file").unwrap();
+    let mut c1 = wharf_cmd(&[
+        "upgrade",
+        "apply",
+        "--yes",
+        "--data-dir",
+        dir,
+        "--backup-dir",
+    ]);
+    c1.arg(&blocked);
+    let out = run(c1, None, Duration::from_secs(60)).await;
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("[1/5] checks: no replica serving") && text.contains("cannot create"),
+        "{text}"
+    );
+    let (_, plan_out) = plan(&["--data-dir", dir]).await;
+    assert!(
+        plan_out.contains("upgrade 1.0.0 →"),
+        "still at 1.0.0: {plan_out}"
+    );
+
+    // Again: it resumes, and finishes.
+    let out = run(
+        wharf_cmd(&["upgrade", "apply", "--yes", "--data-dir", dir]),
+        None,
+        Duration::from_secs(60),
+    )
+    .await;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("upgrade 1.0.0 → ") && text.contains("(resuming)"),
+        "{text}"
+    );
+    assert!(text.contains("[1/5] checks: done before"), "{text}");
+    assert!(text.contains("[2/5] backup: metadata backup"), "{text}");
+    assert!(
+        text.contains("[3/5] expand: schema levels applied: [2]"),
+        "{text}"
+    );
+    assert!(
+        text.contains("[4/5] background: metadatastoremigration queued as job"),
+        "{text}"
+    );
+    assert!(
+        std::fs::read_dir(data.join("backups")).unwrap().count() == 1,
+        "one pre-upgrade backup"
+    );
+    let out = run(
+        wharf_cmd(&["upgrade", "apply", "--yes", "--data-dir", dir]),
+        None,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(String::from_utf8_lossy(&out.stdout).contains("nothing to do"));
+
+    // The registry serves the upgraded data; its worker runs the migration; then GC works
+    // and keeps the image.
+    let server = TestServer::start_in(&data, &["--job-heartbeat-secs", "1"], &[]);
+    let mut follow = wharf_cmd(&["jobs", "logs", "1", "--follow", "--data-dir", dir]);
+    follow.kill_on_drop(true);
+    let out = run(follow, None, Duration::from_secs(60)).await;
+    let log = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        log.contains("done: references recorded for 1 manifests"),
+        "{log}"
+    );
+    let out = run(
+        wharf_cmd(&["gc", "--grace-secs", "0", "--data-dir", dir]),
+        None,
+        Duration::from_secs(60),
+    )
+    .await;
+    let gc = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(gc.contains("freed 0 manifests, 1 links, 1 blobs"), "{gc}");
+    let r = c
+        .get(format!("{}/v2/team/app/manifests/v1", server.base))
+        .header("accept", http::OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.bytes().await.unwrap(), manifest);
+    let r = c
+        .get(format!("{}/v2/team/app/blobs/{garbage}", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::NOT_FOUND);
 }

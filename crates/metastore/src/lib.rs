@@ -13,6 +13,7 @@ pub mod accounts;
 pub mod dump;
 pub mod gc;
 pub mod jobs;
+pub mod journal;
 pub mod postgres;
 pub mod replicas;
 pub mod schema;
@@ -23,6 +24,7 @@ pub use accounts::AccountStore;
 pub use dump::{BackupRecord, BackupStore};
 pub use gc::GcStore;
 pub use jobs::JobStore;
+pub use journal::UpgradeJournal;
 pub use postgres::PgMetaStore;
 pub use replicas::{ReplicaReport, ReplicaRow, ReplicaStore};
 pub use sqlite::SqliteMetaStore;
@@ -91,7 +93,15 @@ pub struct Referrer {
 
 #[async_trait]
 pub trait MetaStore:
-    AccountStore + ReplicaStore + BackupStore + JobStore + GcStore + Send + Sync + 'static
+    AccountStore
+    + ReplicaStore
+    + BackupStore
+    + JobStore
+    + GcStore
+    + UpgradeJournal
+    + Send
+    + Sync
+    + 'static
 {
     /// The schema level of the data this store holds.
     async fn schema_level(&self) -> Result<u32>;

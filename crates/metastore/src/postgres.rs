@@ -15,6 +15,7 @@ use crate::accounts::*;
 mod dump;
 mod gc;
 mod jobs;
+mod journal;
 use crate::schema::{MIGRATIONS, SCHEMA_LEVEL};
 use crate::{
     now_ms, MetaError, MetaStore, NewManifest, Referrer, Result, StoredManifest, UploadSession,
@@ -115,6 +116,17 @@ impl PgMetaStore {
     /// created under a lock so replicas starting together do it once; a database at
     /// another schema level is refused with the reason.
     pub async fn open(url: &str) -> Result<Self> {
+        Self::open_with(url, false).await
+    }
+
+    /// Opens an existing database at this binary's level or an older one, for the
+    /// upgrade command (backup, journal, then migration); nothing else may use a store
+    /// opened so.
+    pub async fn open_for_upgrade(url: &str) -> Result<Self> {
+        Self::open_with(url, true).await
+    }
+
+    async fn open_with(url: &str, older_ok: bool) -> Result<Self> {
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .connect(url)
@@ -128,6 +140,11 @@ impl PgMetaStore {
                 supported: SCHEMA_LEVEL,
             });
         }
+        if found == 0 && older_ok {
+            return Err(MetaError::Backend(
+                "the database holds no wharf data".into(),
+            ));
+        }
         if found == 0 {
             sqlx::raw_sql(
                 "CREATE TABLE wharf_schema (level BIGINT PRIMARY KEY, name TEXT NOT NULL,
@@ -137,7 +154,7 @@ impl PgMetaStore {
             .await?;
             apply_migrations(&mut tx, 0, SCHEMA_LEVEL).await?;
             tracing::info!(level = SCHEMA_LEVEL, "created metadata store in PostgreSQL");
-        } else if found < SCHEMA_LEVEL {
+        } else if found < SCHEMA_LEVEL && !older_ok {
             return Err(MetaError::SchemaTooOld {
                 found,
                 supported: SCHEMA_LEVEL,

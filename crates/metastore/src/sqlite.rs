@@ -24,6 +24,7 @@ mod accounts;
 mod dump;
 mod gc;
 mod jobs;
+mod journal;
 mod replicas;
 
 const READERS: usize = 4;
@@ -148,12 +149,22 @@ impl SqliteMetaStore {
     /// database at another schema level is refused with the reason.
     pub async fn open(path: impl Into<PathBuf>) -> Result<Self> {
         let path = path.into();
-        tokio::task::spawn_blocking(move || Self::open_blocking(path))
+        tokio::task::spawn_blocking(move || Self::open_blocking(path, false))
             .await
             .map_err(backend)?
     }
 
-    fn open_blocking(path: PathBuf) -> Result<Self> {
+    /// Opens an existing store at this binary's level or an older one, for the
+    /// upgrade command (backup, journal, then migration); nothing else may use a store
+    /// opened so.
+    pub async fn open_for_upgrade(path: impl Into<PathBuf>) -> Result<Self> {
+        let path = path.into();
+        tokio::task::spawn_blocking(move || Self::open_blocking(path, true))
+            .await
+            .map_err(backend)?
+    }
+
+    fn open_blocking(path: PathBuf, older_ok: bool) -> Result<Self> {
         let mut writer = connect(&path)?;
         let tx = writer.transaction_with_behavior(TransactionBehavior::Exclusive)?;
         let found = level_of(&tx)?;
@@ -163,6 +174,12 @@ impl SqliteMetaStore {
                 supported: SCHEMA_LEVEL,
             });
         }
+        if found == 0 && older_ok {
+            return Err(MetaError::Backend(format!(
+                "{} holds no wharf data",
+                path.display()
+            )));
+        }
         if found == 0 {
             tx.execute_batch(
                 "CREATE TABLE wharf_schema (
@@ -171,7 +188,7 @@ impl SqliteMetaStore {
             )?;
             apply_migrations(&tx, 0, SCHEMA_LEVEL)?;
             tracing::info!(path = %path.display(), level = SCHEMA_LEVEL, "created metadata store");
-        } else if found < SCHEMA_LEVEL {
+        } else if found < SCHEMA_LEVEL && !older_ok {
             return Err(MetaError::SchemaTooOld {
                 found,
                 supported: SCHEMA_LEVEL,

@@ -4,6 +4,7 @@ pub mod gc;
 pub mod jobs;
 pub mod serve;
 pub mod upgrade;
+pub mod upgrade_apply;
 pub mod user;
 pub mod version;
 

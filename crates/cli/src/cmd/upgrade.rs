@@ -40,6 +40,25 @@ enum UpgradeCommand {
         #[arg(long, default_value = "text")]
         format: String,
     },
+    /// Upgrade the data of a stopped registry (the embedded store, or a stopped
+    /// cluster's stores) to this binary's version, step by step: checks, a metadata
+    /// backup, schema migrations, and the background migrations queued as jobs. Each
+    /// step is recorded in the metadata store; run it again after any interruption and it
+    /// continues with the first unfinished step
+    Apply {
+        /// Do not ask for confirmation
+        #[arg(long)]
+        yes: bool,
+        /// Where the pre-upgrade backup goes [default: DATA_DIR/backups]
+        #[arg(long, value_name = "DIR")]
+        backup_dir: Option<std::path::PathBuf>,
+        /// Skip the pre-upgrade backup (needs --reason, which the journal records)
+        #[arg(long, requires = "reason")]
+        skip_backup: bool,
+        /// Why a step is skipped
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+    },
 }
 
 fn parse_version(s: &str) -> Result<Version, String> {
@@ -48,7 +67,7 @@ fn parse_version(s: &str) -> Result<Version, String> {
 }
 
 /// The version that wrote the data the configuration points at.
-fn data_version(store: &StoreArgs) -> anyhow::Result<Version> {
+pub fn data_version(store: &StoreArgs) -> anyhow::Result<Version> {
     let config = store.to_config()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -73,13 +92,28 @@ fn data_version(store: &StoreArgs) -> anyhow::Result<Version> {
 }
 
 pub fn run(args: UpgradeArgs) -> anyhow::Result<std::process::ExitCode> {
-    let UpgradeCommand::Plan {
-        from,
-        to,
-        available,
-        allow_prerelease,
-        format,
-    } = args.command;
+    let (from, to, available, allow_prerelease, format) = match args.command {
+        UpgradeCommand::Plan {
+            from,
+            to,
+            available,
+            allow_prerelease,
+            format,
+        } => (from, to, available, allow_prerelease, format),
+        UpgradeCommand::Apply {
+            yes,
+            backup_dir,
+            skip_backup,
+            reason,
+        } => {
+            return super::upgrade_apply::run(
+                &args.store,
+                yes,
+                backup_dir,
+                skip_backup.then(|| reason.unwrap_or_default()),
+            );
+        }
+    };
     if format != "text" && format != "json" {
         anyhow::bail!("--format is text or json, not {format:?}");
     }

@@ -131,6 +131,15 @@ impl BackupStore for PgMetaStore {
             .execute(&mut *tx)
             .await?;
         for table in TABLES {
+            // A store at an older schema level (backed up before an upgrade) lacks the
+            // newer tables.
+            let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+                .bind(*table)
+                .fetch_one(&mut *tx)
+                .await?;
+            if !exists {
+                continue;
+            }
             let cols = columns(&mut tx, table).await?;
             // Integers of any width come out as BIGINT.
             let list: Vec<String> = cols

@@ -62,6 +62,16 @@ fn export_blocking(conn: &mut Connection, to: &mpsc::Sender<DumpItem>) -> Result
         r.get::<_, i64>(0)
     })?;
     for table in TABLES {
+        // A store at an older schema level (backed up before an upgrade) lacks the
+        // newer tables.
+        let exists: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?)",
+            [table],
+            |r| r.get(0),
+        )?;
+        if !exists {
+            continue;
+        }
         let cols = columns(&tx, table)?;
         let list = cols
             .iter()
