@@ -32,6 +32,10 @@ if docker info >/dev/null 2>&1; then
   export WHARF_TEST_IMAGE
 fi
 
+# Release 1.0.0, built from the project's history, for the upgrade tests.
+WHARF_TEST_RELEASE_1_0_0="$PWD/$(bash scripts/build-release.sh 1.0.0)"
+export WHARF_TEST_RELEASE_1_0_0
+
 # One debug build of every target, shared by all test binaries.
 cargo build --workspace --all-targets --locked
 if cargo nextest --version >/dev/null 2>&1; then
