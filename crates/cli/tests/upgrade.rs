@@ -194,6 +194,21 @@ async fn apply_moves_1_0_0_data_step_by_step_and_resumes_after_a_failure() {
         "one pre-upgrade backup"
     );
     let out = run(
+        wharf_cmd(&["upgrade", "status", "--data-dir", dir]),
+        None,
+        Duration::from_secs(60),
+    )
+    .await;
+    let st = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        st.contains("step 5 of 5") && st.contains("expand done"),
+        "{st}"
+    );
+    assert!(
+        st.contains("metadatastoremigration (job 1): waiting — not started"),
+        "{st}"
+    );
+    let out = run(
         wharf_cmd(&["upgrade", "apply", "--yes", "--data-dir", dir]),
         None,
         Duration::from_secs(60),
@@ -212,6 +227,16 @@ async fn apply_moves_1_0_0_data_step_by_step_and_resumes_after_a_failure() {
         log.contains("done: references recorded for 1 manifests"),
         "{log}"
     );
+    let mut st = wharf_cmd(&["upgrade", "status", "--format", "json", "--data-dir", dir]);
+    st.kill_on_drop(true);
+    let out = run(st, None, Duration::from_secs(60)).await;
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(st["background_migrations"][0]["status"], "done", "{st}");
+    assert_eq!(
+        st["background_migrations"][0]["progress"]["done"], 1,
+        "{st}"
+    );
+    assert_eq!(st["replicas"][0]["alive"], true, "{st}");
     let out = run(
         wharf_cmd(&["gc", "--grace-secs", "0", "--data-dir", dir]),
         None,

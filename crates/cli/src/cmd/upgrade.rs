@@ -40,6 +40,14 @@ enum UpgradeCommand {
         #[arg(long, default_value = "text")]
         format: String,
     },
+    /// Where an upgrade to this version stands: the data's version, the journal's steps
+    /// (step N of M), each replica's version, and background migrations with progress
+    /// and ETA
+    Status {
+        /// text or json
+        #[arg(long, default_value = "text")]
+        format: String,
+    },
     /// Upgrade the data of a stopped registry (the embedded store, or a stopped
     /// cluster's stores) to this binary's version, step by step: checks, a metadata
     /// backup, schema migrations, and the background migrations queued as jobs. Each
@@ -100,6 +108,7 @@ pub fn run(args: UpgradeArgs) -> anyhow::Result<std::process::ExitCode> {
             allow_prerelease,
             format,
         } => (from, to, available, allow_prerelease, format),
+        UpgradeCommand::Status { format } => return status(&args.store, &format),
         UpgradeCommand::Apply {
             yes,
             backup_dir,
@@ -179,4 +188,115 @@ pub fn run(args: UpgradeArgs) -> anyhow::Result<std::process::ExitCode> {
     } else {
         std::process::ExitCode::FAILURE
     })
+}
+
+fn status(store: &StoreArgs, format: &str) -> anyhow::Result<std::process::ExitCode> {
+    use wharf_metastore::{MetaStore, PgMetaStore, SqliteMetaStore};
+    let config = store.to_config()?;
+    let own = crate::VERSION;
+    let data = data_version(store)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(async {
+        let meta: Box<dyn MetaStore> = match config.metadata_location().map_err(anyhow::Error::msg)? {
+            MetadataLocation::Sqlite(p) => Box::new(SqliteMetaStore::open_for_upgrade(p).await?),
+            MetadataLocation::Postgres(u) => Box::new(PgMetaStore::open_for_upgrade(&u.0).await?),
+        };
+        let level = meta.schema_level().await?;
+        let journal = meta.journal(own).await?;
+        let (replicas, now) = meta.replicas().await?;
+        let replicas: Vec<serde_json::Value> = replicas
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "id": r.report.id, "address": r.report.address, "version": r.report.version,
+                    "alive": now - r.heartbeat_at_ms <= 3 * r.report.heartbeat_interval_ms.max(1000),
+                })
+            })
+            .collect();
+        // Background migrations exist from schema level 2 on.
+        let background = if level >= 2 {
+            meta.jobs(Some("metadatastoremigration"), None, None, 5).await?
+        } else {
+            Vec::new()
+        };
+        anyhow::Ok(serde_json::json!({
+            "data_version": data.to_string(),
+            "schema_level": level,
+            "binary_version": own,
+            "steps_total": 5,
+            "journal": journal,
+            "replicas": replicas,
+            "background_migrations": background.iter().map(|j| serde_json::json!({
+                "job": j.id, "status": j.status.as_str(), "attempts": j.attempts,
+                "progress": j.progress.as_deref().and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok()),
+            })).collect::<Vec<_>>(),
+        }))
+    })?;
+    if format == "json" {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    println!(
+        "data: wharf {} (schema level {}); this binary: {own}",
+        report["data_version"].as_str().unwrap_or(""),
+        report["schema_level"]
+    );
+    let journal = report["journal"].as_array().cloned().unwrap_or_default();
+    if journal.is_empty() {
+        println!("no upgrade to {own} has started");
+    } else {
+        println!(
+            "upgrade to {own}: step {} of {}",
+            journal.len(),
+            report["steps_total"]
+        );
+        for e in &journal {
+            println!(
+                "  {} {}: {}",
+                e["step"].as_str().unwrap_or(""),
+                e["status"].as_str().unwrap_or(""),
+                e["detail"].as_str().unwrap_or("")
+            );
+        }
+    }
+    for r in report["replicas"].as_array().cloned().unwrap_or_default() {
+        println!(
+            "replica {} at {}: {} ({})",
+            r["id"].as_str().unwrap_or(""),
+            r["address"].as_str().unwrap_or(""),
+            r["version"].as_str().unwrap_or(""),
+            if r["alive"] == true {
+                "alive"
+            } else {
+                "not reporting"
+            }
+        );
+    }
+    for b in report["background_migrations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+    {
+        let p = &b["progress"];
+        let progress = if p.is_null() {
+            "not started".to_string()
+        } else {
+            let eta = p["eta_secs"]
+                .as_u64()
+                .map(|s| format!(", ETA {s} s"))
+                .unwrap_or_default();
+            format!(
+                "{}/{} manifests, {}/s{eta}",
+                p["done"], p["total"], p["rate"]
+            )
+        };
+        println!(
+            "background migration metadatastoremigration (job {}): {} — {progress}",
+            b["job"],
+            b["status"].as_str().unwrap_or("")
+        );
+    }
+    Ok(std::process::ExitCode::SUCCESS)
 }
