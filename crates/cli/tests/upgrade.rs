@@ -259,3 +259,137 @@ async fn apply_moves_1_0_0_data_step_by_step_and_resumes_after_a_failure() {
         .unwrap();
     assert_eq!(r.status(), reqwest::StatusCode::NOT_FOUND);
 }
+
+async fn check(dir: &str, extra: &[&str]) -> (i32, serde_json::Value) {
+    let mut c = wharf_cmd(&["upgrade", "check", "--format", "json", "--data-dir", dir]);
+    c.args(extra);
+    let out = run(c, None, Duration::from_secs(60)).await;
+    let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        panic!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap(), v)
+}
+
+fn status_of<'a>(report: &'a serde_json::Value, name: &str) -> (&'a str, &'a str) {
+    let c = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap();
+    (
+        c["status"].as_str().unwrap(),
+        c["measured"].as_str().unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn checks_fail_for_real_and_a_skip_is_recorded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut server = TestServer::start_in(&data, &[], &[]);
+    let dir = data.to_str().unwrap().to_string();
+
+    // A serving replica, and no backup yet.
+    let (code, r) = check(&dir, &[]).await;
+    assert_eq!(code, 1, "{r}");
+    let (status, measured) = status_of(&r, "replicas");
+    assert!(status == "fail" && measured.contains(&server.base), "{r}");
+    assert_eq!(status_of(&r, "backup"), ("fail", "no backup is recorded"));
+    assert_eq!(status_of(&r, "path").0, "pass");
+    assert!(server.signal_and_wait("TERM").success());
+
+    // A backup, then everything passes.
+    let out = tmp.path().join("b.tar");
+    let mut b = wharf_cmd(&["backup", "--out", out.to_str().unwrap(), "--data-dir", &dir]);
+    b.kill_on_drop(true);
+    assert!(run(b, None, Duration::from_secs(60)).await.status.success());
+    let (code, r) = check(&dir, &[]).await;
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(r["failed"], 0);
+
+    // A stale backup by the operator's own limit.
+    let db = rusqlite::Connection::open(data.join("metadata.db")).unwrap();
+    db.execute(
+        "UPDATE backups SET finished_at = finished_at - 2 * 3600 * 1000",
+        [],
+    )
+    .unwrap();
+    let (code, r) = check(&dir, &["--max-backup-age-hours", "1"]).await;
+    assert_eq!(code, 1);
+    assert!(
+        status_of(&r, "backup")
+            .1
+            .contains("the last backup is 2 h old (limit 1 h)"),
+        "{r}"
+    );
+
+    // A background migration left pending: fails, then skipped with a recorded reason.
+    db.execute(
+        "INSERT INTO repositories (name, created_at) VALUES ('x/y', 0)",
+        [],
+    )
+    .unwrap();
+    db.execute(
+        "INSERT INTO manifests (repository_id, digest, media_type, size, payload, created_at, refs_recorded)
+         VALUES (1, 'sha256:0000000000000000000000000000000000000000000000000000000000000000',
+                 'application/vnd.oci.image.manifest.v1+json', 2, x'7b7d', 0, 0)",
+        [],
+    )
+    .unwrap();
+    drop(db);
+    let (code, r) = check(&dir, &[]).await;
+    assert_eq!(code, 1);
+    assert!(
+        status_of(&r, "background-migrations")
+            .1
+            .contains("1 manifests lack references"),
+        "{r}"
+    );
+    let (code, r) = check(
+        &dir,
+        &[
+            "--skip-check",
+            "background-migrations",
+            "--reason",
+            "repaired by hand",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(status_of(&r, "background-migrations").0, "skipped");
+    let st = run(
+        wharf_cmd(&["upgrade", "status", "--data-dir", &dir]),
+        None,
+        Duration::from_secs(60),
+    )
+    .await;
+    let st = String::from_utf8_lossy(&st.stdout).to_string();
+    assert!(
+        st.contains("skip-check:background-migrations skipped: repaired by hand"),
+        "{st}"
+    );
+
+    // Bad input.
+    let out = run(
+        wharf_cmd(&[
+            "upgrade",
+            "check",
+            "--data-dir",
+            &dir,
+            "--skip-check",
+            "nonsense",
+            "--reason",
+            "x",
+        ]),
+        None,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no check is called \"nonsense\""));
+}

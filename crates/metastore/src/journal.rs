@@ -31,6 +31,8 @@ pub trait UpgradeJournal: Send + Sync {
     /// The steps recorded for upgrades to `to` (from any version), in order.
     async fn journal(&self, to: &str) -> Result<Vec<JournalEntry>>;
     async fn record_step(&self, entry: &JournalEntry) -> Result<()>;
+    /// The database server's kind and version (`sqlite 3.46.0`, `postgresql 15.18`).
+    async fn database_version(&self) -> Result<(String, String)>;
 }
 
 pub(crate) const SQLITE_TABLES: &str = "

@@ -127,7 +127,7 @@ pub fn assess(rows: Vec<ReplicaRow>, now: i64, t: &Thresholds) -> ClusterStatus 
 }
 
 /// Free and total bytes of the filesystem holding `path`.
-fn disk_space(path: &Path) -> (u64, u64) {
+pub fn disk_space(path: &Path) -> (u64, u64) {
     use std::os::unix::ffi::OsStrExt;
     let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
         return (0, 0);
@@ -141,7 +141,7 @@ fn disk_space(path: &Path) -> (u64, u64) {
     (s.f_bavail as u64 * frsize, s.f_blocks as u64 * frsize)
 }
 
-fn memory_available() -> u64 {
+pub fn memory_available() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| {

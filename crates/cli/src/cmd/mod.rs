@@ -5,6 +5,7 @@ pub mod jobs;
 pub mod serve;
 pub mod upgrade;
 pub mod upgrade_apply;
+pub mod upgrade_check;
 pub mod user;
 pub mod version;
 

@@ -40,6 +40,29 @@ enum UpgradeCommand {
         #[arg(long, default_value = "text")]
         format: String,
     },
+    /// Every pre-flight check (path, database, blob store, backup age, replicas, clock
+    /// drift, data directory, memory, background migrations, GC): pass, warn or fail,
+    /// what was measured and how to fix a failure. Exits 1 if any check fails
+    Check {
+        /// Check for an upgrade from this version [default: the data's]
+        #[arg(long, value_parser = parse_version)]
+        from: Option<Version>,
+        /// Check for an upgrade to this version [default: this binary's]
+        #[arg(long, value_parser = parse_version)]
+        to: Option<Version>,
+        /// The newest backup may be at most this old
+        #[arg(long, default_value_t = 24, value_name = "HOURS")]
+        max_backup_age_hours: u64,
+        /// Turn this check's failure into a recorded skip (with --reason)
+        #[arg(long, value_name = "NAME", requires = "reason")]
+        skip_check: Vec<String>,
+        /// Why the checks are skipped (recorded in the upgrade journal)
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+        /// text or json
+        #[arg(long, default_value = "text")]
+        format: String,
+    },
     /// Where an upgrade to this version stands: the data's version, the journal's steps
     /// (step N of M), each replica's version, and background migrations with progress
     /// and ETA
@@ -109,6 +132,24 @@ pub fn run(args: UpgradeArgs) -> anyhow::Result<std::process::ExitCode> {
             format,
         } => (from, to, available, allow_prerelease, format),
         UpgradeCommand::Status { format } => return status(&args.store, &format),
+        UpgradeCommand::Check {
+            from,
+            to,
+            max_backup_age_hours,
+            skip_check,
+            reason,
+            format,
+        } => {
+            return check(
+                &args.store,
+                from,
+                to,
+                max_backup_age_hours,
+                skip_check,
+                reason,
+                &format,
+            )
+        }
         UpgradeCommand::Apply {
             yes,
             backup_dir,
@@ -299,4 +340,76 @@ fn status(store: &StoreArgs, format: &str) -> anyhow::Result<std::process::ExitC
         );
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+fn check(
+    store: &StoreArgs,
+    from: Option<Version>,
+    to: Option<Version>,
+    max_backup_age_hours: u64,
+    skip_check: Vec<String>,
+    reason: Option<String>,
+    format: &str,
+) -> anyhow::Result<std::process::ExitCode> {
+    for name in &skip_check {
+        if !super::upgrade_check::NAMES.contains(&name.as_str()) {
+            anyhow::bail!(
+                "no check is called {name:?}; the checks: {}",
+                super::upgrade_check::NAMES.join(", ")
+            );
+        }
+    }
+    let config = store.to_config()?;
+    let from = match from {
+        Some(v) => v,
+        None => data_version(store)?,
+    };
+    let to = to.unwrap_or_else(|| Version::parse(crate::VERSION).expect("the build's version"));
+    let opts = super::upgrade_check::Options {
+        max_backup_age: std::time::Duration::from_secs(max_backup_age_hours * 3600),
+        skips: skip_check
+            .into_iter()
+            .map(|n| (n, reason.clone().unwrap_or_default()))
+            .collect(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let checks = runtime.block_on(super::upgrade_check::run_checks(&config, &from, &to, &opts))?;
+    let failed = checks.iter().filter(|c| c.status == "fail").count();
+    if format == "json" {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"from": from.to_string(), "to": to.to_string(), "checks": checks, "failed": failed})
+            )?
+        );
+    } else {
+        println!("pre-flight checks for {from} → {to}");
+        for c in &checks {
+            println!(
+                "  {:<8} {:<22} {}",
+                c.status.to_uppercase(),
+                c.name,
+                c.measured
+            );
+            if let Some(fix) = &c.fix {
+                println!("  {:<8} {:<22} fix: {fix}", "", "");
+            }
+        }
+        println!(
+            "{}",
+            if failed == 0 {
+                "all checks pass".to_string()
+            } else {
+                format!("{failed} check(s) fail")
+            }
+        );
+    }
+    Ok(if failed == 0 {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    })
 }

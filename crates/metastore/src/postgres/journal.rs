@@ -77,6 +77,17 @@ impl UpgradeJournal for PgMetaStore {
             .collect())
     }
 
+    async fn database_version(&self) -> Result<(String, String)> {
+        let v: String = sqlx::query_scalar("SHOW server_version")
+            .fetch_one(&self.pool)
+            .await?;
+        // "15.18 (Debian 15.18-0+deb12u1)" -> "15.18"
+        Ok((
+            "postgresql".into(),
+            v.split_whitespace().next().unwrap_or("").to_string(),
+        ))
+    }
+
     async fn record_step(&self, e: &JournalEntry) -> Result<()> {
         self.journal_tables().await?;
         sqlx::query(AssertSqlSafe(format!(

@@ -71,6 +71,10 @@ impl UpgradeJournal for SqliteMetaStore {
         .await
     }
 
+    async fn database_version(&self) -> Result<(String, String)> {
+        Ok(("sqlite".into(), rusqlite::version().to_string()))
+    }
+
     async fn record_step(&self, e: &JournalEntry) -> Result<()> {
         let e = e.clone();
         self.write(move |tx| {
