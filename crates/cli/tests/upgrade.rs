@@ -393,3 +393,178 @@ async fn checks_fail_for_real_and_a_skip_is_recorded() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no check is called \"nonsense\""));
 }
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    let ok = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "cp -a");
+}
+
+/// The metadata entries of a backup of `dir` (what the registry holds, row by row).
+async fn metadata_of(dir: &std::path::Path, out: &std::path::Path) -> Vec<(String, Vec<String>)> {
+    let mut b = wharf_cmd(&[
+        "backup",
+        "--out",
+        out.to_str().unwrap(),
+        "--data-dir",
+        dir.to_str().unwrap(),
+    ]);
+    b.kill_on_drop(true);
+    let o = run(b, None, Duration::from_secs(60)).await;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut r = wharf_backup::tar::TarReader::new(tokio::fs::File::open(out).await.unwrap());
+    let mut entries = Vec::new();
+    while let Some(e) = r.next().await.unwrap() {
+        let mut data = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let n = r.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            data.extend_from_slice(&buf[..n]);
+        }
+        if e.name.starts_with("metadata/") {
+            let mut lines: Vec<String> = String::from_utf8(data)
+                .unwrap()
+                .lines()
+                .map(str::to_string)
+                .collect();
+            lines.sort();
+            entries.push((e.name, lines));
+        }
+    }
+    entries
+}
+
+/// `apply`, killed with SIGKILL as soon as it reports step `k` done; returns what it
+/// printed.
+fn apply_killed_after(dir: &std::path::Path, k: usize) -> String {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(support::WHARF)
+        .args([
+            "upgrade",
+            "apply",
+            "--yes",
+            "--data-dir",
+            dir.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut seen = String::new();
+    let lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    for line in lines.take(50) {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.starts_with(&format!("[{k}/5]")) {
+            let _ = child.kill();
+            break;
+        }
+    }
+    let _ = child.wait();
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_killed_at_every_step_boundary_resumes_to_the_same_result() {
+    let tmp = tempfile::tempdir().unwrap();
+    let original = tmp.path().join("original");
+    let mut server = TestServer::start_in(&original, &[], &[]);
+    let c = http::client();
+    let (manifest, _) = http::push_image(&c, &server.base, "team/app", "v1", "resume").await;
+    http::push_image(&c, &server.base, "team/app", "v2", "resume too").await;
+    assert!(server.signal_and_wait("TERM").success());
+    as_release_1_0_0(&original.join("metadata.db"));
+
+    // The reference: an upgrade nobody interrupted.
+    let reference = tmp.path().join("reference");
+    copy_dir(&original, &reference);
+    let out = run(
+        wharf_cmd(&[
+            "upgrade",
+            "apply",
+            "--yes",
+            "--skip-backup",
+            "--reason",
+            "test",
+            "--data-dir",
+            reference.to_str().unwrap(),
+        ]),
+        None,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(out.status.success());
+    let expected = metadata_of(&reference, &tmp.path().join("reference.tar")).await;
+
+    for k in 1..=4 {
+        let dir = tmp.path().join(format!("killed-after-{k}"));
+        copy_dir(&original, &dir);
+        let first = apply_killed_after(&dir, k);
+        assert!(first.contains(&format!("[{k}/5]")), "step {k}: {first}");
+        // Again, to the end: the steps done before are not done twice.
+        let out = run(
+            wharf_cmd(&[
+                "upgrade",
+                "apply",
+                "--yes",
+                "--data-dir",
+                dir.to_str().unwrap(),
+            ]),
+            None,
+            Duration::from_secs(60),
+        )
+        .await;
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "after a kill at step {k}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The kill lands just after step k is reported, so later steps may have run too;
+        // whatever was done is not done again.
+        let steps = ["checks", "backup", "expand", "background", "finalise"];
+        if !text.contains("nothing to do") {
+            assert!(text.contains("upgraded to"), "{text}");
+            for (n, step) in steps.iter().enumerate().take(k) {
+                let line = format!("[{}/5] {step}: done before", n + 1);
+                assert!(
+                    text.contains(&line),
+                    "after a kill at step {k}, expected {line:?}: {text}"
+                );
+            }
+        }
+        assert_eq!(
+            std::fs::read_dir(dir.join("backups"))
+                .map(|d| d.count())
+                .unwrap_or(0),
+            1,
+            "one pre-upgrade backup after a kill at step {k}"
+        );
+        let got = metadata_of(&dir, &tmp.path().join(format!("after-{k}.tar"))).await;
+        assert_eq!(
+            got, expected,
+            "the registry's content after a kill at step {k}"
+        );
+        let server = TestServer::start_in(&dir, &[], &[]);
+        let r = c
+            .get(format!("{}/v2/team/app/manifests/v1", server.base))
+            .header("accept", http::OCI_MANIFEST)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.bytes().await.unwrap(),
+            manifest,
+            "after a kill at step {k}"
+        );
+    }
+}

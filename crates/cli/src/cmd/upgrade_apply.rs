@@ -92,8 +92,18 @@ pub fn run(
         }
         let holder = format!("{}:{}", hostname(), std::process::id());
         if let Err(other) = meta.take_upgrade_lock(&holder, 5 * 60_000).await? {
-            bail!("another upgrade holds the lock ({other}); it is taken over when it has not renewed it for 5 minutes");
+            // A holder on this host whose process is gone (killed, crashed) is taken
+            // over at once; elsewhere, when it has not renewed the lock for 5 minutes.
+            if holder_is_gone(&other) {
+                println!("taking over the upgrade lock from {other}, which is no longer running");
+                if let Err(again) = meta.take_upgrade_lock(&holder, 0).await? {
+                    bail!("could not take over the upgrade lock from {again}");
+                }
+            } else {
+                bail!("another upgrade holds the lock ({other}); it is taken over when it has not renewed it for 5 minutes");
+            }
         }
+
         let result = steps(&config, &location, meta.clone(), &from, &own, &done, &holder, backup_dir, skip_backup).await;
         meta.release_upgrade_lock(&holder).await?;
         result?;
@@ -251,4 +261,15 @@ fn hostname() -> String {
     std::fs::read_to_string("/etc/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "localhost".into())
+}
+
+/// Whether a lock holder `HOST:PID` is a process of this host that no longer runs.
+fn holder_is_gone(holder: &str) -> bool {
+    let Some((host, pid)) = holder.rsplit_once(':') else {
+        return false;
+    };
+    host == hostname()
+        && pid
+            .parse::<u32>()
+            .is_ok_and(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
 }
