@@ -16,22 +16,110 @@
 #                                 "PostgreSQL + S3" generated section of docs/benchmarks.md
 #                                 and writes target/bench/latest-pg-s3.json. Sizes are smaller
 #                                 than the default run's: moto is a Python server.
+#   scripts/bench.sh --gc [--quick] [ARGS...]
+#                                 online garbage collection and the metadatastoremigration
+#                                 job (wharf-bench gc): GC of 100,000 blobs (10% garbage) and
+#                                 the migration of 100,000 manifests on SQLite and on a
+#                                 throwaway PostgreSQL (started here, stopped on exit), then
+#                                 pushes/s on wharf serve without and with a GC job. Without
+#                                 --quick it rewrites the "garbage collection" generated
+#                                 section of docs/benchmarks.md and writes
+#                                 target/bench/latest-gc.json; --quick uses 10,000 blobs and
+#                                 manifests and 3 s push phases and prints only.
 #
 # Needs wrk, ab and docker-registry (scripts/install-test-deps.sh installs them); --pg-s3
-# also PostgreSQL (server and psql) and the moto test venv.
+# also PostgreSQL (server and psql) and the moto test venv; --gc only PostgreSQL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 quick=0
 pg_s3=0
+gc=0
 extra=()
 for arg in "$@"; do
   case "$arg" in
     --quick) quick=1 ;;
     --pg-s3) pg_s3=1 ;;
+    --gc) gc=1 ;;
     *) extra+=("$arg") ;;
   esac
 done
+if [ "$gc" -eq 1 ] && [ "$pg_s3" -eq 1 ]; then
+  echo "bench.sh: --gc and --pg-s3 are separate runs; give one" >&2
+  exit 2
+fi
+label="scripts/bench.sh${*:+ $*}"
+
+# Everything a run starts below is stopped on any exit: success, error or signal. The
+# benchmark runs in the background so a signal reaches this script at once; it is then
+# stopped by its PID (it stops its own servers) before PostgreSQL and moto go.
+bench_pid=""
+pg_env=""
+s3_env=""
+WHARF_TEST_POSTGRES_DIR=""
+WHARF_TEST_S3_PID=""
+WHARF_TEST_S3_LOG=""
+cleanup() {
+  local status=$?
+  trap - EXIT INT TERM
+  # A signal that arrived while a start script ran is handled once it returns, before
+  # its output is evaluated below: read the PID and directory from that output.
+  [ -n "$WHARF_TEST_POSTGRES_DIR" ] || [ -z "$pg_env" ] || eval "$pg_env" || true
+  [ -n "$WHARF_TEST_S3_PID" ] || [ -z "$s3_env" ] || eval "$s3_env" || true
+  if [ -n "$bench_pid" ] && kill -0 "$bench_pid" 2>/dev/null; then
+    kill -TERM "$bench_pid" 2>/dev/null || true
+    for _ in $(seq 1 150); do
+      kill -0 "$bench_pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    if kill -0 "$bench_pid" 2>/dev/null; then kill -KILL "$bench_pid" 2>/dev/null || true; fi
+  fi
+  if [ -n "$WHARF_TEST_S3_PID" ]; then
+    scripts/s3-for-tests.sh stop "$WHARF_TEST_S3_PID" "$WHARF_TEST_S3_LOG" || true
+    # That sends SIGTERM only: wait (bounded) until moto has gone, then make sure.
+    for _ in $(seq 1 100); do
+      kill -0 "$WHARF_TEST_S3_PID" 2>/dev/null || break
+      sleep 0.1
+    done
+    if kill -0 "$WHARF_TEST_S3_PID" 2>/dev/null; then kill -KILL "$WHARF_TEST_S3_PID" 2>/dev/null || true; fi
+  fi
+  if [ -n "$WHARF_TEST_POSTGRES_DIR" ]; then
+    scripts/postgres-for-tests.sh stop "$WHARF_TEST_POSTGRES_DIR" || true
+  fi
+  exit "$status"
+}
+
+if [ "$gc" -eq 1 ]; then
+  command -v psql >/dev/null 2>&1 \
+    || { echo "bench.sh: psql is not installed (apt-get install postgresql)" >&2; exit 1; }
+  # Release builds only: wharf for the push phase, wharf-bench runs GC and the migration
+  # in its own process.
+  cargo build --release -p wharf -p wharf-bench
+  trap cleanup EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+  pg_env=$(scripts/postgres-for-tests.sh start)
+  eval "$pg_env"
+  echo "PostgreSQL at $WHARF_TEST_POSTGRES_URL" >&2
+  gc_args=(--wharf target/release/wharf --postgres-url "$WHARF_TEST_POSTGRES_URL"
+    --command-label "$label")
+  # For the report's CPU figures: the postmaster's PID heads its pid file.
+  pg_pid=$(head -n 1 "$WHARF_TEST_POSTGRES_DIR/data/postmaster.pid" 2>/dev/null || true)
+  [ -z "$pg_pid" ] || gc_args+=(--postgres-pid "$pg_pid")
+  if [ "$quick" -eq 1 ]; then
+    gc_args+=(--blobs 10000 --manifests 10000 --push-secs 3)
+  else
+    mkdir -p target/bench
+    gc_args+=(--update-doc docs/benchmarks.md --json target/bench/latest-gc.json)
+  fi
+  target/release/wharf-bench gc "${gc_args[@]}" "${extra[@]+"${extra[@]}"}" &
+  bench_pid=$!
+  # `wait` returns early on a trapped signal; the trap then stops the benchmark.
+  status=0
+  wait "$bench_pid" || status=$?
+  bench_pid=""
+  exit "$status"
+fi
 
 for tool in wrk ab docker-registry; do
   if ! command -v "$tool" >/dev/null 2>&1; then
@@ -43,7 +131,6 @@ done
 # One release build of both binaries; the benchmark never runs a debug wharf.
 cargo build --release -p wharf -p wharf-bench
 
-label="scripts/bench.sh${*:+ $*}"
 common=(
   --wharf target/release/wharf
   --reference "$(command -v docker-registry)"
@@ -57,44 +144,6 @@ if [ "$pg_s3" -eq 1 ]; then
   [ -x "$venv/bin/moto_server" ] \
     || { echo "bench.sh: no moto_server in $venv (scripts/install-test-deps.sh)" >&2; exit 1; }
 
-  # Everything started below is stopped on any exit: success, error or signal. The
-  # benchmark runs in the background so a signal reaches this script at once; it is then
-  # stopped by its PID (it stops its own servers) before PostgreSQL and moto go.
-  bench_pid=""
-  pg_env=""
-  s3_env=""
-  WHARF_TEST_POSTGRES_DIR=""
-  WHARF_TEST_S3_PID=""
-  WHARF_TEST_S3_LOG=""
-  cleanup() {
-    local status=$?
-    trap - EXIT INT TERM
-    # A signal that arrived while a start script ran is handled once it returns, before
-    # its output is evaluated below: read the PID and directory from that output.
-    [ -n "$WHARF_TEST_POSTGRES_DIR" ] || [ -z "$pg_env" ] || eval "$pg_env" || true
-    [ -n "$WHARF_TEST_S3_PID" ] || [ -z "$s3_env" ] || eval "$s3_env" || true
-    if [ -n "$bench_pid" ] && kill -0 "$bench_pid" 2>/dev/null; then
-      kill -TERM "$bench_pid" 2>/dev/null || true
-      for _ in $(seq 1 150); do
-        kill -0 "$bench_pid" 2>/dev/null || break
-        sleep 0.1
-      done
-      if kill -0 "$bench_pid" 2>/dev/null; then kill -KILL "$bench_pid" 2>/dev/null || true; fi
-    fi
-    if [ -n "$WHARF_TEST_S3_PID" ]; then
-      scripts/s3-for-tests.sh stop "$WHARF_TEST_S3_PID" "$WHARF_TEST_S3_LOG" || true
-      # That sends SIGTERM only: wait (bounded) until moto has gone, then make sure.
-      for _ in $(seq 1 100); do
-        kill -0 "$WHARF_TEST_S3_PID" 2>/dev/null || break
-        sleep 0.1
-      done
-      if kill -0 "$WHARF_TEST_S3_PID" 2>/dev/null; then kill -KILL "$WHARF_TEST_S3_PID" 2>/dev/null || true; fi
-    fi
-    if [ -n "$WHARF_TEST_POSTGRES_DIR" ]; then
-      scripts/postgres-for-tests.sh stop "$WHARF_TEST_POSTGRES_DIR" || true
-    fi
-    exit "$status"
-  }
   trap cleanup EXIT
   trap 'exit 130' INT
   trap 'exit 143' TERM

@@ -267,7 +267,7 @@ fn stores_label(stores: Stores) -> &'static str {
 
 /// "PostgreSQL 15.x (fsync off, synchronous_commit off)": the durability settings decide
 /// what a commit costs, so the report shows them.
-fn postgres_version(url: &str) -> String {
+pub(crate) fn postgres_version(url: &str) -> String {
     let query = "SELECT 'PostgreSQL ' || current_setting('server_version') || ' (fsync ' || \
                  current_setting('fsync') || ', synchronous_commit ' || \
                  current_setting('synchronous_commit') || ')'";
@@ -292,7 +292,7 @@ async fn s3_server_header(http: &Client, endpoint: &str) -> String {
 }
 
 /// `git describe --always --dirty` of the checkout holding `bin`, if it is in one.
-fn source_tree(bin: &std::path::Path) -> String {
+pub(crate) fn source_tree(bin: &std::path::Path) -> String {
     let dir = bin
         .canonicalize()
         .ok()
@@ -951,7 +951,12 @@ async fn check_size(reg: &Registry, repo: &str, blob: &Blob, size: usize) -> Res
 }
 
 /// Layer and config by POST + PUT, then the manifest under `reference`.
-async fn push_image(reg: &Registry, repo: &str, reference: &str, img: &Image) -> Result<()> {
+pub(crate) async fn push_image(
+    reg: &Registry,
+    repo: &str,
+    reference: &str,
+    img: &Image,
+) -> Result<()> {
     reg.push_monolithic(repo, img.layer.data.clone(), &img.layer.digest)
         .await?;
     reg.push_monolithic(repo, img.config.data.clone(), &img.config.digest)

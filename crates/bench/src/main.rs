@@ -5,6 +5,9 @@
 //! directory), measured one at a time with the order alternated between repeats, and
 //! stopped by PID at the end — also on error, panic, Ctrl-C or SIGTERM (see
 //! [`server::Server`]'s `Drop`).
+//!
+//! `wharf-bench gc` is a separate benchmark (see [`gc`]): online garbage collection and
+//! the `metadatastoremigration` job on large stores, and pushes while a GC job runs.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,6 +16,7 @@ use clap::Parser;
 
 mod bench;
 mod data;
+mod gc;
 mod load;
 mod registry;
 mod report;
@@ -25,8 +29,10 @@ mod sys;
 /// (machine, parameters, figures with ratios and targets, raw samples, CPU per phase).
 /// With --update-doc, the report replaces the generated section of that file.
 #[derive(Parser, Debug, Clone)]
-#[command(name = "wharf-bench", version)]
+#[command(name = "wharf-bench", version, args_conflicts_with_subcommands = true)]
 pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// The wharf binary to benchmark
     #[arg(long, default_value = "target/release/wharf", value_name = "PATH")]
     pub wharf: PathBuf,
@@ -131,6 +137,11 @@ pub struct Args {
     pub postgres_pid: Option<u32>,
 }
 
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum Command {
+    Gc(gc::GcArgs),
+}
+
 /// Which stores the servers under test use.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stores {
@@ -141,8 +152,9 @@ pub enum Stores {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    if args.chunk_mib == 0 || args.blob_mib == 0 {
+    let mut args = Args::parse();
+    let command = args.command.take();
+    if command.is_none() && (args.chunk_mib == 0 || args.blob_mib == 0) {
         eprintln!("wharf-bench: error: --blob-mib and --chunk-mib must be positive");
         return ExitCode::FAILURE;
     }
@@ -160,7 +172,12 @@ fn main() -> ExitCode {
     // them by PID: no registry is left running behind us.
     let result = runtime.block_on(async {
         tokio::select! {
-            r = bench::run(args) => r,
+            r = async {
+                match command {
+                    Some(Command::Gc(gc_args)) => gc::run(gc_args).await,
+                    None => bench::run(args).await,
+                }
+            } => r,
             s = stop_signal() => Err(anyhow::anyhow!("interrupted by {s}; servers stopped")),
         }
     });

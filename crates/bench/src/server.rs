@@ -354,7 +354,7 @@ fn has_flag(bin: &Path, flag: &str) -> bool {
 /// A port the kernel says is free now. Another process could take it before the server
 /// binds it; on a loopback-only benchmark machine that race is acceptable, and start-up
 /// fails loudly if it happens.
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
     Ok(l.local_addr()?.port())
 }
@@ -421,15 +421,15 @@ fn yaml_str(v: &str) -> String {
 
 /// A PostgreSQL database created for one wharf start and dropped (best effort, bounded)
 /// when this value is dropped.
-struct Database {
+pub(crate) struct Database {
     admin_url: String,
-    name: String,
+    pub(crate) name: String,
     /// `admin_url` with the database replaced by `name`.
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Database {
-    async fn create(admin_url: &str, run_id: &str) -> Result<Database> {
+    pub(crate) async fn create(admin_url: &str, run_id: &str) -> Result<Database> {
         static COUNT: AtomicU32 = AtomicU32::new(0);
         let n = COUNT.fetch_add(1, Ordering::Relaxed);
         // Lower-case letters, digits and underscores only: no quoting needed.
