@@ -21,11 +21,13 @@
 #                                 job (wharf-bench gc): GC of 100,000 blobs (10% garbage) and
 #                                 the migration of 100,000 manifests on SQLite and on a
 #                                 throwaway PostgreSQL (started here, stopped on exit), then
-#                                 pushes/s on wharf serve without and with a GC job. Without
+#                                 pushes/s on wharf serve without and with a GC job (5 rounds
+#                                 with GC, 5 control rounds without; ~15 minutes). Without
 #                                 --quick it rewrites the "garbage collection" generated
 #                                 section of docs/benchmarks.md and writes
 #                                 target/bench/latest-gc.json; --quick uses 10,000 blobs and
-#                                 manifests and 3 s push phases and prints only.
+#                                 manifests, one round of each kind with 3 s push phases,
+#                                 and prints only.
 #
 # Needs wrk, ab and docker-registry (scripts/install-test-deps.sh installs them); --pg-s3
 # also PostgreSQL (server and psql) and the moto test venv; --gc only PostgreSQL.
@@ -107,7 +109,7 @@ if [ "$gc" -eq 1 ]; then
   pg_pid=$(head -n 1 "$WHARF_TEST_POSTGRES_DIR/data/postmaster.pid" 2>/dev/null || true)
   [ -z "$pg_pid" ] || gc_args+=(--postgres-pid "$pg_pid")
   if [ "$quick" -eq 1 ]; then
-    gc_args+=(--blobs 10000 --manifests 10000 --push-secs 3)
+    gc_args+=(--blobs 10000 --manifests 10000 --push-secs 3 --push-rounds 1 --control-rounds 1)
   else
     mkdir -p target/bench
     gc_args+=(--update-doc docs/benchmarks.md --json target/bench/latest-gc.json)
