@@ -46,11 +46,24 @@ pub struct ManifestKey {
     pub digest: Digest,
 }
 
-/// Deletes a blob's bytes; runs while the store holds the blob's row locked, so no
-/// writer can start using the blob meanwhile.
+/// Deletes the bytes of the given blobs; runs while the store holds their rows locked,
+/// so no writer can start using them meanwhile. Returns one result per digest, in order.
 pub type DeleteBytes = Box<
-    dyn FnOnce() -> Pin<Box<dyn Future<Output = std::result::Result<(), String>> + Send>> + Send,
+    dyn FnOnce(
+            Vec<Digest>,
+        )
+            -> Pin<Box<dyn Future<Output = Vec<std::result::Result<(), String>>> + Send>>
+        + Send,
 >;
+
+/// What one batch of blob deletions did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct BlobDeletion {
+    /// Row and bytes gone.
+    pub deleted: Vec<Digest>,
+    /// Bytes could not be deleted: the row stays, and a later run tries again.
+    pub failed: Vec<(Digest, String)>,
+}
 
 #[async_trait]
 pub trait GcStore: Send + Sync {
@@ -71,9 +84,10 @@ pub trait GcStore: Send + Sync {
         after: Option<(i64, String)>,
         limit: usize,
     ) -> Result<Vec<Link>>;
-    /// Removes the link if, checked again now under lock, it is still old and
-    /// unreferenced.
-    async fn unlink_if_unreferenced(&self, link: &Link, linked_before_ms: i64) -> Result<bool>;
+    /// Removes those of `links` that, checked again now under lock, are still older
+    /// than the cutoff and unreferenced; returns how many it removed. Links a writer
+    /// holds at the moment are skipped (they are in use), not waited for.
+    async fn unlink_unreferenced(&self, links: &[Link], linked_before_ms: i64) -> Result<u64>;
 
     /// Blobs no repository links, created before `created_before_ms`, after `after`.
     async fn unlinked_blobs(
@@ -82,15 +96,16 @@ pub trait GcStore: Send + Sync {
         after: Option<String>,
         limit: usize,
     ) -> Result<Vec<(Digest, u64)>>;
-    /// Deletes the blob's row and, while holding it, its bytes (`delete_bytes`) — if,
-    /// checked again under lock, no repository links it. If deleting the bytes fails,
-    /// the row stays. Returns whether it was deleted.
-    async fn delete_blob_if_unlinked(
+    /// Deletes those of `digests` that, checked again under lock, are still older than
+    /// the cutoff and linked by no repository: their bytes first (`delete_bytes`, once,
+    /// for all of them, while their rows are locked), then the rows of those whose bytes
+    /// went. Blobs a writer holds at the moment are skipped.
+    async fn delete_unlinked_blobs(
         &self,
-        digest: &Digest,
+        digests: &[Digest],
         created_before_ms: i64,
         delete_bytes: DeleteBytes,
-    ) -> Result<bool>;
+    ) -> Result<BlobDeletion>;
 
     /// Untagged manifests created before the cutoff that no other manifest refers to
     /// and that do not refer to a subject (signatures, SBOMs and other referrers stay
@@ -101,11 +116,11 @@ pub trait GcStore: Send + Sync {
         after: Option<(i64, String)>,
         limit: usize,
     ) -> Result<Vec<ManifestKey>>;
-    /// Deletes the manifest if, checked again under lock, it is still untagged and
-    /// unreferenced.
-    async fn delete_manifest_if_unused(
+    /// Deletes those of `manifests` that, checked again under lock, are still untagged
+    /// and unreferenced; returns how many it deleted.
+    async fn delete_unused_manifests(
         &self,
-        m: &ManifestKey,
+        manifests: &[ManifestKey],
         created_before_ms: i64,
-    ) -> Result<bool>;
+    ) -> Result<u64>;
 }

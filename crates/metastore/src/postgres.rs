@@ -389,29 +389,34 @@ impl MetaStore for PgMetaStore {
         let mut tx = self.pool.begin().await?;
         let rid = ensure_repo(&mut tx, repo.as_str()).await?;
         // FOR SHARE: a concurrent unlink or delete of what the manifest needs waits
-        // for this transaction, so a stored manifest never points at nothing.
-        for d in &m.required_blobs {
-            let found: Option<i32> = sqlx::query_scalar(
-                "SELECT 1 FROM repository_blobs WHERE repository_id = $1 AND digest = $2 FOR SHARE",
-            )
-            .bind(rid)
-            .bind(d.to_string())
-            .fetch_optional(&mut *tx)
-            .await?;
-            if found.is_none() {
-                return Err(MetaError::MissingReference(d.clone()));
+        // for this transaction, so a stored manifest never points at nothing. One
+        // statement per kind, in key order, whatever the number of layers.
+        let checks = [
+            (
+                &m.required_blobs,
+                "SELECT digest FROM repository_blobs WHERE repository_id = $1 AND digest = ANY($2)
+                 ORDER BY digest FOR SHARE",
+            ),
+            (
+                &m.required_manifests,
+                "SELECT digest FROM manifests WHERE repository_id = $1 AND digest = ANY($2)
+                 ORDER BY digest FOR SHARE",
+            ),
+        ];
+        for (required, lock) in checks {
+            if required.is_empty() {
+                continue;
             }
-        }
-        for d in &m.required_manifests {
-            let found: Option<i32> = sqlx::query_scalar(
-                "SELECT 1 FROM manifests WHERE repository_id = $1 AND digest = $2 FOR SHARE",
-            )
-            .bind(rid)
-            .bind(d.to_string())
-            .fetch_optional(&mut *tx)
-            .await?;
-            if found.is_none() {
-                return Err(MetaError::MissingReference(d.clone()));
+            let wanted: Vec<String> = required.iter().map(|d| d.to_string()).collect();
+            let found: Vec<String> = sqlx::query_scalar(lock)
+                .bind(rid)
+                .bind(&wanted)
+                .fetch_all(&mut *tx)
+                .await?;
+            if let Some(missing) = required.iter().find(|d| !found.contains(&d.to_string())) {
+                // Release the locks now rather than when the connection is next used.
+                tx.rollback().await?;
+                return Err(MetaError::MissingReference(missing.clone()));
             }
         }
         let digest = m.digest.to_string();

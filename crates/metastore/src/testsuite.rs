@@ -1125,14 +1125,19 @@ use std::sync::Arc as StdArc;
 
 fn counting_deleter(count: &StdArc<AtomicUsize>, fail: bool) -> DeleteBytes {
     let count = count.clone();
-    Box::new(move || {
+    Box::new(move |digests| {
         Box::pin(async move {
-            count.fetch_add(1, AtomicOrdering::SeqCst);
-            if fail {
-                Err("disk on fire".to_string())
-            } else {
-                Ok(())
-            }
+            count.fetch_add(digests.len(), AtomicOrdering::SeqCst);
+            digests
+                .iter()
+                .map(|_| {
+                    if fail {
+                        Err("disk on fire".to_string())
+                    } else {
+                        Ok(())
+                    }
+                })
+                .collect()
         })
     })
 }
@@ -1163,23 +1168,10 @@ pub async fn gc_removes_only_unreferenced_links_and_blobs(store: &dyn MetaStore)
         vec![&unused]
     );
     assert_eq!(links[0].repository, "gc/app");
-    assert!(
-        !store
-            .unlink_if_unreferenced(&links[0], long_ago)
-            .await
-            .unwrap(),
+    assert_eq!(
+        store.unlink_unreferenced(&links, long_ago).await.unwrap(),
+        0,
         "young link kept"
-    );
-    assert!(store
-        .unlink_if_unreferenced(&links[0], cutoff)
-        .await
-        .unwrap());
-    assert!(
-        !store
-            .unlink_if_unreferenced(&links[0], cutoff)
-            .await
-            .unwrap(),
-        "already gone"
     );
     // A referenced link is never removed, whatever the candidate list said.
     let forged = crate::gc::Link {
@@ -1187,34 +1179,53 @@ pub async fn gc_removes_only_unreferenced_links_and_blobs(store: &dyn MetaStore)
         repository: "gc/app".into(),
         digest: used.clone(),
     };
-    assert!(!store.unlink_if_unreferenced(&forged, cutoff).await.unwrap());
+    let batch = vec![forged, links[0].clone()];
+    assert_eq!(store.unlink_unreferenced(&batch, cutoff).await.unwrap(), 1);
+    assert_eq!(
+        store.unlink_unreferenced(&batch, cutoff).await.unwrap(),
+        0,
+        "already gone"
+    );
     assert_eq!(store.repo_blob(&r, &used).await.unwrap(), Some(10));
 
     // The blob is now linked nowhere: its row and bytes go, together.
     let blobs = store.unlinked_blobs(cutoff, None, 100).await.unwrap();
     assert_eq!(blobs, vec![(unused.clone(), 15)]);
     let calls = StdArc::new(AtomicUsize::new(0));
-    let err = store
-        .delete_blob_if_unlinked(&unused, cutoff, counting_deleter(&calls, true))
-        .await;
-    assert!(err.is_err(), "a failed byte deletion fails the step");
+    let both = vec![used.clone(), unused.clone()];
+    let outcome = store
+        .delete_unlinked_blobs(&both, cutoff, counting_deleter(&calls, true))
+        .await
+        .unwrap();
+    assert!(outcome.deleted.is_empty());
+    assert_eq!(
+        outcome.failed,
+        vec![(unused.clone(), "disk on fire".to_string())],
+        "a failed byte deletion is reported"
+    );
     assert_eq!(
         store.blob_size(&unused).await.unwrap(),
         Some(15),
         "and keeps the row"
     );
-    assert!(store
-        .delete_blob_if_unlinked(&unused, cutoff, counting_deleter(&calls, false))
+    assert_eq!(
+        calls.load(AtomicOrdering::SeqCst),
+        1,
+        "the linked blob's bytes were never offered for deletion"
+    );
+    let outcome = store
+        .delete_unlinked_blobs(&both, long_ago, counting_deleter(&calls, false))
         .await
-        .unwrap());
+        .unwrap();
+    assert_eq!(outcome, Default::default(), "young blob kept");
+    let outcome = store
+        .delete_unlinked_blobs(&both, cutoff, counting_deleter(&calls, false))
+        .await
+        .unwrap();
+    assert_eq!(outcome.deleted, vec![unused.clone()]);
     assert_eq!(calls.load(AtomicOrdering::SeqCst), 2);
     assert_eq!(store.blob_size(&unused).await.unwrap(), None);
-    // A linked blob: refused without touching its bytes.
-    assert!(!store
-        .delete_blob_if_unlinked(&used, cutoff, counting_deleter(&calls, false))
-        .await
-        .unwrap());
-    assert_eq!(calls.load(AtomicOrdering::SeqCst), 2);
+    assert_eq!(store.blob_size(&used).await.unwrap(), Some(10));
 
     // Uploading or mounting again makes a link young again.
     let again = blob(store, &r, b"abandoned layer").await;
@@ -1247,17 +1258,18 @@ pub async fn gc_untagged_manifests_spare_tagged_children_and_referrers(store: &d
         found.iter().map(|m| &m.digest).collect::<Vec<_>>(),
         vec![&orphan.digest]
     );
-    assert!(
-        !store
-            .delete_manifest_if_unused(&found[0], now_ms() - 60_000)
+    assert_eq!(
+        store
+            .delete_unused_manifests(&found, now_ms() - 60_000)
             .await
             .unwrap(),
+        0,
         "young"
     );
-    assert!(store
-        .delete_manifest_if_unused(&found[0], cutoff)
-        .await
-        .unwrap());
+    assert_eq!(
+        store.delete_unused_manifests(&found, cutoff).await.unwrap(),
+        1
+    );
     // Untagging the index frees it, and then its child.
     store.delete_tag(&r, &tag("latest")).await.unwrap();
     let found = store.untagged_manifests(cutoff, None, 100).await.unwrap();
@@ -1270,19 +1282,24 @@ pub async fn gc_untagged_manifests_spare_tagged_children_and_referrers(store: &d
         repository: "gc/multi".into(),
         digest: child.digest.clone(),
     };
-    assert!(
-        !store
-            .delete_manifest_if_unused(&child_key, cutoff)
+    assert_eq!(
+        store
+            .delete_unused_manifests(std::slice::from_ref(&child_key), cutoff)
             .await
             .unwrap(),
+        0,
         "still in the index"
     );
-    assert!(store
-        .delete_manifest_if_unused(&found[0], cutoff)
-        .await
-        .unwrap());
-    assert!(store
-        .delete_manifest_if_unused(&child_key, cutoff)
-        .await
-        .unwrap());
+    assert_eq!(
+        store.delete_unused_manifests(&found, cutoff).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .delete_unused_manifests(&[child_key], cutoff)
+            .await
+            .unwrap(),
+        1,
+        "freed once the index went"
+    );
 }

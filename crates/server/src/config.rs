@@ -64,6 +64,10 @@ pub struct Config {
     /// Garbage collection leaves alone blobs, links and manifests younger than this
     /// (a push in progress has blobs no manifest refers to yet).
     pub gc_grace_secs: u64,
+    /// The share of wall time (percent) a GC run spends working by default; it pauses
+    /// between batches for the rest, so pushes keep their throughput. Unset: 5 on SQLite
+    /// (one writer, shared with every push), 10 on PostgreSQL.
+    pub gc_busy_percent: Option<u8>,
     /// Turns authentication off: anyone may do anything. Refused unless `listen` is a
     /// loopback address; for local development and benchmarks only.
     pub insecure_no_auth: bool,
@@ -190,6 +194,7 @@ impl Default for Config {
             job_heartbeat_secs: 5,
             job_retry_backoff_secs: 30,
             gc_grace_secs: 24 * 3600,
+            gc_busy_percent: None,
             insecure_no_auth: false,
             token_ttl_secs: 300,
             token_realm: None,

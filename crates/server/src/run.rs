@@ -105,6 +105,13 @@ pub fn job_stores(
         blobs,
         upload_expiry: Duration::from_secs(config.upload_expiry_secs),
         gc_grace: Duration::from_secs(config.gc_grace_secs),
+        gc_busy_percent: config.gc_busy_percent.unwrap_or_else(|| {
+            let on_postgres = matches!(
+                config.metadata_location(),
+                Ok(MetadataLocation::Postgres(_))
+            );
+            wharf_jobs::actions::gc::default_busy_percent(on_postgres)
+        }),
     }
 }
 

@@ -33,6 +33,7 @@ use anyhow::{bail, Context, Result};
 use reqwest::Client;
 use serde_json::json;
 use wharf_blobstore::FsBlobStore;
+use wharf_jobs::actions::gc::default_busy_percent;
 use wharf_jobs::actions::gc::{GcParams, GcReport};
 use wharf_jobs::actions::{GarbageCollect, MetadataStoreMigration, Stores};
 use wharf_jobs::{Action, Finished, JobContext};
@@ -85,6 +86,10 @@ pub struct GcArgs {
     /// batch_size parameter of the migration job (the job's default is 500)
     #[arg(long, default_value_t = 500, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub batch_size: u64,
+    /// busy_percent parameter of every GC run, timed and during pushes [default: wharf's
+    /// own default for the store: 5 on SQLite, 10 on PostgreSQL; 100 runs flat out]
+    #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub gc_busy_percent: Option<u8>,
     /// Also run GC and the migration on PostgreSQL: a URL that may CREATE DATABASE; each
     /// dataset gets a fresh database, dropped afterwards
     #[arg(long, value_name = "URL")]
@@ -437,6 +442,13 @@ impl Checker {
 }
 
 impl Ctx {
+    /// The GC runs' busy_percent on this backend: as asked, or wharf's own default.
+    fn busy_percent(&self, b: Backend) -> u8 {
+        self.args
+            .gc_busy_percent
+            .unwrap_or_else(|| default_busy_percent(b == Backend::Postgres))
+    }
+
     fn cpu_self(&self) -> f64 {
         sys::cpu_ticks(std::process::id()).unwrap_or(0) as f64 / self.ticks
     }
@@ -522,14 +534,18 @@ impl Ctx {
             blobs,
             upload_expiry: Duration::from_secs(24 * 3600),
             gc_grace: Duration::from_secs(24 * 3600),
+            gc_busy_percent: self.busy_percent(b),
         };
         let gc = GarbageCollect::new(stores);
-        let ctx = JobContext::detached("gc", r#"{"grace_secs":0}"#, store.meta.clone());
         let params = GcParams {
             grace_secs: Some(0),
-            delete_untagged: false,
-            dry_run: false,
+            ..GcParams::default()
         };
+        let ctx = JobContext::detached(
+            "gc",
+            &json!({ "grace_secs": 0 }).to_string(),
+            store.meta.clone(),
+        );
         let (c0, p0, m0) = (self.cpu_self(), self.cpu_pg(), sys::machine_cpu());
         let t0 = Instant::now();
         let (report, stopped) = gc.collect(&ctx, &params).await?;
@@ -648,6 +664,7 @@ impl Ctx {
             blobs,
             upload_expiry: Duration::from_secs(24 * 3600),
             gc_grace: Duration::from_secs(24 * 3600),
+            gc_busy_percent: self.busy_percent(b),
         };
         let action = MetadataStoreMigration::new(stores);
         let params = json!({ "batch_size": self.args.batch_size }).to_string();
@@ -819,7 +836,7 @@ impl Ctx {
             &http,
             &wharf.base,
             "gc",
-            json!({ "grace_secs": a.push_gc_grace_secs }),
+            json!({ "grace_secs": a.push_gc_grace_secs, "busy_percent": a.gc_busy_percent.unwrap_or(default_busy_percent(false)) }),
         )
         .await?;
         let during = self.phase(&reg, pid, a.push_secs, &next_id).await?;
@@ -995,18 +1012,27 @@ fn markdown(
     let garbage = a.blobs * a.garbage_percent / 100;
     s += &format!(
         "\nParameters: GC dataset {} blobs in {} repositories, {} of them garbage ({}%), the \
-         rest referenced three to a manifest (config + 2 layers), grace 0; migration dataset \
-         {} one-layer manifests, batch_size {}; pushes: {} pushers × {} s per phase, 1 KiB \
-         layer per image, GC job with grace_secs {}.\n\n",
+         rest referenced three to a manifest (config + 2 layers), grace 0, busy_percent {}; \
+         migration dataset {} one-layer manifests, batch_size {}; pushes: {} pushers × {} s \
+         per phase, 1 KiB layer per image, GC job with grace_secs {} and busy_percent {}.\n\n",
         thousands(a.blobs),
         a.repos,
         thousands(garbage),
         a.garbage_percent,
+        match a.gc_busy_percent {
+            Some(p) => p.to_string(),
+            None => format!(
+                "{} on SQLite and {} on PostgreSQL (wharf's defaults)",
+                default_busy_percent(false),
+                default_busy_percent(true)
+            ),
+        },
         thousands(a.manifests),
         a.batch_size,
         a.pushers,
         a.push_secs,
-        a.push_gc_grace_secs
+        a.push_gc_grace_secs,
+        a.gc_busy_percent.unwrap_or(default_busy_percent(false)),
     );
 
     s += "### Figures\n\n";
@@ -1118,14 +1144,15 @@ fn push_markdown(a: &GcArgs, rounds: &[PushRound]) -> String {
          GC dataset above in wharf's data directory and a fresh `wharf serve`: {} pushers \
          push unique small images (1 KiB layer, config, manifest; blobs by POST + PUT) for \
          {} s before, during and after the middle phase, after an untimed warm-up of up to \
-         3 s. In a GC round a `gc` job is queued with `POST /api/v0/jobs` (grace_secs {}) as \
+         3 s. In a GC round a `gc` job is queued with `POST /api/v0/jobs` (grace_secs {}, busy_percent {}) as \
          the middle phase starts, and \"during\" counts the pushes completed while the job \
          ran (from its `started_at_ms` to its `finished_at_ms` or the end of the phase); \
          \"after\" starts once the job is done. A control round does the same with no job.\n\n",
         rounds.len() - n_gc,
         a.pushers,
         a.push_secs,
-        a.push_gc_grace_secs
+        a.push_gc_grace_secs,
+        a.gc_busy_percent.unwrap_or(default_busy_percent(false)),
     );
     s += "| Round | Middle phase | Before: pushes/s | Middle: pushes/s (images in how long) | After: pushes/s | Middle ÷ before | After ÷ before | Middle ÷ mean(before, after) | GC job under load |\n";
     s += "|---|---|---:|---:|---:|---:|---:|---:|---:|\n";

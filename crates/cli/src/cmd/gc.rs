@@ -26,6 +26,11 @@ pub struct GcArgs {
     /// Also remove untagged manifests that no tag or other manifest refers to
     #[arg(long)]
     delete_untagged: bool,
+    /// The share of wall time the run may spend working (1-100); it pauses between
+    /// batches for the rest, leaving the stores and the CPU to clients. 100 = flat out
+    /// [default: the configured gc_busy_percent: 5 on SQLite, 10 on PostgreSQL]
+    #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u8).range(1..=100))]
+    busy_percent: Option<u8>,
 }
 
 pub fn run(args: GcArgs) -> anyhow::Result<()> {
@@ -34,6 +39,7 @@ pub fn run(args: GcArgs) -> anyhow::Result<()> {
         "grace_secs": args.grace_secs,
         "delete_untagged": args.delete_untagged,
         "dry_run": args.dry_run,
+        "busy_percent": args.busy_percent,
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -11,15 +11,31 @@
 //! what an earlier run deleted is gone, what it did not reach is found again.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use futures_util::StreamExt;
+use wharf_metastore::gc::DeleteBytes;
+use wharf_oci::Digest;
 
 use super::Stores;
 use crate::{Finished, JobContext, Stop};
 
 pub struct GarbageCollect {
     stores: Stores,
+}
+
+/// A run's default share of wall time, in percent. Flat out, a run takes a core and the
+/// metadata store in bursts, and pushes meanwhile lose most of their throughput. On
+/// SQLite every push shares the one writer with GC; at 5% pushes keep their throughput
+/// within the noise, at 10% they lose about a tenth (docs/benchmarks.md). PostgreSQL
+/// has no single writer, and a run there costs more wall time per item, so 10%.
+pub fn default_busy_percent(on_postgres: bool) -> u8 {
+    if on_postgres {
+        10
+    } else {
+        5
+    }
 }
 
 impl GarbageCollect {
@@ -39,6 +55,11 @@ pub struct GcParams {
     /// Report what would go; delete nothing.
     #[serde(default)]
     pub dry_run: bool,
+    /// The share of wall time, in percent (1–100), that the run may spend working: after
+    /// each page or batch it pauses in proportion, leaving the metadata store, the blob
+    /// store and the CPU to the registry's clients. 100 runs flat out [default: the
+    /// configured gc_busy_percent: 5 on SQLite, 10 on PostgreSQL].
+    pub busy_percent: Option<u8>,
 }
 
 /// What a run removed (or, dry, would remove).
@@ -50,7 +71,15 @@ pub struct GcReport {
     pub bytes: u64,
 }
 
+/// Candidates read per query; also the batch size of link and manifest deletions
+/// (one transaction each).
 const PAGE: usize = 500;
+/// Blobs deleted per transaction. Their rows stay locked while their bytes go (on
+/// SQLite that holds the single writer), so batches stay small enough that a push
+/// waiting behind one waits milliseconds, and large enough that commits stay rare.
+const BLOB_BATCH: usize = 64;
+/// Byte deletions in flight at once within a batch.
+const DELETE_CONCURRENCY: usize = 16;
 /// Bounds each phase's loop (pages).
 const MAX_PAGES: usize = 1_000_000;
 
@@ -70,6 +99,29 @@ pub async fn check_migration_done(stores: &Stores) -> anyhow::Result<()> {
 }
 
 impl GarbageCollect {
+    /// Deletes a batch's bytes from the blob store, several at a time.
+    fn byte_deleter(&self) -> DeleteBytes {
+        let blobs = self.stores.blobs.clone();
+        Box::new(move |digests| {
+            Box::pin(async move {
+                futures_util::stream::iter(digests)
+                    .map(|d| {
+                        let blobs = blobs.clone();
+                        async move {
+                            blobs
+                                .delete(&d)
+                                .await
+                                .map(|_| ())
+                                .map_err(|e| e.to_string())
+                        }
+                    })
+                    .buffered(DELETE_CONCURRENCY)
+                    .collect()
+                    .await
+            })
+        })
+    }
+
     pub async fn collect(
         &self,
         ctx: &JobContext,
@@ -83,6 +135,8 @@ impl GarbageCollect {
             .unwrap_or(self.stores.gc_grace);
         let cutoff = meta.store_now().await? - grace.as_millis() as i64;
         let mut report = GcReport::default();
+        let busy_percent = params.busy_percent.unwrap_or(self.stores.gc_busy_percent);
+        let mut pacer = Pacer::new(busy_percent)?;
         let verb = if params.dry_run {
             "would remove"
         } else {
@@ -108,11 +162,12 @@ impl GarbageCollect {
                 let page = meta.untagged_manifests(cutoff, after.clone(), PAGE).await?;
                 let Some(last) = page.last() else { break };
                 after = Some((last.repository_id, last.digest.to_string()));
-                for m in &page {
-                    if params.dry_run || meta.delete_manifest_if_unused(m, cutoff).await? {
-                        report.manifests += 1;
-                    }
-                }
+                report.manifests += if params.dry_run {
+                    page.len() as u64
+                } else {
+                    meta.delete_unused_manifests(&page, cutoff).await?
+                };
+                pacer.pace().await;
                 ctx.progress(report.manifests, report.manifests, "untagged manifests");
             }
             ctx.log(format!("manifests: {} untagged", report.manifests))
@@ -129,20 +184,22 @@ impl GarbageCollect {
             let page = meta.unreferenced_links(cutoff, after.clone(), PAGE).await?;
             let Some(last) = page.last() else { break };
             after = Some((last.repository_id, last.digest.to_string()));
-            for l in &page {
-                if params.dry_run {
+            if params.dry_run {
+                for l in &page {
                     *would_unlink.entry(l.digest.to_string()).or_default() += 1;
-                    report.links += 1;
-                } else if meta.unlink_if_unreferenced(l, cutoff).await? {
-                    report.links += 1;
                 }
+                report.links += page.len() as u64;
+            } else {
+                report.links += meta.unlink_unreferenced(&page, cutoff).await?;
             }
+            pacer.pace().await;
             ctx.progress(report.links, report.links, "links");
         }
         ctx.log(format!("links: {} unreferenced", report.links))
             .await;
 
         // Blobs.
+        let mut failed = 0u64;
         let mut after = None;
         for _ in 0..MAX_PAGES {
             if let Some(why) = ctx.should_stop() {
@@ -151,30 +208,27 @@ impl GarbageCollect {
             let page = meta.unlinked_blobs(cutoff, after.clone(), PAGE).await?;
             let Some((last, _)) = page.last() else { break };
             after = Some(last.to_string());
-            for (digest, size) in &page {
-                let deleted = if params.dry_run {
-                    true
-                } else {
-                    let blobs = self.stores.blobs.clone();
-                    let d = digest.clone();
-                    meta.delete_blob_if_unlinked(
-                        digest,
-                        cutoff,
-                        Box::new(move || {
-                            Box::pin(async move {
-                                blobs
-                                    .delete(&d)
-                                    .await
-                                    .map(|_| ())
-                                    .map_err(|e| e.to_string())
-                            })
-                        }),
-                    )
-                    .await?
-                };
-                if deleted {
-                    report.blobs += 1;
-                    report.bytes += size;
+            if params.dry_run {
+                report.blobs += page.len() as u64;
+                report.bytes += page.iter().map(|(_, size)| size).sum::<u64>();
+                pacer.pace().await;
+            } else {
+                let sizes: HashMap<&Digest, u64> = page.iter().map(|(d, s)| (d, *s)).collect();
+                for batch in page.chunks(BLOB_BATCH) {
+                    let digests: Vec<Digest> = batch.iter().map(|(d, _)| d.clone()).collect();
+                    let outcome = meta
+                        .delete_unlinked_blobs(&digests, cutoff, self.byte_deleter())
+                        .await?;
+                    report.blobs += outcome.deleted.len() as u64;
+                    report.bytes += outcome.deleted.iter().map(|d| sizes[d]).sum::<u64>();
+                    for (d, e) in &outcome.failed {
+                        failed += 1;
+                        ctx.log(format!(
+                            "cannot delete the bytes of {d} (kept for the next run): {e}"
+                        ))
+                        .await;
+                    }
+                    pacer.pace().await;
                 }
             }
             ctx.progress(report.blobs, report.blobs, "blobs");
@@ -182,7 +236,7 @@ impl GarbageCollect {
         if params.dry_run {
             // Blobs whose every link would go would be freed too.
             for (digest, n) in &would_unlink {
-                let d: wharf_oci::Digest = digest.parse()?;
+                let d: Digest = digest.parse()?;
                 if meta.repositories_with_blob(&d, n + 1).await?.len() == *n {
                     report.blobs += 1;
                     report.bytes += meta.blob_size(&d).await?.unwrap_or(0);
@@ -191,7 +245,46 @@ impl GarbageCollect {
         }
         ctx.log(format!("blobs: {} ({} bytes)", report.blobs, report.bytes))
             .await;
+        if failed > 0 {
+            // The job fails, so it is retried; what went is reported in the log above.
+            anyhow::bail!(
+                "the bytes of {failed} blobs could not be deleted (see the log); {}",
+                summary(&report, false)
+            );
+        }
         Ok((report, None))
+    }
+}
+
+/// Keeps a run's working time to a share of wall time: `pace` after each unit of work
+/// sleeps in proportion to the time the work took since the last pause.
+struct Pacer {
+    busy_percent: u32,
+    since: Instant,
+}
+
+/// No single pause is longer than this, so a stop request is noticed soon enough.
+const MAX_PAUSE: Duration = Duration::from_secs(5);
+
+impl Pacer {
+    fn new(busy_percent: u8) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            (1..=100).contains(&busy_percent),
+            "busy_percent must be between 1 and 100, not {busy_percent}"
+        );
+        Ok(Pacer {
+            busy_percent: busy_percent.into(),
+            since: Instant::now(),
+        })
+    }
+
+    async fn pace(&mut self) {
+        let worked = self.since.elapsed();
+        let pause = worked * (100 - self.busy_percent) / self.busy_percent;
+        if !pause.is_zero() {
+            tokio::time::sleep(pause.min(MAX_PAUSE)).await;
+        }
+        self.since = Instant::now();
     }
 }
 

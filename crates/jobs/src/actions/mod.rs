@@ -24,6 +24,8 @@ pub struct Stores {
     pub upload_expiry: std::time::Duration,
     /// Garbage collection leaves alone what is younger than this.
     pub gc_grace: std::time::Duration,
+    /// A GC run's share of wall time, unless its parameters say otherwise.
+    pub gc_busy_percent: u8,
 }
 
 /// Every action this build has.

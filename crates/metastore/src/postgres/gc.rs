@@ -1,17 +1,44 @@
-//! [`GcStore`] on PostgreSQL. Each check-and-delete locks the row it may delete (`FOR
-//! UPDATE`, which waits for writers holding it `FOR SHARE` or `FOR KEY SHARE`), then
+//! [`GcStore`] on PostgreSQL. Each batch locks the rows it may delete (`FOR UPDATE
+//! SKIP LOCKED`: rows a writer holds `FOR SHARE` right now are in use, so they are
+//! skipped rather than waited for, and no lock cycle with a writer can form), then
 //! checks in a new statement, which in READ COMMITTED sees everything committed until
-//! then: a writer that got there first wins, one that comes later waits and finds the
-//! row gone.
+//! then. A writer that got there first wins; one that comes later waits for the batch
+//! and finds the row gone.
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use sqlx::postgres::PgRow;
 use sqlx::Row;
 use wharf_oci::Digest;
 
 use super::{parse, PgMetaStore};
-use crate::gc::{DeleteBytes, GcStore, Link, ManifestKey, ManifestRefs, PendingManifest};
-use crate::{MetaError, Result};
+use crate::gc::{
+    BlobDeletion, DeleteBytes, GcStore, Link, ManifestKey, ManifestRefs, PendingManifest,
+};
+use crate::Result;
+
+/// A `(repository_id, repository name, digest)` row.
+fn link_row(r: &PgRow) -> Result<Link> {
+    Ok(Link {
+        repository_id: r.get(0),
+        repository: r.get(1),
+        digest: parse(r.get(2))?,
+    })
+}
+
+fn manifest_key_row(r: &PgRow) -> Result<ManifestKey> {
+    let l = link_row(r)?;
+    Ok(ManifestKey {
+        repository_id: l.repository_id,
+        repository: l.repository,
+        digest: l.digest,
+    })
+}
+
+/// `(repository ids, digests)` as two arrays, for `UNNEST`.
+fn key_arrays<'a>(keys: impl Iterator<Item = (i64, &'a Digest)>) -> (Vec<i64>, Vec<String>) {
+    keys.map(|(rid, d)| (rid, d.to_string())).unzip()
+}
 
 #[async_trait]
 impl GcStore for PgMetaStore {
@@ -43,37 +70,43 @@ impl GcStore for PgMetaStore {
     }
 
     async fn record_manifest_refs(&self, batch: &[ManifestRefs]) -> Result<u64> {
-        let mut tx = self.pool.begin().await?;
-        let mut marked = 0;
+        // Two statements for the whole batch, whatever its size.
+        let mut rids = Vec::new();
+        let mut manifests = Vec::new();
+        let mut refs = Vec::new();
+        let mut kinds = Vec::new();
         for m in batch {
             let digest = m.digest.to_string();
-            let (refs, kinds): (Vec<String>, Vec<&str>) = m
-                .blobs
-                .iter()
-                .map(|d| (d.to_string(), "blob"))
-                .chain(m.manifests.iter().map(|d| (d.to_string(), "manifest")))
-                .unzip();
-            if !refs.is_empty() {
-                sqlx::query(
-                    "INSERT INTO manifest_refs (repository_id, manifest_digest, ref_digest, kind)
-                     SELECT $1, $2, d, k FROM UNNEST($3::TEXT[], $4::TEXT[]) AS u(d, k) ON CONFLICT DO NOTHING",
-                )
-                .bind(m.repository_id)
-                .bind(&digest)
-                .bind(&refs)
-                .bind(&kinds)
-                .execute(&mut *tx)
-                .await?;
+            let all = m.blobs.iter().map(|d| (d, "blob"));
+            for (d, kind) in all.chain(m.manifests.iter().map(|d| (d, "manifest"))) {
+                rids.push(m.repository_id);
+                manifests.push(digest.clone());
+                refs.push(d.to_string());
+                kinds.push(kind);
             }
-            marked += sqlx::query(
-                "UPDATE manifests SET refs_recorded = TRUE WHERE repository_id = $1 AND digest = $2 AND NOT refs_recorded",
-            )
-            .bind(m.repository_id)
-            .bind(&digest)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
         }
+        let (batch_rids, batch_digests) =
+            key_arrays(batch.iter().map(|m| (m.repository_id, &m.digest)));
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO manifest_refs (repository_id, manifest_digest, ref_digest, kind)
+             SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[]) ON CONFLICT DO NOTHING",
+        )
+        .bind(&rids)
+        .bind(&manifests)
+        .bind(&refs)
+        .bind(&kinds)
+        .execute(&mut *tx)
+        .await?;
+        let marked = sqlx::query(
+            "UPDATE manifests m SET refs_recorded = TRUE FROM UNNEST($1::BIGINT[], $2::TEXT[]) AS k(rid, d)
+             WHERE m.repository_id = k.rid AND m.digest = k.d AND NOT m.refs_recorded",
+        )
+        .bind(&batch_rids)
+        .bind(&batch_digests)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
         tx.commit().await?;
         Ok(marked)
     }
@@ -99,46 +132,37 @@ impl GcStore for PgMetaStore {
         .bind(limit as i64)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Link {
-                    repository_id: r.get(0),
-                    repository: r.get(1),
-                    digest: parse(r.get(2))?,
-                })
-            })
-            .collect()
+        rows.iter().map(link_row).collect()
     }
 
-    async fn unlink_if_unreferenced(&self, link: &Link, linked_before_ms: i64) -> Result<bool> {
-        let digest = link.digest.to_string();
+    async fn unlink_unreferenced(&self, links: &[Link], linked_before_ms: i64) -> Result<u64> {
+        let (rids, digests) = key_arrays(links.iter().map(|l| (l.repository_id, &l.digest)));
         let mut tx = self.pool.begin().await?;
-        let locked: Option<i32> = sqlx::query_scalar(
-            "SELECT 1 FROM repository_blobs WHERE repository_id = $1 AND digest = $2 AND created_at < $3 FOR UPDATE",
+        let locked: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT rb.repository_id, rb.digest FROM repository_blobs rb
+             JOIN UNNEST($1::BIGINT[], $2::TEXT[]) AS k(rid, d) ON rb.repository_id = k.rid AND rb.digest = k.d
+             WHERE rb.created_at < $3
+             ORDER BY rb.repository_id, rb.digest FOR UPDATE OF rb SKIP LOCKED",
         )
-        .bind(link.repository_id)
-        .bind(&digest)
+        .bind(&rids)
+        .bind(&digests)
         .bind(linked_before_ms)
-        .fetch_optional(&mut *tx)
+        .fetch_all(&mut *tx)
         .await?;
-        let referenced: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM manifest_refs WHERE repository_id = $1 AND ref_digest = $2)",
+        let (rids, digests): (Vec<i64>, Vec<String>) = locked.into_iter().unzip();
+        // A new statement: it sees every reference committed before the locks were taken.
+        let removed = sqlx::query(
+            "DELETE FROM repository_blobs rb USING UNNEST($1::BIGINT[], $2::TEXT[]) AS k(rid, d)
+             WHERE rb.repository_id = k.rid AND rb.digest = k.d
+               AND NOT EXISTS (SELECT 1 FROM manifest_refs mr WHERE mr.repository_id = k.rid AND mr.ref_digest = k.d)",
         )
-        .bind(link.repository_id)
-        .bind(&digest)
-        .fetch_one(&mut *tx)
-        .await?;
-        if locked.is_none() || referenced {
-            tx.rollback().await?;
-            return Ok(false);
-        }
-        sqlx::query("DELETE FROM repository_blobs WHERE repository_id = $1 AND digest = $2")
-            .bind(link.repository_id)
-            .bind(&digest)
-            .execute(&mut *tx)
-            .await?;
+        .bind(&rids)
+        .bind(&digests)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
         tx.commit().await?;
-        Ok(true)
+        Ok(removed)
     }
 
     async fn unlinked_blobs(
@@ -163,44 +187,54 @@ impl GcStore for PgMetaStore {
             .collect()
     }
 
-    async fn delete_blob_if_unlinked(
+    async fn delete_unlinked_blobs(
         &self,
-        digest: &Digest,
+        digests: &[Digest],
         created_before_ms: i64,
         delete_bytes: DeleteBytes,
-    ) -> Result<bool> {
-        let digest = digest.to_string();
+    ) -> Result<BlobDeletion> {
+        let digests: Vec<String> = digests.iter().map(|d| d.to_string()).collect();
         let mut tx = self.pool.begin().await?;
         // Locked until the bytes are gone: an upload of the same digest waits to record
         // the blob, then finds its bytes missing and puts them back.
-        let locked: Option<i32> = sqlx::query_scalar(
-            "SELECT 1 FROM blobs WHERE digest = $1 AND created_at < $2 FOR UPDATE",
+        let locked: Vec<String> = sqlx::query_scalar(
+            "SELECT digest FROM blobs WHERE digest = ANY($1) AND created_at < $2
+             ORDER BY digest FOR UPDATE SKIP LOCKED",
         )
-        .bind(&digest)
+        .bind(&digests)
         .bind(created_before_ms)
-        .fetch_optional(&mut *tx)
+        .fetch_all(&mut *tx)
         .await?;
-        let linked: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM repository_blobs WHERE digest = $1)")
-                .bind(&digest)
-                .fetch_one(&mut *tx)
-                .await?;
-        if locked.is_none() || linked {
+        let unlinked: Vec<String> = sqlx::query_scalar(
+            "SELECT d FROM UNNEST($1::TEXT[]) AS d
+             WHERE NOT EXISTS (SELECT 1 FROM repository_blobs rb WHERE rb.digest = d)",
+        )
+        .bind(&locked)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut outcome = BlobDeletion::default();
+        if unlinked.is_empty() {
             tx.rollback().await?;
-            return Ok(false);
+            return Ok(outcome);
         }
-        if let Err(e) = delete_bytes().await {
-            tx.rollback().await?;
-            return Err(MetaError::Backend(format!(
-                "cannot delete the bytes of {digest}: {e}"
-            )));
+        let unlinked = unlinked
+            .into_iter()
+            .map(parse)
+            .collect::<Result<Vec<Digest>>>()?;
+        let results = delete_bytes(unlinked.clone()).await;
+        for (d, result) in unlinked.into_iter().zip(results) {
+            match result {
+                Ok(()) => outcome.deleted.push(d),
+                Err(e) => outcome.failed.push((d, e)),
+            }
         }
-        sqlx::query("DELETE FROM blobs WHERE digest = $1")
-            .bind(&digest)
+        let gone: Vec<String> = outcome.deleted.iter().map(|d| d.to_string()).collect();
+        sqlx::query("DELETE FROM blobs WHERE digest = ANY($1)")
+            .bind(&gone)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(outcome)
     }
 
     async fn untagged_manifests(
@@ -225,51 +259,40 @@ impl GcStore for PgMetaStore {
         .bind(limit as i64)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(ManifestKey {
-                    repository_id: r.get(0),
-                    repository: r.get(1),
-                    digest: parse(r.get(2))?,
-                })
-            })
-            .collect()
+        rows.iter().map(manifest_key_row).collect()
     }
 
-    async fn delete_manifest_if_unused(
+    async fn delete_unused_manifests(
         &self,
-        m: &ManifestKey,
+        manifests: &[ManifestKey],
         created_before_ms: i64,
-    ) -> Result<bool> {
-        let digest = m.digest.to_string();
+    ) -> Result<u64> {
+        let (rids, digests) = key_arrays(manifests.iter().map(|m| (m.repository_id, &m.digest)));
         let mut tx = self.pool.begin().await?;
-        let locked: Option<i32> = sqlx::query_scalar(
-            "SELECT 1 FROM manifests WHERE repository_id = $1 AND digest = $2 AND created_at < $3
-               AND subject IS NULL FOR UPDATE",
+        let locked: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT m.repository_id, m.digest FROM manifests m
+             JOIN UNNEST($1::BIGINT[], $2::TEXT[]) AS k(rid, d) ON m.repository_id = k.rid AND m.digest = k.d
+             WHERE m.created_at < $3 AND m.subject IS NULL
+             ORDER BY m.repository_id, m.digest FOR UPDATE OF m SKIP LOCKED",
         )
-        .bind(m.repository_id)
-        .bind(&digest)
+        .bind(&rids)
+        .bind(&digests)
         .bind(created_before_ms)
-        .fetch_optional(&mut *tx)
+        .fetch_all(&mut *tx)
         .await?;
-        let used: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM tags WHERE repository_id = $1 AND manifest_digest = $2)
-                 OR EXISTS (SELECT 1 FROM manifest_refs WHERE repository_id = $1 AND ref_digest = $2)",
+        let (rids, digests): (Vec<i64>, Vec<String>) = locked.into_iter().unzip();
+        let deleted = sqlx::query(
+            "DELETE FROM manifests m USING UNNEST($1::BIGINT[], $2::TEXT[]) AS k(rid, d)
+             WHERE m.repository_id = k.rid AND m.digest = k.d
+               AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.repository_id = k.rid AND t.manifest_digest = k.d)
+               AND NOT EXISTS (SELECT 1 FROM manifest_refs mr WHERE mr.repository_id = k.rid AND mr.ref_digest = k.d)",
         )
-        .bind(m.repository_id)
-        .bind(&digest)
-        .fetch_one(&mut *tx)
-        .await?;
-        if locked.is_none() || used {
-            tx.rollback().await?;
-            return Ok(false);
-        }
-        sqlx::query("DELETE FROM manifests WHERE repository_id = $1 AND digest = $2")
-            .bind(m.repository_id)
-            .bind(&digest)
-            .execute(&mut *tx)
-            .await?;
+        .bind(&rids)
+        .bind(&digests)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
         tx.commit().await?;
-        Ok(true)
+        Ok(deleted)
     }
 }

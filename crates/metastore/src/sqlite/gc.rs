@@ -3,17 +3,30 @@
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use rusqlite::{params, Connection};
+use rusqlite::{params, Row};
 
 use super::{parse, SqliteMetaStore};
-use crate::gc::{DeleteBytes, GcStore, Link, ManifestKey, ManifestRefs, PendingManifest};
-use crate::{MetaError, Result};
+use crate::gc::{
+    BlobDeletion, DeleteBytes, GcStore, Link, ManifestKey, ManifestRefs, PendingManifest,
+};
+use crate::Result;
 
-fn link_unreferenced(c: &Connection, rid: i64, digest: &str) -> rusqlite::Result<bool> {
-    c.prepare_cached(
-        "SELECT NOT EXISTS (SELECT 1 FROM manifest_refs WHERE repository_id = ? AND ref_digest = ?)",
-    )?
-    .query_row(params![rid, digest], |r| r.get(0))
+/// A `(repository_id, repository name, digest)` row.
+fn link_row(r: &Row) -> rusqlite::Result<Link> {
+    Ok(Link {
+        repository_id: r.get(0)?,
+        repository: r.get(1)?,
+        digest: parse(r.get(2)?)?,
+    })
+}
+
+fn manifest_key_row(r: &Row) -> rusqlite::Result<ManifestKey> {
+    let l = link_row(r)?;
+    Ok(ManifestKey {
+        repository_id: l.repository_id,
+        repository: l.repository,
+        digest: l.digest,
+    })
 }
 
 #[async_trait]
@@ -91,29 +104,32 @@ impl GcStore for SqliteMetaStore {
                                    WHERE mr.repository_id = rb.repository_id AND mr.ref_digest = rb.digest)
                  ORDER BY rb.repository_id, rb.digest LIMIT ?",
             )?;
-            let rows = st.query_map(params![linked_before_ms, after_rid, after_digest, limit as i64], |r| {
-                Ok(Link {
-                    repository_id: r.get(0)?,
-                    repository: r.get(1)?,
-                    digest: parse(r.get(2)?)?,
-                })
-            })?;
+            let rows = st.query_map(
+                params![linked_before_ms, after_rid, after_digest, limit as i64],
+                link_row,
+            )?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
     }
 
-    async fn unlink_if_unreferenced(&self, link: &Link, linked_before_ms: i64) -> Result<bool> {
-        let (rid, digest) = (link.repository_id, link.digest.to_string());
+    async fn unlink_unreferenced(&self, links: &[Link], linked_before_ms: i64) -> Result<u64> {
+        let links: Vec<(i64, String)> = links
+            .iter()
+            .map(|l| (l.repository_id, l.digest.to_string()))
+            .collect();
+        // One transaction for the batch: SQLite's single writer means nothing changes
+        // between each check and its deletion, and one commit (one fsync) serves all.
         self.write(move |tx| {
-            if !link_unreferenced(tx, rid, &digest)? {
-                return Ok(false);
-            }
-            let n = tx.execute(
-                "DELETE FROM repository_blobs WHERE repository_id = ? AND digest = ? AND created_at < ?",
-                params![rid, digest, linked_before_ms],
+            let mut st = tx.prepare_cached(
+                "DELETE FROM repository_blobs WHERE repository_id = ?1 AND digest = ?2 AND created_at < ?3
+                   AND NOT EXISTS (SELECT 1 FROM manifest_refs WHERE repository_id = ?1 AND ref_digest = ?2)",
             )?;
-            Ok(n == 1)
+            let mut removed = 0;
+            for (rid, digest) in &links {
+                removed += st.execute(params![rid, digest, linked_before_ms])? as u64;
+            }
+            Ok(removed)
         })
         .await
     }
@@ -140,32 +156,47 @@ impl GcStore for SqliteMetaStore {
         .await
     }
 
-    async fn delete_blob_if_unlinked(
+    async fn delete_unlinked_blobs(
         &self,
-        digest: &wharf_oci::Digest,
+        digests: &[wharf_oci::Digest],
         created_before_ms: i64,
         delete_bytes: DeleteBytes,
-    ) -> Result<bool> {
-        let digest = digest.to_string();
+    ) -> Result<BlobDeletion> {
+        let digests = digests.to_vec();
         // The bytes are deleted inside the write transaction: SQLite's single writer is
         // the lock that keeps an upload of the same digest from recording the blob
-        // until they are gone (the upload then puts its own bytes back).
+        // until they are gone (the upload then puts its own bytes back). One batch, one
+        // commit; the writer is held for as long as the batch's deletions take.
         let handle = tokio::runtime::Handle::current();
         self.write(move |tx| {
-            let unlinked: bool = tx.query_row(
-                "SELECT EXISTS (SELECT 1 FROM blobs WHERE digest = ?1 AND created_at < ?2)
-                    AND NOT EXISTS (SELECT 1 FROM repository_blobs WHERE digest = ?1)",
-                params![digest, created_before_ms],
-                |r| r.get(0),
-            )?;
-            if !unlinked {
-                return Ok(false);
+            let mut unlinked = Vec::new();
+            {
+                let mut check = tx.prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM blobs WHERE digest = ?1 AND created_at < ?2)
+                        AND NOT EXISTS (SELECT 1 FROM repository_blobs WHERE digest = ?1)",
+                )?;
+                for d in digests {
+                    if check.query_row(params![d.to_string(), created_before_ms], |r| r.get(0))? {
+                        unlinked.push(d);
+                    }
+                }
             }
-            handle.block_on(delete_bytes()).map_err(|e| {
-                MetaError::Backend(format!("cannot delete the bytes of {digest}: {e}"))
-            })?;
-            tx.execute("DELETE FROM blobs WHERE digest = ?", [&digest])?;
-            Ok(true)
+            let mut outcome = BlobDeletion::default();
+            if unlinked.is_empty() {
+                return Ok(outcome);
+            }
+            let results = handle.block_on(delete_bytes(unlinked.clone()));
+            let mut delete = tx.prepare_cached("DELETE FROM blobs WHERE digest = ?")?;
+            for (d, result) in unlinked.into_iter().zip(results) {
+                match result {
+                    Ok(()) => {
+                        delete.execute([d.to_string()])?;
+                        outcome.deleted.push(d);
+                    }
+                    Err(e) => outcome.failed.push((d, e)),
+                }
+            }
+            Ok(outcome)
         })
         .await
     }
@@ -187,32 +218,35 @@ impl GcStore for SqliteMetaStore {
                                    WHERE mr.repository_id = m.repository_id AND mr.ref_digest = m.digest)
                  ORDER BY m.repository_id, m.digest LIMIT ?",
             )?;
-            let rows = st.query_map(params![created_before_ms, after_rid, after_digest, limit as i64], |r| {
-                Ok(ManifestKey {
-                    repository_id: r.get(0)?,
-                    repository: r.get(1)?,
-                    digest: parse(r.get(2)?)?,
-                })
-            })?;
+            let rows = st.query_map(
+                params![created_before_ms, after_rid, after_digest, limit as i64],
+                manifest_key_row,
+            )?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
     }
 
-    async fn delete_manifest_if_unused(
+    async fn delete_unused_manifests(
         &self,
-        m: &ManifestKey,
+        manifests: &[ManifestKey],
         created_before_ms: i64,
-    ) -> Result<bool> {
-        let (rid, digest) = (m.repository_id, m.digest.to_string());
+    ) -> Result<u64> {
+        let keys: Vec<(i64, String)> = manifests
+            .iter()
+            .map(|m| (m.repository_id, m.digest.to_string()))
+            .collect();
         self.write(move |tx| {
-            let n = tx.execute(
+            let mut st = tx.prepare_cached(
                 "DELETE FROM manifests WHERE repository_id = ?1 AND digest = ?2 AND created_at < ?3 AND subject IS NULL
                    AND NOT EXISTS (SELECT 1 FROM tags WHERE repository_id = ?1 AND manifest_digest = ?2)
                    AND NOT EXISTS (SELECT 1 FROM manifest_refs WHERE repository_id = ?1 AND ref_digest = ?2)",
-                params![rid, digest, created_before_ms],
             )?;
-            Ok(n == 1)
+            let mut deleted = 0;
+            for (rid, digest) in &keys {
+                deleted += st.execute(params![rid, digest, created_before_ms])? as u64;
+            }
+            Ok(deleted)
         })
         .await
     }
