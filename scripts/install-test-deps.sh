@@ -7,9 +7,10 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
 # Debian packages: real clients (skopeo, docker CLI comes with the engine), the reference
-# registry for side-by-side benchmarks, load generators, and a static busybox to put in
-# FROM-scratch test images.
-packages=(skopeo docker-registry wrk apache2-utils jq busybox-static python3-venv postgresql curl openssl nginx)
+# registry for side-by-side benchmarks, load generators, a static busybox to put in
+# FROM-scratch test images, and libfaketime (a replica whose clock is off, for the
+# upgrade's clock-drift check).
+packages=(skopeo docker-registry wrk apache2-utils jq busybox-static python3-venv postgresql curl openssl nginx faketime)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

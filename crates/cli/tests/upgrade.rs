@@ -186,7 +186,7 @@ async fn apply_moves_1_0_0_data_step_by_step_and_resumes_after_a_failure() {
         "{text}"
     );
     assert!(
-        text.contains("[4/5] background: metadatastoremigration queued as job"),
+        text.contains("[5/5] background: metadatastoremigration queued as job"),
         "{text}"
     );
     assert!(
@@ -237,6 +237,28 @@ async fn apply_moves_1_0_0_data_step_by_step_and_resumes_after_a_failure() {
         "{st}"
     );
     assert_eq!(st["replicas"][0]["alive"], true, "{st}");
+    // The API tells the same.
+    let api: serde_json::Value = c
+        .get(format!("{}/api/v0/upgrade", server.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(api["data_version"], OWN, "{api}");
+    assert_eq!(api["binary_version"], OWN, "{api}");
+    assert_eq!(
+        (api["steps_done"].as_u64(), api["steps_total"].as_u64()),
+        (Some(5), Some(5)),
+        "{api}"
+    );
+    assert_eq!(api["journal"][2]["step"], "expand", "{api}");
+    assert_eq!(api["journal"][2]["from_version"], "1.0.0", "{api}");
+    assert_eq!(api["pending_manifests"], 0, "{api}");
+    assert_eq!(api["background_migrations"][0]["status"], "done", "{api}");
+    assert_eq!(api["replicas"][0]["version"], OWN, "{api}");
+    assert_eq!(api["plan"]["allowed"], true, "{api}");
     let out = run(
         wharf_cmd(&["gc", "--grace-secs", "0", "--data-dir", dir]),
         None,
@@ -394,6 +416,242 @@ async fn checks_fail_for_real_and_a_skip_is_recorded() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no check is called \"nonsense\""));
 }
 
+#[tokio::test]
+async fn apply_reports_json_events_for_automation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut server = TestServer::start_in(&data, &[], &[]);
+    let c = http::client();
+    http::push_image(&c, &server.base, "team/app", "v1", "events").await;
+    assert!(server.signal_and_wait("TERM").success());
+    as_release_1_0_0(&data.join("metadata.db"));
+    let dir = data.to_str().unwrap();
+
+    // Without --yes there is nobody to confirm: a failed event, and nothing changed.
+    let out = run(
+        wharf_cmd(&["upgrade", "apply", "--format", "json", "--data-dir", dir]),
+        None,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect();
+    assert_eq!(events[0]["event"], "start");
+    let last = events.last().unwrap();
+    assert_eq!(last["event"], "failed");
+    assert!(last["error"].as_str().unwrap().contains("--yes"), "{last}");
+
+    let out = run(
+        wharf_cmd(&[
+            "upgrade",
+            "apply",
+            "--yes",
+            "--format",
+            "json",
+            "--data-dir",
+            dir,
+        ]),
+        None,
+        Duration::from_secs(60),
+    )
+    .await;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}");
+    let events: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect();
+    assert_eq!(events[0]["event"], "start", "{text}");
+    assert_eq!(events[0]["from"], "1.0.0");
+    assert_eq!(events[0]["to"], OWN);
+    assert_eq!(events[0]["resuming"], false);
+    let steps: Vec<(u64, &str, &str)> = events
+        .iter()
+        .filter(|e| e["event"] == "step")
+        .map(|e| {
+            (
+                e["n"].as_u64().unwrap(),
+                e["step"].as_str().unwrap(),
+                e["status"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        vec![
+            (1, "checks", "done"),
+            (2, "backup", "done"),
+            (3, "expand", "done"),
+            (4, "finalise", "done"),
+            (5, "background", "done")
+        ],
+        "{text}"
+    );
+    // The backup reports its progress, ending with its summary.
+    let progress: Vec<&Value> = events.iter().filter(|e| e["event"] == "progress").collect();
+    assert!(!progress.is_empty(), "{text}");
+    assert!(progress.iter().all(|p| p["step"] == "backup"), "{text}");
+    assert!(progress.iter().any(|p| p["summary"].is_string()), "{text}");
+    let backup_at = events
+        .iter()
+        .position(|e| e["step"] == "backup" && e["event"] == "step");
+    let last_progress = events.iter().rposition(|e| e["event"] == "progress");
+    assert!(
+        last_progress < backup_at,
+        "progress comes before the step is done: {text}"
+    );
+    assert_eq!(
+        events.last().unwrap(),
+        &serde_json::json!({"event": "finished", "version": OWN, "changed": true})
+    );
+}
+
+/// The highest schema level recorded (expanded or finalised), and whether level 2's
+/// tables and column are there.
+fn expand_state(db: &std::path::Path) -> (u32, bool, bool) {
+    let c = rusqlite::Connection::open(db).unwrap();
+    let mut level: u32 = c
+        .query_row("SELECT MAX(level) FROM wharf_schema", [], |r| r.get(0))
+        .unwrap();
+    if let Ok(expanded) = c.query_row(
+        "SELECT COALESCE(MAX(level), 0) FROM wharf_schema_expanded",
+        [],
+        |r| r.get::<_, u32>(0),
+    ) {
+        level = level.max(expanded);
+    }
+    let jobs: bool = c
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'jobs')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let column: bool = c
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM pragma_table_info('manifests') WHERE name = 'refs_recorded')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    (level, jobs, column)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_killed_in_the_middle_of_expand_leaves_all_or_nothing() {
+    const MANIFESTS: u32 = 300_000;
+    let tmp = tempfile::tempdir().unwrap();
+    let original = tmp.path().join("original");
+    let mut server = TestServer::start_in(&original, &[], &[]);
+    let c = http::client();
+    http::push_image(&c, &server.base, "team/app", "v1", "mid-expand").await;
+    assert!(server.signal_and_wait("TERM").success());
+    let db = original.join("metadata.db");
+    as_release_1_0_0(&db);
+    // Enough 1.0.0 manifests that the expand step (it indexes them) takes a while.
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute(
+            &format!(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {MANIFESTS})
+                 INSERT INTO manifests (repository_id, digest, media_type, size, payload, created_at)
+                 SELECT 1, printf('sha256:%064x', i), 'application/vnd.oci.image.manifest.v1+json', 2, x'7b7d', 0 FROM n"
+            ),
+            [],
+        )
+        .unwrap();
+
+    // SIGKILL at points spread from the moment the backup step is reported done (the
+    // expand step starts) to well after.
+    let mut outcomes = Vec::new();
+    for delay_ms in [0u64, 20, 50, 100, 200, 400, 800] {
+        let dir = tmp.path().join(format!("killed-{delay_ms}"));
+        copy_dir(&original, &dir);
+        let seen = apply_killed_after_delay(&dir, 2, Duration::from_millis(delay_ms));
+        assert!(seen.contains("[2/5] backup"), "{seen}");
+        let (level, jobs, column) = expand_state(&dir.join("metadata.db"));
+        assert!(
+            (level == 2) == jobs && jobs == column,
+            "after a kill {delay_ms} ms into expand: level {level}, jobs table {jobs}, refs_recorded {column}: half-applied"
+        );
+        outcomes.push(level);
+        // Again, to the end.
+        let out = run(
+            wharf_cmd(&[
+                "upgrade",
+                "apply",
+                "--yes",
+                "--data-dir",
+                dir.to_str().unwrap(),
+            ]),
+            None,
+            Duration::from_secs(120),
+        )
+        .await;
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "{delay_ms} ms: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(expand_state(&dir.join("metadata.db")), (2, true, true));
+        let c = rusqlite::Connection::open(dir.join("metadata.db")).unwrap();
+        let (pending, jobs): (u32, u32) = c
+            .query_row(
+                "SELECT (SELECT COUNT(*) FROM manifests WHERE refs_recorded = 0),
+                        (SELECT COUNT(*) FROM jobs WHERE action = 'metadatastoremigration')",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(
+            (pending, jobs),
+            (MANIFESTS + 1, 1),
+            "after a kill {delay_ms} ms into expand"
+        );
+    }
+    // The kills straddled the step: some before its commit, some after.
+    assert!(
+        outcomes.contains(&1) && outcomes.contains(&2),
+        "levels at the kills: {outcomes:?}"
+    );
+}
+
+/// `apply`, killed with SIGKILL `delay` after it reports step `k` done.
+fn apply_killed_after_delay(dir: &std::path::Path, k: usize, delay: Duration) -> String {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(support::WHARF)
+        .args([
+            "upgrade",
+            "apply",
+            "--yes",
+            "--data-dir",
+            dir.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut seen = String::new();
+    let lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    for line in lines.take(50) {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.starts_with(&format!("[{k}/5]")) {
+            // The injection point, not a synchronisation: where the kill lands is the point.
+            std::thread::sleep(delay);
+            let _ = child.kill();
+            break;
+        }
+    }
+    let _ = child.wait();
+    seen
+}
+
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     let ok = std::process::Command::new("cp")
         .arg("-a")
@@ -531,7 +789,7 @@ async fn apply_killed_at_every_step_boundary_resumes_to_the_same_result() {
         );
         // The kill lands just after step k is reported, so later steps may have run too;
         // whatever was done is not done again.
-        let steps = ["checks", "backup", "expand", "background", "finalise"];
+        let steps = ["checks", "backup", "expand", "finalise", "background"];
         if !text.contains("nothing to do") {
             assert!(text.contains("upgraded to"), "{text}");
             for (n, step) in steps.iter().enumerate().take(k) {

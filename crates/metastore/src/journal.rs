@@ -31,6 +31,12 @@ pub trait UpgradeJournal: Send + Sync {
     /// The steps recorded for upgrades to `to` (from any version), in order.
     async fn journal(&self, to: &str) -> Result<Vec<JournalEntry>>;
     async fn record_step(&self, entry: &JournalEntry) -> Result<()>;
+    /// Forgets the steps of the upgrade `from` → `to` (it was rolled back), so that a
+    /// later upgrade starts from the beginning; how many.
+    async fn forget_upgrade(&self, from: &str, to: &str) -> Result<u64>;
+    /// The release that wrote the data: the version recorded with the newest schema
+    /// level.
+    async fn data_version(&self) -> Result<String>;
     /// The database server's kind and version (`sqlite 3.46.0`, `postgresql 15.18`).
     async fn database_version(&self) -> Result<(String, String)>;
 }

@@ -7,6 +7,7 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::AssertSqlSafe;
 use sqlx::{PgConnection, Row};
 use wharf_oci::{Digest, Reference, RepoName, Tag, UploadId};
 
@@ -66,50 +67,152 @@ async fn level_of(conn: &mut PgConnection) -> Result<u32> {
     Ok(level as u32)
 }
 
-/// Applies the migrations after level `from` up to `to`, recording each.
-async fn apply_migrations(conn: &mut PgConnection, from: u32, to: u32) -> Result<Vec<u32>> {
+/// Applies the migrations after level `from` up to `to`, recording each in `table`
+/// (`wharf_schema` for a new store, `wharf_schema_expanded` for an upgrade's expand).
+async fn apply_migrations(
+    conn: &mut PgConnection,
+    from: u32,
+    to: u32,
+    table: &'static str,
+) -> Result<Vec<u32>> {
     let mut applied = Vec::new();
     for m in MIGRATIONS
         .iter()
         .filter(|m| m.level > from && m.level <= to)
     {
         sqlx::raw_sql(m.postgres).execute(&mut *conn).await?;
-        sqlx::query("INSERT INTO wharf_schema (level, name, applied_at, wharf_version) VALUES ($1, $2, $3, $4)")
-            .bind(m.level as i64)
-            .bind(m.name)
-            .bind(now_ms())
-            .bind(env!("CARGO_PKG_VERSION"))
-            .execute(&mut *conn)
-            .await?;
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO {table} (level, name, applied_at, wharf_version) VALUES ($1, $2, $3, $4)"
+        )))
+        .bind(m.level as i64)
+        .bind(m.name)
+        .bind(now_ms())
+        .bind(env!("CARGO_PKG_VERSION"))
+        .execute(&mut *conn)
+        .await?;
         applied.push(m.level);
     }
     Ok(applied)
 }
 
+/// The highest level expanded into (see [`crate::schema`]); `finalised` if none is.
+async fn expanded_level_of(conn: &mut PgConnection, finalised: u32) -> Result<u32> {
+    Ok(crate::schema::postgres_state(conn)
+        .await?
+        .map_or(finalised, |s| s.expanded_level.max(finalised)))
+}
+
 impl PgMetaStore {
-    /// Raises an existing database's schema to `to` (at most this binary's level), in
-    /// one transaction under the migration lock: every step or none. Returns the levels
-    /// applied. For the upgrade command; `serve` never migrates.
-    pub async fn migrate(url: &str, to: u32) -> Result<Vec<u32>> {
+    /// Expands an existing database's schema to `to` (at most this binary's level), in
+    /// one transaction under the migration lock: every step or none. Older releases
+    /// still read the data as before. Returns the levels applied. For the upgrade
+    /// command; `serve` never migrates.
+    pub async fn expand(url: &str, to: u32) -> Result<Vec<u32>> {
         let pool = PgPoolOptions::new().max_connections(1).connect(url).await?;
         let mut tx = pool.begin().await?;
-        lock(&mut tx, LOCK_MIGRATIONS).await?;
-        let found = level_of(&mut tx).await?;
+        let (_, expanded) = Self::begin_upgrade(&mut tx).await?;
+        if to > SCHEMA_LEVEL || expanded > SCHEMA_LEVEL {
+            tx.rollback().await?;
+            return Err(MetaError::SchemaTooNew {
+                found: expanded.max(to),
+                supported: SCHEMA_LEVEL,
+            });
+        }
+        let applied = apply_migrations(&mut tx, expanded, to, "wharf_schema_expanded").await?;
+        tx.commit().await?;
+        pool.close().await;
+        Ok(applied)
+    }
+
+    /// Finalises the expanded levels up to `to` and records `version` as the cluster's:
+    /// from now on releases older than those levels refuse the data. Returns the levels
+    /// finalised.
+    pub async fn finalise(url: &str, to: u32, version: &str) -> Result<Vec<u32>> {
+        let pool = PgPoolOptions::new().max_connections(1).connect(url).await?;
+        let mut tx = pool.begin().await?;
+        let (found, expanded) = Self::begin_upgrade(&mut tx).await?;
+        if expanded < to {
+            tx.rollback().await?;
+            return Err(MetaError::Backend(format!(
+                "schema level {to} cannot be finalised: it is not expanded (levels: finalised {found}, expanded {expanded})"
+            )));
+        }
+        let levels: Vec<u32> = MIGRATIONS
+            .iter()
+            .map(|m| m.level)
+            .filter(|l| *l > found && *l <= to)
+            .collect();
+        for l in &levels {
+            sqlx::query(
+                "INSERT INTO wharf_schema (level, name, applied_at, wharf_version)
+                 SELECT level, name, applied_at, wharf_version FROM wharf_schema_expanded WHERE level = $1",
+            )
+            .bind(*l as i64)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM wharf_schema_expanded WHERE level = $1")
+                .bind(*l as i64)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(
+            "INSERT INTO wharf_cluster_version (id, version, finalised_at) VALUES (1, $1, $2)
+             ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version, finalised_at = EXCLUDED.finalised_at",
+        )
+        .bind(version)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        pool.close().await;
+        Ok(levels)
+    }
+
+    /// Undoes the expanded, not finalised, levels above `to`, newest first (rollback).
+    /// Refused when a level above `to` is finalised. Returns the levels undone.
+    pub async fn undo_expand(url: &str, to: u32) -> Result<Vec<u32>> {
+        let pool = PgPoolOptions::new().max_connections(1).connect(url).await?;
+        let mut tx = pool.begin().await?;
+        let (found, expanded) = Self::begin_upgrade(&mut tx).await?;
+        if found > to {
+            tx.rollback().await?;
+            return Err(MetaError::Backend(format!(
+                "schema level {found} is finalised: only restoring a backup goes back to level {to}"
+            )));
+        }
+        let mut undone = Vec::new();
+        for m in MIGRATIONS
+            .iter()
+            .rev()
+            .filter(|m| m.level > to && m.level <= expanded)
+        {
+            sqlx::raw_sql(m.postgres_undo).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM wharf_schema_expanded WHERE level = $1")
+                .bind(m.level as i64)
+                .execute(&mut *tx)
+                .await?;
+            undone.push(m.level);
+        }
+        tx.commit().await?;
+        pool.close().await;
+        Ok(undone)
+    }
+
+    /// Takes the migration lock, creates the upgrade tables, and reads the finalised
+    /// and expanded levels of an existing database.
+    async fn begin_upgrade(tx: &mut PgConnection) -> Result<(u32, u32)> {
+        lock(tx, LOCK_MIGRATIONS).await?;
+        let found = level_of(tx).await?;
         if found == 0 {
             return Err(MetaError::Backend(
                 "the database holds no wharf data".into(),
             ));
         }
-        if to > SCHEMA_LEVEL || found > SCHEMA_LEVEL {
-            return Err(MetaError::SchemaTooNew {
-                found: found.max(to),
-                supported: SCHEMA_LEVEL,
-            });
-        }
-        let applied = apply_migrations(&mut tx, found, to).await?;
-        tx.commit().await?;
-        pool.close().await;
-        Ok(applied)
+        sqlx::raw_sql(crate::schema::POSTGRES_UPGRADE_TABLES)
+            .execute(&mut *tx)
+            .await?;
+        let expanded = expanded_level_of(tx, found).await?;
+        Ok((found, expanded))
     }
 
     /// Connects to `url` (`postgres://…`). An empty database gets the current schema,
@@ -134,9 +237,10 @@ impl PgMetaStore {
         let mut tx = pool.begin().await?;
         lock(&mut tx, LOCK_MIGRATIONS).await?;
         let found = level_of(&mut tx).await?;
-        if found > SCHEMA_LEVEL {
+        let expanded = expanded_level_of(&mut tx, found).await?;
+        if found > SCHEMA_LEVEL || expanded > SCHEMA_LEVEL {
             return Err(MetaError::SchemaTooNew {
-                found,
+                found: expanded,
                 supported: SCHEMA_LEVEL,
             });
         }
@@ -152,8 +256,16 @@ impl PgMetaStore {
             )
             .execute(&mut *tx)
             .await?;
-            apply_migrations(&mut tx, 0, SCHEMA_LEVEL).await?;
+            apply_migrations(&mut tx, 0, SCHEMA_LEVEL, "wharf_schema").await?;
             tracing::info!(level = SCHEMA_LEVEL, "created metadata store in PostgreSQL");
+        } else if found < SCHEMA_LEVEL && expanded == SCHEMA_LEVEL {
+            // An upgrade is under way: this release's changes are in (expanded), older
+            // replicas may still be serving; it is finalised once none is.
+            tracing::info!(
+                finalised = found,
+                expanded,
+                "schema expanded for this release, not finalised yet: an upgrade is under way"
+            );
         } else if found < SCHEMA_LEVEL && !older_ok {
             return Err(MetaError::SchemaTooOld {
                 found,

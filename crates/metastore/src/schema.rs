@@ -1,13 +1,24 @@
 //! The metadata schema's versions. Each migration raises the schema level by one; a
 //! binary knows the highest level it understands and refuses data at any other level
 //! (the upgrade command moves data between levels).
+//!
+//! An upgrade moves a level in two steps, so that replicas of the old release keep
+//! working (and can restart) while the new one rolls out:
+//! - *expand* applies a level's changes, which the old release ignores, and records the
+//!   level in `wharf_schema_expanded`; `wharf_schema`, which the old release reads,
+//!   still says the old level. Until finalisation, expand can be undone (rollback).
+//! - *finalise* moves the level into `wharf_schema` and records the cluster's version in
+//!   `wharf_cluster_version`; from then on old releases refuse the data.
 
-/// One schema step, in each backend's dialect.
+/// One schema step, in each backend's dialect, with the statements that undo it before
+/// it is finalised (empty for level 1, which is never expanded into).
 pub struct Migration {
     pub level: u32,
     pub name: &'static str,
     pub sqlite: &'static str,
     pub postgres: &'static str,
+    pub sqlite_undo: &'static str,
+    pub postgres_undo: &'static str,
 }
 
 pub const MIGRATIONS: &[Migration] = &[
@@ -16,6 +27,8 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "initial: repositories, blobs, manifests, tags, uploads",
         sqlite: include_str!("sql/sqlite/0001_initial.sql"),
         postgres: include_str!("sql/postgres/0001_initial.sql"),
+        sqlite_undo: "",
+        postgres_undo: "",
     },
     Migration {
         level: 2,
@@ -23,6 +36,8 @@ pub const MIGRATIONS: &[Migration] = &[
             "jobs (queue, logs, workers, schedules) and manifest references for garbage collection",
         sqlite: include_str!("sql/sqlite/0002_jobs.sql"),
         postgres: include_str!("sql/postgres/0002_jobs.sql"),
+        sqlite_undo: include_str!("sql/sqlite/0002_jobs.undo.sql"),
+        postgres_undo: include_str!("sql/postgres/0002_jobs.undo.sql"),
     },
 ];
 
@@ -30,56 +45,133 @@ pub const MIGRATIONS: &[Migration] = &[
 /// refusal): for the upgrade commands.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct SchemaInfo {
+    /// The finalised level: what every release reads.
     pub level: u32,
-    /// The wharf version that brought the data to this level.
+    /// The highest level expanded into (equal to `level` when no upgrade is under way).
+    pub expanded_level: u32,
+    /// The cluster's version: the release that last finalised an upgrade of the data
+    /// (for data no upgrade has touched, the one that created it).
     pub wharf_version: String,
 }
+
+/// Tables the upgrade command keeps beside `wharf_schema`, created on first use.
+pub(crate) const SQLITE_UPGRADE_TABLES: &str = "
+CREATE TABLE IF NOT EXISTS wharf_schema_expanded (
+    level INTEGER PRIMARY KEY, name TEXT NOT NULL,
+    applied_at INTEGER NOT NULL, wharf_version TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS wharf_cluster_version (
+    id INTEGER PRIMARY KEY CHECK (id = 1), version TEXT NOT NULL, finalised_at INTEGER NOT NULL);";
+
+pub(crate) const POSTGRES_UPGRADE_TABLES: &str = "
+CREATE TABLE IF NOT EXISTS wharf_schema_expanded (
+    level BIGINT PRIMARY KEY, name TEXT NOT NULL,
+    applied_at BIGINT NOT NULL, wharf_version TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS wharf_cluster_version (
+    id INTEGER PRIMARY KEY CHECK (id = 1), version TEXT NOT NULL, finalised_at BIGINT NOT NULL);";
+
+/// The cluster's version: `wharf_cluster_version` once an upgrade was finalised,
+/// otherwise the version that recorded the newest level.
+pub(crate) const SQLITE_DATA_VERSION: &str = "
+SELECT COALESCE(
+    (SELECT version FROM wharf_cluster_version WHERE id = 1),
+    (SELECT wharf_version FROM wharf_schema ORDER BY level DESC LIMIT 1))";
 
 /// Reads the schema information of the SQLite store at `path`; `None` if it holds no
 /// wharf data.
 pub fn peek_sqlite(path: &std::path::Path) -> crate::Result<Option<SchemaInfo>> {
-    use rusqlite::OptionalExtension;
     let conn =
         rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-    let has: bool = conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'wharf_schema')",
+    let table = |name: &str| -> rusqlite::Result<bool> {
+        conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?)",
+            [name],
+            |r| r.get(0),
+        )
+    };
+    if !table("wharf_schema")? {
+        return Ok(None);
+    }
+    let level: u32 = conn.query_row(
+        "SELECT COALESCE(MAX(level), 0) FROM wharf_schema",
         [],
         |r| r.get(0),
     )?;
-    if !has {
+    if level == 0 {
         return Ok(None);
     }
-    Ok(conn
-        .query_row(
-            "SELECT level, wharf_version FROM wharf_schema ORDER BY level DESC LIMIT 1",
+    let expanded: u32 = if table("wharf_schema_expanded")? {
+        conn.query_row(
+            "SELECT COALESCE(MAX(level), 0) FROM wharf_schema_expanded",
             [],
-            |r| {
-                Ok(SchemaInfo {
-                    level: r.get(0)?,
-                    wharf_version: r.get(1)?,
-                })
-            },
-        )
-        .optional()?)
+            |r| r.get(0),
+        )?
+    } else {
+        0
+    };
+    let wharf_version: String = if table("wharf_cluster_version")? {
+        conn.query_row(SQLITE_DATA_VERSION, [], |r| r.get(0))?
+    } else {
+        conn.query_row(
+            "SELECT wharf_version FROM wharf_schema ORDER BY level DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )?
+    };
+    Ok(Some(SchemaInfo {
+        level,
+        expanded_level: expanded.max(level),
+        wharf_version,
+    }))
 }
 
 /// Reads the schema information of the PostgreSQL database at `url`.
 pub async fn peek_postgres(url: &str) -> crate::Result<Option<SchemaInfo>> {
-    use sqlx::Row;
     let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url).await?;
-    let exists: bool = sqlx::query_scalar("SELECT to_regclass('wharf_schema') IS NOT NULL")
-        .fetch_one(&mut conn)
-        .await?;
-    if !exists {
+    let info = postgres_state(&mut conn).await?;
+    Ok(info)
+}
+
+/// The schema state of a PostgreSQL database; `None` if it holds no wharf data.
+pub(crate) async fn postgres_state(
+    conn: &mut sqlx::PgConnection,
+) -> crate::Result<Option<SchemaInfo>> {
+    let (schema, expanded_table, cluster_table): (bool, bool, bool) = sqlx::query_as(
+        "SELECT to_regclass('wharf_schema') IS NOT NULL, to_regclass('wharf_schema_expanded') IS NOT NULL,
+                to_regclass('wharf_cluster_version') IS NOT NULL",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    if !schema {
         return Ok(None);
     }
-    let row =
-        sqlx::query("SELECT level, wharf_version FROM wharf_schema ORDER BY level DESC LIMIT 1")
-            .fetch_optional(&mut conn)
+    let level: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(level), 0)::BIGINT FROM wharf_schema")
+        .fetch_one(&mut *conn)
+        .await?;
+    if level == 0 {
+        return Ok(None);
+    }
+    let expanded: i64 = if expanded_table {
+        sqlx::query_scalar("SELECT COALESCE(MAX(level), 0)::BIGINT FROM wharf_schema_expanded")
+            .fetch_one(&mut *conn)
+            .await?
+    } else {
+        0
+    };
+    let newest: String =
+        sqlx::query_scalar("SELECT wharf_version FROM wharf_schema ORDER BY level DESC LIMIT 1")
+            .fetch_one(&mut *conn)
             .await?;
-    Ok(row.map(|r| SchemaInfo {
-        level: r.get::<i64, _>(0) as u32,
-        wharf_version: r.get(1),
+    let cluster: Option<String> = if cluster_table {
+        sqlx::query_scalar("SELECT version FROM wharf_cluster_version WHERE id = 1")
+            .fetch_optional(&mut *conn)
+            .await?
+    } else {
+        None
+    };
+    Ok(Some(SchemaInfo {
+        level: level as u32,
+        expanded_level: expanded.max(level) as u32,
+        wharf_version: cluster.unwrap_or(newest),
     }))
 }
 

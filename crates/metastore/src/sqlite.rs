@@ -98,8 +98,27 @@ fn level_of(conn: &Connection) -> Result<u32> {
     )?)
 }
 
-/// Applies the migrations after level `from` up to `to`, recording each.
-fn apply_migrations(tx: &Transaction, from: u32, to: u32) -> Result<Vec<u32>> {
+/// The highest level expanded into (see [`crate::schema`]); `finalised` if none is.
+fn expanded_level_of(conn: &Connection, finalised: u32) -> Result<u32> {
+    let has_table: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'wharf_schema_expanded')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_table {
+        return Ok(finalised);
+    }
+    let expanded: u32 = conn.query_row(
+        "SELECT COALESCE(MAX(level), 0) FROM wharf_schema_expanded",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(expanded.max(finalised))
+}
+
+/// Applies the migrations after level `from` up to `to`, recording each in `table`
+/// (`wharf_schema` for a new store, `wharf_schema_expanded` for an upgrade's expand).
+fn apply_migrations(tx: &Transaction, from: u32, to: u32, table: &str) -> Result<Vec<u32>> {
     let mut applied = Vec::new();
     for m in MIGRATIONS
         .iter()
@@ -107,7 +126,9 @@ fn apply_migrations(tx: &Transaction, from: u32, to: u32) -> Result<Vec<u32>> {
     {
         tx.execute_batch(m.sqlite)?;
         tx.execute(
-            "INSERT INTO wharf_schema (level, name, applied_at, wharf_version) VALUES (?, ?, ?, ?)",
+            &format!(
+                "INSERT INTO {table} (level, name, applied_at, wharf_version) VALUES (?, ?, ?, ?)"
+            ),
             params![m.level, m.name, now_ms(), env!("CARGO_PKG_VERSION")],
         )?;
         applied.push(m.level);
@@ -116,11 +137,12 @@ fn apply_migrations(tx: &Transaction, from: u32, to: u32) -> Result<Vec<u32>> {
 }
 
 impl SqliteMetaStore {
-    /// Raises an existing store's schema to `to` (at most this binary's level), in one
-    /// transaction: every step or none. Returns the levels applied (none if it was
-    /// there already). For the upgrade command; `serve` never migrates.
-    pub async fn migrate(path: impl Into<PathBuf>, to: u32) -> Result<Vec<u32>> {
-        let path = path.into();
+    /// Runs `f` in an exclusive transaction on the existing store at `path`, with the
+    /// finalised and expanded levels; commits if it succeeds. For the upgrade command.
+    async fn upgrade_transaction<T: Send + 'static>(
+        path: PathBuf,
+        f: impl FnOnce(&Transaction, u32, u32) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         tokio::task::spawn_blocking(move || {
             let mut conn = connect(&path)?;
             let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
@@ -131,18 +153,89 @@ impl SqliteMetaStore {
                     path.display()
                 )));
             }
-            if to > SCHEMA_LEVEL || found > SCHEMA_LEVEL {
-                return Err(MetaError::SchemaTooNew {
-                    found: found.max(to),
-                    supported: SCHEMA_LEVEL,
-                });
-            }
-            let applied = apply_migrations(&tx, found, to)?;
+            tx.execute_batch(crate::schema::SQLITE_UPGRADE_TABLES)?;
+            let expanded = expanded_level_of(&tx, found)?;
+            let out = f(&tx, found, expanded)?;
             tx.commit()?;
-            Ok(applied)
+            Ok(out)
         })
         .await
         .map_err(backend)?
+    }
+
+    /// Expands an existing store's schema to `to` (at most this binary's level), in one
+    /// transaction: every step or none. Older releases still read the data as before.
+    /// Returns the levels applied (none if they were there already). For the upgrade
+    /// command; `serve` never migrates.
+    pub async fn expand(path: impl Into<PathBuf>, to: u32) -> Result<Vec<u32>> {
+        Self::upgrade_transaction(path.into(), move |tx, _, expanded| {
+            if to > SCHEMA_LEVEL || expanded > SCHEMA_LEVEL {
+                return Err(MetaError::SchemaTooNew {
+                    found: expanded.max(to),
+                    supported: SCHEMA_LEVEL,
+                });
+            }
+            apply_migrations(tx, expanded, to, "wharf_schema_expanded")
+        })
+        .await
+    }
+
+    /// Finalises the expanded levels up to `to` and records `version` as the cluster's:
+    /// from now on releases older than those levels refuse the data. Returns the levels
+    /// finalised.
+    pub async fn finalise(path: impl Into<PathBuf>, to: u32, version: &str) -> Result<Vec<u32>> {
+        let version = version.to_string();
+        Self::upgrade_transaction(path.into(), move |tx, found, expanded| {
+            if expanded < to {
+                return Err(MetaError::Backend(format!(
+                    "schema level {to} cannot be finalised: it is not expanded (levels: finalised {found}, expanded {expanded})"
+                )));
+            }
+            let levels: Vec<u32> = MIGRATIONS
+                .iter()
+                .map(|m| m.level)
+                .filter(|l| *l > found && *l <= to)
+                .collect();
+            for l in &levels {
+                tx.execute(
+                    "INSERT INTO wharf_schema (level, name, applied_at, wharf_version)
+                     SELECT level, name, applied_at, wharf_version FROM wharf_schema_expanded WHERE level = ?",
+                    [l],
+                )?;
+                tx.execute("DELETE FROM wharf_schema_expanded WHERE level = ?", [l])?;
+            }
+            tx.execute(
+                "INSERT INTO wharf_cluster_version (id, version, finalised_at) VALUES (1, ?, ?)
+                 ON CONFLICT (id) DO UPDATE SET version = excluded.version, finalised_at = excluded.finalised_at",
+                params![version, now_ms()],
+            )?;
+            Ok(levels)
+        })
+        .await
+    }
+
+    /// Undoes the expanded, not finalised, levels above `to`, newest first (rollback).
+    /// Refused when a level above `to` is finalised. Returns the levels undone.
+    pub async fn undo_expand(path: impl Into<PathBuf>, to: u32) -> Result<Vec<u32>> {
+        Self::upgrade_transaction(path.into(), move |tx, found, expanded| {
+            if found > to {
+                return Err(MetaError::Backend(format!(
+                    "schema level {found} is finalised: only restoring a backup goes back to level {to}"
+                )));
+            }
+            let mut undone = Vec::new();
+            for m in MIGRATIONS
+                .iter()
+                .rev()
+                .filter(|m| m.level > to && m.level <= expanded)
+            {
+                tx.execute_batch(m.sqlite_undo)?;
+                tx.execute("DELETE FROM wharf_schema_expanded WHERE level = ?", [m.level])?;
+                undone.push(m.level);
+            }
+            Ok(undone)
+        })
+        .await
     }
 
     /// Opens the store at `path`. An empty database gets the current schema; a
@@ -168,9 +261,10 @@ impl SqliteMetaStore {
         let mut writer = connect(&path)?;
         let tx = writer.transaction_with_behavior(TransactionBehavior::Exclusive)?;
         let found = level_of(&tx)?;
-        if found > SCHEMA_LEVEL {
+        let expanded = expanded_level_of(&tx, found)?;
+        if found > SCHEMA_LEVEL || expanded > SCHEMA_LEVEL {
             return Err(MetaError::SchemaTooNew {
-                found,
+                found: expanded,
                 supported: SCHEMA_LEVEL,
             });
         }
@@ -186,8 +280,16 @@ impl SqliteMetaStore {
                     level INTEGER PRIMARY KEY, name TEXT NOT NULL,
                     applied_at INTEGER NOT NULL, wharf_version TEXT NOT NULL)",
             )?;
-            apply_migrations(&tx, 0, SCHEMA_LEVEL)?;
+            apply_migrations(&tx, 0, SCHEMA_LEVEL, "wharf_schema")?;
             tracing::info!(path = %path.display(), level = SCHEMA_LEVEL, "created metadata store");
+        } else if found < SCHEMA_LEVEL && expanded == SCHEMA_LEVEL {
+            // An upgrade is under way: this release's changes are in (expanded), older
+            // replicas may still be serving; it is finalised once none is.
+            tracing::info!(
+                finalised = found,
+                expanded,
+                "schema expanded for this release, not finalised yet: an upgrade is under way"
+            );
         } else if found < SCHEMA_LEVEL && !older_ok {
             return Err(MetaError::SchemaTooOld {
                 found,

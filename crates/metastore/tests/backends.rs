@@ -94,13 +94,18 @@ mod postgres {
     }
 }
 
-/// A store at the previous schema level is refused until `migrate` raises it.
+/// A store at the previous schema level is refused until an upgrade expands it; the
+/// expansion leaves what older releases read alone and can be undone until it is
+/// finalised.
 mod migrations {
-    use wharf_metastore::schema::{MIGRATIONS, SCHEMA_LEVEL};
-    use wharf_metastore::{AccountStore, MetaError, MetaStore, SqliteMetaStore};
+    use wharf_metastore::journal::UpgradeJournal;
+    use wharf_metastore::schema::{peek_postgres, peek_sqlite, MIGRATIONS, SCHEMA_LEVEL};
+    use wharf_metastore::{AccountStore, MetaError, MetaStore, PgMetaStore, SqliteMetaStore};
+
+    const OLD: u32 = SCHEMA_LEVEL - 1;
 
     #[tokio::test]
-    async fn sqlite_store_at_an_older_level_is_migrated_in_one_step() {
+    async fn sqlite_expand_undo_and_finalise() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("metadata.db");
         // A store as the previous release left it.
@@ -113,7 +118,7 @@ mod migrations {
         for m in &MIGRATIONS[..MIGRATIONS.len() - 1] {
             conn.execute_batch(m.sqlite).unwrap();
             conn.execute(
-                "INSERT INTO wharf_schema VALUES (?, ?, 0, 'old')",
+                "INSERT INTO wharf_schema VALUES (?, ?, 0, '1.0.0')",
                 rusqlite::params![m.level, m.name],
             )
             .unwrap();
@@ -127,25 +132,169 @@ mod migrations {
         let err = SqliteMetaStore::open(&path).await.err().expect("refused");
         assert!(matches!(err, MetaError::SchemaTooOld { .. }), "{err}");
         assert!(err.to_string().contains("wharf upgrade apply"), "{err}");
+        // What the previous release reads: its level in wharf_schema.
+        let old_view = || {
+            rusqlite::Connection::open(&path)
+                .unwrap()
+                .query_row("SELECT MAX(level) FROM wharf_schema", [], |r| {
+                    r.get::<_, u32>(0)
+                })
+                .unwrap()
+        };
 
-        let applied = SqliteMetaStore::migrate(&path, SCHEMA_LEVEL).await.unwrap();
+        let applied = SqliteMetaStore::expand(&path, SCHEMA_LEVEL).await.unwrap();
         assert_eq!(applied, vec![SCHEMA_LEVEL]);
         assert!(
-            SqliteMetaStore::migrate(&path, SCHEMA_LEVEL)
+            SqliteMetaStore::expand(&path, SCHEMA_LEVEL)
                 .await
                 .unwrap()
                 .is_empty(),
             "idempotent"
         );
+        assert_eq!(old_view(), OLD, "older releases still read their level");
+        let info = peek_sqlite(&path).unwrap().unwrap();
+        assert_eq!(
+            (info.level, info.expanded_level, info.wharf_version.as_str()),
+            (OLD, SCHEMA_LEVEL, "1.0.0")
+        );
+        // This release serves the expanded data (the mixed-version window).
+        let store = SqliteMetaStore::open(&path).await.unwrap();
+        assert_eq!(store.schema_level().await.unwrap(), OLD);
+        assert_eq!(store.data_version().await.unwrap(), "1.0.0");
+        drop(store);
+
+        // Rollback: undone, and refused by this release again.
+        assert_eq!(
+            SqliteMetaStore::undo_expand(&path, OLD).await.unwrap(),
+            vec![SCHEMA_LEVEL]
+        );
+        assert_eq!(peek_sqlite(&path).unwrap().unwrap().expanded_level, OLD);
+        assert!(SqliteMetaStore::open(&path).await.is_err());
+
+        // Again, then finalised.
+        SqliteMetaStore::expand(&path, SCHEMA_LEVEL).await.unwrap();
+        let err = SqliteMetaStore::finalise(&path, SCHEMA_LEVEL + 1, "9.9.9")
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("not expanded"), "{err}");
+        assert_eq!(
+            SqliteMetaStore::finalise(&path, SCHEMA_LEVEL, "1.1.0")
+                .await
+                .unwrap(),
+            vec![SCHEMA_LEVEL]
+        );
+        assert_eq!(
+            old_view(),
+            SCHEMA_LEVEL,
+            "older releases now refuse the data"
+        );
+        let info = peek_sqlite(&path).unwrap().unwrap();
+        assert_eq!(
+            (info.level, info.expanded_level, info.wharf_version.as_str()),
+            (SCHEMA_LEVEL, SCHEMA_LEVEL, "1.1.0")
+        );
+        let err = SqliteMetaStore::undo_expand(&path, OLD).await.unwrap_err();
+        assert!(err.to_string().contains("finalised"), "{err}");
         let store = SqliteMetaStore::open(&path).await.unwrap();
         assert_eq!(store.schema_level().await.unwrap(), SCHEMA_LEVEL);
+        assert_eq!(store.data_version().await.unwrap(), "1.1.0");
         assert!(
             store.user_credentials("kept").await.unwrap().is_some(),
             "data kept"
         );
-        let err = SqliteMetaStore::migrate(&path, SCHEMA_LEVEL + 1)
+        drop(store);
+        let err = SqliteMetaStore::expand(&path, SCHEMA_LEVEL + 1)
             .await
             .unwrap_err();
         assert!(matches!(err, MetaError::SchemaTooNew { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn postgres_expand_undo_and_finalise() {
+        let Ok(url) = std::env::var("WHARF_TEST_POSTGRES_URL") else {
+            assert!(
+                std::env::var("CI").map_or(true, |v| v != "true"),
+                "WHARF_TEST_POSTGRES_URL is required under CI=true"
+            );
+            eprintln!("SKIPPED: no WHARF_TEST_POSTGRES_URL");
+            return;
+        };
+        let db = format!("wharf_expand_{}", std::process::id());
+        let admin = sqlx::PgPool::connect(&url).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {db}")))
+            .execute(&admin)
+            .await
+            .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
+            .execute(&admin)
+            .await
+            .unwrap();
+        let (base, _) = url.rsplit_once('/').unwrap();
+        let db_url = format!("{base}/{db}");
+        {
+            let pool = sqlx::PgPool::connect(&db_url).await.unwrap();
+            sqlx::raw_sql(
+                "CREATE TABLE wharf_schema (level BIGINT PRIMARY KEY, name TEXT NOT NULL,
+                 applied_at BIGINT NOT NULL, wharf_version TEXT NOT NULL)",
+            )
+            .execute(&pool)
+            .await
+            .unwrap();
+            for m in &MIGRATIONS[..MIGRATIONS.len() - 1] {
+                sqlx::raw_sql(m.postgres).execute(&pool).await.unwrap();
+                sqlx::query("INSERT INTO wharf_schema VALUES ($1, $2, 0, '1.0.0')")
+                    .bind(m.level as i64)
+                    .bind(m.name)
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+            }
+            pool.close().await;
+        }
+        assert!(PgMetaStore::open(&db_url).await.is_err(), "too old");
+        assert_eq!(
+            PgMetaStore::expand(&db_url, SCHEMA_LEVEL).await.unwrap(),
+            vec![SCHEMA_LEVEL]
+        );
+        assert!(PgMetaStore::expand(&db_url, SCHEMA_LEVEL)
+            .await
+            .unwrap()
+            .is_empty());
+        let info = peek_postgres(&db_url).await.unwrap().unwrap();
+        assert_eq!(
+            (info.level, info.expanded_level, info.wharf_version.as_str()),
+            (OLD, SCHEMA_LEVEL, "1.0.0")
+        );
+        let store = PgMetaStore::open(&db_url).await.unwrap();
+        assert_eq!(store.data_version().await.unwrap(), "1.0.0");
+        store.pool().close().await;
+        assert_eq!(
+            PgMetaStore::undo_expand(&db_url, OLD).await.unwrap(),
+            vec![SCHEMA_LEVEL]
+        );
+        assert!(PgMetaStore::open(&db_url).await.is_err(), "too old again");
+        PgMetaStore::expand(&db_url, SCHEMA_LEVEL).await.unwrap();
+        assert_eq!(
+            PgMetaStore::finalise(&db_url, SCHEMA_LEVEL, "1.1.0")
+                .await
+                .unwrap(),
+            vec![SCHEMA_LEVEL]
+        );
+        let info = peek_postgres(&db_url).await.unwrap().unwrap();
+        assert_eq!(
+            (info.level, info.expanded_level, info.wharf_version.as_str()),
+            (SCHEMA_LEVEL, SCHEMA_LEVEL, "1.1.0")
+        );
+        let err = PgMetaStore::undo_expand(&db_url, OLD).await.unwrap_err();
+        assert!(err.to_string().contains("finalised"), "{err}");
+        let store = PgMetaStore::open(&db_url).await.unwrap();
+        assert_eq!(store.schema_level().await.unwrap(), SCHEMA_LEVEL);
+        store.pool().close().await;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE {db} WITH (FORCE)"
+        )))
+        .execute(&admin)
+        .await
+        .unwrap();
     }
 }

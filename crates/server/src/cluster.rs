@@ -211,7 +211,16 @@ impl Membership {
                 tracing::warn!(error = %e, "heartbeat failed");
                 continue;
             }
-            let cutoff = now_ms() - thresholds.expire_after.as_millis() as i64;
+            // By the store's clock, which stamps every heartbeat: a replica whose own
+            // clock runs ahead must not take the others for dead.
+            let now = match store.store_now().await {
+                Ok(now) => now,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read the store's clock");
+                    continue;
+                }
+            };
+            let cutoff = now - thresholds.expire_after.as_millis() as i64;
             match store.expire_replicas(cutoff).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(count = n, "forgot replicas that stopped reporting"),

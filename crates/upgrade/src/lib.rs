@@ -4,9 +4,12 @@
 //!   from `releases.toml`, embedded at build time and checked.
 //! - [`rules`]: the semantic-versioning rules of one hop, and the planner that finds
 //!   the stops between two versions, like a route planner.
+//! - [`status`]: where an upgrade stands, read from the metadata store.
 
 pub mod catalog;
 pub mod rules;
+pub mod status;
 
 pub use catalog::{Catalog, Release};
 pub use rules::{plan, Hop, Plan};
+pub use semver::Version;

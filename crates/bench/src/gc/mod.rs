@@ -1186,11 +1186,15 @@ fn push_markdown(a: &GcArgs, rounds: &[PushRound]) -> String {
             median_of(rounds, false, PushRound::ratio_to_before)
         );
     }
+    let loss = if worst >= 1.0 {
+        "no loss measured".to_string()
+    } else {
+        format!("a loss of {:.0}%", (1.0 - worst) * 100.0)
+    };
     s += &format!(
         " Target, judged on the lower: a loss under 10% (ratio ≥ {TARGET_PUSH_RATIO:.2}): \
-         {} (a loss of {:.0}%).\n\n",
+         {} ({loss}).\n\n",
         met(worst >= TARGET_PUSH_RATIO),
-        (1.0 - worst) * 100.0
     );
     s += "Per phase, all rounds of a kind together: push latency, wharf's CPU and how busy \
           the whole machine was (other work on it included). The GC middle phase also holds \

@@ -208,13 +208,13 @@ pub fn restore(args: RestoreArgs) -> anyhow::Result<()> {
 }
 
 /// Progress bars on a terminal; one line per finished step otherwise.
-struct Bars {
+pub(crate) struct Bars {
     terminal: bool,
     bar: Mutex<Option<ProgressBar>>,
 }
 
 impl Bars {
-    fn new() -> Bars {
+    pub(crate) fn new() -> Bars {
         Bars {
             terminal: std::io::stderr().is_terminal(),
             bar: Mutex::new(None),

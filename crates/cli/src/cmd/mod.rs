@@ -6,6 +6,8 @@ pub mod serve;
 pub mod upgrade;
 pub mod upgrade_apply;
 pub mod upgrade_check;
+pub mod upgrade_rolling;
+pub mod upgrade_verify;
 pub mod user;
 pub mod version;
 

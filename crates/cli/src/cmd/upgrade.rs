@@ -4,7 +4,7 @@
 use clap::Subcommand;
 use semver::Version;
 use wharf_server::config::MetadataLocation;
-use wharf_upgrade::{plan, Catalog};
+use wharf_upgrade::plan;
 
 use super::StoreArgs;
 
@@ -36,6 +36,11 @@ enum UpgradeCommand {
         /// Let pre-releases be stops
         #[arg(long)]
         allow_prerelease: bool,
+        /// Plan against this release catalog (releases.toml) instead of the one built
+        /// in, e.g. a newer catalog published with a later release; it is checked by
+        /// the same rules
+        #[arg(long, value_name = "FILE")]
+        catalog: Option<std::path::PathBuf>,
         /// text or json
         #[arg(long, default_value = "text")]
         format: String,
@@ -59,6 +64,11 @@ enum UpgradeCommand {
         /// Why the checks are skipped (recorded in the upgrade journal)
         #[arg(long, value_name = "TEXT")]
         reason: Option<String>,
+        /// Check against this release catalog (releases.toml) instead of the one built
+        /// in, e.g. a newer catalog published with a later release; it is checked by
+        /// the same rules
+        #[arg(long, value_name = "FILE")]
+        catalog: Option<std::path::PathBuf>,
         /// text or json
         #[arg(long, default_value = "text")]
         format: String,
@@ -71,11 +81,14 @@ enum UpgradeCommand {
         #[arg(long, default_value = "text")]
         format: String,
     },
-    /// Upgrade the data of a stopped registry (the embedded store, or a stopped
-    /// cluster's stores) to this binary's version, step by step: checks, a metadata
-    /// backup, schema migrations, and the background migrations queued as jobs. Each
-    /// step is recorded in the metadata store; run it again after any interruption and it
-    /// continues with the first unfinished step
+    /// Upgrade to this binary's version, step by step, each step recorded in the
+    /// metadata store: run it again after any interruption and it continues with the
+    /// first unfinished step. With the local driver (default) the registry is stopped:
+    /// checks, a metadata backup, schema migrations, finalisation, background migrations
+    /// queued as jobs. With --driver docker or external the cluster keeps serving: the
+    /// schema is expanded (old replicas keep working), replicas are replaced one at a
+    /// time (drained, replaced, waited for until ready on the new version), the result is
+    /// verified (--url), then finalised; until then `upgrade rollback` goes back
     Apply {
         /// Do not ask for confirmation
         #[arg(long)]
@@ -89,7 +102,33 @@ enum UpgradeCommand {
         /// Why a step is skipped
         #[arg(long, value_name = "TEXT")]
         reason: Option<String>,
+        /// text (progress bars on a terminal) or json (one event per line: start, step,
+        /// replica, progress, finished, refused, failed; needs --yes)
+        #[arg(long, default_value = "text")]
+        format: String,
+        #[command(flatten)]
+        rolling: super::upgrade_rolling::RollingArgs,
     },
+    /// Before an upgrade is finalised: put every replica back on the release it ran
+    /// (from the configuration the upgrade saved) and undo the schema's expand steps.
+    /// Refused once the upgrade is finalised (only a backup restore goes back then)
+    Rollback {
+        /// Do not ask for confirmation (required: it replaces serving replicas)
+        #[arg(long)]
+        yes: bool,
+        /// text or json (one event per line)
+        #[arg(long, default_value = "text")]
+        format: String,
+        #[command(flatten)]
+        rolling: super::upgrade_rolling::RollingArgs,
+    },
+    /// After an upgrade, check the running registry as its clients reach it (--url):
+    /// the data's and every live replica's version (from the metadata store: --data-dir
+    /// or --metadata), the registry API and its version, the cluster status, a canary
+    /// image pushed to wharf-verify/canary, pulled back bit for bit and deleted, and the
+    /// web UI. Each check passes, warns, fails or is skipped, with what it measured.
+    /// Exits 1 if any check fails
+    Verify(super::upgrade_verify::VerifyArgs),
 }
 
 fn parse_version(s: &str) -> Result<Version, String> {
@@ -123,14 +162,15 @@ pub fn data_version(store: &StoreArgs) -> anyhow::Result<Version> {
 }
 
 pub fn run(args: UpgradeArgs) -> anyhow::Result<std::process::ExitCode> {
-    let (from, to, available, allow_prerelease, format) = match args.command {
+    let (from, to, available, allow_prerelease, catalog_file, format) = match args.command {
         UpgradeCommand::Plan {
             from,
             to,
             available,
             allow_prerelease,
+            catalog,
             format,
-        } => (from, to, available, allow_prerelease, format),
+        } => (from, to, available, allow_prerelease, catalog, format),
         UpgradeCommand::Status { format } => return status(&args.store, &format),
         UpgradeCommand::Check {
             from,
@@ -138,6 +178,7 @@ pub fn run(args: UpgradeArgs) -> anyhow::Result<std::process::ExitCode> {
             max_backup_age_hours,
             skip_check,
             reason,
+            catalog,
             format,
         } => {
             return check(
@@ -147,6 +188,7 @@ pub fn run(args: UpgradeArgs) -> anyhow::Result<std::process::ExitCode> {
                 max_backup_age_hours,
                 skip_check,
                 reason,
+                catalog,
                 &format,
             )
         }
@@ -155,19 +197,39 @@ pub fn run(args: UpgradeArgs) -> anyhow::Result<std::process::ExitCode> {
             backup_dir,
             skip_backup,
             reason,
+            format,
+            rolling,
         } => {
             return super::upgrade_apply::run(
                 &args.store,
+                &rolling,
                 yes,
                 backup_dir,
                 skip_backup.then(|| reason.unwrap_or_default()),
+                super::upgrade_apply::Report::new(&format)?,
             );
         }
+        UpgradeCommand::Rollback {
+            yes,
+            format,
+            rolling,
+        } => {
+            let report = super::upgrade_apply::Report::new(&format)?;
+            let result = super::upgrade_rolling::rollback(&args.store, &rolling, yes, report);
+            if let (Err(e), true) = (&result, format == "json") {
+                println!(
+                    "{}",
+                    serde_json::json!({"event": "failed", "error": format!("{e:#}")})
+                );
+            }
+            return result;
+        }
+        UpgradeCommand::Verify(verify) => return super::upgrade_verify::run(&args.store, verify),
     };
     if format != "text" && format != "json" {
         anyhow::bail!("--format is text or json, not {format:?}");
     }
-    let catalog = Catalog::embedded();
+    let catalog = super::upgrade_check::load_catalog(catalog_file.as_deref())?;
     let to = to.unwrap_or_else(|| {
         Version::parse(crate::VERSION).expect("the build's version is a version")
     });
@@ -232,116 +294,78 @@ pub fn run(args: UpgradeArgs) -> anyhow::Result<std::process::ExitCode> {
 }
 
 fn status(store: &StoreArgs, format: &str) -> anyhow::Result<std::process::ExitCode> {
-    use wharf_metastore::{MetaStore, PgMetaStore, SqliteMetaStore};
     let config = store.to_config()?;
-    let own = crate::VERSION;
-    let data = data_version(store)?;
+    let own = Version::parse(crate::VERSION).expect("the build's version is a version");
+    // Fails clearly when there is no data at all.
+    data_version(store)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let report = runtime.block_on(async {
-        let meta: Box<dyn MetaStore> = match config.metadata_location().map_err(anyhow::Error::msg)? {
-            MetadataLocation::Sqlite(p) => Box::new(SqliteMetaStore::open_for_upgrade(p).await?),
-            MetadataLocation::Postgres(u) => Box::new(PgMetaStore::open_for_upgrade(&u.0).await?),
-        };
-        let level = meta.schema_level().await?;
-        let journal = meta.journal(own).await?;
-        let (replicas, now) = meta.replicas().await?;
-        let replicas: Vec<serde_json::Value> = replicas
-            .iter()
-            .map(|r| {
-                serde_json::json!({
-                    "id": r.report.id, "address": r.report.address, "version": r.report.version,
-                    "alive": now - r.heartbeat_at_ms <= 3 * r.report.heartbeat_interval_ms.max(1000),
-                })
-            })
-            .collect();
-        // Background migrations exist from schema level 2 on.
-        let background = if level >= 2 {
-            meta.jobs(Some("metadatastoremigration"), None, None, 5).await?
-        } else {
-            Vec::new()
-        };
-        anyhow::Ok(serde_json::json!({
-            "data_version": data.to_string(),
-            "schema_level": level,
-            "binary_version": own,
-            "steps_total": 5,
-            "journal": journal,
-            "replicas": replicas,
-            "background_migrations": background.iter().map(|j| serde_json::json!({
-                "job": j.id, "status": j.status.as_str(), "attempts": j.attempts,
-                "progress": j.progress.as_deref().and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok()),
-            })).collect::<Vec<_>>(),
-        }))
+    let st = runtime.block_on(async {
+        let meta = super::upgrade_apply::open_for_upgrade(&config).await?;
+        anyhow::Ok(wharf_upgrade::status::status(meta.as_ref(), &own).await?)
     })?;
     if format == "json" {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        println!("{}", serde_json::to_string_pretty(&st)?);
         return Ok(std::process::ExitCode::SUCCESS);
     }
     println!(
         "data: wharf {} (schema level {}); this binary: {own}",
-        report["data_version"].as_str().unwrap_or(""),
-        report["schema_level"]
+        st.data_version, st.schema_level
     );
-    let journal = report["journal"].as_array().cloned().unwrap_or_default();
-    if journal.is_empty() {
+    if let Some(p) = st.plan.as_ref().filter(|p| !p.path.is_empty()) {
+        let verdict = if p.allowed { "allowed" } else { "refused" };
+        println!(
+            "upgrade {} → {}: {verdict} (path: {})",
+            p.from,
+            p.to,
+            p.path.join(" → ")
+        );
+    }
+    if st.journal.is_empty() {
         println!("no upgrade to {own} has started");
     } else {
         println!(
             "upgrade to {own}: step {} of {}",
-            journal.len(),
-            report["steps_total"]
+            st.steps_done, st.steps_total
         );
-        for e in &journal {
-            println!(
-                "  {} {}: {}",
-                e["step"].as_str().unwrap_or(""),
-                e["status"].as_str().unwrap_or(""),
-                e["detail"].as_str().unwrap_or("")
-            );
+        for e in &st.journal {
+            println!("  {} {}: {}", e.step, e.status, e.detail);
         }
     }
-    for r in report["replicas"].as_array().cloned().unwrap_or_default() {
+    for r in &st.replicas {
         println!(
             "replica {} at {}: {} ({})",
-            r["id"].as_str().unwrap_or(""),
-            r["address"].as_str().unwrap_or(""),
-            r["version"].as_str().unwrap_or(""),
-            if r["alive"] == true {
-                "alive"
-            } else {
-                "not reporting"
-            }
+            r.id,
+            r.address,
+            r.version,
+            if r.alive { "alive" } else { "not reporting" }
         );
     }
-    for b in report["background_migrations"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-    {
-        let p = &b["progress"];
-        let progress = if p.is_null() {
-            "not started".to_string()
-        } else {
-            let eta = p["eta_secs"]
-                .as_u64()
-                .map(|s| format!(", ETA {s} s"))
-                .unwrap_or_default();
-            format!(
-                "{}/{} manifests, {}/s{eta}",
-                p["done"], p["total"], p["rate"]
-            )
+    for b in &st.background_migrations {
+        let progress = match &b.progress {
+            None => "not started".to_string(),
+            Some(p) => {
+                let eta = p["eta_secs"]
+                    .as_u64()
+                    .map(|s| format!(", ETA {s} s"))
+                    .unwrap_or_default();
+                format!(
+                    "{}/{} manifests, {}/s{eta}",
+                    p["done"], p["total"], p["rate"]
+                )
+            }
         };
         println!(
-            "background migration metadatastoremigration (job {}): {} — {progress}",
-            b["job"],
-            b["status"].as_str().unwrap_or("")
+            "background migration {} (job {}): {} — {progress}",
+            b.action, b.job, b.status
         );
     }
     Ok(std::process::ExitCode::SUCCESS)
 }
 
+// One parameter per option of `upgrade check`.
+#[allow(clippy::too_many_arguments)]
 fn check(
     store: &StoreArgs,
     from: Option<Version>,
@@ -349,8 +373,10 @@ fn check(
     max_backup_age_hours: u64,
     skip_check: Vec<String>,
     reason: Option<String>,
+    catalog: Option<std::path::PathBuf>,
     format: &str,
 ) -> anyhow::Result<std::process::ExitCode> {
+    let catalog = super::upgrade_check::load_catalog(catalog.as_deref())?;
     for name in &skip_check {
         if !super::upgrade_check::NAMES.contains(&name.as_str()) {
             anyhow::bail!(
@@ -361,8 +387,14 @@ fn check(
     }
     let config = store.to_config()?;
     let from = match from {
-        Some(v) => v,
-        None => data_version(store)?,
+        Some(v) => Ok(v),
+        None => match data_version(store) {
+            Ok(v) => Ok(v),
+            // Data that is there but does not open (a full or read-only disk, a database
+            // server that is down): the checks say why.
+            Err(e) if e.is::<wharf_metastore::MetaError>() => Err(format!("{e:#}")),
+            Err(e) => return Err(e),
+        },
     };
     let to = to.unwrap_or_else(|| Version::parse(crate::VERSION).expect("the build's version"));
     let opts = super::upgrade_check::Options {
@@ -371,7 +403,11 @@ fn check(
             .into_iter()
             .map(|n| (n, reason.clone().unwrap_or_default()))
             .collect(),
+        catalog,
     };
+    let from_text = from
+        .as_ref()
+        .map_or_else(|_| "unknown".to_string(), Version::to_string);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -382,11 +418,11 @@ fn check(
         println!(
             "{}",
             serde_json::to_string_pretty(
-                &serde_json::json!({"from": from.to_string(), "to": to.to_string(), "checks": checks, "failed": failed})
+                &serde_json::json!({"from": from.as_ref().ok().map(Version::to_string), "to": to.to_string(), "checks": checks, "failed": failed})
             )?
         );
     } else {
-        println!("pre-flight checks for {from} → {to}");
+        println!("pre-flight checks for {from_text} → {to}");
         for c in &checks {
             println!(
                 "  {:<8} {:<22} {}",

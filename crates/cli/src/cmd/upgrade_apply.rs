@@ -5,9 +5,11 @@
 //! 1. `checks`: the upgrade is allowed by the rules; no replica is serving; the data
 //!    directory takes a write and an fsync.
 //! 2. `backup`: a metadata backup (unless skipped with a recorded reason).
-//! 3. `expand`: the schema migrations, in one transaction (all or nothing).
-//! 4. `background`: background migrations queued as jobs (metadatastoremigration).
-//! 5. `finalise`: the data now belongs to this version.
+//! 3. `expand`: the schema migrations, in one transaction (all or nothing); releases
+//!    older than this one still read the data.
+//! 4. `finalise`: the expanded levels become the data's, and this version the cluster's;
+//!    older releases refuse the data from now on.
+//! 5. `background`: background migrations queued as jobs (metadatastoremigration).
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -20,13 +22,114 @@ use wharf_server::config::MetadataLocation;
 
 use super::StoreArgs;
 
-const STEPS: [&str; 5] = ["checks", "backup", "expand", "background", "finalise"];
+use wharf_upgrade::status::LOCAL_STEPS as STEPS;
+
+/// What `apply` tells its user: lines of text (with progress bars on a terminal), or
+/// with `--format json` one JSON event per line on stdout, for automation.
+#[derive(Clone, Copy)]
+pub struct Report {
+    pub(crate) json: bool,
+}
+
+impl Report {
+    pub fn new(format: &str) -> anyhow::Result<Report> {
+        match format {
+            "text" => Ok(Report { json: false }),
+            "json" => Ok(Report { json: true }),
+            other => bail!("--format is text or json, not {other:?}"),
+        }
+    }
+
+    /// Prints `text`, or the event `{"event": kind, ...fields}`.
+    pub(crate) fn say(&self, kind: &str, fields: serde_json::Value, text: impl FnOnce() -> String) {
+        if self.json {
+            let mut event = serde_json::json!({ "event": kind });
+            if let (Some(e), serde_json::Value::Object(f)) = (event.as_object_mut(), fields) {
+                e.extend(f);
+            }
+            println!("{event}");
+        } else {
+            println!("{}", text());
+        }
+        let _ = std::io::stdout().flush();
+    }
+
+    fn progress(&self) -> Box<dyn wharf_backup::Progress> {
+        if self.json {
+            Box::new(JsonProgress::default())
+        } else {
+            Box::new(super::backup::Bars::new())
+        }
+    }
+}
+
+/// Backup progress as JSON events: each phase's start and end, and its bytes at most
+/// every quarter second.
+#[derive(Default)]
+struct JsonProgress {
+    state: std::sync::Mutex<(String, Option<u64>, u64, Option<std::time::Instant>)>,
+}
+
+impl wharf_backup::Progress for JsonProgress {
+    fn step(&self, name: &str, total_bytes: Option<u64>) {
+        *self.state.lock().unwrap() = (name.to_string(), total_bytes, 0, None);
+        println!(
+            "{}",
+            serde_json::json!({"event": "progress", "step": "backup", "phase": name, "bytes": 0, "total_bytes": total_bytes})
+        );
+    }
+
+    fn advance(&self, bytes: u64) {
+        let mut st = self.state.lock().unwrap();
+        st.2 += bytes;
+        let due =
+            st.3.is_none_or(|t| t.elapsed() >= std::time::Duration::from_millis(250));
+        if due {
+            st.3 = Some(std::time::Instant::now());
+            println!(
+                "{}",
+                serde_json::json!({"event": "progress", "step": "backup", "phase": st.0, "bytes": st.2, "total_bytes": st.1})
+            );
+        }
+    }
+
+    fn finish(&self, summary: &str) {
+        let st = self.state.lock().unwrap();
+        println!(
+            "{}",
+            serde_json::json!({"event": "progress", "step": "backup", "phase": st.0, "bytes": st.2, "total_bytes": st.1, "summary": summary})
+        );
+    }
+}
 
 pub fn run(
     store: &StoreArgs,
+    rolling: &super::upgrade_rolling::RollingArgs,
     yes: bool,
     backup_dir: Option<PathBuf>,
     skip_backup: Option<String>,
+    report: Report,
+) -> anyhow::Result<std::process::ExitCode> {
+    let result = apply(store, rolling, yes, backup_dir, skip_backup, report);
+    if let Err(e) = &result {
+        if report.json {
+            report.say(
+                "failed",
+                serde_json::json!({ "error": format!("{e:#}") }),
+                String::new,
+            );
+        }
+    }
+    result
+}
+
+fn apply(
+    store: &StoreArgs,
+    rolling: &super::upgrade_rolling::RollingArgs,
+    yes: bool,
+    backup_dir: Option<PathBuf>,
+    skip_backup: Option<String>,
+    report: Report,
 ) -> anyhow::Result<std::process::ExitCode> {
     let config = store.to_config()?;
     let own = Version::parse(crate::VERSION).expect("the build's version is a version");
@@ -37,19 +140,19 @@ pub fn run(
         .build()?;
     runtime.block_on(async {
         let location = config.metadata_location().map_err(anyhow::Error::msg)?;
-        let meta: std::sync::Arc<dyn MetaStore> = match &location {
-            MetadataLocation::Sqlite(p) => std::sync::Arc::new(SqliteMetaStore::open_for_upgrade(p).await?),
-            MetadataLocation::Postgres(u) => std::sync::Arc::new(PgMetaStore::open_for_upgrade(&u.0).await?),
-        };
+        let meta = open_for_upgrade(&config).await?;
         let journal = meta.journal(&own.to_string()).await?;
         // Resuming: the data may already be at this version with steps left.
         let from = if data == own {
+            let last = STEPS[STEPS.len() - 1];
             match journal.iter().map(|e| e.from_version.clone()).find(|f| {
-                !journal.iter().any(|e| &e.from_version == f && e.step == "finalise")
+                !journal.iter().any(|e| &e.from_version == f && e.step == last)
             }) {
                 Some(f) => Version::parse(&f)?,
                 None => {
-                    println!("the data is at {own} already: nothing to do");
+                    report.say("finished", serde_json::json!({"version": own.to_string(), "changed": false}), || {
+                        format!("the data is at {own} already: nothing to do")
+                    });
                     return Ok(std::process::ExitCode::SUCCESS);
                 }
             }
@@ -60,26 +163,43 @@ pub fn run(
         versions.push(own.clone());
         let plan = wharf_upgrade::plan(&from, &own, &versions, false);
         if !plan.allowed || plan.path.len() != 1 {
-            println!("upgrade {from} → {own}: refused");
-            if let Some(r) = &plan.reason {
-                println!("  {r}");
-            }
-            if plan.path.len() > 1 {
-                println!("  install these in order, running `wharf upgrade apply` with each: {}", plan.path.join(" → "));
-            }
+            report.say("refused", serde_json::json!({"from": from.to_string(), "to": own.to_string(), "plan": plan}), || {
+                let mut t = format!("upgrade {from} → {own}: refused");
+                if let Some(r) = &plan.reason {
+                    t += &format!("\n  {r}");
+                }
+                if plan.path.len() > 1 {
+                    t += &format!("\n  install these in order, running `wharf upgrade apply` with each: {}", plan.path.join(" → "));
+                }
+                t
+            });
             return Ok(std::process::ExitCode::FAILURE);
+        }
+        if rolling.driver != "local" {
+            return super::upgrade_rolling::apply(
+                store, rolling, &from, &own, &plan.warnings, yes, backup_dir, skip_backup, report,
+            )
+            .await;
         }
         let done: Vec<&str> = journal
             .iter()
             .filter(|e| e.from_version == from.to_string())
             .map(|e| e.step.as_str())
             .collect();
-        println!("upgrade {from} → {own} ({})", if done.is_empty() { "starting" } else { "resuming" });
-        for w in &plan.warnings {
-            println!("{w}");
-        }
+        let resuming = !done.is_empty();
+        report.say(
+            "start",
+            serde_json::json!({"from": from.to_string(), "to": own.to_string(), "resuming": resuming, "steps": STEPS, "warnings": plan.warnings}),
+            || {
+                let mut t = format!("upgrade {from} → {own} ({})", if resuming { "resuming" } else { "starting" });
+                for w in &plan.warnings {
+                    t += &format!("\n{w}");
+                }
+                t
+            },
+        );
         if !yes {
-            if !std::io::stdin().is_terminal() {
+            if report.json || !std::io::stdin().is_terminal() {
                 bail!("not on a terminal: pass --yes to upgrade without confirmation");
             }
             print!("Upgrade the data to {own}? A backup comes first. [y/N] ");
@@ -90,26 +210,53 @@ pub fn run(
                 bail!("not confirmed; nothing changed");
             }
         }
-        let holder = format!("{}:{}", hostname(), std::process::id());
-        if let Err(other) = meta.take_upgrade_lock(&holder, 5 * 60_000).await? {
-            // A holder on this host whose process is gone (killed, crashed) is taken
-            // over at once; elsewhere, when it has not renewed the lock for 5 minutes.
-            if holder_is_gone(&other) {
-                println!("taking over the upgrade lock from {other}, which is no longer running");
-                if let Err(again) = meta.take_upgrade_lock(&holder, 0).await? {
-                    bail!("could not take over the upgrade lock from {again}");
-                }
-            } else {
-                bail!("another upgrade holds the lock ({other}); it is taken over when it has not renewed it for 5 minutes");
-            }
-        }
+        let holder = take_lock(meta.as_ref(), report).await?;
 
-        let result = steps(&config, &location, meta.clone(), &from, &own, &done, &holder, backup_dir, skip_backup).await;
+        let result = steps(&config, &location, meta.clone(), &from, &own, &done, &holder, backup_dir, skip_backup, report).await;
         meta.release_upgrade_lock(&holder).await?;
         result?;
-        println!("upgraded to {own}");
+        report.say("finished", serde_json::json!({"version": own.to_string(), "changed": true}), || format!("upgraded to {own}"));
         Ok(std::process::ExitCode::SUCCESS)
     })
+}
+
+/// Takes the upgrade lock for this process; returns the holder name.
+pub(crate) async fn take_lock(meta: &dyn MetaStore, report: Report) -> anyhow::Result<String> {
+    let holder = format!("{}:{}", hostname(), std::process::id());
+    if let Err(other) = meta.take_upgrade_lock(&holder, 5 * 60_000).await? {
+        // A holder on this host whose process is gone (killed, crashed) is taken
+        // over at once; elsewhere, when it has not renewed the lock for 5 minutes.
+        if holder_is_gone(&other) {
+            report.say(
+                "lock_taken_over",
+                serde_json::json!({"from": other}),
+                || format!("taking over the upgrade lock from {other}, which is no longer running"),
+            );
+            if let Err(again) = meta.take_upgrade_lock(&holder, 0).await? {
+                bail!("could not take over the upgrade lock from {again}");
+            }
+        } else {
+            bail!("another upgrade holds the lock ({other}); it is taken over when it has not renewed it for 5 minutes");
+        }
+    }
+    Ok(holder)
+}
+
+/// The metadata store at whatever schema level its data is (older levels included),
+/// for reading and upgrading it.
+pub async fn open_for_upgrade(
+    config: &wharf_server::Config,
+) -> anyhow::Result<std::sync::Arc<dyn MetaStore>> {
+    Ok(
+        match config.metadata_location().map_err(anyhow::Error::msg)? {
+            MetadataLocation::Sqlite(p) => {
+                std::sync::Arc::new(SqliteMetaStore::open_for_upgrade(&p).await?)
+            }
+            MetadataLocation::Postgres(u) => {
+                std::sync::Arc::new(PgMetaStore::open_for_upgrade(&u.0).await?)
+            }
+        },
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -123,11 +270,16 @@ async fn steps(
     holder: &str,
     backup_dir: Option<PathBuf>,
     skip_backup: Option<String>,
+    report: Report,
 ) -> anyhow::Result<()> {
     let total = STEPS.len();
     for (i, step) in STEPS.iter().enumerate() {
         if done.contains(step) {
-            println!("[{}/{total}] {step}: done before", i + 1);
+            report.say(
+                "step",
+                serde_json::json!({"n": i + 1, "of": total, "step": step, "status": "done_before"}),
+                || format!("[{}/{total}] {step}: done before", i + 1),
+            );
             continue;
         }
         // Renew the lock: a holder that stops renewing is presumed gone.
@@ -140,22 +292,36 @@ async fn steps(
                 Some(reason) => ("skipped", format!("skipped by {holder}: {reason}")),
                 None => (
                     "done",
-                    backup(config, meta.clone(), from, to, backup_dir.clone()).await?,
+                    backup(config, meta.clone(), from, to, backup_dir.clone(), report).await?,
                 ),
             },
             "expand" => {
                 let applied = match location {
                     MetadataLocation::Sqlite(p) => {
-                        SqliteMetaStore::migrate(p, wharf_server::SCHEMA_LEVEL).await?
+                        SqliteMetaStore::expand(p, wharf_server::SCHEMA_LEVEL).await?
                     }
                     MetadataLocation::Postgres(u) => {
-                        PgMetaStore::migrate(&u.0, wharf_server::SCHEMA_LEVEL).await?
+                        PgMetaStore::expand(&u.0, wharf_server::SCHEMA_LEVEL).await?
                     }
                 };
                 ("done", format!("schema levels applied: {applied:?}"))
             }
-            "background" => ("done", background(location).await?),
-            _ => ("done", format!("the data belongs to {to}")),
+            "finalise" => {
+                let version = to.to_string();
+                let levels = match location {
+                    MetadataLocation::Sqlite(p) => {
+                        SqliteMetaStore::finalise(p, wharf_server::SCHEMA_LEVEL, &version).await?
+                    }
+                    MetadataLocation::Postgres(u) => {
+                        PgMetaStore::finalise(&u.0, wharf_server::SCHEMA_LEVEL, &version).await?
+                    }
+                };
+                (
+                    "done",
+                    format!("the data belongs to {to} (schema levels finalised: {levels:?})"),
+                )
+            }
+            _ => ("done", background(location).await?),
         };
         meta.record_step(&JournalEntry {
             from_version: from.to_string(),
@@ -166,7 +332,11 @@ async fn steps(
             detail: detail.clone(),
         })
         .await?;
-        println!("[{}/{total}] {step}: {detail}", i + 1);
+        report.say(
+            "step",
+            serde_json::json!({"n": i + 1, "of": total, "step": step, "status": status, "detail": detail}),
+            || format!("[{}/{total}] {step}: {detail}", i + 1),
+        );
     }
     Ok(())
 }
@@ -202,18 +372,20 @@ async fn checks(config: &wharf_server::Config, meta: &dyn MetaStore) -> anyhow::
     Ok("no replica serving; the data directory takes writes".into())
 }
 
-async fn backup(
+pub(crate) async fn backup(
     config: &wharf_server::Config,
     meta: std::sync::Arc<dyn MetaStore>,
     from: &Version,
     to: &Version,
     dir: Option<PathBuf>,
+    report: Report,
 ) -> anyhow::Result<String> {
     let dir = dir.unwrap_or_else(|| config.data_dir.join("backups"));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let stamp = wharf_metastore::now_ms() / 1000;
     let out = dir.join(format!("pre-upgrade-{from}-to-{to}-{stamp}.tar"));
     let level = meta.schema_level().await?;
+    let progress = report.progress();
     let s = wharf_backup::create(wharf_backup::BackupRequest {
         meta,
         blobs: None,
@@ -221,7 +393,7 @@ async fn backup(
         wharf_version: &from.to_string(),
         schema_level: level,
         source: wharf_server::run::metastore_kind(config),
-        progress: &wharf_backup::Quiet,
+        progress: progress.as_ref(),
     })
     .await
     .context("the pre-upgrade backup failed; nothing was changed")?;
@@ -233,7 +405,7 @@ async fn backup(
     ))
 }
 
-async fn background(location: &MetadataLocation) -> anyhow::Result<String> {
+pub(crate) async fn background(location: &MetadataLocation) -> anyhow::Result<String> {
     let meta: Box<dyn MetaStore> = match location {
         MetadataLocation::Sqlite(p) => Box::new(SqliteMetaStore::open(p).await?),
         MetadataLocation::Postgres(u) => Box::new(PgMetaStore::open(&u.0).await?),
@@ -257,14 +429,14 @@ async fn background(location: &MetadataLocation) -> anyhow::Result<String> {
     ))
 }
 
-fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/etc/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "localhost".into())
 }
 
 /// Whether a lock holder `HOST:PID` is a process of this host that no longer runs.
-fn holder_is_gone(holder: &str) -> bool {
+pub(crate) fn holder_is_gone(holder: &str) -> bool {
     let Some((host, pid)) = holder.rsplit_once(':') else {
         return false;
     };

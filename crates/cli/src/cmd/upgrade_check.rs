@@ -1,14 +1,23 @@
 //! `wharf upgrade check`: the pre-flight checks (docs/upgrading.md), each pass, warn or
 //! fail with what it measured and how to fix a failure. `--skip-check NAME --reason
 //! TEXT` turns a failure into a recorded skip.
+//!
+//! A store that does not open (a full or read-only disk, a database server that is down)
+//! does not stop the checks: the `database` check says why, the checks that read the
+//! metadata store fail as not measured, and the others (the data directory, memory)
+//! still run, so the operator sees the cause.
 
+use std::io::ErrorKind;
+use std::path::Path;
 use std::time::Duration;
 
+use anyhow::Context;
 use semver::{Version, VersionReq};
 use wharf_metastore::jobs::JobStatus;
 use wharf_metastore::journal::JournalEntry;
 use wharf_metastore::{MetaStore, PgMetaStore, SqliteMetaStore};
 use wharf_server::config::MetadataLocation;
+use wharf_upgrade::{Catalog, Release};
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Check {
@@ -31,6 +40,8 @@ fn check(name: &'static str, ok: bool, measured: String, fix: &str) -> Check {
 pub struct Options {
     pub max_backup_age: Duration,
     pub skips: Vec<(String, String)>,
+    /// The release catalog the checks go by: the built-in one or `--catalog FILE`.
+    pub catalog: Catalog,
 }
 
 pub const NAMES: &[&str] = &[
@@ -46,67 +57,245 @@ pub const NAMES: &[&str] = &[
     "gc",
 ];
 
-/// Runs every check for `from` → `to` on the stores of `config`.
+/// Largest tolerated difference between a replica's clock and the metadata store's.
+const MAX_CLOCK_DRIFT_MS: i64 = 1000;
+/// Less free space than this fraction of the data directory's file system fails.
+const MIN_FREE_FRACTION: f64 = 0.05;
+
+/// The release catalog to plan and check against: `path` (`--catalog FILE`), checked
+/// by the same rules as the built-in one, or the one built into this binary.
+pub fn load_catalog(path: Option<&Path>) -> anyhow::Result<Catalog> {
+    let Some(path) = path else {
+        return Ok(Catalog::embedded());
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--catalog {}: cannot read the file", path.display()))?;
+    Catalog::parse(&text).map_err(|e| anyhow::anyhow!("--catalog {}: {e}", path.display()))
+}
+
+/// The catalog entry whose supported components apply to an upgrade to `to`: its own;
+/// for a pre-release (a development build), the release it leads to; otherwise the
+/// newest release in the catalog.
+pub fn target_release<'a>(catalog: &'a Catalog, to: &Version) -> &'a Release {
+    catalog
+        .release(to)
+        .or_else(|| catalog.release(&Version::new(to.major, to.minor, to.patch)))
+        .or(catalog.releases.last())
+        .expect("a checked catalog is not empty")
+}
+
+/// Runs every check for `from` → `to` on the stores of `config`. `from` is the error
+/// text when the data's version could not be read.
 pub async fn run_checks(
     config: &wharf_server::Config,
-    from: &Version,
+    from: &Result<Version, String>,
     to: &Version,
     opts: &Options,
 ) -> anyhow::Result<Vec<Check>> {
     let location = config.metadata_location().map_err(anyhow::Error::msg)?;
-    let meta: Box<dyn MetaStore> = match &location {
-        MetadataLocation::Sqlite(p) => Box::new(SqliteMetaStore::open_for_upgrade(p).await?),
-        MetadataLocation::Postgres(u) => Box::new(PgMetaStore::open_for_upgrade(&u.0).await?),
+    let (meta, store_name): (Result<Box<dyn MetaStore>, String>, String) = match &location {
+        MetadataLocation::Sqlite(p) => (
+            SqliteMetaStore::open_for_upgrade(p)
+                .await
+                .map(|m| Box::new(m) as Box<dyn MetaStore>)
+                .map_err(|e| e.to_string()),
+            format!("the embedded store {}", p.display()),
+        ),
+        MetadataLocation::Postgres(u) => (
+            PgMetaStore::open_for_upgrade(&u.0)
+                .await
+                .map(|m| Box::new(m) as Box<dyn MetaStore>)
+                .map_err(|e| e.to_string()),
+            format!("PostgreSQL at {u:?}"),
+        ),
     };
-    let catalog = wharf_upgrade::Catalog::embedded();
+    let catalog = &opts.catalog;
     let mut versions = catalog.versions();
-    versions.push(Version::parse(crate::VERSION)?);
+    let own = Version::parse(crate::VERSION)?;
+    if !versions.contains(&own) {
+        versions.push(own);
+    }
     let mut out = Vec::new();
 
     // The path.
-    let plan = wharf_upgrade::plan(from, to, &versions, false);
+    out.push(match from {
+        Ok(from) => {
+            let plan = wharf_upgrade::plan(from, to, &versions, false);
+            check(
+                "path",
+                plan.allowed,
+                match &plan.reason {
+                    Some(r) => r.clone(),
+                    None => format!(
+                        "{from} → {to} is allowed ({})",
+                        plan.hops.first().map_or("nothing to do", |h| h.rule)
+                    ),
+                },
+                &format!("install the stops in order: {}", plan.path.join(" → ")),
+            )
+        }
+        Err(e) => check(
+            "path",
+            false,
+            format!("the version that wrote the data could not be read: {e}"),
+            "make the metadata store readable (see the database and data-dir checks), or pass --from VERSION",
+        ),
+    });
+
+    // Dependent components, as the target release supports them.
+    let target = target_release(catalog, to);
+    let meta = match meta {
+        Ok(meta) => {
+            let (kind, version) = meta.database_version().await?;
+            if kind == "postgresql" {
+                let req = VersionReq::parse(&target.supports.postgresql).with_context(|| {
+                    format!(
+                        "the catalog's PostgreSQL range for {} ({:?})",
+                        target.version, target.supports.postgresql
+                    )
+                })?;
+                let v =
+                    Version::parse(&format!("{version}.0")).or_else(|_| Version::parse(&version));
+                let ok = v.as_ref().is_ok_and(|v| req.matches(v));
+                let release = if &target.version == to {
+                    to.to_string()
+                } else if target.version == Version::new(to.major, to.minor, to.patch) {
+                    format!("{to} (as release {})", target.version)
+                } else {
+                    format!(
+                        "{to} (not in the catalog: as its newest release, {})",
+                        target.version
+                    )
+                };
+                out.push(check(
+                    "database",
+                    ok,
+                    if ok {
+                        format!(
+                            "PostgreSQL {version}; {release} supports PostgreSQL {}",
+                            target.supports.postgresql
+                        )
+                    } else {
+                        format!(
+                            "PostgreSQL {version} is outside what {release} supports: {}",
+                            target.supports.postgresql
+                        )
+                    },
+                    &format!(
+                        "upgrade PostgreSQL to a version in {} first (then check again)",
+                        target.supports.postgresql
+                    ),
+                ));
+            } else {
+                out.push(check(
+                    "database",
+                    true,
+                    format!("embedded SQLite {version}"),
+                    "",
+                ));
+            }
+            Ok(meta)
+        }
+        Err(e) => {
+            out.push(check(
+                "database",
+                false,
+                format!("{store_name} does not open: {e}"),
+                match &location {
+                    MetadataLocation::Sqlite(_) => {
+                        "the embedded store needs a writable data directory with free space (see the data-dir check)"
+                    }
+                    MetadataLocation::Postgres(_) => {
+                        "make PostgreSQL reachable: is it running, are the URL, the credentials and the network right?"
+                    }
+                },
+            ));
+            Err(e)
+        }
+    };
+
+    out.push(blob_store(config).await);
+
+    match &meta {
+        Ok(meta) => store_checks(meta.as_ref(), opts, &mut out).await?,
+        Err(_) => {
+            for name in ["backup", "replicas", "clock-drift"] {
+                out.push(not_measured(name));
+            }
+        }
+    }
+
+    // This node's data directory and memory.
+    out.push(data_dir(&config.data_dir));
+    let mem = wharf_server::cluster::memory_available();
     out.push(check(
-        "path",
-        plan.allowed,
-        match &plan.reason {
-            Some(r) => r.clone(),
-            None => format!(
-                "{from} → {to} is allowed ({})",
-                plan.hops.first().map_or("nothing to do", |h| h.rule)
-            ),
-        },
-        &format!("install the stops in order: {}", plan.path.join(" → ")),
+        "memory",
+        mem == 0 || mem >= 256 << 20,
+        format!("{} MiB available on this node", mem >> 20),
+        "free memory: the upgrade needs at least 256 MiB",
     ));
 
-    // Dependent components, as the target supports them (the latest catalog entry for a
-    // development build).
-    let target = catalog
-        .release(to)
-        .or(catalog.releases.last())
-        .expect("the catalog is not empty");
-    let (kind, version) = meta.database_version().await?;
-    if kind == "postgresql" {
-        let req = VersionReq::parse(&target.supports.postgresql)?;
-        let v = Version::parse(&format!("{version}.0")).or_else(|_| Version::parse(&version));
-        let ok = v.as_ref().is_ok_and(|v| req.matches(v));
-        out.push(check(
-            "database",
-            ok,
-            format!(
-                "PostgreSQL {version}; {} supports {}",
-                target.version, target.supports.postgresql
-            ),
-            "upgrade PostgreSQL to a supported version first",
-        ));
-    } else {
-        out.push(check(
-            "database",
-            true,
-            format!("embedded SQLite {version}"),
-            "",
-        ));
+    match &meta {
+        Ok(meta) => pending_work(meta.as_ref(), &mut out).await?,
+        Err(_) => {
+            out.push(not_measured("background-migrations"));
+            out.push(not_measured("gc"));
+        }
     }
-    let blobs = wharf_server::run::open_blobstore(config)?;
+
+    // Recorded skips.
+    let from_text = from
+        .as_ref()
+        .map_or_else(|_| "unknown".to_string(), |v| v.to_string());
+    for c in out.iter_mut() {
+        if let Some((_, reason)) = opts.skips.iter().find(|(n, _)| n == c.name) {
+            if c.status != "fail" {
+                continue;
+            }
+            match &meta {
+                Ok(meta) => {
+                    c.status = "skipped";
+                    c.measured = format!("{} (skipped: {reason})", c.measured);
+                    meta.record_step(&JournalEntry {
+                        from_version: from_text.clone(),
+                        to_version: to.to_string(),
+                        step: format!("skip-check:{}", c.name),
+                        status: "skipped".into(),
+                        at_ms: 0,
+                        detail: reason.clone(),
+                    })
+                    .await?;
+                }
+                Err(_) => {
+                    c.measured = format!(
+                        "{} (not skipped: a skip is recorded in the metadata store, which does not open)",
+                        c.measured
+                    );
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A check that needs the metadata store, which did not open.
+fn not_measured(name: &'static str) -> Check {
+    check(
+        name,
+        false,
+        "not measured: the metadata store does not open".into(),
+        "see the database check",
+    )
+}
+
+/// The blob store takes a write and a delete.
+async fn blob_store(config: &wharf_server::Config) -> Check {
+    let fix =
+        "make the blob store reachable and writable (credentials, endpoint, permissions, free space)";
+    let blobs = match wharf_server::run::open_blobstore(config) {
+        Ok(b) => b,
+        Err(e) => return check("blob-store", false, format!("it does not open: {e:#}"), fix),
+    };
     let probe = wharf_oci::UploadId::new_unchecked(format!("upgrade-probe-{}", std::process::id()));
     let reachable = async {
         let mut w = blobs.upload_writer(&probe, 0).await?;
@@ -115,16 +304,27 @@ pub async fn run_checks(
         blobs.upload_delete(&probe).await
     }
     .await;
-    out.push(check(
+    if reachable.is_err() {
+        // Whatever part of the probe was written goes too.
+        let _ = blobs.upload_delete(&probe).await;
+    }
+    check(
         "blob-store",
         reachable.is_ok(),
         match &reachable {
             Ok(()) => "a probe was written and deleted".into(),
             Err(e) => format!("a probe write failed: {e}"),
         },
-        "make the blob store reachable and writable (credentials, endpoint, permissions)",
-    ));
+        fix,
+    )
+}
 
+/// Backup age, replicas and their clocks, from the metadata store.
+async fn store_checks(
+    meta: &dyn MetaStore,
+    opts: &Options,
+    out: &mut Vec<Check>,
+) -> anyhow::Result<()> {
     // A recent backup, as `wharf backup` recorded it.
     let now = meta.store_now().await?;
     let last = meta.backups(1).await?.into_iter().next();
@@ -159,7 +359,7 @@ pub async fn run_checks(
         ),
     });
 
-    // Replicas: the local driver needs them stopped; none left over and healthy clocks.
+    // Replicas: the local driver needs them stopped.
     let (rows, now) = meta.replicas().await?;
     let alive: Vec<_> = rows
         .iter()
@@ -182,94 +382,106 @@ pub async fn run_checks(
         },
         "stop every replica for the local driver",
     ));
+
+    // Clocks: each replica's own clock, as it reported it in its last heartbeat, against
+    // the store's clock when that heartbeat arrived (PostgreSQL's clock; with the
+    // embedded store, the one process's own).
+    let drift = |r: &wharf_metastore::ReplicaRow| r.report.clock_ms - r.heartbeat_at_ms;
     let drifting: Vec<String> = rows
         .iter()
-        .filter(|r| (r.report.clock_ms - r.heartbeat_at_ms).abs() > 1000)
+        .filter(|r| drift(r).abs() > MAX_CLOCK_DRIFT_MS)
         .map(|r| {
+            let d = drift(r);
             format!(
-                "{} off by {} ms",
+                "{}: clock {} ms {} the metadata store's (heartbeat {} s ago)",
                 r.report.address,
-                r.report.clock_ms - r.heartbeat_at_ms
+                d.abs(),
+                if d > 0 { "ahead of" } else { "behind" },
+                (now - r.heartbeat_at_ms).max(0) / 1000
             )
         })
         .collect();
+    let largest = rows.iter().map(|r| drift(r).abs()).max();
     out.push(check(
         "clock-drift",
         drifting.is_empty(),
-        if drifting.is_empty() {
-            "replica clocks within 1 s of the store's".into()
-        } else {
-            drifting.join(", ")
+        match largest {
+            _ if !drifting.is_empty() => drifting.join("; "),
+            None => "no replica registered: no clock to compare".into(),
+            Some(d) => format!(
+                "{} replica clock(s) within 1 s of the metadata store's (largest difference {d} ms)",
+                rows.len()
+            ),
         },
-        "synchronise the replicas' clocks (NTP) with the metadata store's",
+        "synchronise the replicas' clocks with the metadata store's (NTP: chrony or systemd-timesyncd); each replica's next heartbeat reports its clock again",
     ));
+    Ok(())
+}
 
-    // This node's data directory and memory.
-    std::fs::create_dir_all(&config.data_dir)?;
-    let (free, total) = wharf_server::cluster::disk_space(&config.data_dir);
-    let probe = config.data_dir.join(".wharf-upgrade-probe");
-    let writable = std::fs::File::create(&probe).and_then(|mut f| {
+/// Free space and a write+fsync probe on this node's data directory.
+fn data_dir(dir: &Path) -> Check {
+    let _ = std::fs::create_dir_all(dir);
+    let (free, total) = wharf_server::cluster::disk_space(dir);
+    let probe = dir.join(".wharf-upgrade-probe");
+    let written = std::fs::File::create(&probe).and_then(|mut f| {
         use std::io::Write;
         f.write_all(b"probe")?;
         f.sync_all()
     });
     let _ = std::fs::remove_file(&probe);
-    let enough = total == 0 || free as f64 >= 0.05 * total as f64;
-    out.push(check(
-        "data-dir",
-        writable.is_ok() && enough,
-        format!(
-            "{}: {} MiB free of {} MiB; write+fsync {}",
-            config.data_dir.display(),
-            free >> 20,
-            total >> 20,
-            match &writable {
-                Ok(()) => "ok".to_string(),
-                Err(e) => format!("failed: {e}"),
-            }
+    let enough = total == 0 || free as f64 >= MIN_FREE_FRACTION * total as f64;
+    let space = format!(
+        "{} MiB free of {} MiB ({:.1}%)",
+        free >> 20,
+        total >> 20,
+        if total == 0 {
+            100.0
+        } else {
+            100.0 * free as f64 / total as f64
+        }
+    );
+    let shown = dir.display();
+    let result = match &written {
+        Ok(()) => "ok".to_string(),
+        Err(e) => format!("failed: {e}"),
+    };
+    let full = matches!(&written, Err(e) if e.kind() == ErrorKind::StorageFull);
+    match &written {
+        Err(e) if e.kind() == ErrorKind::ReadOnlyFilesystem => check(
+            "data-dir",
+            false,
+            format!("{shown} is on a read-only file system: write+fsync {result}; {space}"),
+            "make its file system writable again (mount -o remount,rw); one that turned read-only after I/O errors needs its disk and fsck looked at first",
         ),
-        "free space (at least 5%) and make the data directory writable",
-    ));
-    let mem = wharf_server::cluster::memory_available();
-    out.push(check(
-        "memory",
-        mem == 0 || mem >= 256 << 20,
-        format!("{} MiB available on this node", mem >> 20),
-        "free memory: the upgrade needs at least 256 MiB",
-    ));
-
-    // Nothing pending from an earlier upgrade, no GC running.
-    let level = meta.schema_level().await?;
-    if level >= 2 {
-        let pending = meta.count_manifests_without_refs().await?;
-        let migration = meta
-            .jobs(Some("metadatastoremigration"), None, None, 1)
-            .await?
-            .into_iter()
-            .next();
-        let unfinished = migration.as_ref().is_some_and(|j| !j.status.is_final());
-        out.push(check(
-            "background-migrations",
-            pending == 0 && !unfinished,
+        _ if full || !enough => check(
+            "data-dir",
+            false,
             format!(
-                "{pending} manifests lack references; metadatastoremigration: {}",
-                migration.as_ref().map_or("never run".to_string(), |j| format!("job {} {}", j.id, j.status.as_str()))
+                "{shown}: {}: {space}, at least {:.0}% needed; write+fsync {result}",
+                if full { "no space left" } else { "low on space" },
+                MIN_FREE_FRACTION * 100.0,
             ),
-            "let metadatastoremigration finish (wharf jobs logs ID --follow), or queue it: wharf jobs run metadatastoremigration",
-        ));
-        let gc = meta
-            .jobs(Some("gc"), Some(JobStatus::Running), None, 1)
-            .await?;
-        out.push(check(
-            "gc",
-            gc.is_empty(),
-            match gc.first() {
-                Some(j) => format!("gc job {} is running", j.id),
-                None => "no garbage collection running".into(),
-            },
-            "wait for the gc job or cancel it (wharf jobs cancel ID)",
-        ));
-    } else {
+            "free space on its file system (at least 5%): grow the volume, remove other files, or `wharf gc` to delete unreferenced blobs",
+        ),
+        Err(_) => check(
+            "data-dir",
+            false,
+            format!("{shown}: write+fsync {result}; {space}"),
+            "make the data directory writable by the user wharf runs as (ownership, permissions)",
+        ),
+        Ok(()) => check(
+            "data-dir",
+            true,
+            format!("{shown}: {space}; write+fsync ok"),
+            "",
+        ),
+    }
+}
+
+/// Nothing pending from an earlier upgrade, no GC running.
+async fn pending_work(meta: &dyn MetaStore, out: &mut Vec<Check>) -> anyhow::Result<()> {
+    let level = meta.schema_level().await?;
+    if level < 2 {
         out.push(check(
             "background-migrations",
             true,
@@ -282,25 +494,35 @@ pub async fn run_checks(
             "no garbage collection at this schema level".into(),
             "",
         ));
+        return Ok(());
     }
-
-    // Recorded skips.
-    for c in out.iter_mut() {
-        if let Some((_, reason)) = opts.skips.iter().find(|(n, _)| n == c.name) {
-            if c.status == "fail" {
-                c.status = "skipped";
-                c.measured = format!("{} (skipped: {reason})", c.measured);
-                meta.record_step(&JournalEntry {
-                    from_version: from.to_string(),
-                    to_version: to.to_string(),
-                    step: format!("skip-check:{}", c.name),
-                    status: "skipped".into(),
-                    at_ms: 0,
-                    detail: reason.clone(),
-                })
-                .await?;
-            }
-        }
-    }
-    Ok(out)
+    let pending = meta.count_manifests_without_refs().await?;
+    let migration = meta
+        .jobs(Some("metadatastoremigration"), None, None, 1)
+        .await?
+        .into_iter()
+        .next();
+    let unfinished = migration.as_ref().is_some_and(|j| !j.status.is_final());
+    out.push(check(
+        "background-migrations",
+        pending == 0 && !unfinished,
+        format!(
+            "{pending} manifests lack references; metadatastoremigration: {}",
+            migration.as_ref().map_or("never run".to_string(), |j| format!("job {} {}", j.id, j.status.as_str()))
+        ),
+        "let metadatastoremigration finish (wharf jobs logs ID --follow), or queue it: wharf jobs run metadatastoremigration",
+    ));
+    let gc = meta
+        .jobs(Some("gc"), Some(JobStatus::Running), None, 1)
+        .await?;
+    out.push(check(
+        "gc",
+        gc.is_empty(),
+        match gc.first() {
+            Some(j) => format!("gc job {} is running", j.id),
+            None => "no garbage collection running".into(),
+        },
+        "wait for the gc job or cancel it (wharf jobs cancel ID)",
+    ));
+    Ok(())
 }

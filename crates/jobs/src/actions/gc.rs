@@ -86,6 +86,16 @@ const MAX_PAGES: usize = 1_000_000;
 /// Refuses while manifests lack recorded references: collecting then could delete
 /// blobs those manifests need.
 pub async fn check_migration_done(stores: &Stores) -> anyhow::Result<()> {
+    // Until an upgrade is finalised, replicas of the older release may be serving, and
+    // they record no references.
+    let level = stores.meta.schema_level().await?;
+    if level < wharf_metastore::schema::SCHEMA_LEVEL {
+        anyhow::bail!(
+            "garbage collection is disabled while an upgrade is under way (schema level {level} \
+             is not finalised; replicas of the older release may still be serving): finish it \
+             with `wharf upgrade apply`"
+        );
+    }
     let pending = stores.meta.count_manifests_without_refs().await?;
     if pending > 0 {
         anyhow::bail!(

@@ -77,6 +77,14 @@ impl UpgradeJournal for PgMetaStore {
             .collect())
     }
 
+    async fn data_version(&self) -> Result<String> {
+        let mut conn = self.pool.acquire().await?;
+        crate::schema::postgres_state(&mut conn)
+            .await?
+            .map(|s| s.wharf_version)
+            .ok_or_else(|| crate::MetaError::Backend("the database holds no wharf data".into()))
+    }
+
     async fn database_version(&self) -> Result<(String, String)> {
         let v: String = sqlx::query_scalar("SHOW server_version")
             .fetch_one(&self.pool)
@@ -86,6 +94,18 @@ impl UpgradeJournal for PgMetaStore {
             "postgresql".into(),
             v.split_whitespace().next().unwrap_or("").to_string(),
         ))
+    }
+
+    async fn forget_upgrade(&self, from: &str, to: &str) -> Result<u64> {
+        self.journal_tables().await?;
+        Ok(sqlx::query(
+            "DELETE FROM wharf_upgrade_journal WHERE from_version = $1 AND to_version = $2",
+        )
+        .bind(from)
+        .bind(to)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
     }
 
     async fn record_step(&self, e: &JournalEntry) -> Result<()> {

@@ -71,8 +71,37 @@ impl UpgradeJournal for SqliteMetaStore {
         .await
     }
 
+    async fn data_version(&self) -> Result<String> {
+        self.read(|c| {
+            let finalised: bool = c.query_row(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'wharf_cluster_version')",
+                [],
+                |r| r.get(0),
+            )?;
+            let sql = if finalised {
+                crate::schema::SQLITE_DATA_VERSION
+            } else {
+                "SELECT wharf_version FROM wharf_schema ORDER BY level DESC LIMIT 1"
+            };
+            Ok(c.query_row(sql, [], |r| r.get(0))?)
+        })
+        .await
+    }
+
     async fn database_version(&self) -> Result<(String, String)> {
         Ok(("sqlite".into(), rusqlite::version().to_string()))
+    }
+
+    async fn forget_upgrade(&self, from: &str, to: &str) -> Result<u64> {
+        let (from, to) = (from.to_string(), to.to_string());
+        self.write(move |tx| {
+            tx.execute_batch(SQLITE_TABLES)?;
+            Ok(tx.execute(
+                "DELETE FROM wharf_upgrade_journal WHERE from_version = ? AND to_version = ?",
+                params![from, to],
+            )? as u64)
+        })
+        .await
     }
 
     async fn record_step(&self, e: &JournalEntry) -> Result<()> {

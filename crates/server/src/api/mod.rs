@@ -28,6 +28,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/meta/version", get(version))
         .route("/meta/cluster_status", get(cluster_status))
+        .route("/upgrade", get(upgrade_status))
         .route("/me", get(users::me))
         .route("/users", get(users::list).post(users::create))
         .route("/users/{name}", patch(users::update))
@@ -68,6 +69,22 @@ pub fn router() -> Router<AppState> {
 /// operators and upgrade tooling can ask a running replica what it is.
 async fn version(State(st): State<AppState>) -> impl IntoResponse {
     Json(st.info.as_ref().clone())
+}
+
+/// `GET /api/v0/upgrade`: where an upgrade to this replica's version stands (the data's
+/// version, the plan from there, the journal's steps, each replica's version, the
+/// background migrations), as `wharf upgrade status --format json` shows it.
+/// Administrators only.
+async fn upgrade_status(State(st): State<AppState>, req: Request) -> ApiResult {
+    if st.settings.auth_enabled {
+        admin(&st, req.headers(), auth::client_addr(&req)).await?;
+    }
+    let own = wharf_upgrade::Version::parse(&st.info.version)
+        .map_err(|e| ApiError::new(ErrorCode::Unknown, format!("this build's version: {e}")))?;
+    let status = wharf_upgrade::status::status(st.registry.meta().as_ref(), &own)
+        .await
+        .map_err(store_error)?;
+    Ok(Json(status).into_response())
 }
 
 /// `GET /api/v0/meta/cluster_status`: every replica with its health, and the

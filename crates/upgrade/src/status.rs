@@ -1,0 +1,127 @@
+//! Where an upgrade to this binary's version stands, read from the metadata store: the
+//! data's version, the plan from there, the journal's steps, each replica's version and
+//! the background migrations. `wharf upgrade status` prints it; `GET /api/v0/upgrade`
+//! serves it.
+
+use semver::Version;
+use serde::Serialize;
+use wharf_metastore::journal::JournalEntry;
+use wharf_metastore::MetaStore;
+
+use crate::{plan, Catalog, Plan};
+
+/// The steps of an upgrade with the local driver (`wharf upgrade apply`), in order.
+/// Finalising raises the cluster's version; background migrations are queued after it.
+pub const LOCAL_STEPS: [&str; 5] = ["checks", "backup", "expand", "finalise", "background"];
+
+#[derive(Debug, Serialize)]
+pub struct Status {
+    /// The release that wrote the data.
+    pub data_version: String,
+    pub schema_level: u32,
+    /// The version asked about: this binary's.
+    pub binary_version: String,
+    /// From the data's version to this binary's (nothing to do when they are equal).
+    pub plan: Option<Plan>,
+    pub steps_total: usize,
+    /// Steps of the upgrade in progress (or last finished) recorded as done or skipped.
+    pub steps_done: usize,
+    pub journal: Vec<JournalEntry>,
+    pub replicas: Vec<ReplicaVersion>,
+    /// Manifests whose references the metadatastoremigration still has to record.
+    pub pending_manifests: Option<u64>,
+    pub background_migrations: Vec<BackgroundMigration>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ReplicaVersion {
+    pub id: String,
+    pub address: String,
+    pub version: String,
+    /// Reported within its last three heartbeat intervals.
+    pub alive: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BackgroundMigration {
+    pub action: String,
+    pub job: i64,
+    pub status: String,
+    pub attempts: u32,
+    /// done, total, rate and ETA, as the job reports them.
+    pub progress: Option<serde_json::Value>,
+}
+
+/// Reads the status of an upgrade to `binary` from the store.
+pub async fn status(meta: &dyn MetaStore, binary: &Version) -> wharf_metastore::Result<Status> {
+    let data_version = meta.data_version().await?;
+    let schema_level = meta.schema_level().await?;
+    let journal = meta.journal(&binary.to_string()).await?;
+    let (rows, now) = meta.replicas().await?;
+    let replicas = rows
+        .iter()
+        .map(|r| ReplicaVersion {
+            id: r.report.id.clone(),
+            address: r.report.address.clone(),
+            version: r.report.version.clone(),
+            alive: now - r.heartbeat_at_ms <= 3 * r.report.heartbeat_interval_ms.max(1000),
+        })
+        .collect();
+    let plan = Version::parse(&data_version).ok().map(|from| {
+        let mut versions = Catalog::embedded().versions();
+        if !versions.contains(binary) {
+            versions.push(binary.clone());
+        }
+        plan(&from, binary, &versions, false)
+    });
+    // The job tables exist from schema level 2 on.
+    let (pending_manifests, background_migrations) = if schema_level >= 2 {
+        let jobs = meta
+            .jobs(Some("metadatastoremigration"), None, None, 5)
+            .await?;
+        let jobs = jobs
+            .into_iter()
+            .map(|j| BackgroundMigration {
+                action: j.action.clone(),
+                job: j.id,
+                status: j.status.as_str().to_string(),
+                attempts: j.attempts,
+                progress: j
+                    .progress
+                    .as_deref()
+                    .and_then(|p| serde_json::from_str(p).ok()),
+            })
+            .collect();
+        (Some(meta.count_manifests_without_refs().await?), jobs)
+    } else {
+        (None, Vec::new())
+    };
+    // The upgrade in progress is the one from the version whose last step is not
+    // recorded yet; otherwise the last one.
+    let last = LOCAL_STEPS[LOCAL_STEPS.len() - 1];
+    let current_from = journal
+        .iter()
+        .map(|e| e.from_version.as_str())
+        .find(|f| {
+            !journal
+                .iter()
+                .any(|e| e.from_version == *f && e.step == last)
+        })
+        .or_else(|| journal.last().map(|e| e.from_version.as_str()));
+    let steps_done = journal
+        .iter()
+        .filter(|e| Some(e.from_version.as_str()) == current_from)
+        .count();
+    Ok(Status {
+        data_version,
+        schema_level,
+        binary_version: binary.to_string(),
+        plan,
+        steps_total: LOCAL_STEPS.len(),
+        steps_done,
+        journal,
+        replicas,
+        pending_manifests,
+        background_migrations,
+    })
+}
