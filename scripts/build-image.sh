@@ -1,22 +1,65 @@
 #!/usr/bin/env bash
-# Builds the wharf container image FROM scratch from a static binary:
-#   scripts/build-image.sh [TAG]     (default tag: wharf:<version>)
-# The binary is linked statically with glibc (+crt-static); TLS is rustls, so no
-# OpenSSL is needed at run time.
+# Builds the wharf container image FROM scratch:
+#   scripts/build-image.sh [TAG]                 (default tag: wharf:<version>)
+#   scripts/build-image.sh --binary PATH [TAG]   (default tag: wharf:<the binary's version>)
+# By default it compiles a release binary linked statically with glibc (+crt-static);
+# TLS is rustls, so no OpenSSL is needed at run time.
+# With --binary it packs an existing, dynamically linked binary instead (a debug build,
+# or an earlier release from scripts/build-release.sh) together with every shared
+# library `ldd` lists and the dynamic loader, each at its own path: no release build,
+# which keeps the test suite short. Such an image is for tests, not for shipping.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
-tag=${1:-wharf:$version}
-target=x86_64-unknown-linux-gnu
-RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --locked --target "$target" -p wharf
-binary=target/$target/release/wharf
-ldd "$binary" 2>&1 | grep -qE "not a dynamic|statically linked" \
-  || { echo "$binary is not statically linked" >&2; exit 1; }
+
+binary=""
+if [ "${1:-}" = "--binary" ]; then
+  binary="${2:?usage: scripts/build-image.sh --binary PATH [TAG]}"
+  shift 2
+  [ -x "$binary" ] || { echo "build-image.sh: $binary is not an executable" >&2; exit 1; }
+fi
+
 context=$(mktemp -d)
 trap 'rm -rf "$context"' EXIT
-# Debug line tables stay in target/ for symbolising; the image gets a stripped copy.
-strip -o "$context/wharf" "$binary"
-cp /etc/ssl/certs/ca-certificates.crt "$context/"
+# Copied over the image's root (see the Dockerfile): the CA bundle, and the shared
+# libraries of a dynamically linked binary at their absolute paths.
+mkdir -p "$context/rootfs/etc/ssl/certs"
+cp /etc/ssl/certs/ca-certificates.crt "$context/rootfs/etc/ssl/certs/"
+
+if [ -z "$binary" ]; then
+  version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+  tag=${1:-wharf:$version}
+  target=x86_64-unknown-linux-gnu
+  RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --locked --target "$target" -p wharf
+  binary=target/$target/release/wharf
+  ldd "$binary" 2>&1 | grep -qE "not a dynamic|statically linked" \
+    || { echo "$binary is not statically linked" >&2; exit 1; }
+  # Debug line tables stay in target/ for symbolising; the image gets a stripped copy.
+  strip -o "$context/wharf" "$binary"
+else
+  # `wharf --version` prints "wharf VERSION (COMMIT)".
+  version=$("$binary" --version | awk '{ print $2 }')
+  [ -n "$version" ] || { echo "build-image.sh: $binary --version printed no version" >&2; exit 1; }
+  tag=${1:-wharf:$version}
+  if ldd "$binary" 2>&1 | grep -qE "not a dynamic|statically linked"; then
+    echo "build-image.sh: $binary is statically linked; it needs no libraries" >&2
+  fi
+  # Every library with a path: "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x…)" and
+  # the loader "/lib64/ld-linux-x86-64.so.2 (0x…)"; linux-vdso has none (the kernel's).
+  libs=$(ldd "$binary" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }' | sort -u)
+  if ldd "$binary" | grep -q "not found"; then
+    echo "build-image.sh: $binary needs libraries this host lacks:" >&2
+    ldd "$binary" | grep "not found" >&2
+    exit 1
+  fi
+  for lib in $libs; do
+    mkdir -p "$context/rootfs$(dirname "$lib")"
+    # The file itself, not a symlink (/lib64/ld-linux-x86-64.so.2 is one on Debian).
+    cp -L "$lib" "$context/rootfs$lib"
+  done
+  # The symbol table stays (readable backtraces); debug sections go, which makes a
+  # debug build several times smaller.
+  strip --strip-debug -o "$context/wharf" "$binary"
+fi
 mkdir "$context/data"
 cp Dockerfile "$context/"
 DOCKER_BUILDKIT=0 docker build -q -t "$tag" "$context" >/dev/null

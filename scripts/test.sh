@@ -19,15 +19,20 @@ export WHARF_TEST_VENV="${WHARF_TEST_VENV:-$HOME/.cache/wharf-test-venv}"
 cleanup() {
   [ -z "${WHARF_TEST_POSTGRES_DIR:-}" ] || bash scripts/postgres-for-tests.sh stop "$WHARF_TEST_POSTGRES_DIR"
   [ -z "${WHARF_TEST_S3_PID:-}" ] || bash scripts/s3-for-tests.sh stop "$WHARF_TEST_S3_PID" "${WHARF_TEST_S3_LOG:-}"
-  [ -z "${WHARF_TEST_IMAGE:-}" ] || docker rmi -f "$WHARF_TEST_IMAGE" >/dev/null 2>&1 || true
+  local image
+  for image in "${WHARF_TEST_IMAGE:-}" "${WHARF_TEST_IMAGE_1_0_0:-}" "${WHARF_TEST_IMAGE_DEBUG:-}"; do
+    [ -z "$image" ] || docker rmi -f "$image" >/dev/null 2>&1 || true
+  done
 }
 trap cleanup EXIT
 # PostgreSQL for the metadata-store suite and the replica tests.
 eval "$(bash scripts/postgres-for-tests.sh start)"
 # An S3-compatible server (moto) for the blob-store suite and the replica tests.
 eval "$(bash scripts/s3-for-tests.sh start)"
+have_docker=false
+docker info >/dev/null 2>&1 && have_docker=true
 # The container image (a static release build, FROM scratch) for the image test.
-if docker info >/dev/null 2>&1; then
+if $have_docker; then
   WHARF_TEST_IMAGE=$(bash scripts/build-image.sh "wharf:test-$$")
   export WHARF_TEST_IMAGE
 fi
@@ -35,9 +40,20 @@ fi
 # Release 1.0.0, built from the project's history, for the upgrade tests.
 WHARF_TEST_RELEASE_1_0_0="$PWD/$(bash scripts/build-release.sh 1.0.0)"
 export WHARF_TEST_RELEASE_1_0_0
+# The rolling-upgrade tests (crates/cli/tests/rolling.rs) replace replica containers of
+# release 1.0.0 with containers of this build: images of the dynamically linked
+# binaries with their libraries (no second static release build).
+if $have_docker; then
+  WHARF_TEST_IMAGE_1_0_0=$(bash scripts/build-image.sh --binary "$WHARF_TEST_RELEASE_1_0_0" "wharf:test-1.0.0-$$")
+  export WHARF_TEST_IMAGE_1_0_0
+fi
 
 # One debug build of every target, shared by all test binaries.
 cargo build --workspace --all-targets --locked
+if $have_docker; then
+  WHARF_TEST_IMAGE_DEBUG=$(bash scripts/build-image.sh --binary target/debug/wharf "wharf:test-debug-$$")
+  export WHARF_TEST_IMAGE_DEBUG
+fi
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast "$@"
 else

@@ -68,6 +68,12 @@ pub struct RollingArgs {
     /// How long a draining replica may take to finish its requests before it is killed
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     pub drain_secs: u64,
+    /// After a replica is ready on the new version, wait this long before draining the
+    /// next: a load balancer that marked the replica down while it was replaced must
+    /// have put it back (longer than nginx's fail_timeout, or a balancer's health-check
+    /// interval times its healthy threshold)
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    pub settle_secs: u64,
     /// The registry as clients reach it (the load balancer), for the verify step
     #[arg(long, value_name = "URL")]
     pub url: Option<String>,
@@ -108,6 +114,23 @@ fn replica_event(report: Report) -> impl Fn(Event) + Send + Sync {
             || format!("      {} {}: {}", e.replica, e.phase, e.detail),
         )
     }
+}
+
+/// Gives the load balancer time to route to a replacement again before the next
+/// replica is drained: otherwise, for a moment, it may count every replica down.
+async fn settle(args: &RollingArgs, r: &Replica, say: &(dyn Fn(Event) + Send + Sync)) {
+    if args.settle_secs == 0 {
+        return;
+    }
+    say(Event {
+        replica: r.name.clone(),
+        phase: "settling",
+        detail: format!(
+            "{} s for the load balancer to route to it again",
+            args.settle_secs
+        ),
+    });
+    tokio::time::sleep(Duration::from_secs(args.settle_secs)).await;
 }
 
 /// The releases' schema level, from the catalog (or this build's own).
@@ -364,6 +387,7 @@ async fn steps(
                         bail!("the upgrade lock was taken over by {other}");
                     }
                     driver.converge(r, &t, &say).await?;
+                    settle(args, r, &say).await;
                     record(key, "done", format!("{} runs {} ({})", r.name, to, t.image)).await?;
                 }
                 ("done", format!("{} replica(s) on {to}", replicas.len()))
@@ -492,6 +516,7 @@ pub fn rollback(
                 for r in replicas.iter().rev() {
                     let t = target(args, &r.image, &from_v);
                     driver.converge(r, &t, &say).await?;
+                    settle(args, r, &say).await;
                 }
                 report.say(
                     "step",
