@@ -703,32 +703,7 @@ async fn metadata_of(dir: &std::path::Path, out: &std::path::Path) -> Vec<(Strin
 /// `apply`, killed with SIGKILL as soon as it reports step `k` done; returns what it
 /// printed.
 fn apply_killed_after(dir: &std::path::Path, k: usize) -> String {
-    use std::io::BufRead;
-    let mut child = std::process::Command::new(support::WHARF)
-        .args([
-            "upgrade",
-            "apply",
-            "--yes",
-            "--data-dir",
-            dir.to_str().unwrap(),
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut seen = String::new();
-    let lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    for line in lines.take(50) {
-        let line = line.unwrap();
-        seen.push_str(&line);
-        seen.push('\n');
-        if line.starts_with(&format!("[{k}/5]")) {
-            let _ = child.kill();
-            break;
-        }
-    }
-    let _ = child.wait();
-    seen
+    apply_killed_after_delay(dir, k, Duration::ZERO)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -423,25 +423,7 @@ fn check(
         );
     } else {
         println!("pre-flight checks for {from_text} → {to}");
-        for c in &checks {
-            println!(
-                "  {:<8} {:<22} {}",
-                c.status.to_uppercase(),
-                c.name,
-                c.measured
-            );
-            if let Some(fix) = &c.fix {
-                println!("  {:<8} {:<22} fix: {fix}", "", "");
-            }
-        }
-        println!(
-            "{}",
-            if failed == 0 {
-                "all checks pass".to_string()
-            } else {
-                format!("{failed} check(s) fail")
-            }
-        );
+        super::upgrade_check::print_checks(&checks, 22);
     }
     Ok(if failed == 0 {
         std::process::ExitCode::SUCCESS

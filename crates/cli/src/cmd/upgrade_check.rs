@@ -28,6 +28,29 @@ pub struct Check {
     pub fix: Option<String>,
 }
 
+/// Prints checks as an operator reads them: status, name, what was measured, and the fix
+/// under each failure; then the verdict. Returns how many failed.
+pub fn print_checks(checks: &[Check], name_width: usize) -> usize {
+    for c in checks {
+        println!(
+            "  {:<8} {:<name_width$} {}",
+            c.status.to_uppercase(),
+            c.name,
+            c.measured
+        );
+        if let Some(fix) = &c.fix {
+            println!("  {:<8} {:<name_width$} fix: {fix}", "", "");
+        }
+    }
+    let failed = checks.iter().filter(|c| c.status == "fail").count();
+    if failed == 0 {
+        println!("all checks pass");
+    } else {
+        println!("{failed} check(s) fail");
+    }
+    failed
+}
+
 fn check(name: &'static str, ok: bool, measured: String, fix: &str) -> Check {
     Check {
         name,

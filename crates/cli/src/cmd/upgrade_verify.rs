@@ -129,25 +129,7 @@ pub fn run(store: &StoreArgs, args: VerifyArgs) -> anyhow::Result<ExitCode> {
         );
     } else {
         println!("verifying {base} against wharf {own}");
-        for c in &checks {
-            println!(
-                "  {:<8} {:<15} {}",
-                c.status.to_uppercase(),
-                c.name,
-                c.measured
-            );
-            if let Some(fix) = &c.fix {
-                println!("  {:<8} {:<15} fix: {fix}", "", "");
-            }
-        }
-        println!(
-            "{}",
-            if failed == 0 {
-                "all checks pass".to_string()
-            } else {
-                format!("{failed} check(s) fail")
-            }
-        );
+        super::upgrade_check::print_checks(&checks, 15);
     }
     Ok(if failed == 0 {
         ExitCode::SUCCESS
