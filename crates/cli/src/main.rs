@@ -33,6 +33,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // `wharf … | head` ends quietly when head exits, as other command-line tools do,
+    // rather than panicking on the broken pipe.
+    // SAFETY: before any thread starts; restores the default disposition of SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     if let Command::Upgrade(args) = cli.command {
         return match cmd::upgrade::run(args) {

@@ -65,6 +65,19 @@ async fn check_upgraded(cluster: &RollingCluster, load: Load) -> LoadReport {
         .wait_status(OWN, true, Duration::from_secs(180))
         .await;
     assert_eq!(st["data_version"], OWN, "{st:#}");
+    assert_eq!(
+        (st["steps_done"].as_u64(), st["steps_total"].as_u64()),
+        (Some(8), Some(8)),
+        "{st:#}"
+    );
+    // The replicas' saved configuration (their environment holds secrets) is shown as
+    // names only, and is gone from the store once the upgrade is finalised.
+    let journal = st["journal"].to_string();
+    assert!(
+        !journal.contains("WHARF_ADMIN_PASSWORD") && !journal.contains("AWS_SECRET_ACCESS_KEY"),
+        "{st:#}"
+    );
+    assert!(journal.contains("saved the configuration of "), "{st:#}");
     let (ok, out) = cluster.verify().await;
     assert!(ok, "upgrade verify fails after the upgrade:\n{out}");
     let report = load.stop().await;

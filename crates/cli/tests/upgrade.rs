@@ -58,6 +58,31 @@ async fn plan_reads_the_data_version_and_answers_with_exit_codes() {
         "{out}"
     );
     assert!(out.contains("minor-upgrade; schema level 1 → 2"), "{out}");
+    assert!(
+        out.contains("background migration: metadatastoremigration"),
+        "{out}"
+    );
+    // What the hop runs, the checks, and an estimate from the data's size.
+    let (code, out) = plan(&["--data-dir", dir, "--format", "json"]).await;
+    assert_eq!(code, 0, "{out}");
+    let p: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(p["migrations"][0]["schema"][0]["level"], 2, "{p}");
+    assert_eq!(p["migrations"][0]["schema"][0]["kind"], "expand", "{p}");
+    assert_eq!(
+        p["migrations"][0]["background"],
+        serde_json::json!(["metadatastoremigration"]),
+        "{p}"
+    );
+    assert!(
+        p["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c == "clock-drift"),
+        "{p}"
+    );
+    assert_eq!(p["estimate"]["data"]["manifests"], 0, "{p}");
+    assert!(p["estimate"]["secs"]["background"].is_number(), "{p}");
 
     // Refused: a downgrade, and a skipped minor (with its stops) in a what-if catalog.
     let (code, out) = plan(&["--from", "9.0.0", "--format", "json"]).await;

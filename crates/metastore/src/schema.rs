@@ -175,6 +175,53 @@ pub(crate) async fn postgres_state(
     }))
 }
 
+/// Background migrations (jobs) that data crossing a schema level needs, by level.
+pub const BACKGROUND: &[(u32, &str)] = &[(2, "metadatastoremigration")];
+
+/// How much data a store holds, for estimates (`wharf upgrade plan`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DataSize {
+    pub repositories: u64,
+    pub manifests: u64,
+    pub tags: u64,
+    pub blobs: u64,
+    pub blob_bytes: u64,
+}
+
+const SIZE_SQL: &str =
+    "SELECT (SELECT COUNT(*) FROM repositories), (SELECT COUNT(*) FROM manifests),
+    (SELECT COUNT(*) FROM tags), (SELECT COUNT(*) FROM blobs),
+    (SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM blobs)";
+
+/// Counts what the SQLite store at `path` holds, read-only.
+pub fn size_sqlite(path: &std::path::Path) -> crate::Result<DataSize> {
+    let conn =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    Ok(conn.query_row(SIZE_SQL, [], |r| {
+        Ok(DataSize {
+            repositories: r.get::<_, i64>(0)? as u64,
+            manifests: r.get::<_, i64>(1)? as u64,
+            tags: r.get::<_, i64>(2)? as u64,
+            blobs: r.get::<_, i64>(3)? as u64,
+            blob_bytes: r.get::<_, i64>(4)? as u64,
+        })
+    })?)
+}
+
+/// Counts what the PostgreSQL database at `url` holds.
+pub async fn size_postgres(url: &str) -> crate::Result<DataSize> {
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url).await?;
+    let (repositories, manifests, tags, blobs, bytes): (i64, i64, i64, i64, i64) =
+        sqlx::query_as(SIZE_SQL).fetch_one(&mut conn).await?;
+    Ok(DataSize {
+        repositories: repositories as u64,
+        manifests: manifests as u64,
+        tags: tags as u64,
+        blobs: blobs as u64,
+        blob_bytes: bytes as u64,
+    })
+}
+
 /// The schema level this binary reads and writes.
 pub const SCHEMA_LEVEL: u32 = 2;
 

@@ -59,12 +59,36 @@ pub struct ClusterStatus {
 pub fn assess(rows: Vec<ReplicaRow>, now: i64, t: &Thresholds) -> ClusterStatus {
     let mut issues = Vec::new();
     let mut replicas = Vec::new();
-    for row in rows {
+    let is_alive = |row: &ReplicaRow| {
+        now - row.heartbeat_at_ms
+            <= t.dead_after_intervals * row.report.heartbeat_interval_ms.max(1000)
+    };
+    // A dead replica whose address a replica started after it now serves was replaced
+    // (restarted after a crash, or by an upgrade): nothing is missing there.
+    let replaced = |row: &ReplicaRow| {
+        rows.iter().any(|other| {
+            other.report.id != row.report.id
+                && other.report.address == row.report.address
+                && other.report.started_at_ms > row.report.started_at_ms
+                && is_alive(other)
+        })
+    };
+    for row in rows.iter().cloned() {
         let r = &row.report;
         let silent = now - row.heartbeat_at_ms;
-        let alive = silent <= t.dead_after_intervals * r.heartbeat_interval_ms.max(1000);
+        let alive = is_alive(&row);
         let mut healthy = alive;
-        if !alive {
+        if !alive && replaced(&row) {
+            issues.push(Issue {
+                critical: false,
+                description: format!(
+                    "replica {} ({}) stopped reporting {} s ago; a newer replica serves its address",
+                    r.id,
+                    r.address,
+                    silent / 1000
+                ),
+            });
+        } else if !alive {
             issues.push(Issue {
                 critical: true,
                 description: format!(
@@ -267,6 +291,35 @@ mod tests {
             },
             heartbeat_at_ms: heartbeat,
         }
+    }
+
+    #[test]
+    fn a_dead_replica_replaced_at_its_address_is_not_critical() {
+        let t = Thresholds::for_interval(Duration::from_secs(5));
+        let mut again = row("again", "1.1.0", 100_000, 100_000, 500);
+        again.report.started_at_ms = 50_000;
+        let mut elsewhere = row("elsewhere", "1.0.0", 0, 0, 500);
+        elsewhere.report.address = "127.0.0.1:5001".into();
+        let s = assess(
+            vec![row("killed", "1.0.0", 0, 0, 500), again, elsewhere],
+            101_000,
+            &t,
+        );
+        let d: Vec<(bool, &str)> = s
+            .issues
+            .iter()
+            .map(|i| (i.critical, i.description.as_str()))
+            .collect();
+        assert!(
+            d.iter().any(|(c, t)| !*c
+                && t.contains("killed")
+                && t.contains("a newer replica serves its address")),
+            "{d:?}"
+        );
+        assert!(
+            d.iter().any(|(c, t)| *c && t.contains("elsewhere")),
+            "a dead replica nobody replaced stays critical: {d:?}"
+        );
     }
 
     #[test]

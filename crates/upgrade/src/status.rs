@@ -14,6 +14,42 @@ use crate::{plan, Catalog, Plan};
 /// Finalising raises the cluster's version; background migrations are queued after it.
 pub const LOCAL_STEPS: [&str; 5] = ["checks", "backup", "expand", "finalise", "background"];
 
+/// The steps of a rolling upgrade (`apply --driver docker|external`), in order; the
+/// journal also holds a `replace:NAME` entry for each replica replaced.
+pub const ROLLING_STEPS: [&str; 8] = [
+    "checks",
+    "backup",
+    "expand",
+    "replicas",
+    "replace",
+    "verify",
+    "finalise",
+    "background",
+];
+
+/// The journal's `replicas` entry holds each replica's saved configuration, secrets in
+/// its environment included; shown, it is only names and images.
+pub fn redact(mut e: JournalEntry) -> JournalEntry {
+    if e.step == "replicas" {
+        if let Ok(serde_json::Value::Array(replicas)) =
+            serde_json::from_str::<serde_json::Value>(&e.detail)
+        {
+            let names: Vec<String> = replicas
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{} ({})",
+                        r["name"].as_str().unwrap_or("?"),
+                        r["image"].as_str().unwrap_or("?")
+                    )
+                })
+                .collect();
+            e.detail = format!("saved the configuration of {}", names.join(", "));
+        }
+    }
+    e
+}
+
 #[derive(Debug, Serialize)]
 pub struct Status {
     /// The release that wrote the data.
@@ -56,7 +92,12 @@ pub struct BackgroundMigration {
 pub async fn status(meta: &dyn MetaStore, binary: &Version) -> wharf_metastore::Result<Status> {
     let data_version = meta.data_version().await?;
     let schema_level = meta.schema_level().await?;
-    let journal = meta.journal(&binary.to_string()).await?;
+    let journal: Vec<JournalEntry> = meta
+        .journal(&binary.to_string())
+        .await?
+        .into_iter()
+        .map(redact)
+        .collect();
     let (rows, now) = meta.replicas().await?;
     let replicas = rows
         .iter()
@@ -98,7 +139,12 @@ pub async fn status(meta: &dyn MetaStore, binary: &Version) -> wharf_metastore::
     };
     // The upgrade in progress is the one from the version whose last step is not
     // recorded yet; otherwise the last one.
-    let last = LOCAL_STEPS[LOCAL_STEPS.len() - 1];
+    let steps: &[&str] = if journal.iter().any(|e| e.step == "replicas") {
+        &ROLLING_STEPS
+    } else {
+        &LOCAL_STEPS
+    };
+    let last = steps[steps.len() - 1];
     let current_from = journal
         .iter()
         .map(|e| e.from_version.as_str())
@@ -110,14 +156,16 @@ pub async fn status(meta: &dyn MetaStore, binary: &Version) -> wharf_metastore::
         .or_else(|| journal.last().map(|e| e.from_version.as_str()));
     let steps_done = journal
         .iter()
-        .filter(|e| Some(e.from_version.as_str()) == current_from)
+        .filter(|e| {
+            Some(e.from_version.as_str()) == current_from && steps.contains(&e.step.as_str())
+        })
         .count();
     Ok(Status {
         data_version,
         schema_level,
         binary_version: binary.to_string(),
         plan,
-        steps_total: LOCAL_STEPS.len(),
+        steps_total: steps.len(),
         steps_done,
         journal,
         replicas,

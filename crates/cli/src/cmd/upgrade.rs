@@ -244,8 +244,55 @@ pub fn run(args: UpgradeArgs) -> anyhow::Result<std::process::ExitCode> {
         versions.push(own);
     }
     let p = plan(&from, &to, &versions, allow_prerelease);
+    let level = |v: &str| {
+        Version::parse(v)
+            .ok()
+            .and_then(|v| catalog.release(&v).map(|r| r.schema_level))
+            .or_else(|| (v == crate::VERSION).then_some(wharf_server::SCHEMA_LEVEL))
+    };
+    // What each hop runs: the catalog's migrations of the release installed, or this
+    // build's own (every level after the first is expand-only), and the background
+    // jobs that the levels crossed need.
+    let hop_migrations: Vec<serde_json::Value> = p
+        .hops
+        .iter()
+        .map(|h| {
+            let (a, b) = (level(&h.from).unwrap_or(0), level(&h.to).unwrap_or(0));
+            let schema: Vec<serde_json::Value> = match Version::parse(&h.to).ok().and_then(|v| catalog.release(&v)) {
+                Some(r) => r
+                    .migrations
+                    .iter()
+                    .filter(|m| m.level > a)
+                    .map(|m| serde_json::json!({"level": m.level, "name": m.name, "kind": m.kind}))
+                    .collect(),
+                None => wharf_metastore::schema::MIGRATIONS
+                    .iter()
+                    .filter(|m| m.level > a && m.level <= b)
+                    .map(|m| serde_json::json!({"level": m.level, "name": m.name, "kind": "expand"}))
+                    .collect(),
+            };
+            let background: Vec<&str> = wharf_metastore::schema::BACKGROUND
+                .iter()
+                .filter(|(l, _)| *l > a && *l <= b)
+                .map(|(_, name)| *name)
+                .collect();
+            serde_json::json!({"from": h.from, "to": h.to, "schema": schema, "background": background})
+        })
+        .collect();
+    let checks = super::upgrade_check::NAMES;
+    let estimate = if p.path.is_empty() {
+        None
+    } else {
+        data_size(&args.store)
+    };
     if format == "json" {
-        println!("{}", serde_json::to_string_pretty(&p)?);
+        let mut v = serde_json::to_value(&p)?;
+        v["migrations"] = serde_json::json!(hop_migrations);
+        v["checks"] = serde_json::json!(checks);
+        v["estimate"] = serde_json::json!(estimate
+            .as_ref()
+            .map(|(size, e)| serde_json::json!({"data": size, "secs": e})));
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         let verdict = if p.allowed {
             if p.path.is_empty() {
@@ -262,19 +309,46 @@ pub fn run(args: UpgradeArgs) -> anyhow::Result<std::process::ExitCode> {
         }
         if !p.path.is_empty() {
             println!("path of required stops: {}", p.path.join(" → "));
-            for h in &p.hops {
-                let level = |v: &str| {
-                    Version::parse(v)
-                        .ok()
-                        .and_then(|v| catalog.release(&v).map(|r| r.schema_level))
-                        .or_else(|| (v == crate::VERSION).then_some(wharf_server::SCHEMA_LEVEL))
-                };
+            for (h, m) in p.hops.iter().zip(&hop_migrations) {
                 let schema = match (level(&h.from), level(&h.to)) {
                     (Some(a), Some(b)) if a != b => format!("schema level {a} → {b}"),
                     (Some(a), Some(_)) => format!("schema level {a}, no data migration"),
                     _ => "schema levels unknown (not in the catalog)".to_string(),
                 };
                 println!("  {} → {}  ({}; {schema})", h.from, h.to, h.rule);
+                for s in m["schema"].as_array().into_iter().flatten() {
+                    println!(
+                        "      {} migration, level {}: {}",
+                        s["kind"].as_str().unwrap_or(""),
+                        s["level"],
+                        s["name"].as_str().unwrap_or("")
+                    );
+                }
+                for b in m["background"].as_array().into_iter().flatten() {
+                    println!(
+                        "      background migration: {} (a job, after finalisation)",
+                        b.as_str().unwrap_or("")
+                    );
+                }
+            }
+            println!(
+                "checks before applying (`wharf upgrade check`): {}",
+                checks.join(", ")
+            );
+            match &estimate {
+                Some((size, e)) => println!(
+                    "estimate for this data ({} repositories, {} manifests, {} blobs, {} MiB): \
+                     backup {}, schema migrations {}, background migrations {} \
+                     (rates measured on 2 cores: docs/benchmarks.md)",
+                    size.repositories,
+                    size.manifests,
+                    size.blobs,
+                    size.blob_bytes >> 20,
+                    about(&e["backup"]),
+                    about(&e["schema"]),
+                    about(&e["background"])
+                ),
+                None => println!("estimate: no data to measure (pass --data-dir or --metadata)"),
             }
         } else if !p.allowed {
             println!(
@@ -291,6 +365,44 @@ pub fn run(args: UpgradeArgs) -> anyhow::Result<std::process::ExitCode> {
     } else {
         std::process::ExitCode::FAILURE
     })
+}
+
+/// "under 1 s", "12 s", "3 min".
+fn about(secs: &serde_json::Value) -> String {
+    match secs.as_f64().unwrap_or(0.0) {
+        s if s < 1.0 => "under 1 s".into(),
+        s if s < 120.0 => format!("{s:.0} s"),
+        s => format!("{:.0} min", s / 60.0),
+    }
+}
+
+/// The data's size and an estimate, in seconds, of each part of an upgrade of it; `None`
+/// when there is no data. Rates: the metadata backup and the expand step run at
+/// hundreds of thousands of rows per second; the metadatastoremigration at about 20,000
+/// manifests per second (docs/benchmarks.md, 2 cores).
+fn data_size(store: &StoreArgs) -> Option<(wharf_metastore::schema::DataSize, serde_json::Value)> {
+    let config = store.to_config().ok()?;
+    let size = match config.metadata_location().ok()? {
+        MetadataLocation::Sqlite(path) => {
+            if !path.exists() {
+                return None;
+            }
+            wharf_metastore::schema::size_sqlite(&path).ok()?
+        }
+        MetadataLocation::Postgres(url) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?
+            .block_on(wharf_metastore::schema::size_postgres(&url.0))
+            .ok()?,
+    };
+    let rows = (size.repositories + size.manifests * 2 + size.tags + size.blobs * 2) as f64;
+    let estimate = serde_json::json!({
+        "backup": rows / 200_000.0,
+        "schema": size.manifests as f64 / 500_000.0,
+        "background": size.manifests as f64 / 20_000.0,
+    });
+    Some((size, estimate))
 }
 
 fn status(store: &StoreArgs, format: &str) -> anyhow::Result<std::process::ExitCode> {

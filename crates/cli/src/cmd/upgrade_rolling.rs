@@ -31,16 +31,7 @@ use wharf_server::config::MetadataLocation;
 use super::upgrade_apply::{background, backup, open_for_upgrade, take_lock, Report};
 use super::StoreArgs;
 
-pub const STEPS: [&str; 8] = [
-    "checks",
-    "backup",
-    "expand",
-    "replicas",
-    "replace",
-    "verify",
-    "finalise",
-    "background",
-];
+pub use wharf_upgrade::status::ROLLING_STEPS as STEPS;
 
 /// How the replicas are replaced, and how the result is verified.
 #[derive(clap::Args, Clone, Debug)]
@@ -287,12 +278,11 @@ async fn steps(
         async move { meta.record_step(&entry).await }
     };
     let driver = driver(args, meta.clone()).await?;
+    // After finalisation the entry holds only names (see the finalise step).
     let mut saved: Option<Vec<Replica>> = done
         .iter()
         .find(|e| e.step == "replicas")
-        .map(|e| serde_json::from_str(&e.detail))
-        .transpose()
-        .context("the replicas saved in the journal")?;
+        .and_then(|e| serde_json::from_str(&e.detail).ok());
     for (i, step) in STEPS.iter().enumerate() {
         let n = i + 1;
         if done.iter().any(|e| e.step == *step) {
@@ -440,6 +430,23 @@ async fn steps(
                     );
                 }
                 let levels = finalise(location, to).await?;
+                // Rollback is over: the saved configurations (secrets in their
+                // environment) leave the store; their names and images stay.
+                if let Some(e) = done.iter().find(|e| e.step == "replicas") {
+                    meta.record_step(&wharf_upgrade::status::redact(e.clone()))
+                        .await?;
+                } else if let Some(saved) = &saved {
+                    let names: Vec<String> = saved
+                        .iter()
+                        .map(|r| format!("{} ({})", r.name, r.image))
+                        .collect();
+                    record(
+                        "replicas".into(),
+                        "done",
+                        format!("saved the configuration of {}", names.join(", ")),
+                    )
+                    .await?;
+                }
                 (
                     "done",
                     format!("the cluster is at {to} (schema levels finalised: {levels:?}); rollback is no longer possible"),

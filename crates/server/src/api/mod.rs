@@ -68,7 +68,12 @@ pub fn router() -> Router<AppState> {
 /// `GET /api/v0/meta/version`: version, commit and schema level of this replica, so
 /// operators and upgrade tooling can ask a running replica what it is.
 async fn version(State(st): State<AppState>) -> impl IntoResponse {
-    Json(st.info.as_ref().clone())
+    let mut info = st.info.as_ref().clone();
+    // The level now, not at start: an upgrade may have been finalised since.
+    if let Ok(level) = st.registry.meta().schema_level().await {
+        info.schema_level = level;
+    }
+    Json(info)
 }
 
 /// `GET /api/v0/upgrade`: where an upgrade to this replica's version stands (the data's
