@@ -1,0 +1,234 @@
+//! `wharf upgrade apply --driver external`: an orchestrator (here, the test) replaces
+//! the replicas; wharf waits until each address reports the new version, says who is
+//! left, then verifies and finalises. Two replicas of the real release 1.0.0 on
+//! PostgreSQL and a shared blob directory, replaced one at a time by this build.
+
+mod support;
+
+#[path = "support/http.rs"]
+mod http;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+// support/http.rs uses it through the crate root.
+use support::sha256;
+use support::{TestServer, WHARF};
+
+const OWN: &str = env!("CARGO_PKG_VERSION");
+
+fn release_1_0_0() -> Option<String> {
+    match std::env::var("WHARF_TEST_RELEASE_1_0_0") {
+        Ok(p) => Some(p),
+        Err(_) => {
+            assert!(
+                std::env::var("CI").map_or(true, |v| v != "true"),
+                "WHARF_TEST_RELEASE_1_0_0 is required under CI=true (scripts/test.sh builds it)"
+            );
+            eprintln!("SKIPPED: no WHARF_TEST_RELEASE_1_0_0");
+            None
+        }
+    }
+}
+
+fn pg_database(name: &str) -> Option<String> {
+    let Ok(url) = std::env::var("WHARF_TEST_POSTGRES_URL") else {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "WHARF_TEST_POSTGRES_URL is required under CI=true"
+        );
+        eprintln!("SKIPPED: no WHARF_TEST_POSTGRES_URL");
+        return None;
+    };
+    let db = format!("wharf_ext_{name}_{}", std::process::id());
+    let out = Command::new("psql")
+        .arg(&url)
+        .args(["-qtAc", &format!("CREATE DATABASE {db}")])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (base, _) = url.rsplit_once('/').unwrap();
+    Some(format!("{base}/{db}"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A replica of `binary` on `port`, sharing the store.
+fn replica(
+    binary: &str,
+    port: u16,
+    pg: &str,
+    blobs: &std::path::Path,
+    data: &std::path::Path,
+) -> TestServer {
+    let mut cmd = Command::new(binary);
+    cmd.arg("serve");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("WHARF_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.args([
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--metadata",
+        pg,
+        "--insecure-no-auth",
+    ])
+    .arg("--blobs")
+    .arg(blobs)
+    .arg("--data-dir")
+    .arg(data)
+    .args(["--heartbeat-interval-secs", "1"])
+    .env("WHARF_LOG_LEVEL", "warn")
+    .stderr(Stdio::inherit());
+    TestServer::launch(cmd, data)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_external_driver_waits_for_the_orchestrator_to_replace_each_replica() {
+    let (Some(old), Some(pg)) = (release_1_0_0(), pg_database("waits")) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let blobs = tmp.path().join("blobs");
+    let ports = [free_port(), free_port()];
+    let mut replicas: Vec<TestServer> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| replica(&old, *p, &pg, &blobs, &tmp.path().join(format!("r{i}"))))
+        .collect();
+    let c = http::client();
+    let (manifest, _) = http::push_image(&c, &replicas[0].base, "ext/app", "v1", "external").await;
+
+    let mut apply = Command::new(WHARF)
+        .args([
+            "upgrade",
+            "apply",
+            "--driver",
+            "external",
+            "--metadata",
+            &pg,
+            "--yes",
+        ])
+        .args([
+            "--format",
+            "json",
+            "--settle-secs",
+            "0",
+            "--replica-timeout-secs",
+            "60",
+        ])
+        .arg("--blobs")
+        .arg(&blobs)
+        .arg("--data-dir")
+        .arg(tmp.path().join("upgrade"))
+        .env_remove("WHARF_PASSWORD")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel::<Value>();
+    let stdout = apply.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .take(10_000)
+        {
+            if let Ok(v) = serde_json::from_str(&line) {
+                let _ = tx.send(v);
+            }
+        }
+    });
+
+    // The orchestrator: each time wharf waits for a replica, replace that replica.
+    let mut events = Vec::new();
+    let mut replaced = [false; 2];
+    let mut waits_seen = Vec::new();
+    while let Ok(e) = rx.recv_timeout(Duration::from_secs(120)) {
+        events.push(e.clone());
+        if e["event"] == "replica" && e["phase"] == "waiting" {
+            waits_seen.push(e["detail"].as_str().unwrap_or("").to_string());
+            let i = ports
+                .iter()
+                .position(|p| {
+                    e["replica"]
+                        .as_str()
+                        .unwrap_or("")
+                        .ends_with(&format!(":{p}"))
+                })
+                .unwrap_or_else(|| panic!("waiting for an unknown replica: {e}"));
+            if !replaced[i] {
+                assert!(replicas[i].signal_and_wait("TERM").success());
+                replicas[i] = replica(
+                    WHARF,
+                    ports[i],
+                    &pg,
+                    &blobs,
+                    &tmp.path().join(format!("n{i}")),
+                );
+                replaced[i] = true;
+            }
+        }
+        if e["event"] == "finished" || e["event"] == "failed" {
+            break;
+        }
+    }
+    let status =
+        support::wait_with_timeout(&mut apply, Duration::from_secs(30)).expect("apply ends");
+    let text: String = events.iter().map(|e| format!("{e}\n")).collect();
+    assert!(status.success(), "{text}");
+    assert_eq!(replaced, [true, true], "{text}");
+    // While waiting, it said who is still on another version.
+    assert!(
+        waits_seen[0].contains("waiting for the orchestrator") && waits_seen[0].contains("(1.0.0)"),
+        "{waits_seen:?}"
+    );
+    let ready: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["event"] == "replica" && e["phase"] == "ready")
+        .collect();
+    assert_eq!(ready.len(), 2, "{text}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["step"] == "finalise" && e["status"] == "done"),
+        "{text}"
+    );
+
+    // The cluster is at this version, and the image pulls back from both new replicas.
+    let out = Command::new(WHARF)
+        .args(["upgrade", "status", "--format", "json", "--metadata", &pg])
+        .arg("--data-dir")
+        .arg(tmp.path().join("upgrade"))
+        .output()
+        .unwrap();
+    let st: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(st["data_version"], OWN, "{st:#}");
+    for r in &replicas {
+        let got = c
+            .get(format!("{}/v2/ext/app/manifests/v1", r.base))
+            .header("accept", http::OCI_MANIFEST)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(got, manifest, "from {}", r.base);
+    }
+}
