@@ -467,30 +467,6 @@ async fn rewrite_version(from: &Path, to: &Path, version: &str) {
     w.finish().await.unwrap();
 }
 
-fn postgres_database(name: &str) -> Option<String> {
-    let Ok(url) = std::env::var("WHARF_TEST_POSTGRES_URL") else {
-        assert!(
-            std::env::var("CI").map_or(true, |v| v != "true"),
-            "WHARF_TEST_POSTGRES_URL is required under CI=true (scripts/test.sh sets it)"
-        );
-        eprintln!("SKIPPED: no WHARF_TEST_POSTGRES_URL (run the suite with scripts/test.sh)");
-        return None;
-    };
-    let db = format!("wharf_backup_{name}_{}", std::process::id());
-    let out = std::process::Command::new("psql")
-        .arg(&url)
-        .args(["-qc", &format!("CREATE DATABASE {db}")])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let (base, _) = url.rsplit_once('/').unwrap();
-    Some(format!("{base}/{db}"))
-}
-
 fn start(store: &[String], data_dir: &Path) -> TestServer {
     let mut c = serve_command();
     c.args(["--listen", "127.0.0.1:0", "--insecure-no-auth"])
@@ -505,7 +481,7 @@ fn start(store: &[String], data_dir: &Path) -> TestServer {
 /// From the embedded store to PostgreSQL: the way to scale out an existing registry.
 #[tokio::test]
 async fn sqlite_backup_restores_into_postgres() {
-    let Some(pg) = postgres_database("from_sqlite") else {
+    let Some(pg) = support::pg_database("backup_from_sqlite") else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
@@ -561,7 +537,7 @@ async fn sqlite_backup_restores_into_postgres() {
 /// An online backup of a PostgreSQL + S3 registry, restored onto one machine.
 #[tokio::test]
 async fn postgres_and_s3_backup_restores_into_the_embedded_store() {
-    let Some(pg) = postgres_database("from_pg") else {
+    let Some(pg) = support::pg_database("backup_from_pg") else {
         return;
     };
     let Ok(s3) = std::env::var("WHARF_TEST_S3_ENDPOINT") else {

@@ -159,22 +159,6 @@ fn env_or_skip(name: &str) -> Option<String> {
     }
 }
 
-fn create_database(url: &str, name: &str) -> String {
-    let db = format!("wharf_cluster_{name}_{}", std::process::id());
-    let out = Command::new("psql")
-        .arg(url)
-        .args(["-qc", &format!("CREATE DATABASE {db}")])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let (base, _) = url.rsplit_once('/').unwrap();
-    format!("{base}/{db}")
-}
-
 fn start_replica(pg: &str, blobs: &str, s3: &str, data_dir: &Path) -> TestServer {
     let mut cmd = serve_command();
     cmd.args([
@@ -205,7 +189,7 @@ async fn three_replicas_behind_nginx_survive_a_sigkill_under_load() {
     ) else {
         return;
     };
-    let pg = create_database(&pg_url, "nginx");
+    let pg = support::create_database(&pg_url, "cluster_nginx");
     let blobs = format!("s3://wharf-test/cluster-{}", std::process::id());
     let tmp = tempfile::tempdir().unwrap();
     // Replicas start one after another: the first creates the schema and the admin.

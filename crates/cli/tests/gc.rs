@@ -222,36 +222,6 @@ async fn gc_waits_for_the_migration_of_older_manifests() {
 // Two replicas on PostgreSQL and a shared directory: a worker killed with SIGKILL in
 // the middle of a job is replaced by the other replica's worker.
 
-fn pg_database(name: &str) -> Option<String> {
-    let Ok(url) = std::env::var("WHARF_TEST_POSTGRES_URL") else {
-        assert!(
-            std::env::var("CI").map_or(true, |v| v != "true"),
-            "WHARF_TEST_POSTGRES_URL is required under CI=true"
-        );
-        eprintln!("SKIPPED: no WHARF_TEST_POSTGRES_URL (run the suite with scripts/test.sh)");
-        return None;
-    };
-    let db = format!("wharf_gc_{name}_{}", std::process::id());
-    psql(&url, &format!("CREATE DATABASE {db}"));
-    let (base, _) = url.rsplit_once('/').unwrap();
-    Some(format!("{base}/{db}"))
-}
-
-/// Runs SQL; returns the first column of the output, trimmed.
-fn psql(url: &str, sql: &str) -> String {
-    let out = std::process::Command::new("psql")
-        .arg(url)
-        .args(["-qtAc", sql])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 fn replica(pg: &str, blobs: &std::path::Path) -> TestServer {
     let mut c = support::serve_command();
     c.args([
@@ -353,7 +323,7 @@ async fn kill_the_runner(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_migration_is_replaced_and_nothing_is_counted_twice() {
-    let Some(pg) = pg_database("migration") else {
+    let Some(pg) = support::pg_database("gc_migration") else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
@@ -384,7 +354,7 @@ async fn a_worker_killed_mid_migration_is_replaced_and_nothing_is_counted_twice(
         .await;
         assert_eq!(r.status(), StatusCode::CREATED);
     }
-    psql(
+    support::psql(
         &pg,
         "DELETE FROM manifest_refs; UPDATE manifests SET refs_recorded = FALSE",
     );
@@ -402,7 +372,7 @@ async fn a_worker_killed_mid_migration_is_replaced_and_nothing_is_counted_twice(
     wait_job(&c, &a.base, id, "progress", |j| j["status"] == "running").await;
     let mut done_at_kill = 0;
     for _ in 0..3_000 {
-        done_at_kill = psql(&pg, "SELECT COUNT(*) FROM manifests WHERE refs_recorded")
+        done_at_kill = support::psql(&pg, "SELECT COUNT(*) FROM manifests WHERE refs_recorded")
             .parse::<usize>()
             .unwrap();
         if done_at_kill >= 20 {
@@ -411,7 +381,7 @@ async fn a_worker_killed_mid_migration_is_replaced_and_nothing_is_counted_twice(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let survivor = kill_the_runner(&c, id, a, b).await;
-    let after_kill = psql(&pg, "SELECT COUNT(*) FROM manifests WHERE refs_recorded")
+    let after_kill = support::psql(&pg, "SELECT COUNT(*) FROM manifests WHERE refs_recorded")
         .parse::<usize>()
         .unwrap();
     assert!(
@@ -458,14 +428,14 @@ async fn a_worker_killed_mid_migration_is_replaced_and_nothing_is_counted_twice(
     );
     // Exactly two references per manifest, none twice, none missing.
     assert_eq!(
-        psql(
+        support::psql(
             &pg,
             "SELECT COUNT(*) FROM manifests WHERE NOT refs_recorded"
         ),
         "0"
     );
     assert_eq!(
-        psql(&pg, "SELECT COUNT(*) FROM manifest_refs"),
+        support::psql(&pg, "SELECT COUNT(*) FROM manifest_refs"),
         (2 * N).to_string()
     );
 }
@@ -622,7 +592,7 @@ async fn gc_under_load_on_sqlite_and_a_directory() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gc_under_load_on_postgres_and_s3() {
-    let Some(pg) = pg_database("load") else {
+    let Some(pg) = support::pg_database("gc_load") else {
         return;
     };
     let Ok(s3) = std::env::var("WHARF_TEST_S3_ENDPOINT") else {
@@ -688,7 +658,7 @@ async fn gc_under_load_on_postgres_and_s3() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_gc_is_replaced_and_the_rest_is_collected() {
-    let Some(pg) = pg_database("killgc") else {
+    let Some(pg) = support::pg_database("gc_killgc") else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
@@ -714,7 +684,7 @@ async fn a_worker_killed_mid_gc_is_replaced_and_the_rest_is_collected() {
     let id = job["id"].as_i64().unwrap();
     wait_job(&c, &a.base, id, "start", |j| j["status"] == "running").await;
     let count = |table: &str| {
-        psql(&pg, &format!("SELECT COUNT(*) FROM {table}"))
+        support::psql(&pg, &format!("SELECT COUNT(*) FROM {table}"))
             .parse::<usize>()
             .unwrap()
     };

@@ -34,30 +34,6 @@ fn release_1_0_0() -> Option<String> {
     }
 }
 
-fn pg_database(name: &str) -> Option<String> {
-    let Ok(url) = std::env::var("WHARF_TEST_POSTGRES_URL") else {
-        assert!(
-            std::env::var("CI").map_or(true, |v| v != "true"),
-            "WHARF_TEST_POSTGRES_URL is required under CI=true"
-        );
-        eprintln!("SKIPPED: no WHARF_TEST_POSTGRES_URL");
-        return None;
-    };
-    let db = format!("wharf_ext_{name}_{}", std::process::id());
-    let out = Command::new("psql")
-        .arg(&url)
-        .args(["-qtAc", &format!("CREATE DATABASE {db}")])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let (base, _) = url.rsplit_once('/').unwrap();
-    Some(format!("{base}/{db}"))
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -100,7 +76,7 @@ fn replica(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_external_driver_waits_for_the_orchestrator_to_replace_each_replica() {
-    let (Some(old), Some(pg)) = (release_1_0_0(), pg_database("waits")) else {
+    let (Some(old), Some(pg)) = (release_1_0_0(), support::pg_database("ext_waits")) else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();

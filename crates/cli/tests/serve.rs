@@ -613,33 +613,9 @@ async fn secrets_never_reach_the_log() {
     }
 }
 
-/// A fresh database on the test PostgreSQL that scripts/test.sh starts.
-async fn postgres_database(name: &str) -> Option<String> {
-    let Ok(url) = std::env::var("WHARF_TEST_POSTGRES_URL") else {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("WHARF_TEST_POSTGRES_URL is required under CI=true (scripts/test.sh sets it)");
-        }
-        eprintln!("SKIPPED: no WHARF_TEST_POSTGRES_URL (run the suite with scripts/test.sh)");
-        return None;
-    };
-    let db = format!("wharf_serve_{name}_{}", std::process::id());
-    let (base, _) = url.rsplit_once('/').unwrap();
-    let out = Command::new("psql")
-        .arg(&url)
-        .args(["-qc", &format!("CREATE DATABASE {db}")])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some(format!("{base}/{db}"))
-}
-
 #[tokio::test]
 async fn two_replicas_on_postgres_and_a_shared_directory() {
-    let Some(pg) = postgres_database("dir").await else {
+    let Some(pg) = support::pg_database("serve_dir") else {
         return;
     };
     two_replicas(&pg, &[]).await;
@@ -647,7 +623,7 @@ async fn two_replicas_on_postgres_and_a_shared_directory() {
 
 #[tokio::test]
 async fn two_replicas_on_postgres_and_s3() {
-    let Some(pg) = postgres_database("s3").await else {
+    let Some(pg) = support::pg_database("serve_s3") else {
         return;
     };
     let Ok(endpoint) = std::env::var("WHARF_TEST_S3_ENDPOINT") else {

@@ -91,37 +91,6 @@ fn text_lines<'a>(text: &'a str, status: &str, name: &str) -> (&'a str, &'a str)
     (line, fix.unwrap_or(""))
 }
 
-/// Runs SQL with psql; returns the output, trimmed.
-fn psql(url: &str, sql: &str) -> String {
-    let out = Command::new("psql")
-        .arg(url)
-        .args(["-qtAc", sql])
-        .output()
-        .expect("psql");
-    assert!(
-        out.status.success(),
-        "psql: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// A fresh database on the test PostgreSQL (scripts/postgres-for-tests.sh).
-fn pg_database(name: &str) -> Option<String> {
-    let Ok(url) = std::env::var("WHARF_TEST_POSTGRES_URL") else {
-        assert!(
-            !under_ci(),
-            "WHARF_TEST_POSTGRES_URL is required under CI=true (scripts/test.sh sets it)"
-        );
-        eprintln!("SKIPPED: no WHARF_TEST_POSTGRES_URL (run the suite with scripts/test.sh)");
-        return None;
-    };
-    let db = format!("wharf_checks_{name}_{}", std::process::id());
-    psql(&url, &format!("CREATE DATABASE {db}"));
-    let (base, _) = url.rsplit_once('/').unwrap();
-    Some(format!("{base}/{db}"))
-}
-
 // ---------------------------------------------------------------------------------
 // clock-drift
 
@@ -192,7 +161,7 @@ async fn clock_drift_fails_for_a_replica_whose_clock_is_off() {
     let Some(lib) = faketime_library() else {
         return;
     };
-    let Some(pg) = pg_database("clock") else {
+    let Some(pg) = support::pg_database("checks_clock") else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
@@ -206,7 +175,7 @@ async fn clock_drift_fails_for_a_replica_whose_clock_is_off() {
     let mut skewed = replica(&pg, &data, Some((&lib, "+700s")));
     // Its heartbeat carries the skewed clock: the store records the replica's own clock
     // beside the database's clock when the heartbeat arrived.
-    let row = psql(
+    let row = support::psql(
         &pg,
         "SELECT address || ' ' || clock || ' ' || (clock - heartbeat_at) FROM replicas",
     );
@@ -514,7 +483,7 @@ fn catalog_requiring(range: &str) -> String {
 
 #[tokio::test]
 async fn database_fails_outside_the_catalogs_postgresql_range() {
-    let Some(pg) = pg_database("catalog") else {
+    let Some(pg) = support::pg_database("checks_catalog") else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
@@ -528,7 +497,7 @@ async fn database_fails_outside_the_catalogs_postgresql_range() {
         data.to_str().unwrap(),
     ];
     // "15.18 (Debian 15.18-0+deb12u1)" -> "15.18"
-    let server_version = psql(&pg, "SHOW server_version");
+    let server_version = support::psql(&pg, "SHOW server_version");
     let server_version = server_version.split_whitespace().next().unwrap();
 
     // The catalog built in supports this server.

@@ -197,3 +197,41 @@ pub fn require_tool(cmd: &str) -> bool {
     eprintln!("SKIPPED: {cmd} is not installed (run scripts/install-test-deps.sh)");
     false
 }
+
+/// Runs SQL with psql against `url`; returns the output, trimmed.
+pub fn psql(url: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .arg(url)
+        .args(["-qtAc", sql])
+        .output()
+        .expect("psql");
+    assert!(
+        out.status.success(),
+        "psql: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A fresh database `wharf_PREFIX_PID` on the PostgreSQL server at `url`; its URL.
+pub fn create_database(url: &str, prefix: &str) -> String {
+    let db = format!("wharf_{prefix}_{}", std::process::id());
+    psql(url, &format!("CREATE DATABASE {db}"));
+    let (base, _) = url.rsplit_once('/').expect("a URL with a database");
+    format!("{base}/{db}")
+}
+
+/// A fresh database on the test PostgreSQL that scripts/test.sh starts
+/// (`WHARF_TEST_POSTGRES_URL`). Without one: `None` (the test prints SKIPPED and
+/// returns), except under `CI=true`, where the test fails.
+pub fn pg_database(prefix: &str) -> Option<String> {
+    let Ok(url) = std::env::var("WHARF_TEST_POSTGRES_URL") else {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "WHARF_TEST_POSTGRES_URL is required under CI=true (scripts/test.sh sets it)"
+        );
+        eprintln!("SKIPPED: no WHARF_TEST_POSTGRES_URL (run the suite with scripts/test.sh)");
+        return None;
+    };
+    Some(create_database(&url, prefix))
+}
