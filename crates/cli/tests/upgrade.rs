@@ -604,18 +604,7 @@ async fn apply_killed_in_the_middle_of_expand_leaves_all_or_nothing() {
         );
         outcomes.push(level);
         // Again, to the end.
-        let out = run(
-            wharf_cmd(&[
-                "upgrade",
-                "apply",
-                "--yes",
-                "--data-dir",
-                dir.to_str().unwrap(),
-            ]),
-            None,
-            Duration::from_secs(120),
-        )
-        .await;
+        let out = apply_to_the_end(&dir, Duration::from_secs(120)).await;
         let text = String::from_utf8_lossy(&out.stdout).to_string();
         assert!(
             out.status.success(),
@@ -725,6 +714,22 @@ async fn metadata_of(dir: &std::path::Path, out: &std::path::Path) -> Vec<(Strin
     entries
 }
 
+/// `wharf upgrade apply --yes` on `dir`, run to its end.
+async fn apply_to_the_end(dir: &std::path::Path, timeout: Duration) -> std::process::Output {
+    run(
+        wharf_cmd(&[
+            "upgrade",
+            "apply",
+            "--yes",
+            "--data-dir",
+            dir.to_str().unwrap(),
+        ]),
+        None,
+        timeout,
+    )
+    .await
+}
+
 /// `apply`, killed with SIGKILL as soon as it reports step `k` done; returns what it
 /// printed.
 fn apply_killed_after(dir: &std::path::Path, k: usize) -> String {
@@ -769,18 +774,7 @@ async fn apply_killed_at_every_step_boundary_resumes_to_the_same_result() {
         let first = apply_killed_after(&dir, k);
         assert!(first.contains(&format!("[{k}/5]")), "step {k}: {first}");
         // Again, to the end: the steps done before are not done twice.
-        let out = run(
-            wharf_cmd(&[
-                "upgrade",
-                "apply",
-                "--yes",
-                "--data-dir",
-                dir.to_str().unwrap(),
-            ]),
-            None,
-            Duration::from_secs(60),
-        )
-        .await;
+        let out = apply_to_the_end(&dir, Duration::from_secs(60)).await;
         let text = String::from_utf8_lossy(&out.stdout).to_string();
         assert!(
             out.status.success(),

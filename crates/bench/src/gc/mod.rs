@@ -442,6 +442,23 @@ impl Checker {
 }
 
 impl Ctx {
+    /// What the actions run on, as a worker would have them (a day's grace and upload
+    /// expiry; the busy_percent of [`Self::busy_percent`]).
+    fn stores(
+        &self,
+        meta: std::sync::Arc<dyn wharf_metastore::MetaStore>,
+        blobs: std::sync::Arc<dyn wharf_blobstore::BlobStore>,
+        b: Backend,
+    ) -> Stores {
+        Stores {
+            meta,
+            blobs,
+            upload_expiry: Duration::from_secs(24 * 3600),
+            gc_grace: Duration::from_secs(24 * 3600),
+            gc_busy_percent: self.busy_percent(b),
+        }
+    }
+
     /// The GC runs' busy_percent on this backend: as asked, or wharf's own default.
     fn busy_percent(&self, b: Backend) -> u8 {
         self.args
@@ -529,13 +546,7 @@ impl Ctx {
             ds.manifests.len()
         );
 
-        let stores = Stores {
-            meta: store.meta.clone(),
-            blobs,
-            upload_expiry: Duration::from_secs(24 * 3600),
-            gc_grace: Duration::from_secs(24 * 3600),
-            gc_busy_percent: self.busy_percent(b),
-        };
+        let stores = self.stores(store.meta.clone(), blobs, b);
         let gc = GarbageCollect::new(stores);
         let params = GcParams {
             grace_secs: Some(0),
@@ -659,13 +670,7 @@ impl Ctx {
                 ds.manifests.len()
             );
         }
-        let stores = Stores {
-            meta: store.meta.clone(),
-            blobs,
-            upload_expiry: Duration::from_secs(24 * 3600),
-            gc_grace: Duration::from_secs(24 * 3600),
-            gc_busy_percent: self.busy_percent(b),
-        };
+        let stores = self.stores(store.meta.clone(), blobs, b);
         let action = MetadataStoreMigration::new(stores);
         let params = json!({ "batch_size": self.args.batch_size }).to_string();
         let ctx = JobContext::detached("metadatastoremigration", &params, store.meta.clone());

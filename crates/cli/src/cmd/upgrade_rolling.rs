@@ -201,7 +201,6 @@ pub async fn apply(
         .into_iter()
         .filter(|e| e.from_version == from.to_string())
         .collect();
-    let is_done = |step: &str| done.iter().any(|e| e.step == step);
     let resuming = !done.is_empty();
     report.say(
         "start",
@@ -239,7 +238,6 @@ pub async fn apply(
     )
     .await;
     meta.release_upgrade_lock(&holder).await?;
-    let _ = is_done;
     result?;
     report.say(
         "finished",
@@ -483,7 +481,6 @@ pub fn rollback(
         let location = config.metadata_location().map_err(anyhow::Error::msg)?;
         let meta = open_for_upgrade(&config).await?;
         let journal = meta.journal(&own.to_string()).await?;
-        let last = STEPS[STEPS.len() - 1];
         let Some(from) = journal
             .iter()
             .map(|e| e.from_version.clone())
@@ -497,7 +494,6 @@ pub fn rollback(
                     "see docs/backup.md"
                 );
             }
-            let _ = last;
             bail!("no upgrade to {own} is in progress: nothing to roll back");
         };
         let from_v = Version::parse(&from)?;
