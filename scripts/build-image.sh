@@ -8,6 +8,14 @@
 # or an earlier release from scripts/build-release.sh) together with every shared
 # library `ldd` lists and the dynamic loader, each at its own path: no release build,
 # which keeps the test suite short. Such an image is for tests, not for shipping.
+#
+# The image is one layer, imported from a tar made here (`docker import`): a FROM-scratch
+# image needs no build steps, so no builder (the engine's legacy builder is deprecated
+# and BuildKit needs the buildx plugin, which this machine kind lacks). It holds:
+#   /wharf                                the binary (ENTRYPOINT; CMD serve)
+#   /etc/ssl/certs/ca-certificates.crt    CA bundle, for S3 and PostgreSQL over TLS
+#   /var/lib/wharf                        the data directory, owned by 65532 (USER)
+#   (--binary only) the shared libraries and the loader, each at its absolute path
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,8 +28,8 @@ fi
 
 context=$(mktemp -d)
 trap 'rm -rf "$context"' EXIT
-# Copied over the image's root (see the Dockerfile): the CA bundle, and the shared
-# libraries of a dynamically linked binary at their absolute paths.
+# The image's root: the CA bundle, and the shared libraries of a dynamically linked
+# binary at their absolute paths.
 mkdir -p "$context/rootfs/etc/ssl/certs"
 cp /etc/ssl/certs/ca-certificates.crt "$context/rootfs/etc/ssl/certs/"
 
@@ -60,7 +68,27 @@ else
   # debug build several times smaller.
   strip --strip-debug -o "$context/wharf" "$binary"
 fi
-mkdir "$context/data"
-cp Dockerfile "$context/"
-DOCKER_BUILDKIT=0 docker build -q -t "$tag" "$context" >/dev/null
+mkdir -p "$context/rootfs/var/lib/wharf"
+cp "$context/wharf" "$context/rootfs/wharf"
+# Owned by root but the data directory, which belongs to the user the image runs as;
+# timestamps fixed, so the same files give the same layer.
+python3 - "$context/rootfs" "$context/layer.tar" <<'PY'
+import os, sys, tarfile
+root, out = sys.argv[1], sys.argv[2]
+def owner(info):
+    info.mtime = 0
+    info.uname = info.gname = ""
+    info.uid = info.gid = 65532 if info.name == "var/lib/wharf" else 0
+    return info
+with tarfile.open(out, "w") as layer:
+    for name in sorted(os.listdir(root)):
+        layer.add(os.path.join(root, name), arcname=name, filter=owner)
+PY
+docker import \
+  --change 'ENV WHARF_DATA_DIR=/var/lib/wharf SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt' \
+  --change 'USER 65532:65532' \
+  --change 'EXPOSE 5000' \
+  --change 'ENTRYPOINT ["/wharf"]' \
+  --change 'CMD ["serve"]' \
+  "$context/layer.tar" "$tag" >/dev/null
 echo "$tag"

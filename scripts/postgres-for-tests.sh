@@ -12,8 +12,10 @@ pg_bin() {
   echo "$dir"
 }
 
+# From / : the postgres user may not enter the caller's working directory (su would
+# say "could not change directory").
 as_postgres() {
-  if [ "$(id -un)" = postgres ]; then "$@"; else su postgres -s /bin/sh -c "$(printf '%q ' "$@")"; fi
+  if [ "$(id -un)" = postgres ]; then "$@"; else (cd / && su postgres -s /bin/sh -c "$(printf '%q ' "$@")"); fi
 }
 
 case "${1:-}" in

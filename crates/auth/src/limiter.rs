@@ -40,9 +40,18 @@ impl FailedLogins {
         }
     }
 
+    /// The counters an attempt counts against; an empty key counts nothing. An access
+    /// token presented alone names no account (its 256 random bits cannot be guessed),
+    /// so only its address is limited: one client's bad token must not lock out every
+    /// other token holder.
     fn keys(account: &str, addr: Option<IpAddr>) -> [(String, bool); 2] {
         let a = addr.map(|a| format!("ip:{a}")).unwrap_or_default();
-        [(format!("user:{account}"), true), (a, false)]
+        let u = if account.is_empty() {
+            String::new()
+        } else {
+            format!("user:{account}")
+        };
+        [(u, true), (a, false)]
     }
 
     /// `Err(seconds to wait)` when the account or the address has failed too often.
@@ -117,5 +126,12 @@ mod tests {
         assert!(l.check("dave", Some("127.0.0.2".parse().unwrap())).is_ok());
         l.succeeded("alice");
         assert!(l.check("alice", Some("127.0.0.2".parse().unwrap())).is_ok());
+        // Attempts that name no account count only against their address.
+        let other: IpAddr = "127.0.0.3".parse().unwrap();
+        for _ in 0..10 {
+            l.failed("", Some(other));
+        }
+        assert!(l.check("", Some(other)).is_err(), "address limit");
+        assert!(l.check("", Some("127.0.0.4".parse().unwrap())).is_ok());
     }
 }

@@ -110,7 +110,11 @@ pub async fn create(req: BackupRequest<'_>) -> anyhow::Result<BackupSummary> {
         "sha256:{}",
         hex::encode(Sha256::digest(sums.text().as_bytes()))
     );
-    let location = std::path::absolute(req.out).unwrap_or_else(|_| req.out.to_path_buf());
+    // The archive exists now, so the canonical path resolves `..` and symlinks: the
+    // location recorded and printed is one an operator can paste anywhere.
+    let location = std::fs::canonicalize(req.out)
+        .or_else(|_| std::path::absolute(req.out))
+        .unwrap_or_else(|_| req.out.to_path_buf());
     req.meta
         .record_backup(&BackupRecord {
             finished_at_ms: 0,
@@ -124,7 +128,7 @@ pub async fn create(req: BackupRequest<'_>) -> anyhow::Result<BackupSummary> {
         .await
         .context("the backup is written, but recording it in the metadata store failed")?;
     Ok(BackupSummary {
-        path: req.out.to_path_buf(),
+        path: location,
         scope,
         bytes,
         checksum,

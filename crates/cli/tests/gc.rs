@@ -149,6 +149,89 @@ async fn gc_removes_unreferenced_blobs_and_keeps_every_image() {
     assert!(out.contains("freed 0 manifests"), "{out}");
 }
 
+/// With no replica serving, `wharf gc` and `wharf jobs run --wait` say so at once
+/// instead of waiting for a worker that does not exist; `--here` runs the job in the
+/// command's own process, and takes no other kind of job.
+#[tokio::test]
+async fn with_no_replica_serving_gc_says_so_at_once_and_runs_here() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut server = start(&data);
+    let c = client();
+    let (manifest, _) = push_image(&c, &server.base, "team/app", "v1", "kept").await;
+    let image: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    let layer = image["layers"][0]["digest"].as_str().unwrap().to_string();
+    let garbage = b"left behind by an abandoned push".repeat(50);
+    let garbage_digest = push_blob(&c, &server.base, "team/app", &garbage).await;
+    assert!(server.signal_and_wait("TERM").success());
+
+    let out = run_fails(cmd(&["gc", "--grace-secs", "0"], &data), None, LIMIT).await;
+    assert!(
+        out.contains("no replica is serving")
+            && out.contains("run it in this process:  wharf gc --grace-secs 0 --data-dir")
+            && out.contains("data --here"),
+        "{out}"
+    );
+    let out = run_fails(
+        cmd(&["jobs", "run", "purge_uploads", "--wait"], &data),
+        None,
+        LIMIT,
+    )
+    .await;
+    assert!(
+        out.contains("no replica is serving") && out.contains("--here"),
+        "{out}"
+    );
+    let out = run_ok(cmd(&["jobs", "list"], &data), None, LIMIT).await;
+    assert!(
+        out.contains("(no jobs)"),
+        "a refused wait queued a job: {out}"
+    );
+    // Queued without waiting: it waits for a replica, and the command says so.
+    let out = run_ok(cmd(&["jobs", "run", "purge_uploads"], &data), None, LIMIT).await;
+    assert!(
+        out.contains("queued job") && out.contains("the job waits until one starts"),
+        "{out}"
+    );
+
+    let out = run_ok(
+        cmd(&["gc", "--grace-secs", "0", "--here"], &data),
+        None,
+        LIMIT,
+    )
+    .await;
+    assert!(
+        out.contains("running it in this process")
+            && out.contains(&format!(
+                "done: freed 0 manifests, 1 links, 1 blobs, {} bytes",
+                garbage.len()
+            )),
+        "{out}"
+    );
+    assert!(
+        !blob_file(&data, &garbage_digest).exists(),
+        "the bytes are gone"
+    );
+    assert!(blob_file(&data, &layer).exists(), "the image's layer stays");
+    let out = run_ok(
+        cmd(&["jobs", "list", "--status", "waiting"], &data),
+        None,
+        LIMIT,
+    )
+    .await;
+    assert!(
+        out.contains("purge_uploads"),
+        "--here for gc took another action's job: {out}"
+    );
+    let out = run_ok(
+        cmd(&["jobs", "run", "purge_uploads", "--here"], &data),
+        None,
+        LIMIT,
+    )
+    .await;
+    assert!(out.contains("done:"), "{out}");
+}
+
 #[tokio::test]
 async fn gc_waits_for_the_migration_of_older_manifests() {
     let tmp = tempfile::tempdir().unwrap();

@@ -1121,6 +1121,32 @@ async fn curl_style_api_access_with_user_and_token() {
         "a token list shows a secret: {}",
         list.text()
     );
+    // `curl -H "Authorization: Bearer wharf_…"`, as other registries' APIs take tokens:
+    // the same caller as basic auth with the token, on the API and on /v2.
+    let token_as_bearer = Cred::Bearer(token.clone());
+    let me = get(&server, "/api/v0/me", &token_as_bearer).await;
+    expect(
+        &me,
+        200,
+        None,
+        "GET /api/v0/me with the access token as Bearer",
+    );
+    assert_eq!(me.json()["name"], "alice");
+    let tags = get(&server, "/v2/alice/app/tags/list", &token_as_bearer).await;
+    expect(
+        &tags,
+        200,
+        None,
+        "GET tags/list with the access token as Bearer",
+    );
+    let forged = Cred::Bearer(format!("wharf_{}", "0".repeat(64)));
+    let r = get(&server, "/api/v0/me", &forged).await;
+    expect(
+        &r,
+        401,
+        Some("UNAUTHORIZED"),
+        "an unknown access token as Bearer",
+    );
     // Someone else's name with alice's token: refused.
     let r = get(&server, "/api/v0/me", &Cred::basic("admin", &token)).await;
     expect(
@@ -1145,6 +1171,13 @@ async fn curl_style_api_access_with_user_and_token() {
         401,
         Some("UNAUTHORIZED"),
         "GET tags/list with a revoked token",
+    );
+    let r = get(&server, "/api/v0/me", &token_as_bearer).await;
+    expect(
+        &r,
+        401,
+        Some("UNAUTHORIZED"),
+        "a revoked access token as Bearer",
     );
 
     // A token that expires after 1 s: accepted, then refused once expired.

@@ -153,6 +153,73 @@ fn a_bad_listen_address_is_a_clear_error() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--listen"));
 }
 
+/// A first start on a busy port: it fails before it creates anything, so the retry on
+/// another port is the real first start and shows the one-time admin password.
+#[test]
+fn a_busy_port_fails_before_the_store_and_the_admin_password_exist() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_addr = busy.local_addr().unwrap().to_string();
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("data");
+    let out = serve_command()
+        .arg("--listen")
+        .arg(&busy_addr)
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(!out.status.success(), "serve on a busy port succeeded");
+    assert!(
+        stderr.contains(&format!("cannot listen on {busy_addr}"))
+            && stderr.contains("--listen")
+            && stderr.contains("WHARF_LISTEN"),
+        "the error does not say how to pick another address: {stderr}"
+    );
+    assert!(
+        !stdout.contains("Password"),
+        "a password was printed by a start that failed: {stdout}"
+    );
+    assert!(
+        !data_dir.join("metadata.db").exists(),
+        "a failed start created the store"
+    );
+
+    // The retry elsewhere is the first start: it creates the administrator and says so.
+    let mut cmd = serve_command();
+    cmd.arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .stdout(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    let mut seen = Vec::new();
+    // Bounded: serve prints the password lines, then the listening line.
+    for line in lines.by_ref().take(3) {
+        let line = line.unwrap();
+        let done = line.contains(" listening on ");
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        seen.iter()
+            .any(|l| l.starts_with("Created the initial administrator. User: admin  Password: ")),
+        "the retry did not show the generated password: {seen:?}"
+    );
+    drop(busy);
+}
+
 #[tokio::test]
 async fn json_logs_when_asked() {
     let tmp = tempfile::tempdir().unwrap();

@@ -69,9 +69,24 @@ pub async fn identify(
         .strip_prefix("Bearer ")
         .or_else(|| value.strip_prefix("bearer "))
     {
+        let token = token.trim();
+        // An access token sent as a bearer token (as GitHub's and GitLab's APIs take
+        // them): the same as HTTP basic auth with it, since it names its user.
+        if token.starts_with(wharf_auth::secret::TOKEN_PREFIX) {
+            let principal = st
+                .auth
+                .basic("", token, addr)
+                .await
+                .map_err(|e| auth_error(st, headers, e, None))?;
+            return Ok(Caller {
+                principal,
+                claims: None,
+                presented_credentials: true,
+            });
+        }
         let (claims, principal) = st
             .auth
-            .bearer(token.trim())
+            .bearer(token)
             .await
             .map_err(|e| auth_error(st, headers, e, None))?;
         return Ok(Caller {

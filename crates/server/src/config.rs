@@ -271,10 +271,48 @@ impl Config {
         if self.job_heartbeat_secs == 0 {
             return Err("job_heartbeat_secs must be at least 1".into());
         }
+        if let Some(p) = self.gc_busy_percent {
+            if !(1..=100).contains(&p) {
+                return Err(format!("gc_busy_percent must be 1 to 100, not {p}"));
+            }
+        }
         if self.token_ttl_secs == 0 {
             return Err("token_ttl_secs must be at least 1".into());
         }
         Ok(())
+    }
+
+    /// Every configuration key, as the file spells it. Read from the struct's own
+    /// deserializer, so a field added later is listed without anyone remembering to
+    /// (the CLI's tests check each has a flag, a variable and help).
+    pub fn keys() -> &'static [&'static str] {
+        use serde::de::{Error as _, Visitor};
+        use serde::Deserializer;
+        type Error = serde::de::value::Error;
+        struct FieldNames(&'static [&'static str]);
+        impl<'de> Deserializer<'de> for &mut FieldNames {
+            type Error = Error;
+            fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Error> {
+                Err(Error::custom("only a struct's field names are read"))
+            }
+            fn deserialize_struct<V: Visitor<'de>>(
+                self,
+                _name: &'static str,
+                fields: &'static [&'static str],
+                _visitor: V,
+            ) -> Result<V::Value, Error> {
+                self.0 = fields;
+                Err(Error::custom("field names read"))
+            }
+            serde::forward_to_deserialize_any! {
+                bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+                byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map
+                enum identifier ignored_any
+            }
+        }
+        let mut names = FieldNames(&[]);
+        let _ = Config::deserialize(&mut names);
+        names.0
     }
 
     /// Reads a TOML file; unknown keys are an error, so a typo is never ignored.
@@ -288,6 +326,14 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_are_the_fields() {
+        let keys = Config::keys();
+        assert_eq!(keys.first(), Some(&"listen"));
+        assert!(keys.contains(&"gc_busy_percent") && keys.contains(&"insecure_http"));
+        assert_eq!(keys.len(), 24, "{keys:?}");
+    }
 
     #[test]
     fn metadata_urls() {

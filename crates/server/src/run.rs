@@ -166,24 +166,14 @@ pub async fn serve(
     commit: &str,
     admin_password: Option<String>,
 ) -> anyhow::Result<()> {
-    let state = open(&config, version, commit).await?;
-    if config.insecure_no_auth {
-        tracing::warn!("authentication is OFF (insecure_no_auth): anyone who can connect may push, pull and delete");
-    } else if let Some(generated) = state
-        .auth
-        .ensure_initial_admin(admin_password.as_deref())
-        .await?
-    {
-        // Shown once, on stdout only: never logged.
-        println!("Created the initial administrator. User: admin  Password: {generated}");
-        println!(
-            "Store it now: it is not shown again (change it with `wharf user set-password admin`)."
-        );
-    }
-    let tcp = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    // Whatever can fail without touching the data comes first: the settings, the
+    // address and the TLS material. A busy port must not leave behind a new store
+    // whose one-time admin password was printed and lost.
+    config.validate().map_err(anyhow::Error::msg)?;
+    let tcp = bind(config.listen).await?;
     let addr = tcp.local_addr()?;
+    let tls = tls_config(&config)?;
+    let state = open(&config, version, commit).await?;
 
     // Handlers installed now, before anyone can learn our address: a SIGTERM that came
     // before the waiting task first ran would otherwise kill the process undrained.
@@ -204,7 +194,7 @@ pub async fn serve(
     let app = router(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
     type ServerFuture =
         std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>>;
-    let (server, url): (ServerFuture, String) = match tls_config(&config)? {
+    let (server, url): (ServerFuture, String) = match tls {
         Some(tls) => {
             // tap_io gives the listener axum's ConnectInfo support (client addresses).
             let listener = crate::tls::TlsListener::new(tcp, tls)?.tap_io(|_| {});
@@ -253,6 +243,20 @@ pub async fn serve(
         ),
     );
     let worker = tokio::spawn(worker.run(stop_rx.clone()));
+    // The last step before serving, so nothing after it can fail and lose the password.
+    if config.insecure_no_auth {
+        tracing::warn!("authentication is OFF (insecure_no_auth): anyone who can connect may push, pull and delete");
+    } else if let Some(generated) = state
+        .auth
+        .ensure_initial_admin(admin_password.as_deref())
+        .await?
+    {
+        // Shown once, on stdout only: never logged.
+        println!("Created the initial administrator. User: admin  Password: {generated}");
+        println!(
+            "Store it now: it is not shown again (change it with `wharf user set-password admin`)."
+        );
+    }
     state.ready.store(true, Ordering::Relaxed);
     let mut server = tokio::spawn(server);
 
@@ -287,6 +291,22 @@ pub async fn serve(
         tracing::warn!(error = %e, "could not deregister; the replica will expire");
     }
     Ok(())
+}
+
+/// Binds the listening socket, saying plainly what to do when the address is taken.
+async fn bind(listen: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(listen).await.map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::AddrInUse => {
+                "; another process listens there: pick another address with --listen or WHARF_LISTEN (e.g. --listen 127.0.0.1:5001)"
+            }
+            std::io::ErrorKind::PermissionDenied => {
+                "; ports below 1024 need privileges: pick a higher port with --listen or WHARF_LISTEN"
+            }
+            _ => "",
+        };
+        anyhow::anyhow!("cannot listen on {listen}: {e}{hint}")
+    })
 }
 
 /// The TLS configuration the settings ask for, if any.

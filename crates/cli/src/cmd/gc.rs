@@ -2,8 +2,9 @@
 //! go; otherwise a `gc` job is queued for the replicas' workers and followed.
 
 use wharf_jobs::actions::gc::{summary, GarbageCollect, GcParams};
-use wharf_metastore::jobs::{JobStatus, NewJob};
+use wharf_metastore::jobs::JobStatus;
 
+use super::jobs::{queue_and_follow, this_command_with, RunIn};
 use super::StoreArgs;
 
 /// Collect garbage while the registry serves: blobs and links no manifest refers to,
@@ -11,8 +12,10 @@ use super::StoreArgs;
 ///
 /// Only what is older than the grace period goes (default: the configured
 /// gc_grace_secs, 24 h). The run is a job: a serving replica's worker runs it, and
-/// this command prints its log until it is over. With --dry-run nothing is queued or
-/// deleted: the command itself reports what a run would remove.
+/// this command prints its log until it is over; with no replica serving it says so at
+/// once. With --here this process runs it (a stopped registry needs no replica). With
+/// --dry-run nothing is queued or deleted: the command itself reports what a run would
+/// remove.
 #[derive(clap::Args)]
 pub struct GcArgs {
     #[command(flatten)]
@@ -31,6 +34,10 @@ pub struct GcArgs {
     /// [default: the configured gc_busy_percent: 5 on SQLite, 10 on PostgreSQL]
     #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u8).range(1..=100))]
     busy_percent: Option<u8>,
+    /// Run the job in this process instead of on a serving replica (the registry may
+    /// be stopped); Ctrl-C hands it back to the queue
+    #[arg(long, conflicts_with = "dry_run")]
+    here: bool,
 }
 
 pub fn run(args: GcArgs) -> anyhow::Result<()> {
@@ -57,17 +64,20 @@ pub fn run(args: GcArgs) -> anyhow::Result<()> {
             println!("{}", summary(&report, true));
             return Ok(());
         }
-        let job = meta
-            .enqueue(&NewJob {
-                action: "gc".into(),
-                params: params.to_string(),
-                max_attempts: wharf_jobs::DEFAULT_ATTEMPTS,
-                deadline_ms: None,
-                cron: None,
-            })
-            .await?;
-        println!("queued job {} (gc); a serving replica runs it", job.id);
-        let end = super::jobs::follow_log(meta.as_ref(), job.id, true).await?;
+        let how = if args.here {
+            RunIn::ThisProcess
+        } else {
+            RunIn::Replica
+        };
+        let end = queue_and_follow(
+            &config,
+            &meta,
+            "gc",
+            &params.to_string(),
+            how,
+            &this_command_with("--here"),
+        )
+        .await?;
         if end.status != JobStatus::Done {
             anyhow::bail!("gc job {} ended {}", end.id, end.status.as_str());
         }

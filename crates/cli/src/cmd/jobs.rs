@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use clap::Subcommand;
-use wharf_metastore::jobs::{Job, JobStatus, NewJob};
+use wharf_metastore::jobs::{Job, JobStatus};
 use wharf_metastore::MetaStore;
 
 use super::StoreArgs;
@@ -47,7 +47,10 @@ enum JobsCommand {
         #[arg(long, short)]
         follow: bool,
     },
-    /// Queue a job; a serving replica's worker runs it
+    /// Queue a job; a serving replica's worker runs it (or this process, with --here)
+    ///
+    /// With --wait and no replica serving on this store, it says so at once instead of
+    /// waiting for a worker that does not exist.
     Run {
         /// gc, metadatastoremigration or purge_uploads
         action: String,
@@ -57,6 +60,11 @@ enum JobsCommand {
         /// Wait for it, printing its log; exit non-zero unless it ends done
         #[arg(long)]
         wait: bool,
+        /// Run it in this process, printing its log, instead of on a serving replica
+        /// (for a stopped registry, or one with no replica at hand); implies --wait.
+        /// Ctrl-C hands the job back to the queue
+        #[arg(long)]
+        here: bool,
     },
     /// Cancel a waiting job, or ask a running one to stop
     Cancel { id: i64 },
@@ -119,12 +127,15 @@ pub fn run(args: JobsArgs) -> anyhow::Result<()> {
             }
             JobsCommand::Logs { id, follow } => {
                 find(store.as_ref(), id).await?;
-                follow_log(store.as_ref(), id, follow).await.map(|_| ())
+                print_log(store.as_ref(), id, follow, None)
+                    .await
+                    .map(|_| ())
             }
             JobsCommand::Run {
                 action,
                 params,
                 wait,
+                here,
             } => {
                 if !wharf_jobs::actions::NAMES.contains(&action.as_str()) {
                     anyhow::bail!(
@@ -137,21 +148,19 @@ pub fn run(args: JobsArgs) -> anyhow::Result<()> {
                 if !parsed.is_object() {
                     anyhow::bail!("--params must be a JSON object");
                 }
-                let job = store
-                    .enqueue(&NewJob {
-                        action: action.clone(),
-                        params: parsed.to_string(),
-                        max_attempts: wharf_jobs::DEFAULT_ATTEMPTS,
-                        deadline_ms: None,
-                        cron: None,
-                    })
-                    .await?;
-                println!("queued job {} ({action})", job.id);
-                if wait {
-                    let end = follow_log(store.as_ref(), job.id, true).await?;
-                    if end.status != JobStatus::Done {
-                        anyhow::bail!("job {} ended {}", end.id, end.status.as_str());
-                    }
+                let rerun = this_command_with("--here");
+                let how = if here {
+                    RunIn::ThisProcess
+                } else if wait {
+                    RunIn::Replica
+                } else {
+                    RunIn::QueueOnly
+                };
+                let end =
+                    queue_and_follow(&config, &store, &action, &parsed.to_string(), how, &rerun)
+                        .await?;
+                if how != RunIn::QueueOnly && end.status != JobStatus::Done {
+                    anyhow::bail!("job {} ended {}", end.id, end.status.as_str());
                 }
                 Ok(())
             }
@@ -236,16 +245,188 @@ fn print_job(j: &Job) {
     }
 }
 
+/// Who runs a job a command queues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunIn {
+    /// A serving replica's worker; the command follows the log.
+    Replica,
+    /// A worker in this process, for this job's action only; the command follows the log.
+    ThisProcess,
+    /// Whoever comes: the command only queues.
+    QueueOnly,
+}
+
+/// The workers that have reported within three heartbeats (the store's clock) and run
+/// `action`.
+async fn live_workers(
+    config: &wharf_server::Config,
+    store: &dyn MetaStore,
+    action: &str,
+) -> anyhow::Result<Vec<wharf_metastore::jobs::Worker>> {
+    let (workers, now) = store.workers().await?;
+    let dead_after_ms = config.job_heartbeat_secs.max(1) as i64 * 3 * 1000;
+    Ok(workers
+        .into_iter()
+        .filter(|w| now - w.heartbeat_at_ms <= dead_after_ms)
+        .filter(|w| w.actions.split(',').any(|a| a == action))
+        .collect())
+}
+
+/// This very command line with `flag` added, quoted for a POSIX shell: what to offer
+/// the user to run next.
+pub fn this_command_with(flag: &str) -> String {
+    let quote = |a: &str| {
+        let plain = !a.is_empty()
+            && a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./:=@,+%".contains(c));
+        if plain {
+            a.to_string()
+        } else {
+            format!("'{}'", a.replace('\'', r"'\''"))
+        }
+    };
+    let mut words = vec!["wharf".to_string()];
+    words.extend(std::env::args().skip(1).map(|a| quote(&a)));
+    words.push(flag.to_string());
+    words.join(" ")
+}
+
+/// What to say when no replica would run a job: the store knows none is serving.
+fn no_replica_message(action: &str, config: &wharf_server::Config, rerun: &str) -> String {
+    format!(
+        "no replica is serving on this registry's store (no job worker for {action} has \
+         reported in the last {} s), so a queued {action} job would wait until one starts.\n  \
+         run it in this process:  {rerun}\n  \
+         or start a replica:      wharf serve (on the same --data-dir / --metadata)",
+        config.job_heartbeat_secs.max(1) * 3
+    )
+}
+
+/// Queues a job and, unless `how` is [`RunIn::QueueOnly`], follows its log until it
+/// ends. Refuses at once to wait for a replica when none is serving; `rerun` is the
+/// command that would run it here instead.
+pub async fn queue_and_follow(
+    config: &wharf_server::Config,
+    store: &std::sync::Arc<dyn MetaStore>,
+    action: &str,
+    params: &str,
+    how: RunIn,
+    rerun: &str,
+) -> anyhow::Result<Job> {
+    let serving = live_workers(config, store.as_ref(), action).await?;
+    if how == RunIn::Replica && serving.is_empty() {
+        anyhow::bail!("{}", no_replica_message(action, config, rerun));
+    }
+    let job = wharf_jobs::enqueue(store.as_ref(), action, params).await?;
+    match how {
+        RunIn::QueueOnly => {
+            println!("queued job {} ({action})", job.id);
+            if serving.is_empty() {
+                println!(
+                    "no replica is serving on this store: the job waits until one starts (or run it here: {rerun})"
+                );
+            }
+            Ok(job)
+        }
+        RunIn::Replica => {
+            println!(
+                "queued job {} ({action}); a serving replica runs it",
+                job.id
+            );
+            follow_log(store.as_ref(), job.id, Some((config, action))).await
+        }
+        RunIn::ThisProcess => {
+            println!(
+                "queued job {} ({action}); running it in this process",
+                job.id
+            );
+            run_here(config, store, job.id, action).await
+        }
+    }
+}
+
+/// Runs the job in this process: a worker for its action only (so it takes no other
+/// kind of work), stopped once the job is final. Ctrl-C stops the worker, which hands
+/// the job back to the queue.
+async fn run_here(
+    config: &wharf_server::Config,
+    store: &std::sync::Arc<dyn MetaStore>,
+    id: i64,
+    action: &str,
+) -> anyhow::Result<Job> {
+    let blobs = wharf_server::run::open_blobstore(config)?;
+    let stores = wharf_server::run::job_stores(config, store.clone(), blobs);
+    let actions: Vec<_> = wharf_jobs::actions::all(&stores)
+        .into_iter()
+        .filter(|a| a.name() == action)
+        .collect();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let address = format!("cli:{}:{}", host.trim(), std::process::id());
+    let worker = wharf_jobs::Worker::new(
+        &address,
+        crate::VERSION,
+        store.clone(),
+        actions,
+        wharf_jobs::WorkerConfig::with_heartbeat(
+            Duration::from_secs(config.job_heartbeat_secs.max(1)),
+            Duration::from_secs(config.job_retry_backoff_secs),
+        ),
+    );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(worker.run(stop_rx));
+    let outcome = tokio::select! {
+        end = follow_log(store.as_ref(), id, None) => end,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!(
+            "interrupted: job {id} is handed back to the queue (a serving replica, or a rerun with --here, continues it)"
+        )),
+    };
+    let _ = stop_tx.send(true);
+    let _ = running.await;
+    outcome
+}
+
+/// Prints the log from the start until the job is final (bounded: a day). With
+/// `replica_for`, gives up with a clear message when the job is still waiting and no
+/// worker for its action has been serving for three heartbeats. Returns the job as
+/// it ended.
+pub async fn follow_log(
+    store: &dyn MetaStore,
+    id: i64,
+    replica_for: Option<(&wharf_server::Config, &str)>,
+) -> anyhow::Result<Job> {
+    print_log(store, id, true, replica_for).await
+}
+
 /// Prints the log from the start; with `follow`, until the job is final (bounded: a
 /// day). Returns the job as it ended (or is now).
-pub async fn follow_log(store: &dyn MetaStore, id: i64, follow: bool) -> anyhow::Result<Job> {
+async fn print_log(
+    store: &dyn MetaStore,
+    id: i64,
+    follow: bool,
+    replica_for: Option<(&wharf_server::Config, &str)>,
+) -> anyhow::Result<Job> {
     let mut after = 0;
     let deadline = std::time::Instant::now() + Duration::from_secs(24 * 3600);
+    let mut unserved_since: Option<std::time::Instant> = None;
     loop {
         let job = find(store, id).await?;
         for l in store.job_log(id, after, 1000).await? {
             println!("{} [attempt {}] {}", time(l.at_ms), l.attempt, l.line);
             after = l.seq;
+        }
+        if let (Some((config, action)), JobStatus::Waiting) = (replica_for, job.status) {
+            if live_workers(config, store, action).await?.is_empty() {
+                let since = *unserved_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() > Duration::from_secs(config.job_heartbeat_secs.max(1) * 3) {
+                    anyhow::bail!(
+                        "job {id} is still waiting and no replica serves this store any more, so it \
+                         stays queued for the next one that starts; to run it now instead, cancel it \
+                         (`wharf jobs cancel {id}`) and run the command again with --here"
+                    );
+                }
+            } else {
+                unserved_since = None;
+            }
         }
         if !follow || job.status.is_final() || std::time::Instant::now() > deadline {
             // One more read: lines written just before the final status.

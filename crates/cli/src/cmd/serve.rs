@@ -25,6 +25,7 @@ use wharf_server::Config;
 ///   max_manifest_bytes = 4194304
 ///   upload_expiry_secs = 86400
 ///   shutdown_timeout_secs = 30
+///   gc_busy_percent = 10
 ///   token_ttl_secs = 300
 ///   token_realm = "https://registry.example.com/auth/token"
 ///   delete_requires = "admin"
@@ -93,6 +94,10 @@ pub struct ServeArgs {
     /// Garbage collection spares what is younger than this, in seconds [default: 86400]
     #[arg(long, env = "WHARF_GC_GRACE_SECS", value_name = "SECS")]
     gc_grace_secs: Option<u64>,
+    /// Share of wall time a garbage-collection run spends working, in percent (1-100);
+    /// it pauses between batches for the rest [default: 5 on SQLite, 10 on PostgreSQL]
+    #[arg(long, env = "WHARF_GC_BUSY_PERCENT", value_name = "PERCENT", value_parser = clap::value_parser!(u8).range(1..=100))]
+    gc_busy_percent: Option<u8>,
     /// On SIGTERM/SIGINT, wait at most this long for in-flight requests [default: 30]
     #[arg(long, env = "WHARF_SHUTDOWN_TIMEOUT_SECS", value_name = "SECS")]
     shutdown_timeout_secs: Option<u64>,
@@ -175,6 +180,9 @@ impl ServeArgs {
         if let Some(v) = self.gc_grace_secs {
             c.gc_grace_secs = v;
         }
+        if let Some(v) = self.gc_busy_percent {
+            c.gc_busy_percent = Some(v);
+        }
         if let Some(v) = self.insecure_no_auth {
             c.insecure_no_auth = v;
         }
@@ -235,4 +243,97 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         crate::COMMIT,
         admin_password,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    /// README: "Each [setting] can come from a TOML file, a WHARF_… environment
+    /// variable, or a flag". Walks every key of the configuration struct.
+    #[test]
+    fn every_setting_has_a_flag_a_variable_and_help() {
+        let cmd = Cli::command();
+        let help = Cli::command().render_long_help().to_string();
+        for key in Config::keys() {
+            let long = key.replace('_', "-");
+            let arg = cmd
+                .get_arguments()
+                .find(|a| a.get_long() == Some(long.as_str()))
+                .unwrap_or_else(|| panic!("the setting {key} has no flag --{long}"));
+            let env = format!("WHARF_{}", key.to_uppercase());
+            assert_eq!(
+                arg.get_env().and_then(|e| e.to_str()),
+                Some(env.as_str()),
+                "--{long} is not read from {env}"
+            );
+            assert!(
+                help.contains(&format!("--{long}")) && help.contains(&env),
+                "serve --help does not show --{long} and {env}"
+            );
+            assert!(arg.get_help().is_some(), "--{long} has no help text");
+        }
+    }
+
+    /// Each flag changes the configuration it names, over the defaults.
+    #[test]
+    fn every_flag_reaches_the_configuration() {
+        let samples: &[(&str, &str)] = &[
+            ("listen", "127.0.0.1:6000"),
+            ("data_dir", "/srv/wharf"),
+            ("metadata", "postgres://u@db/wharf"),
+            ("blobs", "s3://bucket/prefix"),
+            ("s3_endpoint", "http://127.0.0.1:9000"),
+            ("s3_region", "eu-west-1"),
+            ("log_format", "json"),
+            ("log_level", "debug"),
+            ("max_manifest_bytes", "1000"),
+            ("upload_expiry_secs", "60"),
+            ("shutdown_timeout_secs", "7"),
+            ("heartbeat_interval_secs", "9"),
+            ("job_heartbeat_secs", "11"),
+            ("job_retry_backoff_secs", "13"),
+            ("gc_grace_secs", "17"),
+            ("gc_busy_percent", "42"),
+            ("insecure_no_auth", "true"),
+            ("token_ttl_secs", "19"),
+            ("token_realm", "https://r.example/auth/token"),
+            ("delete_requires", "write"),
+            ("tls_cert", "/etc/c.pem"),
+            ("tls_key", "/etc/k.pem"),
+            ("tls_self_signed", "true"),
+            ("insecure_http", "true"),
+        ];
+        let default = format!("{:?}", Config::default());
+        for key in Config::keys() {
+            let (_, value) = samples
+                .iter()
+                .find(|(k, _)| k == key)
+                .unwrap_or_else(|| panic!("no sample value for the new setting {key}: add one"));
+            let flag = format!("--{}", key.replace('_', "-"));
+            let cli = Cli::try_parse_from(["serve", flag.as_str(), value])
+                .unwrap_or_else(|e| panic!("{flag} {value}: {e}"));
+            let config = format!("{:?}", cli.serve.to_config().unwrap());
+            // Debug prints `key: value`; the field after the flag must differ.
+            let field = |dbg: &str| {
+                let start = dbg
+                    .find(&format!(" {key}: "))
+                    .unwrap_or_else(|| panic!("{key} not in {dbg}"));
+                let rest = &dbg[start + key.len() + 3..];
+                rest[..rest.find(", ").or_else(|| rest.find(" }")).unwrap()].to_string()
+            };
+            assert_ne!(
+                field(&config),
+                field(&default),
+                "{flag} {value} did not change {key}"
+            );
+        }
+    }
 }
