@@ -21,6 +21,7 @@ pub mod api;
 pub mod auth;
 pub mod cluster;
 pub mod config;
+pub mod drain;
 pub mod endpoint;
 pub mod error;
 pub mod http;
@@ -84,6 +85,8 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics::metrics))
         .nest("/api/v0", api::router())
         .layer(axum::middleware::from_fn(log_request))
+        // Outermost: whatever answered early, the unread body is drained first.
+        .layer(axum::middleware::from_fn(drain::drain_unread_body))
         .with_state(state)
 }
 
