@@ -11,6 +11,9 @@
 
 mod support;
 
+#[path = "support/nginx.rs"]
+mod nginx;
+
 #[path = "support/secure.rs"]
 mod secure;
 
@@ -19,11 +22,11 @@ mod oci_layout;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use nginx::Nginx;
 use oci_layout::Rng;
 use reqwest::{Client, StatusCode};
 use secure::{admin, bearer_at, Cred};
@@ -38,112 +41,6 @@ const WRITERS: usize = 3;
 const READERS: usize = 2;
 /// Bounds every retry loop of the simulated clients.
 const MAX_ATTEMPTS: usize = 8;
-
-/// nginx as the balancer: round robin over the replicas, no request buffering (uploads
-/// stream through), and a response header naming the replica that answered.
-struct Nginx {
-    child: Child,
-    base: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Nginx {
-    fn start(upstreams: &[String]) -> Nginx {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let servers: String = upstreams
-            .iter()
-            .map(|a| format!("    server {a} max_fails=1 fail_timeout=60s;\n"))
-            .collect();
-        // `user` only matters when the master runs as root (then workers may read the
-        // temp directory); otherwise nginx ignores it with a warning.
-        let conf = format!(
-            r#"user root;
-worker_processes 1;
-error_log {dir}/error.log warn;
-pid {dir}/nginx.pid;
-events {{ worker_connections 1024; }}
-http {{
-  access_log {dir}/access.log;
-  client_body_temp_path {dir}/body;
-  proxy_temp_path {dir}/proxy;
-  fastcgi_temp_path {dir}/fastcgi;
-  uwsgi_temp_path {dir}/uwsgi;
-  scgi_temp_path {dir}/scgi;
-  upstream wharf {{
-{servers}    keepalive 16;
-  }}
-  server {{
-    listen 127.0.0.1:{port};
-    client_max_body_size 0;
-    location / {{
-      proxy_pass http://wharf;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host $http_host;
-      proxy_request_buffering off;
-      proxy_buffering off;
-      proxy_next_upstream error timeout;
-      proxy_read_timeout 60s;
-      add_header X-Upstream $upstream_addr always;
-    }}
-  }}
-}}
-"#,
-            dir = dir.path().display()
-        );
-        let conf_path = dir.path().join("nginx.conf");
-        std::fs::write(&conf_path, conf).unwrap();
-        let child = Command::new("nginx")
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-c")
-            .arg(&conf_path)
-            .args(["-g", "daemon off;"])
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("start nginx");
-        let base = format!("http://127.0.0.1:{port}");
-        wait_until_listening(port);
-        Nginx {
-            child,
-            base,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        // SIGTERM: the master stops its workers too (SIGKILL would orphan them).
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        if support::wait_with_timeout(&mut self.child, Duration::from_secs(10)).is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_until_listening(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "nginx did not listen within 20 s"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 fn env_or_skip(name: &str) -> Option<String> {
     match std::env::var(name) {
@@ -197,7 +94,7 @@ async fn three_replicas_behind_nginx_survive_a_sigkill_under_load() {
         .map(|i| start_replica(&pg, &blobs, &s3, &tmp.path().join(format!("r{i}"))))
         .collect();
     let upstreams: Vec<String> = replicas.iter().map(|r| r.addr.clone()).collect();
-    let lb = Nginx::start(&upstreams);
+    let lb = Nginx::start(&upstreams, "max_fails=1 fail_timeout=60s", "error timeout");
     let http = Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(60))
