@@ -46,8 +46,9 @@ enum UpgradeCommand {
         format: String,
     },
     /// Every pre-flight check (path, database, blob store, backup age, replicas, clock
-    /// drift, data directory, memory, background migrations, GC): pass, warn or fail,
-    /// what was measured and how to fix a failure. Exits 1 if any check fails
+    /// drift, data directory, memory, background migrations, GC): PASS or FAIL (SKIPPED
+    /// when a failure is skipped with --skip-check), what was measured and how to fix a
+    /// failure. Exits 1 if any check fails
     Check {
         /// Check for an upgrade from this version [default: the data's]
         #[arg(long, value_parser = parse_version)]
@@ -525,7 +526,10 @@ fn check(
         .enable_all()
         .build()?;
     let checks = runtime.block_on(super::upgrade_check::run_checks(&config, &from, &to, &opts))?;
-    let failed = checks.iter().filter(|c| c.status == "fail").count();
+    let failed = checks
+        .iter()
+        .filter(|c| c.status == super::upgrade_check::FAIL)
+        .count();
     if format == "json" {
         println!(
             "{}",

@@ -1,6 +1,6 @@
-//! `wharf upgrade check`: the pre-flight checks (docs/upgrading.md), each pass, warn or
-//! fail with what it measured and how to fix a failure. `--skip-check NAME --reason
-//! TEXT` turns a failure into a recorded skip.
+//! `wharf upgrade check`: the pre-flight checks (docs/upgrading.md), each PASS or FAIL
+//! with what it measured and how to fix a failure. `--skip-check NAME --reason TEXT`
+//! turns a failure into a recorded SKIPPED.
 //!
 //! A store that does not open (a full or read-only disk, a database server that is down)
 //! does not stop the checks: the `database` check says why, the checks that read the
@@ -19,10 +19,14 @@ use wharf_metastore::{MetaStore, PgMetaStore, SqliteMetaStore};
 use wharf_server::config::MetadataLocation;
 use wharf_upgrade::{Catalog, Release};
 
+pub const PASS: &str = "pass";
+pub const FAIL: &str = "fail";
+pub const SKIPPED: &str = "skipped";
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Check {
     pub name: &'static str,
-    /// pass, warn, fail or skipped
+    /// [`PASS`], [`FAIL`], [`SKIPPED`], or (`upgrade verify` only) `warn`
     pub status: &'static str,
     pub measured: String,
     pub fix: Option<String>,
@@ -42,7 +46,7 @@ pub fn print_checks(checks: &[Check], name_width: usize) -> usize {
             println!("  {:<8} {:<name_width$} fix: {fix}", "", "");
         }
     }
-    let failed = checks.iter().filter(|c| c.status == "fail").count();
+    let failed = checks.iter().filter(|c| c.status == FAIL).count();
     if failed == 0 {
         println!("all checks pass");
     } else {
@@ -54,7 +58,7 @@ pub fn print_checks(checks: &[Check], name_width: usize) -> usize {
 fn check(name: &'static str, ok: bool, measured: String, fix: &str) -> Check {
     Check {
         name,
-        status: if ok { "pass" } else { "fail" },
+        status: if ok { PASS } else { FAIL },
         measured,
         fix: (!ok).then(|| fix.to_string()),
     }
@@ -272,12 +276,12 @@ pub async fn run_checks(
         .map_or_else(|_| "unknown".to_string(), |v| v.to_string());
     for c in out.iter_mut() {
         if let Some((_, reason)) = opts.skips.iter().find(|(n, _)| n == c.name) {
-            if c.status != "fail" {
+            if c.status != FAIL {
                 continue;
             }
             match &meta {
                 Ok(meta) => {
-                    c.status = "skipped";
+                    c.status = SKIPPED;
                     c.measured = format!("{} (skipped: {reason})", c.measured);
                     meta.record_step(&JournalEntry {
                         from_version: from_text.clone(),
@@ -548,4 +552,80 @@ async fn pending_work(meta: &dyn MetaStore, out: &mut Vec<Check>) -> anyhow::Res
         "wait for the gc job or cancel it (wharf jobs cancel ID)",
     ));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `upgrade check` can say of a check; its help and docs/upgrading.md list
+    /// them, and these tests keep the three in step.
+    const STATES: &[&str] = &[PASS, FAIL, SKIPPED];
+
+    /// Uppercase words of `text` that are check states (of `upgrade check` or `verify`).
+    fn states_in(text: &str) -> std::collections::BTreeSet<String> {
+        text.split(|c: char| !c.is_ascii_alphabetic())
+            .filter(|w| ["PASS", "WARN", "FAIL", "SKIPPED"].contains(w))
+            .map(str::to_lowercase)
+            .collect()
+    }
+
+    /// `upgrade check --help` names exactly the states the command prints.
+    #[test]
+    fn help_lists_the_states_the_checks_print() {
+        use clap::CommandFactory;
+        let mut cli = crate::Cli::command();
+        let help = cli
+            .find_subcommand_mut("upgrade")
+            .and_then(|u| u.find_subcommand_mut("check"))
+            .expect("wharf upgrade check")
+            .render_long_help()
+            .to_string();
+        let expected: std::collections::BTreeSet<String> =
+            STATES.iter().map(|s| s.to_string()).collect();
+        assert_eq!(states_in(&help), expected, "upgrade check --help:\n{help}");
+    }
+
+    /// The transcripts of `upgrade check` in docs/upgrading.md show only states and
+    /// check names the command has, from a release build (no `-dev` version).
+    #[test]
+    fn documented_transcripts_match_the_checks() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/upgrading.md");
+        let doc = std::fs::read_to_string(path).expect("docs/upgrading.md");
+        let blocks: Vec<&str> = doc.split("```").skip(1).step_by(2).collect();
+        let mut check_lines = 0;
+        for block in &blocks {
+            for word in block.split_whitespace() {
+                let v = word.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+                assert!(
+                    !(v.ends_with("-dev") && v.starts_with(|c: char| c.is_ascii_digit())),
+                    "a transcript in docs/upgrading.md shows the development version {v}: rerun it with a release build"
+                );
+            }
+            if !block.contains("pre-flight checks for") {
+                continue;
+            }
+            for line in block.lines() {
+                let mut words = line.split_whitespace();
+                let (Some(state), Some(name)) = (words.next(), words.next()) else {
+                    continue;
+                };
+                if state.chars().all(|c| c.is_ascii_uppercase()) && state.len() >= 4 {
+                    check_lines += 1;
+                    assert!(
+                        STATES.contains(&state.to_lowercase().as_str()),
+                        "docs/upgrading.md shows the check state {state}, which `upgrade check` never prints: {line}"
+                    );
+                    assert!(
+                        NAMES.contains(&name),
+                        "docs/upgrading.md shows a check {name} that `upgrade check` does not have: {line}"
+                    );
+                }
+            }
+        }
+        assert!(
+            check_lines >= 10,
+            "no check transcripts found in docs/upgrading.md"
+        );
+    }
 }
