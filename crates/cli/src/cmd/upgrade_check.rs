@@ -602,10 +602,20 @@ mod tests {
                     "a transcript in docs/upgrading.md shows the development version {v}: rerun it with a release build"
                 );
             }
-            if !block.contains("pre-flight checks for") {
-                continue;
-            }
+            // The checks' lines: from "pre-flight checks for" to the verdict (a block
+            // may show other commands' output around them).
+            let mut inside = false;
             for line in block.lines() {
+                if line.contains("pre-flight checks for") {
+                    inside = true;
+                    continue;
+                }
+                if line.starts_with("all checks pass") || line.ends_with("check(s) fail") {
+                    inside = false;
+                }
+                if !inside {
+                    continue;
+                }
                 let mut words = line.split_whitespace();
                 let (Some(state), Some(name)) = (words.next(), words.next()) else {
                     continue;
