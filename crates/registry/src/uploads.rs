@@ -212,7 +212,7 @@ impl Registry {
     ) -> Result<UploadSession> {
         let live = self.uploads.get(id);
         let mut state = live.lock().await;
-        let session = self.upload_status(repo, id).await?;
+        let (_hold, session) = self.hold_session(repo, id).await?;
         let expected_len = chunk.expected_len(session.size)?;
         let added = self
             .append(&session, &mut state, chunk.body, expected_len)
@@ -287,7 +287,9 @@ impl Registry {
     ) -> Result<()> {
         let live = self.uploads.get(id);
         let mut state = live.lock().await;
-        let mut session = self.upload_status(repo, id).await?;
+        // Held until the session is recorded complete and its data deleted: a chunk
+        // sent at the same time through another replica waits, then finds it gone.
+        let (hold, mut session) = self.hold_session(repo, id).await?;
         if let Some(chunk) = last_chunk {
             let expected_len = chunk.expected_len(session.size)?;
             let added = self
@@ -341,9 +343,33 @@ impl Registry {
         if let Err(e) = self.blobs.upload_delete(id).await {
             tracing::warn!(upload = %id, error = %e, "could not delete the upload's data; purge_uploads will");
         }
+        drop(hold);
         drop(state);
         self.uploads.forget(id);
         Ok(())
+    }
+
+    /// Holds the session against every other process sharing the blob store (see
+    /// [`wharf_blobstore::BlobStore::upload_hold`]) and reads its record under the
+    /// hold, where no commit or append elsewhere can be half-way.
+    async fn hold_session(
+        &self,
+        repo: &RepoName,
+        id: &UploadId,
+    ) -> Result<(wharf_blobstore::UploadHold, UploadSession)> {
+        // An unknown session is refused before it takes a hold (which may create a file).
+        self.upload_status(repo, id).await?;
+        let hold = self.blobs.upload_hold(id).await?;
+        match self.upload_status(repo, id).await {
+            Ok(session) => Ok((hold, session)),
+            Err(e) => {
+                // Committed or cancelled while we waited: whatever the hold left goes.
+                if matches!(self.meta.get_upload(id).await, Ok(None)) {
+                    let _ = self.blobs.upload_delete(id).await;
+                }
+                Err(e)
+            }
+        }
     }
 
     async fn rehash(&self, id: &UploadId, algorithm: wharf_oci::Algorithm) -> Result<Digest> {
@@ -366,7 +392,9 @@ impl Registry {
 
     /// Cancels a session (DELETE).
     pub async fn cancel_upload(&self, repo: &RepoName, id: &UploadId) -> Result<()> {
-        self.upload_status(repo, id).await?;
+        let live = self.uploads.get(id);
+        let _state = live.lock().await;
+        let (_hold, _) = self.hold_session(repo, id).await?;
         self.discard(id).await;
         Ok(())
     }
