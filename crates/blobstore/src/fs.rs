@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio::task::spawn_blocking;
 use wharf_oci::{Digest, UploadId};
 
-use crate::{BlobStore, ByteRange, ByteStream, Result, StoreError, UploadHold, UploadWriter};
+use crate::{BlobStore, ByteRange, ByteStream, Result, StoreError, UploadWriter};
 
 /// Read size for streaming blobs out: large enough that per-chunk costs vanish,
 /// small enough that many concurrent pulls stay cheap in memory.
@@ -264,26 +264,6 @@ impl BlobStore for FsBlobStore {
         blocking(move || not_found_as_none(fs::remove_file(path)).map(|_| ())).await
     }
 
-    /// An exclusive `flock` on the upload's data file: it binds processes on this host
-    /// and, through the NFS lock protocol, on every host mounting a shared directory.
-    /// The data file, not a lock file beside it: the committed blob is a hard link to
-    /// the same inode, and a writer that opened the file before the commit unlinked
-    /// its upload name must wait here, then find the session gone, before it writes.
-    async fn upload_hold(&self, id: &UploadId) -> Result<UploadHold> {
-        let path = self.upload_path(id);
-        let file = blocking(move || {
-            let file = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)?;
-            lock_exclusive(&file)?;
-            Ok(file)
-        })
-        .await?;
-        Ok(UploadHold::new(file))
-    }
-
     async fn upload_list(&self) -> Result<Vec<UploadId>> {
         let dir = self.root.join("uploads");
         blocking(move || {
@@ -297,21 +277,6 @@ impl BlobStore for FsBlobStore {
             Ok(out)
         })
         .await
-    }
-}
-
-/// Waits for an exclusive `flock` on `file`; it lasts until the file is closed.
-fn lock_exclusive(file: &File) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    loop {
-        // SAFETY: a plain syscall on a descriptor we own.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
-            return Ok(());
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
     }
 }
 

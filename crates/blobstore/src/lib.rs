@@ -79,37 +79,6 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// Upload sessions that have data, for purging abandoned ones.
     async fn upload_list(&self) -> Result<Vec<UploadId>>;
-
-    /// Waits for, then holds, an upload session exclusively among every process that
-    /// shares this store, until the returned hold is dropped. The registry holds it
-    /// around each append and each commit and re-reads the session's record under it,
-    /// so a chunk racing the commit through another replica either lands before it
-    /// (and is verified with it) or finds the session gone: a committed blob's bytes
-    /// never change. A backend whose committed blobs share nothing with the upload's
-    /// data may hold nothing (the default).
-    async fn upload_hold(&self, _id: &UploadId) -> Result<UploadHold> {
-        Ok(UploadHold::none())
-    }
-}
-
-/// An upload session held by [`BlobStore::upload_hold`]; dropping it lets go.
-pub struct UploadHold {
-    /// Kept only to be dropped: that is the letting go.
-    _guard: Option<Box<dyn Send + Sync>>,
-}
-
-impl UploadHold {
-    /// A hold that holds nothing.
-    pub fn none() -> UploadHold {
-        UploadHold { _guard: None }
-    }
-
-    /// A hold that lasts as long as `guard`.
-    pub fn new(guard: impl Send + Sync + 'static) -> UploadHold {
-        UploadHold {
-            _guard: Some(Box::new(guard)),
-        }
-    }
 }
 
 /// Appends to an upload session. Dropping it without `finish` may leave part of the

@@ -31,7 +31,13 @@ pub struct S3Config {
     pub region: Option<String>,
     pub access_key_id: Option<String>,
     pub secret_access_key: Option<String>,
+    /// The largest object committed with one server-side copy; a larger single chunk
+    /// is streamed into a multipart upload instead. `None`: S3's own limit, 5 GiB.
+    pub max_copy_bytes: Option<u64>,
 }
+
+/// S3 refuses a server-side copy (CopyObject) of more than 5 GiB.
+pub const S3_MAX_COPY_BYTES: u64 = 5 << 30;
 
 impl std::fmt::Debug for S3Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -48,6 +54,7 @@ impl std::fmt::Debug for S3Config {
 pub struct S3BlobStore {
     store: Arc<dyn ObjectStore>,
     prefix: String,
+    max_copy_bytes: u64,
 }
 
 const MARKER: &str = "session";
@@ -78,6 +85,7 @@ impl S3BlobStore {
         Ok(S3BlobStore {
             store: Arc::new(store),
             prefix: config.prefix.trim_matches('/').to_string(),
+            max_copy_bytes: config.max_copy_bytes.unwrap_or(S3_MAX_COPY_BYTES),
         })
     }
 
@@ -151,29 +159,40 @@ impl BlobStore for S3BlobStore {
         }
     }
 
+    /// One GET, whole or ranged: its answer carries the size that checks the range.
+    /// Only an empty or refused range costs a HEAD, to report the size.
     async fn read(&self, digest: &Digest, range: Option<ByteRange>) -> Result<ByteStream> {
         let key = self.blob_key(digest);
-        let size = self.store.head(&key).await.map_err(err)?.size;
-        let r = range.unwrap_or(ByteRange {
-            start: 0,
-            end: size,
-        });
-        if r.start > r.end || r.end > size {
-            return Err(StoreError::InvalidRange {
-                start: r.start,
-                end: r.end,
-                size,
-            });
-        }
-        if r.start == r.end {
+        let invalid = |r: ByteRange, size: u64| StoreError::InvalidRange {
+            start: r.start,
+            end: r.end,
+            size,
+        };
+        if let Some(r) = range.filter(|r| r.start >= r.end) {
+            let size = self.store.head(&key).await.map_err(err)?.size;
+            if r.start > r.end || r.end > size {
+                return Err(invalid(r, size));
+            }
             return Ok(Box::pin(futures_util::stream::empty()));
         }
         let opts = GetOptions {
-            range: Some(GetRange::Bounded(r.start..r.end)),
+            range: range.map(|r| GetRange::Bounded(r.start..r.end)),
             ..GetOptions::default()
         };
-        let got = self.store.get_opts(&key, opts).await.map_err(err)?;
-        Ok(Box::pin(got.into_stream().map_err(std::io::Error::other)))
+        match self.store.get_opts(&key, opts).await {
+            Ok(got) => {
+                if let Some(r) = range.filter(|r| r.end > got.meta.size) {
+                    return Err(invalid(r, got.meta.size)); // S3 clips an end past the size
+                }
+                Ok(Box::pin(got.into_stream().map_err(std::io::Error::other)))
+            }
+            // A start past the end is refused (416): say so with the size.
+            Err(e @ object_store::Error::NotFound { .. }) => Err(err(e)),
+            Err(e) => match (range, self.store.head(&key).await) {
+                (Some(r), Ok(meta)) if r.end > meta.size => Err(invalid(r, meta.size)),
+                _ => Err(err(e)),
+            },
+        }
     }
 
     async fn delete(&self, digest: &Digest) -> Result<bool> {
@@ -272,7 +291,11 @@ impl BlobStore for S3BlobStore {
                         .await
                         .map_err(err)?;
                 }
-                1 => self.store.copy(&chunks[0].2, &target).await.map_err(err)?,
+                // One server-side copy while S3 allows it (5 GiB); a larger single
+                // chunk goes the way of several, streamed into a multipart upload.
+                1 if chunks[0].1 <= self.max_copy_bytes => {
+                    self.store.copy(&chunks[0].2, &target).await.map_err(err)?
+                }
                 _ => {
                     let mut w =
                         WriteMultipart::new(self.store.put_multipart(&target).await.map_err(err)?);

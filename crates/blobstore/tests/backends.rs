@@ -37,9 +37,38 @@ mod s3 {
             region: Some("us-east-1".into()),
             access_key_id: Some("test".into()),
             secret_access_key: Some("test".into()),
+            max_copy_bytes: None,
         };
         (S3BlobStore::open(&config).unwrap(), ())
     }
 
     wharf_blobstore::blobstore_testsuite!(make());
+
+    /// The same suite with a copy limit of 1 MiB instead of S3's 5 GiB: every single
+    /// chunk above it is committed as a layer over 5 GiB would be, streamed into a
+    /// multipart upload rather than copied in one request.
+    mod over_the_copy_limit {
+        use wharf_blobstore::{S3BlobStore, S3Config};
+
+        async fn make() -> (S3BlobStore, ()) {
+            let (store, ()) = super::make().await;
+            drop(store);
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos();
+            let config = S3Config {
+                bucket: "wharf-test".into(),
+                prefix: format!("c{}-{nanos}", std::process::id()),
+                endpoint: std::env::var("WHARF_TEST_S3_ENDPOINT").ok(),
+                region: Some("us-east-1".into()),
+                access_key_id: Some("test".into()),
+                secret_access_key: Some("test".into()),
+                max_copy_bytes: Some(1 << 20),
+            };
+            (S3BlobStore::open(&config).unwrap(), ())
+        }
+
+        wharf_blobstore::blobstore_testsuite!(make());
+    }
 }

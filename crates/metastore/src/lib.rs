@@ -47,6 +47,26 @@ pub enum MetaError {
 
 pub type Result<T, E = MetaError> = std::result::Result<T, E>;
 
+/// An upload session held by [`MetaStore::hold_upload`]; dropping it lets go.
+pub struct UploadHold {
+    /// Kept only to be dropped: that is the letting go.
+    _guard: Option<Box<dyn Send + Sync>>,
+}
+
+impl UploadHold {
+    /// A hold that holds nothing.
+    pub fn none() -> UploadHold {
+        UploadHold { _guard: None }
+    }
+
+    /// A hold that lasts as long as `guard`.
+    pub fn new(guard: impl Send + Sync + 'static) -> UploadHold {
+        UploadHold {
+            _guard: Some(Box::new(guard)),
+        }
+    }
+}
+
 /// An upload session, as every replica sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UploadSession {
@@ -132,6 +152,17 @@ pub trait MetaStore:
     /// no longer `from` (another request got there first) or it is gone.
     async fn advance_upload(&self, id: &UploadId, from: u64, to: u64) -> Result<bool>;
     async fn delete_upload(&self, id: &UploadId) -> Result<bool>;
+    /// Waits for, then holds, an upload session exclusively among every replica that
+    /// shares this store, until the returned hold is dropped. The registry holds it
+    /// around each append and each commit and reads the session's record under it, so
+    /// a chunk racing the commit through another replica either lands before it (and
+    /// is verified with it) or finds the session gone: a committed blob's bytes never
+    /// change, and a session takes nothing after its commit. A store that one process
+    /// serves alone (SQLite) holds nothing: the registry serialises a session's
+    /// requests within the process.
+    async fn hold_upload(&self, _id: &UploadId) -> Result<UploadHold> {
+        Ok(UploadHold::none())
+    }
     /// In one transaction: records the stored blob, lets the session's repository use
     /// it, ends the session. Call only once the blob's bytes are durable.
     async fn complete_upload(

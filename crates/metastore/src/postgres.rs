@@ -15,16 +15,21 @@ use crate::accounts::*;
 
 mod dump;
 mod gc;
+mod holds;
 mod jobs;
 mod journal;
 use crate::schema::{MIGRATIONS, SCHEMA_LEVEL};
 use crate::{
-    now_ms, MetaError, MetaStore, NewManifest, Referrer, Result, StoredManifest, UploadSession,
+    now_ms, MetaError, MetaStore, NewManifest, Referrer, Result, StoredManifest, UploadHold,
+    UploadSession,
 };
 
 #[derive(Clone)]
 pub struct PgMetaStore {
     pool: PgPool,
+    /// Connections that hold upload sessions (`hold_upload`), apart from `pool` so
+    /// that uploads in flight never starve the queries of everything else.
+    holds: PgPool,
 }
 
 impl From<sqlx::Error> for MetaError {
@@ -273,7 +278,11 @@ impl PgMetaStore {
             });
         }
         tx.commit().await?;
-        Ok(PgMetaStore { pool })
+        let holds = PgPoolOptions::new()
+            .max_connections(holds::MAX_HELD_UPLOADS)
+            .min_connections(0)
+            .connect_lazy(url)?;
+        Ok(PgMetaStore { pool, holds })
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -457,6 +466,10 @@ impl MetaStore for PgMetaStore {
         .await?
         .rows_affected();
         Ok(n == 1)
+    }
+
+    async fn hold_upload(&self, id: &UploadId) -> Result<UploadHold> {
+        holds::hold(&self.holds, id).await
     }
 
     async fn delete_upload(&self, id: &UploadId) -> Result<bool> {

@@ -349,27 +349,17 @@ impl Registry {
         Ok(())
     }
 
-    /// Holds the session against every other process sharing the blob store (see
-    /// [`wharf_blobstore::BlobStore::upload_hold`]) and reads its record under the
+    /// Holds the session against every other replica (see
+    /// [`wharf_metastore::MetaStore::hold_upload`]) and reads its record under the
     /// hold, where no commit or append elsewhere can be half-way.
     async fn hold_session(
         &self,
         repo: &RepoName,
         id: &UploadId,
-    ) -> Result<(wharf_blobstore::UploadHold, UploadSession)> {
-        // An unknown session is refused before it takes a hold (which may create a file).
-        self.upload_status(repo, id).await?;
-        let hold = self.blobs.upload_hold(id).await?;
-        match self.upload_status(repo, id).await {
-            Ok(session) => Ok((hold, session)),
-            Err(e) => {
-                // Committed or cancelled while we waited: whatever the hold left goes.
-                if matches!(self.meta.get_upload(id).await, Ok(None)) {
-                    let _ = self.blobs.upload_delete(id).await;
-                }
-                Err(e)
-            }
-        }
+    ) -> Result<(wharf_metastore::UploadHold, UploadSession)> {
+        let hold = self.meta.hold_upload(id).await?;
+        let session = self.upload_status(repo, id).await?;
+        Ok((hold, session))
     }
 
     async fn rehash(&self, id: &UploadId, algorithm: wharf_oci::Algorithm) -> Result<Digest> {
