@@ -163,8 +163,8 @@ async fn race(pg_url: &str, blobs: &[&str], tmp: &std::path::Path) {
         let (p1, c1, p2, c2) = tokio::join!(patch(1), put(2), patch(0), put(1));
         let status = |r: reqwest::Result<reqwest::Response>| r.map(|r| r.status()).unwrap();
         let (p1, c1, p2, c2) = (status(p1), status(c1), status(p2), status(c2));
-        let puts_ok = [c1, c2].iter().any(|s| *s == StatusCode::CREATED);
-        let patches_ok = [p1, p2].iter().any(|s| *s == StatusCode::ACCEPTED);
+        let puts_ok = [c1, c2].contains(&StatusCode::CREATED);
+        let patches_ok = [p1, p2].contains(&StatusCode::ACCEPTED);
         assert!(
             !(puts_ok && patches_ok),
             "round {round}: a chunk was accepted and the session committed without it: PATCH {p1}, {p2}; PUT {c1}, {c2}"
