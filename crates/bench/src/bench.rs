@@ -40,6 +40,44 @@ fn mb_per_s(bytes: usize, secs: f64) -> f64 {
 /// stopped that server's measurement (the other server carries on).
 type Partial = [Result<Vec<f64>, String>; 2];
 
+/// One kind of push, per server: as measured; with the deferred writeback that the
+/// flush after it took; that as a percentage of the same repeat's machine limit; and
+/// (chunked only) the final PUT in ms.
+struct Pushes {
+    measured: Partial,
+    with_writeback: Partial,
+    of_limit: Partial,
+    commit: Partial,
+}
+
+impl Pushes {
+    fn new() -> Pushes {
+        Pushes {
+            measured: fresh(),
+            with_writeback: fresh(),
+            of_limit: fresh(),
+            commit: fresh(),
+        }
+    }
+
+    fn fail(&mut self, i: usize, msg: String) {
+        for p in [
+            &mut self.measured,
+            &mut self.with_writeback,
+            &mut self.of_limit,
+            &mut self.commit,
+        ] {
+            p[i] = Err(msg.clone());
+        }
+    }
+}
+
+fn record(p: &mut Partial, i: usize, v: f64) {
+    if let Ok(samples) = &mut p[i] {
+        samples.push(v);
+    }
+}
+
 fn fresh() -> Partial {
     [Ok(vec![]), Ok(vec![])]
 }
@@ -83,6 +121,11 @@ struct Bench {
     scratch: TempDir,
     /// Makes this run's content differ from any earlier run's.
     nonce: u64,
+    /// Where both servers keep their data: flushed after every timed push, and where
+    /// the machine's write+fsync limit is measured.
+    work_dir: std::path::PathBuf,
+    /// The machine's limits, measured before each push repeat on that repeat's bytes.
+    limits: Vec<crate::limits::Limits>,
 }
 
 pub async fn run(args: Args) -> Result<bool> {
@@ -182,6 +225,8 @@ pub async fn run(args: Args) -> Result<bool> {
         usage: vec![],
         scratch: tempfile::tempdir()?,
         nonce,
+        work_dir: work_dir.clone(),
+        limits: vec![],
         args,
     };
     let metrics = b.run_phases().await;
@@ -244,6 +289,7 @@ pub async fn run(args: Args) -> Result<bool> {
         },
         metrics,
         usage: b.usage,
+        limits: b.limits,
     };
     let markdown = report.markdown();
     println!("{markdown}");
@@ -319,7 +365,7 @@ impl Bench {
         let blob = format!("{} MiB", a.blob_mib);
         let mut metrics = vec![];
 
-        let (mono, chunked, commit) = self.phase_pushes().await;
+        let (mono, chunked) = self.phase_pushes().await;
         metrics.push(self.median_metric(
             "push_monolithic",
             format!(
@@ -328,7 +374,21 @@ impl Bench {
             ),
             "MB/s",
             Some((4.0, "≥ 4×")),
-            mono,
+            mono.measured,
+        ));
+        metrics.push(self.median_metric(
+            "push_monolithic_with_writeback",
+            "1. (fair) monolithic push + the writeback of what it left dirty, median".into(),
+            "MB/s",
+            None,
+            mono.with_writeback,
+        ));
+        metrics.push(self.median_metric(
+            "push_monolithic_of_limit",
+            "1. (fair) that, as % of min(write+fsync, SHA-256) of the same repeat (wharf's target: ≥ 85%)".into(),
+            "%",
+            None,
+            mono.of_limit,
         ));
         metrics.push(self.median_metric(
             "push_chunked",
@@ -338,14 +398,28 @@ impl Bench {
             ),
             "MB/s",
             Some((5.0, "≥ 5×")),
-            chunked,
+            chunked.measured,
+        ));
+        metrics.push(self.median_metric(
+            "push_chunked_with_writeback",
+            "2. (fair) chunked push + the writeback of what it left dirty, median".into(),
+            "MB/s",
+            None,
+            chunked.with_writeback,
+        ));
+        metrics.push(self.median_metric(
+            "push_chunked_of_limit",
+            "2. (fair) that, as % of min(write+fsync, SHA-256) of the same repeat (wharf's target: ≥ 85%)".into(),
+            "%",
+            None,
+            chunked.of_limit,
         ));
         let mut commit = self.median_metric(
             "push_chunked_final_put",
             "2. (detail) chunked push: final PUT (verify + commit), median".into(),
             "ms",
             None,
-            commit,
+            chunked.commit,
         );
         commit.better = Better::Lower;
         metrics.push(commit);
@@ -543,28 +617,23 @@ impl Bench {
     }
 
     /// Phases 1 and 2, interleaved repeat by repeat so both kinds of push sample the same
-    /// machine states (on a VM, large-blob throughput drifts during a run). Returns MB/s
-    /// for each kind and the chunked push's final PUT time in ms (digest check and
-    /// commit: where a server pays for durability).
-    async fn phase_pushes(&mut self) -> (Partial, Partial, Partial) {
-        let (mut mono, mut chunked, mut commit) = (fresh(), fresh(), fresh());
+    /// machine states (on a VM, large-blob throughput drifts during a run).
+    async fn phase_pushes(&mut self) -> (Pushes, Pushes) {
+        let (mut mono, mut chunked) = (Pushes::new(), Pushes::new());
         for rep in 0..self.args.repeats as usize {
-            self.push_round(false, rep, &mut mono, &mut fresh()).await;
+            self.push_round(false, rep, &mut mono).await;
             self.evict();
-            self.push_round(true, rep, &mut chunked, &mut commit).await;
+            self.push_round(true, rep, &mut chunked).await;
             self.evict();
         }
-        (mono, chunked, commit)
+        (mono, chunked)
     }
 
-    /// One repeat of one kind of push: a fresh random blob, pushed to both servers.
-    async fn push_round(
-        &mut self,
-        chunked: bool,
-        rep: usize,
-        out: &mut Partial,
-        commit: &mut Partial,
-    ) {
+    /// One repeat of one kind of push: a fresh random blob; the machine's limits for it;
+    /// then the push to each server, each followed by an untimed flush of what it left
+    /// dirty (so the next timed push does not pay for it), whose duration is that
+    /// server's deferred writeback.
+    async fn push_round(&mut self, chunked: bool, rep: usize, out: &mut Pushes) {
         let (phase, repo) = if chunked {
             ("2. chunked push", "bench/chunked")
         } else {
@@ -576,8 +645,38 @@ impl Bench {
             size,
             self.nonce ^ ((chunked as u64) << 32) ^ rep as u64,
         ));
+        let (dir, data) = (self.work_dir.clone(), blob.data.clone());
+        let limits = match tokio::task::spawn_blocking(move || crate::limits::measure(&dir, &data))
+            .await
+        {
+            Ok(Ok(l)) => {
+                eprintln!(
+                    "[{phase}] repeat {}: machine: write+fsync {:.0} MB/s, SHA-256 {:.0} MB/s, SHA-512 {:.0} MB/s",
+                    rep + 1,
+                    l.write_fsync,
+                    l.sha256,
+                    l.sha512
+                );
+                self.limits.push(l);
+                Some(l)
+            }
+            Ok(Err(e)) => {
+                eprintln!(
+                    "[{phase}] repeat {}: machine limits not measured: {e:#}",
+                    rep + 1
+                );
+                None
+            }
+            Err(e) => {
+                eprintln!(
+                    "[{phase}] repeat {}: machine limits not measured: {e}",
+                    rep + 1
+                );
+                None
+            }
+        };
         for i in order(rep) {
-            if out[i].is_err() {
+            if out.measured[i].is_err() {
                 continue;
             }
             let reg = self.regs[i].clone();
@@ -592,6 +691,7 @@ impl Bench {
                     .map(|()| None)
             };
             let secs = self.close(w, phase, i);
+            let writeback = crate::limits::flush(&self.work_dir);
             // Untimed: the server must now hold exactly what was sent.
             let r = match r {
                 Ok(last) => check_size(&reg, repo, &blob, size).await.map(|()| last),
@@ -600,17 +700,25 @@ impl Bench {
             match r {
                 Ok(last) => {
                     let v = mb_per_s(size, secs);
-                    eprintln!("[{phase}] repeat {}: {} {v:.0} MB/s", rep + 1, SERVERS[i]);
-                    if let Ok(samples) = &mut out[i] {
-                        samples.push(v);
+                    let with_wb = mb_per_s(size, secs + writeback);
+                    eprintln!(
+                        "[{phase}] repeat {}: {} {v:.0} MB/s; {with_wb:.0} MB/s with the {:.0} ms writeback after it",
+                        rep + 1,
+                        SERVERS[i],
+                        writeback * 1000.0
+                    );
+                    record(&mut out.measured, i, v);
+                    record(&mut out.with_writeback, i, with_wb);
+                    if let Some(l) = limits {
+                        record(&mut out.of_limit, i, 100.0 * with_wb / l.durable_push());
                     }
-                    if let (Some(d), Ok(samples)) = (last, &mut commit[i]) {
-                        samples.push(d.as_secs_f64() * 1000.0);
+                    if let Some(d) = last {
+                        record(&mut out.commit, i, d.as_secs_f64() * 1000.0);
                     }
                 }
                 Err(e) => {
                     let msg = self.describe(i, e);
-                    (out[i], commit[i]) = (Err(msg.clone()), Err(msg));
+                    out.fail(i, msg);
                 }
             }
         }

@@ -17,6 +17,7 @@ use clap::Parser;
 mod bench;
 mod data;
 mod gc;
+mod limits;
 mod load;
 mod registry;
 mod report;

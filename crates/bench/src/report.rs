@@ -117,6 +117,8 @@ pub struct Report {
     pub cpu: (f64, f64),
     pub metrics: Vec<Metric>,
     pub usage: Vec<PhaseUsage>,
+    /// The machine's limits, one per push repeat (crate::limits).
+    pub limits: Vec<crate::limits::Limits>,
 }
 
 impl Report {
@@ -166,6 +168,36 @@ impl Report {
             p.join(", ")
         });
 
+        if !self.limits.is_empty() {
+            let _ = writeln!(
+                s,
+                "### This machine's limits, measured in the same repeats\n\nBefore each push \
+                 repeat, on that repeat's bytes: a sequential write + fsync in the directory \
+                 both servers write to, and SHA-256 and SHA-512 on one core (wharf's \
+                 implementation). After every timed push an untimed `syncfs` writes back \
+                 what the server left dirty, so the next timed push does not pay for it; \
+                 its duration is counted in the \"(fair)\" rows.\n"
+            );
+            let _ = writeln!(s, "| Limit | median | samples |\n|---|---:|---|");
+            type Pick = fn(&crate::limits::Limits) -> f64;
+            let rows: [(&str, Pick); 4] = [
+                ("write + fsync", |l| l.write_fsync),
+                ("SHA-256, one core", |l| l.sha256),
+                ("SHA-512, one core", |l| l.sha512),
+                ("min(write + fsync, SHA-256)", |l| l.durable_push()),
+            ];
+            for (label, pick) in rows {
+                let samples: Vec<f64> = self.limits.iter().map(pick).collect();
+                let shown: Vec<String> = samples.iter().map(|v| format!("{v:.0}")).collect();
+                let _ = writeln!(
+                    s,
+                    "| {label} | {} MB/s | {} |",
+                    num(crate::data::median(&samples)),
+                    shown.join(", ")
+                );
+            }
+            let _ = writeln!(s);
+        }
         let _ = writeln!(s, "### Figures\n");
         let _ = writeln!(
             s,
@@ -427,6 +459,11 @@ impl Report {
             "cpu_steal_percent": self.cpu.1,
             "params": params,
             "metrics": metrics,
+            "machine_limits_mb_per_s": self.limits.iter().map(|l| serde_json::json!({
+                "write_fsync": l.write_fsync,
+                "sha256": l.sha256,
+                "sha512": l.sha512,
+            })).collect::<Vec<_>>(),
         })
     }
 }
