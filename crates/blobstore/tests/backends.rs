@@ -22,7 +22,8 @@ mod memory {
 mod s3 {
     use wharf_blobstore::{S3BlobStore, S3Config};
 
-    async fn make() -> (S3BlobStore, ()) {
+    /// A store under a prefix of its own in the test server's bucket.
+    pub fn store(prefix: &str, max_copy_bytes: Option<u64>) -> S3BlobStore {
         let Ok(endpoint) = std::env::var("WHARF_TEST_S3_ENDPOINT") else {
             panic!("WHARF_TEST_S3_ENDPOINT is not set: run the suite with scripts/test.sh, which starts an S3 server");
         };
@@ -32,14 +33,18 @@ mod s3 {
             .as_nanos();
         let config = S3Config {
             bucket: "wharf-test".into(),
-            prefix: format!("t{}-{nanos}", std::process::id()),
+            prefix: format!("{prefix}{}-{nanos}", std::process::id()),
             endpoint: Some(endpoint),
             region: Some("us-east-1".into()),
             access_key_id: Some("test".into()),
             secret_access_key: Some("test".into()),
-            max_copy_bytes: None,
+            max_copy_bytes,
         };
-        (S3BlobStore::open(&config).unwrap(), ())
+        S3BlobStore::open(&config).unwrap()
+    }
+
+    async fn make() -> (S3BlobStore, ()) {
+        (store("t", None), ())
     }
 
     wharf_blobstore::blobstore_testsuite!(make());
@@ -48,25 +53,8 @@ mod s3 {
     /// chunk above it is committed as a layer over 5 GiB would be, streamed into a
     /// multipart upload rather than copied in one request.
     mod over_the_copy_limit {
-        use wharf_blobstore::{S3BlobStore, S3Config};
-
-        async fn make() -> (S3BlobStore, ()) {
-            let (store, ()) = super::make().await;
-            drop(store);
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos();
-            let config = S3Config {
-                bucket: "wharf-test".into(),
-                prefix: format!("c{}-{nanos}", std::process::id()),
-                endpoint: std::env::var("WHARF_TEST_S3_ENDPOINT").ok(),
-                region: Some("us-east-1".into()),
-                access_key_id: Some("test".into()),
-                secret_access_key: Some("test".into()),
-                max_copy_bytes: Some(1 << 20),
-            };
-            (S3BlobStore::open(&config).unwrap(), ())
+        async fn make() -> (wharf_blobstore::S3BlobStore, ()) {
+            (super::store("c", Some(1 << 20)), ())
         }
 
         wharf_blobstore::blobstore_testsuite!(make());

@@ -42,20 +42,6 @@ const READERS: usize = 2;
 /// Bounds every retry loop of the simulated clients.
 const MAX_ATTEMPTS: usize = 8;
 
-fn env_or_skip(name: &str) -> Option<String> {
-    match std::env::var(name) {
-        Ok(v) => Some(v),
-        Err(_) => {
-            assert!(
-                std::env::var("CI").map_or(true, |v| v != "true"),
-                "{name} is required under CI=true (scripts/test.sh sets it)"
-            );
-            eprintln!("SKIPPED: no {name} (run the suite with scripts/test.sh)");
-            None
-        }
-    }
-}
-
 fn start_replica(pg: &str, blobs: &str, s3: &str, data_dir: &Path) -> TestServer {
     let mut cmd = serve_command();
     cmd.args([
@@ -81,8 +67,8 @@ async fn three_replicas_behind_nginx_survive_a_sigkill_under_load() {
         return;
     }
     let (Some(pg_url), Some(s3)) = (
-        env_or_skip("WHARF_TEST_POSTGRES_URL"),
-        env_or_skip("WHARF_TEST_S3_ENDPOINT"),
+        support::env_or_skip("WHARF_TEST_POSTGRES_URL"),
+        support::env_or_skip("WHARF_TEST_S3_ENDPOINT"),
     ) else {
         return;
     };

@@ -57,14 +57,6 @@ impl Drop for Cleanup {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn the_image_serves_pushes_pulls_and_stops_cleanly() {
     let Ok(image) = std::env::var("WHARF_TEST_IMAGE") else {
@@ -75,7 +67,7 @@ fn the_image_serves_pushes_pulls_and_stops_cleanly() {
         eprintln!("SKIPPED: no WHARF_TEST_IMAGE (scripts/build-image.sh builds one)");
         return;
     };
-    let port = free_port();
+    let port = support::free_port();
     let addr = format!("127.0.0.1:{port}");
     let name = format!("wharf-image-test-{}", std::process::id());
     let guard = Cleanup {

@@ -40,20 +40,6 @@ const CHUNK_SIZES: [usize; 5] = [32 << 10, 256 << 10, 1 << 20, 4 << 20, 16 << 20
 const IMAGES_PER_CLIENT: usize = 6;
 const RUN_FOR: Duration = Duration::from_secs(20);
 
-fn env_or_skip(name: &str) -> Option<String> {
-    match std::env::var(name) {
-        Ok(v) => Some(v),
-        Err(_) => {
-            assert!(
-                std::env::var("CI").map_or(true, |v| v != "true"),
-                "{name} is required under CI=true (scripts/test.sh sets it)"
-            );
-            eprintln!("SKIPPED: no {name} (run the suite with scripts/test.sh)");
-            None
-        }
-    }
-}
-
 fn start_replica(pg: &str, blobs: &std::path::Path, data_dir: &std::path::Path) -> TestServer {
     let mut cmd = serve_command();
     cmd.args(["--listen", "127.0.0.1:0", "--metadata", pg])
@@ -338,7 +324,7 @@ async fn clients_that_start_unauthenticated_never_take_replicas_down_behind_ngin
     if !support::require_tool("nginx") {
         return;
     }
-    let Some(pg_url) = env_or_skip("WHARF_TEST_POSTGRES_URL") else {
+    let Some(pg_url) = support::env_or_skip("WHARF_TEST_POSTGRES_URL") else {
         return;
     };
     let pg = support::create_database(&pg_url, "proxy_early_answers");

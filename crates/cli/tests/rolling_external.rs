@@ -34,14 +34,6 @@ fn release_1_0_0() -> Option<String> {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A replica of `binary` on `port`, sharing the store.
 fn replica(
     binary: &str,
@@ -81,7 +73,7 @@ async fn the_external_driver_waits_for_the_orchestrator_to_replace_each_replica(
     };
     let tmp = tempfile::tempdir().unwrap();
     let blobs = tmp.path().join("blobs");
-    let ports = [free_port(), free_port()];
+    let ports = [support::free_port(), support::free_port()];
     let mut replicas: Vec<TestServer> = ports
         .iter()
         .enumerate()

@@ -13,20 +13,6 @@ use support::{serve_command, sha256, TestServer};
 /// Sessions raced; each races four requests.
 const ROUNDS: usize = 40;
 
-fn env_or_skip(name: &str) -> Option<String> {
-    match std::env::var(name) {
-        Ok(v) => Some(v),
-        Err(_) => {
-            assert!(
-                std::env::var("CI").map_or(true, |v| v != "true"),
-                "{name} is required under CI=true (scripts/test.sh sets it)"
-            );
-            eprintln!("SKIPPED: no {name} (run the suite with scripts/test.sh)");
-            None
-        }
-    }
-}
-
 fn replica(pg: &str, blobs: &[&str], data_dir: &std::path::Path) -> TestServer {
     let mut cmd = serve_command();
     cmd.args([
@@ -71,7 +57,7 @@ fn path_of(location: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn racing_patch_and_put_on_a_shared_directory_never_change_a_committed_blob() {
-    let Some(pg_url) = env_or_skip("WHARF_TEST_POSTGRES_URL") else {
+    let Some(pg_url) = support::env_or_skip("WHARF_TEST_POSTGRES_URL") else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
@@ -100,8 +86,8 @@ async fn racing_patch_and_put_on_a_shared_directory_never_change_a_committed_blo
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn racing_patch_and_put_on_s3_never_change_a_committed_blob() {
     let (Some(pg_url), Some(s3)) = (
-        env_or_skip("WHARF_TEST_POSTGRES_URL"),
-        env_or_skip("WHARF_TEST_S3_ENDPOINT"),
+        support::env_or_skip("WHARF_TEST_POSTGRES_URL"),
+        support::env_or_skip("WHARF_TEST_S3_ENDPOINT"),
     ) else {
         return;
     };

@@ -235,3 +235,28 @@ pub fn pg_database(prefix: &str) -> Option<String> {
     };
     Some(create_database(&url, prefix))
 }
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The variable `scripts/test.sh` sets for a service a test needs; without it the test
+/// is skipped, except under `CI=true`, where a missing service fails it.
+pub fn env_or_skip(name: &str) -> Option<String> {
+    match std::env::var(name) {
+        Ok(v) => Some(v),
+        Err(_) => {
+            assert!(
+                std::env::var("CI").map_or(true, |v| v != "true"),
+                "{name} is required under CI=true (scripts/test.sh sets it)"
+            );
+            eprintln!("SKIPPED: no {name} (run the suite with scripts/test.sh)");
+            None
+        }
+    }
+}

@@ -21,7 +21,7 @@ impl Nginx {
     /// `max_fails=1 fail_timeout=2s`); `next_upstream` is `proxy_next_upstream`'s value.
     pub fn start(upstreams: &[String], server_params: &str, next_upstream: &str) -> Nginx {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
+        let port = crate::support::free_port();
         let servers: String = upstreams
             .iter()
             .map(|a| format!("    server {a} {server_params};\n"))
@@ -99,14 +99,6 @@ impl Drop for Nginx {
             let _ = self.child.wait();
         }
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn wait_until_listening(port: u16) {

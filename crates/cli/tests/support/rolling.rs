@@ -195,14 +195,6 @@ pub fn prereqs() -> Option<Prereqs> {
     })
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 // ---------------------------------------------------------------------------------
 // nginx
 
@@ -217,7 +209,7 @@ pub struct Nginx {
 impl Nginx {
     pub fn start(upstreams: &[String]) -> Nginx {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
+        let port = crate::support::free_port();
         let servers: String = upstreams
             .iter()
             .map(|a| format!("    server {a} {NGINX_SERVER_PARAMS};\n"))
@@ -403,7 +395,7 @@ impl RollingCluster {
             id: format!("rolling-{test}-{suffix}"),
             replicas: (1..=3)
                 .map(|i| {
-                    let addr = format!("127.0.0.1:{}", free_port());
+                    let addr = format!("127.0.0.1:{}", crate::support::free_port());
                     ReplicaSpec {
                         name: format!("wharf-rolling-{test}-{suffix}-{i}"),
                         url: format!("http://{addr}"),
