@@ -221,6 +221,36 @@ async fn backup_while_pushing_then_wipe_and_restore() {
     assert_eq!(records[0]["location"], archive.display().to_string());
     assert!(records[0]["bytes"].as_u64().unwrap() > 3 << 20);
 
+    // A location given with `..` is printed and recorded as the one path it names.
+    std::fs::create_dir(tmp.path().join("sub")).unwrap();
+    let roundabout = tmp.path().join("sub").join("..").join("metadata.tar");
+    let canonical = tmp.path().canonicalize().unwrap().join("metadata.tar");
+    let out = run_ok(
+        cmd(
+            &["backup", "--out", roundabout.to_str().unwrap()],
+            &data_args(&data),
+        ),
+        None,
+        LIMIT,
+    )
+    .await;
+    assert!(
+        out.contains(&format!("backup written to {} (", canonical.display())),
+        "{out}"
+    );
+    let list = run_ok(
+        cmd(&["backup", "--list", "--json"], &data_args(&data)),
+        None,
+        LIMIT,
+    )
+    .await;
+    let records: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(
+        records[0]["location"],
+        canonical.display().to_string(),
+        "{list}"
+    );
+
     // Any tar lists it, and the archive verifies on its own.
     let listing = std::process::Command::new("tar")
         .arg("-tf")
