@@ -590,9 +590,15 @@ async fn apply_killed_in_the_middle_of_expand_leaves_all_or_nothing() {
         .unwrap();
 
     // SIGKILL at points spread from the moment the backup step is reported done (the
-    // expand step starts) to well after.
+    // expand step starts) to well after: the delays double until a kill has landed
+    // after the step's commit too (how long it takes depends on the machine's load),
+    // bounded at 12.8 s.
     let mut outcomes = Vec::new();
-    for delay_ms in [0u64, 20, 50, 100, 200, 400, 800] {
+    let delays = [0u64, 20, 50, 100, 200, 400, 800, 1600, 3200, 6400, 12800];
+    for (n, delay_ms) in delays.into_iter().enumerate() {
+        if n >= 7 && outcomes.contains(&1) && outcomes.contains(&2) {
+            break;
+        }
         let dir = tmp.path().join(format!("killed-{delay_ms}"));
         copy_dir(&original, &dir);
         let seen = apply_killed_after_delay(&dir, 2, Duration::from_millis(delay_ms));
