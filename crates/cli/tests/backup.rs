@@ -132,6 +132,18 @@ fn data_args(dir: &Path) -> Vec<String> {
     vec!["--data-dir".into(), dir.display().to_string()]
 }
 
+/// `wharf backup --list --json` on a data directory: its output and the records in it.
+async fn backup_records(data: &Path) -> (String, serde_json::Value) {
+    let list = run_ok(
+        cmd(&["backup", "--list", "--json"], &data_args(data)),
+        None,
+        LIMIT,
+    )
+    .await;
+    let records = serde_json::from_str(&list).unwrap();
+    (list, records)
+}
+
 fn cmd(args: &[&str], store: &[String]) -> tokio::process::Command {
     let mut c = wharf_cmd(args);
     c.args(store)
@@ -210,13 +222,7 @@ async fn backup_while_pushing_then_wipe_and_restore() {
     assert!(archive.exists() && !tmp.path().join("backup.tar.partial").exists());
 
     // Recorded in the metadata store, for the upgrade checks.
-    let list = run_ok(
-        cmd(&["backup", "--list", "--json"], &data_args(&data)),
-        None,
-        LIMIT,
-    )
-    .await;
-    let records: serde_json::Value = serde_json::from_str(&list).unwrap();
+    let (list, records) = backup_records(&data).await;
     assert_eq!(records[0]["scope"], "metadata+blobs", "{list}");
     assert_eq!(records[0]["location"], archive.display().to_string());
     assert!(records[0]["bytes"].as_u64().unwrap() > 3 << 20);
@@ -238,13 +244,7 @@ async fn backup_while_pushing_then_wipe_and_restore() {
         out.contains(&format!("backup written to {} (", canonical.display())),
         "{out}"
     );
-    let list = run_ok(
-        cmd(&["backup", "--list", "--json"], &data_args(&data)),
-        None,
-        LIMIT,
-    )
-    .await;
-    let records: serde_json::Value = serde_json::from_str(&list).unwrap();
+    let (list, records) = backup_records(&data).await;
     assert_eq!(
         records[0]["location"],
         canonical.display().to_string(),

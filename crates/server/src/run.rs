@@ -115,9 +115,9 @@ pub fn job_stores(
     }
 }
 
-/// Opens the stores the configuration names and builds the shared state.
-pub async fn open(config: &Config, version: &str, commit: &str) -> anyhow::Result<AppState> {
-    config.validate().map_err(anyhow::Error::msg)?;
+/// Opens the stores the configuration names and builds the shared state; the caller
+/// has validated the configuration.
+async fn open(config: &Config, version: &str, commit: &str) -> anyhow::Result<AppState> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let blobs = open_blobstore(config)?;

@@ -127,7 +127,7 @@ pub fn run(args: JobsArgs) -> anyhow::Result<()> {
             }
             JobsCommand::Logs { id, follow } => {
                 find(store.as_ref(), id).await?;
-                print_log(store.as_ref(), id, follow, None)
+                follow_log(store.as_ref(), id, follow, None)
                     .await
                     .map(|_| ())
             }
@@ -256,20 +256,23 @@ pub enum RunIn {
     QueueOnly,
 }
 
-/// The workers that have reported within three heartbeats (the store's clock) and run
-/// `action`.
-async fn live_workers(
+/// A worker silent for this long (three heartbeats) is not serving.
+fn silent_after(config: &wharf_server::Config) -> Duration {
+    Duration::from_secs(config.job_heartbeat_secs.max(1) * 3)
+}
+
+/// Whether any worker that runs `action` has reported within [`silent_after`], by the
+/// store's clock.
+async fn any_live_worker(
     config: &wharf_server::Config,
     store: &dyn MetaStore,
     action: &str,
-) -> anyhow::Result<Vec<wharf_metastore::jobs::Worker>> {
+) -> anyhow::Result<bool> {
     let (workers, now) = store.workers().await?;
-    let dead_after_ms = config.job_heartbeat_secs.max(1) as i64 * 3 * 1000;
-    Ok(workers
-        .into_iter()
-        .filter(|w| now - w.heartbeat_at_ms <= dead_after_ms)
-        .filter(|w| w.actions.split(',').any(|a| a == action))
-        .collect())
+    let dead_after_ms = silent_after(config).as_millis() as i64;
+    Ok(workers.iter().any(|w| {
+        now - w.heartbeat_at_ms <= dead_after_ms && w.actions.split(',').any(|a| a == action)
+    }))
 }
 
 /// This very command line with `flag` added, quoted for a POSIX shell: what to offer
@@ -298,7 +301,7 @@ fn no_replica_message(action: &str, config: &wharf_server::Config, rerun: &str) 
          reported in the last {} s), so a queued {action} job would wait until one starts.\n  \
          run it in this process:  {rerun}\n  \
          or start a replica:      wharf serve (on the same --data-dir / --metadata)",
-        config.job_heartbeat_secs.max(1) * 3
+        silent_after(config).as_secs()
     )
 }
 
@@ -313,15 +316,15 @@ pub async fn queue_and_follow(
     how: RunIn,
     rerun: &str,
 ) -> anyhow::Result<Job> {
-    let serving = live_workers(config, store.as_ref(), action).await?;
-    if how == RunIn::Replica && serving.is_empty() {
+    let serving = any_live_worker(config, store.as_ref(), action).await?;
+    if how == RunIn::Replica && !serving {
         anyhow::bail!("{}", no_replica_message(action, config, rerun));
     }
     let job = wharf_jobs::enqueue(store.as_ref(), action, params).await?;
     match how {
         RunIn::QueueOnly => {
             println!("queued job {} ({action})", job.id);
-            if serving.is_empty() {
+            if !serving {
                 println!(
                     "no replica is serving on this store: the job waits until one starts (or run it here: {rerun})"
                 );
@@ -333,7 +336,7 @@ pub async fn queue_and_follow(
                 "queued job {} ({action}); a serving replica runs it",
                 job.id
             );
-            follow_log(store.as_ref(), job.id, Some((config, action))).await
+            follow_log(store.as_ref(), job.id, true, Some((config, action))).await
         }
         RunIn::ThisProcess => {
             println!(
@@ -375,7 +378,7 @@ async fn run_here(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let running = tokio::spawn(worker.run(stop_rx));
     let outcome = tokio::select! {
-        end = follow_log(store.as_ref(), id, None) => end,
+        end = follow_log(store.as_ref(), id, true, None) => end,
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!(
             "interrupted: job {id} is handed back to the queue (a serving replica, or a rerun with --here, continues it)"
         )),
@@ -385,21 +388,11 @@ async fn run_here(
     outcome
 }
 
-/// Prints the log from the start until the job is final (bounded: a day). With
-/// `replica_for`, gives up with a clear message when the job is still waiting and no
-/// worker for its action has been serving for three heartbeats. Returns the job as
-/// it ended.
-pub async fn follow_log(
-    store: &dyn MetaStore,
-    id: i64,
-    replica_for: Option<(&wharf_server::Config, &str)>,
-) -> anyhow::Result<Job> {
-    print_log(store, id, true, replica_for).await
-}
-
 /// Prints the log from the start; with `follow`, until the job is final (bounded: a
-/// day). Returns the job as it ended (or is now).
-async fn print_log(
+/// day). With `replica_for`, gives up with a clear message when the job is still
+/// waiting and no worker for its action has been serving for [`silent_after`]. Returns
+/// the job as it ended (or is now).
+async fn follow_log(
     store: &dyn MetaStore,
     id: i64,
     follow: bool,
@@ -415,9 +408,9 @@ async fn print_log(
             after = l.seq;
         }
         if let (Some((config, action)), JobStatus::Waiting) = (replica_for, job.status) {
-            if live_workers(config, store, action).await?.is_empty() {
+            if !any_live_worker(config, store, action).await? {
                 let since = *unserved_since.get_or_insert_with(std::time::Instant::now);
-                if since.elapsed() > Duration::from_secs(config.job_heartbeat_secs.max(1) * 3) {
+                if since.elapsed() > silent_after(config) {
                     anyhow::bail!(
                         "job {id} is still waiting and no replica serves this store any more, so it \
                          stays queued for the next one that starts; to run it now instead, cancel it \
