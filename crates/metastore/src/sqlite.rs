@@ -1,10 +1,11 @@
-//! The embedded metadata store: SQLite in WAL mode with `synchronous=FULL`, so every
-//! committed transaction survives a power cut (an acknowledged push is durable).
+//! The embedded metadata store: SQLite in WAL mode, where every durable write survives
+//! a power cut before it returns (an acknowledged push is durable).
 //!
 //! rusqlite is synchronous; every call runs on tokio's blocking pool. One connection
 //! writes (SQLite admits one writer at a time anyway, and `BEGIN IMMEDIATE` makes a
 //! second process wait instead of failing half-way); a small pool of connections reads
-//! concurrently, which WAL allows.
+//! concurrently, which WAL allows. Durable writes share their flushes: see
+//! [`group_commit`].
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -15,6 +16,7 @@ use bytes::Bytes;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use wharf_oci::{Digest, Reference, RepoName, Tag, UploadId};
 
+use self::group_commit::WalFlusher;
 use crate::schema::{MIGRATIONS, SCHEMA_LEVEL};
 use crate::{
     now_ms, MetaError, MetaStore, NewManifest, Referrer, Result, StoredManifest, UploadSession,
@@ -23,6 +25,7 @@ use crate::{
 mod accounts;
 mod dump;
 mod gc;
+mod group_commit;
 mod jobs;
 mod journal;
 mod replicas;
@@ -34,19 +37,13 @@ pub struct SqliteMetaStore {
     inner: Arc<Inner>,
 }
 
-/// Two connections behind one lock (SQLite has one writer anyway): the durable one
-/// fsyncs every commit; the relaxed one (`synchronous=NORMAL`) lets the next durable
-/// commit carry its changes to disk. Relaxed is for upload-session bookkeeping only: a
-/// power cut may forget a session or its last recorded chunk, the client then resumes
-/// or restarts the upload, and nothing acknowledged as stored is lost.
-struct Writers {
-    durable: Connection,
-    relaxed: Connection,
-}
-
 struct Inner {
     path: PathBuf,
-    writer: Mutex<Writers>,
+    /// The one writing connection, with `synchronous=NORMAL`: a commit only appends to
+    /// the WAL; [`Self::wal`] makes it durable.
+    writer: Mutex<Connection>,
+    /// Flushes the WAL for every durable write committed before it, in one fsync.
+    wal: WalFlusher,
     readers: Mutex<Vec<Connection>>,
 }
 
@@ -297,18 +294,18 @@ impl SqliteMetaStore {
             });
         }
         tx.commit()?;
-        let relaxed = connect(&path)?;
-        relaxed.pragma_update(None, "synchronous", "NORMAL")?;
+        // That commit (synchronous=FULL) created the WAL and made the schema durable;
+        // from here on commits only append, and WalFlusher flushes them in groups.
+        writer.pragma_update(None, "synchronous", "NORMAL")?;
+        let wal = WalFlusher::open(&path)?;
         let readers = (0..READERS)
             .map(|_| connect(&path))
             .collect::<Result<Vec<_>>>()?;
         Ok(SqliteMetaStore {
             inner: Arc::new(Inner {
                 path,
-                writer: Mutex::new(Writers {
-                    durable: writer,
-                    relaxed,
-                }),
+                writer: Mutex::new(writer),
+                wal,
                 readers: Mutex::new(readers),
             }),
         })
@@ -327,7 +324,10 @@ impl SqliteMetaStore {
         self.write_with(true, f).await
     }
 
-    /// Like [`Self::write`], without waiting for the disk (see [`Writers`]).
+    /// Like [`Self::write`], without waiting for the disk: the next durable write's
+    /// flush carries it. For upload-session bookkeeping and job heartbeats only: a
+    /// power cut may forget a session or its last recorded chunk, the client then
+    /// resumes or restarts the upload, and nothing acknowledged as stored is lost.
     pub(crate) async fn write_relaxed<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Transaction) -> Result<T> + Send + 'static,
@@ -342,15 +342,19 @@ impl SqliteMetaStore {
     ) -> Result<T> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
-            let mut writers = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
-            let conn = if durable {
-                &mut writers.durable
-            } else {
-                &mut writers.relaxed
+            let (out, commit) = {
+                let mut conn = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let out = f(&tx)?;
+                tx.commit()?;
+                // Numbered under the writer lock, so commit numbers follow WAL order.
+                (out, inner.wal.record_commit())
             };
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let out = f(&tx)?;
-            tx.commit()?;
+            if durable {
+                // Outside the writer lock: while one flush runs, the next writers
+                // commit, and the flush after it covers all of them.
+                inner.wal.flush_through(commit)?;
+            }
             Ok(out)
         })
         .await

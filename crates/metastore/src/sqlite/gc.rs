@@ -168,6 +168,7 @@ impl GcStore for SqliteMetaStore {
         // until they are gone (the upload then puts its own bytes back). One batch, one
         // commit; the writer is held for as long as the batch's deletions take.
         let handle = tokio::runtime::Handle::current();
+        let inner = self.inner.clone();
         self.write(move |tx| {
             let mut unlinked = Vec::new();
             {
@@ -185,6 +186,9 @@ impl GcStore for SqliteMetaStore {
             if unlinked.is_empty() {
                 return Ok(outcome);
             }
+            // What this transaction read may include commits not flushed yet (see
+            // group_commit); deleting bytes on their word must not outlive them.
+            inner.wal.flush_all()?;
             let results = handle.block_on(delete_bytes(unlinked.clone()));
             let mut delete = tx.prepare_cached("DELETE FROM blobs WHERE digest = ?")?;
             for (d, result) in unlinked.into_iter().zip(results) {
