@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what the test suite and the benchmark need, from Debian's packages and PyPI.
+# Installs what the test suite and the benchmark need, from Debian's packages, PyPI and
+# crates.io.
 # Idempotent: does nothing for what is already there. Needs root (or sudo).
 set -euo pipefail
 
@@ -41,4 +42,12 @@ fi
 if [ ! -x "$VENV/bin/moto_server" ]; then
   "$VENV/bin/pip" install -q 'moto[server]'
 fi
-echo "test dependencies ready (python venv: $VENV)"
+# Garage, a real S3-compatible object store (moto is a mock): the blob-store suite, the
+# replica tests and the 6 GiB layer test run on it too. Built from crates.io (about 11
+# minutes on 2 cores, once; AGPL, used only as a test server).
+GARAGE_VERSION=2.5.0
+if ! garage --version 2>/dev/null | grep -q "cargo:$GARAGE_VERSION "; then
+  echo "installing garage $GARAGE_VERSION with cargo"
+  cargo install garage --version "$GARAGE_VERSION" --locked --quiet
+fi
+echo "test dependencies ready (python venv: $VENV; garage: $(command -v garage))"

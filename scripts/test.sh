@@ -19,6 +19,7 @@ export WHARF_TEST_VENV="${WHARF_TEST_VENV:-$HOME/.cache/wharf-test-venv}"
 cleanup() {
   [ -z "${WHARF_TEST_POSTGRES_DIR:-}" ] || bash scripts/postgres-for-tests.sh stop "$WHARF_TEST_POSTGRES_DIR"
   [ -z "${WHARF_TEST_S3_PID:-}" ] || bash scripts/s3-for-tests.sh stop "$WHARF_TEST_S3_PID" "${WHARF_TEST_S3_LOG:-}"
+  [ -z "${WHARF_TEST_GARAGE_PID:-}" ] || bash scripts/garage-for-tests.sh stop "$WHARF_TEST_GARAGE_PID" "$WHARF_TEST_GARAGE_DIR"
   local image
   for image in "${WHARF_TEST_IMAGE:-}" "${WHARF_TEST_IMAGE_1_0_0:-}" "${WHARF_TEST_IMAGE_DEBUG:-}"; do
     [ -z "$image" ] || docker rmi -f "$image" >/dev/null 2>&1 || true
@@ -29,6 +30,8 @@ trap cleanup EXIT
 eval "$(bash scripts/postgres-for-tests.sh start)"
 # An S3-compatible server (moto) for the blob-store suite and the replica tests.
 eval "$(bash scripts/s3-for-tests.sh start)"
+# A real one (Garage) for the same suites, and the 6 GiB layer test.
+eval "$(bash scripts/garage-for-tests.sh start)"
 have_docker=false
 docker info >/dev/null 2>&1 && have_docker=true
 # The container image (a static release build, FROM scratch) for the image test.

@@ -17,34 +17,54 @@ mod memory {
     wharf_blobstore::blobstore_testsuite!(make());
 }
 
-/// Against a real S3-compatible server: `scripts/test.sh` starts one (moto) and sets
-/// `WHARF_TEST_S3_ENDPOINT` with a bucket `wharf-test`; each test gets its own prefix.
-mod s3 {
-    use wharf_blobstore::{S3BlobStore, S3Config};
+/// An S3-compatible server that `scripts/test.sh` started, with a bucket `wharf-test`;
+/// each test gets its own prefix in it.
+struct S3Server {
+    endpoint: String,
+    key_id: String,
+    secret: String,
+}
 
-    /// A store under a prefix of its own in the test server's bucket.
-    pub fn store(prefix: &str, max_copy_bytes: Option<u64>) -> S3BlobStore {
-        let Ok(endpoint) = std::env::var("WHARF_TEST_S3_ENDPOINT") else {
-            panic!("WHARF_TEST_S3_ENDPOINT is not set: run the suite with scripts/test.sh, which starts an S3 server");
-        };
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let config = S3Config {
-            bucket: "wharf-test".into(),
-            prefix: format!("{prefix}{}-{nanos}", std::process::id()),
-            endpoint: Some(endpoint),
-            region: Some("us-east-1".into()),
-            access_key_id: Some("test".into()),
-            secret_access_key: Some("test".into()),
-            max_copy_bytes,
-        };
-        S3BlobStore::open(&config).unwrap()
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the suite with scripts/test.sh, which starts the S3 servers")
+    })
+}
+
+/// A store under a prefix of its own on `server`.
+fn s3_store(
+    server: S3Server,
+    prefix: &str,
+    max_copy_bytes: Option<u64>,
+) -> wharf_blobstore::S3BlobStore {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let config = wharf_blobstore::S3Config {
+        bucket: "wharf-test".into(),
+        prefix: format!("{prefix}{}-{nanos}", std::process::id()),
+        endpoint: Some(server.endpoint),
+        region: Some("us-east-1".into()),
+        access_key_id: Some(server.key_id),
+        secret_access_key: Some(server.secret),
+        max_copy_bytes,
+    };
+    wharf_blobstore::S3BlobStore::open(&config).unwrap()
+}
+
+/// moto, a mock of S3 (`WHARF_TEST_S3_ENDPOINT`).
+mod s3 {
+    pub fn server() -> super::S3Server {
+        super::S3Server {
+            endpoint: super::env("WHARF_TEST_S3_ENDPOINT"),
+            key_id: "test".into(),
+            secret: "test".into(),
+        }
     }
 
-    async fn make() -> (S3BlobStore, ()) {
-        (store("t", None), ())
+    async fn make() -> (wharf_blobstore::S3BlobStore, ()) {
+        (super::s3_store(server(), "t", None), ())
     }
 
     wharf_blobstore::blobstore_testsuite!(make());
@@ -54,7 +74,38 @@ mod s3 {
     /// multipart upload rather than copied in one request.
     mod over_the_copy_limit {
         async fn make() -> (wharf_blobstore::S3BlobStore, ()) {
-            (super::store("c", Some(1 << 20)), ())
+            (
+                super::super::s3_store(super::server(), "c", Some(1 << 20)),
+                (),
+            )
+        }
+
+        wharf_blobstore::blobstore_testsuite!(make());
+    }
+}
+
+/// Garage, a real S3-compatible object store (`WHARF_TEST_GARAGE_ENDPOINT` and its key).
+mod garage {
+    pub fn server() -> super::S3Server {
+        super::S3Server {
+            endpoint: super::env("WHARF_TEST_GARAGE_ENDPOINT"),
+            key_id: super::env("WHARF_TEST_GARAGE_KEY_ID"),
+            secret: super::env("WHARF_TEST_GARAGE_SECRET"),
+        }
+    }
+
+    async fn make() -> (wharf_blobstore::S3BlobStore, ()) {
+        (super::s3_store(server(), "t", None), ())
+    }
+
+    wharf_blobstore::blobstore_testsuite!(make());
+
+    mod over_the_copy_limit {
+        async fn make() -> (wharf_blobstore::S3BlobStore, ()) {
+            (
+                super::super::s3_store(super::server(), "c", Some(1 << 20)),
+                (),
+            )
         }
 
         wharf_blobstore::blobstore_testsuite!(make());

@@ -31,7 +31,7 @@ use oci_layout::Rng;
 use reqwest::{Client, StatusCode};
 use secure::{admin, bearer_at, Cred};
 use serde_json::Value;
-use support::{serve_command, sha256, TestServer};
+use support::{serve_command, sha256, S3Server, TestServer};
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const REPO: &str = "cluster/app";
@@ -42,7 +42,7 @@ const READERS: usize = 2;
 /// Bounds every retry loop of the simulated clients.
 const MAX_ATTEMPTS: usize = 8;
 
-fn start_replica(pg: &str, blobs: &str, s3: &str, data_dir: &Path) -> TestServer {
+fn start_replica(pg: &str, blobs: &str, s3: &S3Server, data_dir: &Path) -> TestServer {
     let mut cmd = serve_command();
     cmd.args([
         "--listen",
@@ -52,24 +52,30 @@ fn start_replica(pg: &str, blobs: &str, s3: &str, data_dir: &Path) -> TestServer
         "--blobs",
         blobs,
     ])
-    .args(["--s3-endpoint", s3, "--heartbeat-interval-secs", "1"])
+    .args(["--heartbeat-interval-secs", "1"])
     .arg("--data-dir")
     .arg(data_dir)
-    .env("WHARF_ADMIN_PASSWORD", support::ADMIN_PASSWORD)
-    .env("AWS_ACCESS_KEY_ID", "test")
-    .env("AWS_SECRET_ACCESS_KEY", "test");
+    .env("WHARF_ADMIN_PASSWORD", support::ADMIN_PASSWORD);
+    s3.configure(&mut cmd);
     TestServer::launch(cmd, data_dir)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_replicas_behind_nginx_survive_a_sigkill_under_load() {
+    three_replicas_survive_a_sigkill(S3Server::moto).await;
+}
+
+/// The same on Garage, a real S3-compatible store (moto is a mock).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_replicas_on_garage_behind_nginx_survive_a_sigkill_under_load() {
+    three_replicas_survive_a_sigkill(S3Server::garage).await;
+}
+
+async fn three_replicas_survive_a_sigkill(s3: fn() -> Option<S3Server>) {
     if !support::require_tool("nginx") || !support::require_tool("psql") {
         return;
     }
-    let (Some(pg_url), Some(s3)) = (
-        support::env_or_skip("WHARF_TEST_POSTGRES_URL"),
-        support::env_or_skip("WHARF_TEST_S3_ENDPOINT"),
-    ) else {
+    let (Some(pg_url), Some(s3)) = (support::env_or_skip("WHARF_TEST_POSTGRES_URL"), s3()) else {
         return;
     };
     let pg = support::create_database(&pg_url, "cluster_nginx");

@@ -8,12 +8,17 @@ mod support;
 use std::time::Duration;
 
 use reqwest::{Client, StatusCode};
-use support::{serve_command, sha256, TestServer};
+use support::{serve_command, sha256, S3Server, TestServer};
 
 /// Sessions raced; each races four requests.
 const ROUNDS: usize = 40;
 
-fn replica(pg: &str, blobs: &[&str], data_dir: &std::path::Path) -> TestServer {
+fn replica(
+    pg: &str,
+    blobs: &[&str],
+    s3: Option<&S3Server>,
+    data_dir: &std::path::Path,
+) -> TestServer {
     let mut cmd = serve_command();
     cmd.args([
         "--listen",
@@ -24,9 +29,10 @@ fn replica(pg: &str, blobs: &[&str], data_dir: &std::path::Path) -> TestServer {
     ])
     .args(blobs)
     .arg("--data-dir")
-    .arg(data_dir)
-    .env("AWS_ACCESS_KEY_ID", "test")
-    .env("AWS_SECRET_ACCESS_KEY", "test");
+    .arg(data_dir);
+    if let Some(s3) = s3 {
+        s3.configure(&mut cmd);
+    }
     TestServer::launch(cmd, data_dir)
 }
 
@@ -63,7 +69,7 @@ async fn racing_patch_and_put_on_a_shared_directory_never_change_a_committed_blo
     let tmp = tempfile::tempdir().unwrap();
     let blobs = tmp.path().join("shared-blobs");
     let blobs_arg = blobs.to_str().unwrap().to_string();
-    race(&pg_url, &["--blobs", &blobs_arg], tmp.path()).await;
+    race(&pg_url, &["--blobs", &blobs_arg], None, tmp.path()).await;
     // Every blob file holds exactly the bytes its name says.
     let mut checked = 0;
     for prefix in std::fs::read_dir(blobs.join("blobs").join("sha256")).unwrap() {
@@ -85,28 +91,30 @@ async fn racing_patch_and_put_on_a_shared_directory_never_change_a_committed_blo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn racing_patch_and_put_on_s3_never_change_a_committed_blob() {
-    let (Some(pg_url), Some(s3)) = (
-        support::env_or_skip("WHARF_TEST_POSTGRES_URL"),
-        support::env_or_skip("WHARF_TEST_S3_ENDPOINT"),
-    ) else {
+    race_on_s3(S3Server::moto()).await;
+}
+
+/// The same on Garage, a real S3-compatible store (moto is a mock).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_patch_and_put_on_garage_never_change_a_committed_blob() {
+    race_on_s3(S3Server::garage()).await;
+}
+
+async fn race_on_s3(s3: Option<S3Server>) {
+    let (Some(pg_url), Some(s3)) = (support::env_or_skip("WHARF_TEST_POSTGRES_URL"), s3) else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
     let bucket = format!("s3://wharf-test/races-{}", std::process::id());
-    race(
-        &pg_url,
-        &["--blobs", &bucket, "--s3-endpoint", &s3],
-        tmp.path(),
-    )
-    .await;
+    race(&pg_url, &["--blobs", &bucket], Some(&s3), tmp.path()).await;
 }
 
 /// Races the requests through three replicas on `blobs`; returns once every committed
 /// blob has been read back whole through each replica.
-async fn race(pg_url: &str, blobs: &[&str], tmp: &std::path::Path) {
+async fn race(pg_url: &str, blobs: &[&str], s3: Option<&S3Server>, tmp: &std::path::Path) {
     let pg = support::create_database(pg_url, "upload_races");
     let replicas: Vec<TestServer> = (0..3)
-        .map(|i| replica(&pg, blobs, &tmp.join(format!("r{i}"))))
+        .map(|i| replica(&pg, blobs, s3, &tmp.join(format!("r{i}"))))
         .collect();
     let base = |i: usize| replicas[i % 3].base.clone();
     let http = Client::builder()

@@ -260,3 +260,43 @@ pub fn env_or_skip(name: &str) -> Option<String> {
         }
     }
 }
+
+/// An S3-compatible server that `scripts/test.sh` started, with a bucket `wharf-test`:
+/// moto (a mock, quick to start) or Garage (a real object store).
+#[derive(Clone, Debug)]
+#[allow(dead_code)] // each test binary uses its own part of the support module
+pub struct S3Server {
+    pub endpoint: String,
+    pub key_id: String,
+    pub secret: String,
+}
+
+#[allow(dead_code)]
+impl S3Server {
+    /// moto, from `WHARF_TEST_S3_ENDPOINT` (skipped without it, except under CI).
+    pub fn moto() -> Option<S3Server> {
+        Some(S3Server {
+            endpoint: env_or_skip("WHARF_TEST_S3_ENDPOINT")?,
+            key_id: "test".into(),
+            secret: "test".into(),
+        })
+    }
+
+    /// Garage, from `WHARF_TEST_GARAGE_ENDPOINT` and its key (skipped without them,
+    /// except under CI).
+    pub fn garage() -> Option<S3Server> {
+        Some(S3Server {
+            endpoint: env_or_skip("WHARF_TEST_GARAGE_ENDPOINT")?,
+            key_id: env_or_skip("WHARF_TEST_GARAGE_KEY_ID")?,
+            secret: env_or_skip("WHARF_TEST_GARAGE_SECRET")?,
+        })
+    }
+
+    /// Points a `wharf serve` at this server: endpoint and credentials (the blob
+    /// location itself is the caller's `--blobs s3://wharf-test/…`).
+    pub fn configure(&self, cmd: &mut Command) {
+        cmd.args(["--s3-endpoint", &self.endpoint])
+            .env("AWS_ACCESS_KEY_ID", &self.key_id)
+            .env("AWS_SECRET_ACCESS_KEY", &self.secret);
+    }
+}
