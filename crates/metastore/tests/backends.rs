@@ -71,6 +71,65 @@ mod postgres {
 
     wharf_metastore::metastore_testsuite!(make());
 
+    /// `complete_upload` records a blob in one statement. When another transaction
+    /// creates the repository and commits while that statement waits for it, the
+    /// statement's snapshot cannot see the new row; the blob must be linked anyway.
+    #[tokio::test]
+    async fn a_blob_completed_while_its_repository_is_created_elsewhere_is_linked() {
+        use wharf_metastore::{MetaStore, UploadSession};
+        let (store, ()) = make().await;
+        let repo: wharf_oci::RepoName = "race/new".parse().unwrap();
+        let digest: wharf_oci::Digest = format!("sha256:{}", "ab".repeat(32)).parse().unwrap();
+        let id = wharf_oci::UploadId::new_unchecked("u-race".into());
+        store
+            .create_upload(&UploadSession {
+                id: id.clone(),
+                repo: repo.clone(),
+                size: 3,
+                created_at_ms: 0,
+                updated_at_ms: 0,
+            })
+            .await
+            .unwrap();
+        let mut other = store.pool().begin().await.unwrap();
+        sqlx::query("INSERT INTO repositories (name, created_at) VALUES ('race/new', 0)")
+            .execute(&mut *other)
+            .await
+            .unwrap();
+        let completing = {
+            let (store, repo, digest) = (store.clone(), repo.clone(), digest.clone());
+            tokio::spawn(async move { store.complete_upload(&id, &repo, &digest, 3).await })
+        };
+        // Until the statement waits for the other transaction's row (at most 10 s).
+        let mut waited = false;
+        for _ in 0..1000 {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+            if n > 0 {
+                waited = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(
+            waited,
+            "complete_upload never waited for the repository row"
+        );
+        other.commit().await.unwrap();
+        completing.await.unwrap().unwrap();
+        assert_eq!(store.repo_blob(&repo, &digest).await.unwrap(), Some(3));
+        assert!(store
+            .get_upload(&wharf_oci::UploadId::new_unchecked("u-race".into()))
+            .await
+            .unwrap()
+            .is_none());
+    }
+
     #[tokio::test]
     async fn refuses_a_schema_newer_than_it_knows() {
         let (store, ()) = make().await;
