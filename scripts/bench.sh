@@ -8,6 +8,15 @@
 #                                 prints the report, leaves the document alone
 #   scripts/bench.sh [--quick] ARGS...   extra wharf-bench options (wharf-bench --help),
 #                                 e.g. --work-dir /mnt/fast or --repeats 5
+#   scripts/bench.sh --pg-fs [--quick] [ARGS...]
+#                                 wharf on PostgreSQL + a directory against the reference on
+#                                 its filesystem storage (as in the default run): starts a
+#                                 throwaway PostgreSQL (scripts/postgres-for-tests.sh), stops
+#                                 it on exit, and (without --quick) rewrites the "PostgreSQL +
+#                                 directory" generated section of docs/benchmarks.md (appended
+#                                 at the end on the first run) and writes
+#                                 target/bench/latest-pg-fs.json. Same sizes as the default
+#                                 run (and, with --quick, as its --quick).
 #   scripts/bench.sh --pg-s3 [--quick] [ARGS...]
 #                                 wharf on PostgreSQL + S3 against the reference on the same
 #                                 S3 server: starts a throwaway PostgreSQL and moto
@@ -21,33 +30,38 @@
 #                                 job (wharf-bench gc): GC of 100,000 blobs (10% garbage) and
 #                                 the migration of 100,000 manifests on SQLite and on a
 #                                 throwaway PostgreSQL (started here, stopped on exit), then
-#                                 pushes/s on wharf serve without and with a GC job (5 rounds
-#                                 with GC, 5 control rounds without; ~15 minutes). Without
-#                                 --quick it rewrites the "garbage collection" generated
-#                                 section of docs/benchmarks.md and writes
-#                                 target/bench/latest-gc.json; --quick uses 10,000 blobs and
-#                                 manifests, one round of each kind with 3 s push phases,
-#                                 and prints only.
+#                                 pushes/s on wharf serve without and with a GC job, on
+#                                 SQLite + a directory (5 rounds with GC, 5 control rounds
+#                                 without) and on PostgreSQL + a directory (the GC dataset
+#                                 loaded into a fresh database per round; 3 + 3 rounds; ~20
+#                                 minutes). Without --quick it rewrites the "garbage
+#                                 collection" generated section of docs/benchmarks.md and
+#                                 writes target/bench/latest-gc.json; --quick uses 10,000
+#                                 blobs and manifests, one round of each kind on each
+#                                 backend with 3 s push phases, and prints only.
 #
-# Needs wrk, ab and docker-registry (scripts/install-test-deps.sh installs them); --pg-s3
-# also PostgreSQL (server and psql) and the moto test venv; --gc only PostgreSQL.
+# Needs wrk, ab and docker-registry (scripts/install-test-deps.sh installs them); --pg-fs
+# also PostgreSQL (server and psql); --pg-s3 PostgreSQL and the moto test venv; --gc only
+# PostgreSQL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 quick=0
+pg_fs=0
 pg_s3=0
 gc=0
 extra=()
 for arg in "$@"; do
   case "$arg" in
     --quick) quick=1 ;;
+    --pg-fs) pg_fs=1 ;;
     --pg-s3) pg_s3=1 ;;
     --gc) gc=1 ;;
     *) extra+=("$arg") ;;
   esac
 done
-if [ "$gc" -eq 1 ] && [ "$pg_s3" -eq 1 ]; then
-  echo "bench.sh: --gc and --pg-s3 are separate runs; give one" >&2
+if [ $((gc + pg_s3 + pg_fs)) -gt 1 ]; then
+  echo "bench.sh: --gc, --pg-fs and --pg-s3 are separate runs; give one" >&2
   exit 2
 fi
 label="scripts/bench.sh${*:+ $*}"
@@ -109,7 +123,8 @@ if [ "$gc" -eq 1 ]; then
   pg_pid=$(head -n 1 "$WHARF_TEST_POSTGRES_DIR/data/postmaster.pid" 2>/dev/null || true)
   [ -z "$pg_pid" ] || gc_args+=(--postgres-pid "$pg_pid")
   if [ "$quick" -eq 1 ]; then
-    gc_args+=(--blobs 10000 --manifests 10000 --push-secs 3 --push-rounds 1 --control-rounds 1)
+    gc_args+=(--blobs 10000 --manifests 10000 --push-secs 3 --push-rounds 1 --control-rounds 1
+      --pg-push-rounds 1 --pg-control-rounds 1)
   else
     mkdir -p target/bench
     gc_args+=(--update-doc docs/benchmarks.md --json target/bench/latest-gc.json)
@@ -138,6 +153,47 @@ common=(
   --reference "$(command -v docker-registry)"
   --command-label "$label"
 )
+# The --quick sizes of the default run and of --pg-fs (both servers' blobs are local).
+quick_sizes=(
+  --blob-mib 16 --chunk-mib 4 --repeats 3
+  --wrk-secs 2 --ab-requests 5000
+  --images 50 --tags 500 --tag-gets 50
+)
+
+if [ "$pg_fs" -eq 1 ]; then
+  command -v psql >/dev/null 2>&1 \
+    || { echo "bench.sh: psql is not installed (apt-get install postgresql)" >&2; exit 1; }
+
+  trap cleanup EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+
+  pg_env=$(scripts/postgres-for-tests.sh start)
+  eval "$pg_env"
+  echo "PostgreSQL at $WHARF_TEST_POSTGRES_URL" >&2
+
+  pg_fs_args=(--stores pg-fs --postgres-url "$WHARF_TEST_POSTGRES_URL")
+  # For the report's CPU table: the postmaster's PID heads its pid file.
+  pg_pid=$(head -n 1 "$WHARF_TEST_POSTGRES_DIR/data/postmaster.pid" 2>/dev/null || true)
+  [ -z "$pg_pid" ] || pg_fs_args+=(--postgres-pid "$pg_pid")
+  if [ "$quick" -eq 1 ]; then
+    sizes=("${quick_sizes[@]}")
+    out=()
+  else
+    # The default run's sizes (wharf-bench's defaults): the blobs are local here too.
+    sizes=()
+    mkdir -p target/bench
+    out=(--update-doc docs/benchmarks.md --json target/bench/latest-pg-fs.json)
+  fi
+  target/release/wharf-bench "${common[@]}" "${pg_fs_args[@]}" \
+    "${sizes[@]+"${sizes[@]}"}" "${out[@]+"${out[@]}"}" "${extra[@]+"${extra[@]}"}" &
+  bench_pid=$!
+  # `wait` returns early on a trapped signal; the trap then stops the benchmark.
+  status=0
+  wait "$bench_pid" || status=$?
+  bench_pid=""
+  exit "$status"
+fi
 
 if [ "$pg_s3" -eq 1 ]; then
   venv="${WHARF_TEST_VENV:-$HOME/.cache/wharf-test-venv}"
@@ -192,10 +248,7 @@ if [ "$pg_s3" -eq 1 ]; then
 fi
 
 if [ "$quick" -eq 1 ]; then
-  exec target/release/wharf-bench "${common[@]}" \
-    --blob-mib 16 --chunk-mib 4 --repeats 3 \
-    --wrk-secs 2 --ab-requests 5000 \
-    --images 50 --tags 500 --tag-gets 50 \
+  exec target/release/wharf-bench "${common[@]}" "${quick_sizes[@]}" \
     "${extra[@]+"${extra[@]}"}"
 fi
 

@@ -16,7 +16,7 @@ use crate::data::{median, percentile, random_bytes, Blob, Image};
 use crate::load;
 use crate::registry::Registry;
 use crate::report::{self, Better, Cell, Metric, PhaseUsage, Report, Usage, SERVERS};
-use crate::server::{Kind, PgS3, Server, Storage};
+use crate::server::{Kind, PgFs, PgS3, Server, Storage};
 use crate::sys::{self, Machine};
 use crate::{Args, Stores};
 
@@ -87,7 +87,8 @@ struct Window {
     pid: u32,
     server0: u64,
     client0: u64,
-    /// pg-s3: CPU ticks of the S3 server and of PostgreSQL, where their PIDs are known.
+    /// pg-s3: CPU ticks of the S3 server; pg-fs and pg-s3: of PostgreSQL; where their
+    /// PIDs are known.
     s3_0: Option<u64>,
     postgres0: Option<u64>,
     t0: Instant,
@@ -142,8 +143,19 @@ pub async fn run(args: Args) -> Result<bool> {
     let nonce = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
+    // Unique per run, short enough for a database name.
+    let run_id = format!("{}_{}", std::process::id(), nonce % 1_000_000_000);
     let storage = match args.stores {
         Stores::SqliteFs => Storage::Local,
+        Stores::PgFs => {
+            let Some(postgres_url) = &args.postgres_url else {
+                bail!("--stores pg-fs needs --postgres-url");
+            };
+            Storage::PgFs(Arc::new(PgFs {
+                postgres_url: postgres_url.clone(),
+                run_id,
+            }))
+        }
         Stores::PgS3 => {
             let (Some(postgres_url), Some(endpoint)) = (&args.postgres_url, &args.s3_endpoint)
             else {
@@ -156,8 +168,7 @@ pub async fn run(args: Args) -> Result<bool> {
                 region: args.s3_region.clone(),
                 access_key: args.s3_access_key.clone(),
                 secret_key: args.s3_secret_key.clone(),
-                // Unique per run, short enough for a database name.
-                run_id: format!("{}_{}", std::process::id(), nonce % 1_000_000_000),
+                run_id,
             }))
         }
     };
@@ -192,6 +203,9 @@ pub async fn run(args: Args) -> Result<bool> {
         eprintln!("warning: sync failed or took over 120 s; dirty pages may be written back during the run");
     }
 
+    if let Storage::PgFs(p) = &storage {
+        versions.push(("PostgreSQL", postgres_version(&p.postgres_url)));
+    }
     if let Storage::PgS3(s) = &storage {
         versions.push(("PostgreSQL", postgres_version(&s.postgres_url)));
         let s3 = match &args.s3_label {
@@ -294,7 +308,12 @@ pub async fn run(args: Args) -> Result<bool> {
     let markdown = report.markdown();
     println!("{markdown}");
     if let Some(doc) = &a.update_doc {
-        report::update_doc(doc, report::markers(a.stores), &markdown)?;
+        report::update_doc(
+            doc,
+            report::markers(a.stores),
+            &markdown,
+            report::if_absent(a.stores),
+        )?;
         eprintln!("updated {}", doc.display());
     }
     if let Some(path) = &a.json {
@@ -307,6 +326,7 @@ pub async fn run(args: Args) -> Result<bool> {
 fn stores_label(stores: Stores) -> &'static str {
     match stores {
         Stores::SqliteFs => "SQLite + filesystem",
+        Stores::PgFs => "PostgreSQL + filesystem",
         Stores::PgS3 => "PostgreSQL + S3",
     }
 }
@@ -512,8 +532,9 @@ impl Bench {
             target: Some((1.0, "≥ 1× (no higher)")),
             cells: rss,
         });
-        // The targets are for the default stores (SQLite + filesystem, where the targets
-        // were set); on PostgreSQL + a local S3 stand-in the figures are a comparison only.
+        // The targets were set on the default stores (SQLite + filesystem) and hold on
+        // PostgreSQL + a directory too (the blobs are local there as well); on PostgreSQL +
+        // a local S3 stand-in the figures are a comparison only.
         if a.stores == Stores::PgS3 {
             for m in &mut metrics {
                 m.target = None;
@@ -598,7 +619,8 @@ impl Bench {
     }
 
     /// Between push repeats, untimed: see [`Server::evict_page_cache`]. With pg-s3 the
-    /// blobs are in the S3 server, not in files the harness created.
+    /// blobs are in the S3 server, not in files the harness created; with pg-fs they are
+    /// in wharf's data directory, as with sqlite-fs.
     fn evict(&self) {
         if self.args.keep_page_cache || self.args.stores == Stores::PgS3 {
             return;
@@ -612,6 +634,7 @@ impl Bench {
         let a = &self.args;
         match a.stores {
             Stores::PgS3 => Window::open(self.servers[i].pid, a.s3_pid, a.postgres_pid),
+            Stores::PgFs => Window::open(self.servers[i].pid, None, a.postgres_pid),
             Stores::SqliteFs => Window::open(self.servers[i].pid, None, None),
         }
     }

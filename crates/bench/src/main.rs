@@ -90,13 +90,18 @@ pub struct Args {
     #[arg(long, value_name = "TEXT")]
     pub command_label: Option<String>,
     /// Where both servers keep their data: sqlite-fs (wharf: SQLite + a directory; the
-    /// reference: a directory) or pg-s3 (wharf: PostgreSQL + S3; the reference: the same
-    /// S3 server and bucket, under its own prefix)
+    /// reference: a directory), pg-fs (wharf: PostgreSQL + a directory; the reference: a
+    /// directory, as in sqlite-fs) or pg-s3 (wharf: PostgreSQL + S3; the reference: the
+    /// same S3 server and bucket, under its own prefix)
     #[arg(long, value_enum, default_value_t = Stores::SqliteFs, value_name = "STORES")]
     pub stores: Stores,
-    /// pg-s3: a PostgreSQL URL the harness can run CREATE DATABASE with; each wharf start
-    /// gets a fresh database on that server, dropped again when wharf stops
-    #[arg(long, value_name = "URL", required_if_eq("stores", "pg-s3"))]
+    /// pg-fs, pg-s3: a PostgreSQL URL the harness can run CREATE DATABASE with; each wharf
+    /// start gets a fresh database on that server, dropped again when wharf stops
+    #[arg(
+        long,
+        value_name = "URL",
+        required_if_eq_any([("stores", "pg-fs"), ("stores", "pg-s3")])
+    )]
     pub postgres_url: Option<String>,
     /// pg-s3: endpoint of the S3-compatible server, e.g. http://127.0.0.1:9000
     #[arg(long, value_name = "URL", required_if_eq("stores", "pg-s3"))]
@@ -132,8 +137,8 @@ pub struct Args {
     /// pg-s3: PID of the S3 server, so the report shows its CPU time per phase
     #[arg(long, value_name = "PID")]
     pub s3_pid: Option<u32>,
-    /// pg-s3: PID of the PostgreSQL postmaster, so the report shows the CPU time of it and
-    /// its backends per phase
+    /// pg-fs, pg-s3: PID of the PostgreSQL postmaster, so the report shows the CPU time of
+    /// it and its backends per phase
     #[arg(long, value_name = "PID")]
     pub postgres_pid: Option<u32>,
 }
@@ -148,6 +153,8 @@ pub enum Command {
 pub enum Stores {
     /// wharf: SQLite metadata and blobs in its data directory; the reference: filesystem
     SqliteFs,
+    /// wharf: PostgreSQL metadata and blobs in a directory; the reference: filesystem
+    PgFs,
     /// wharf: PostgreSQL metadata and S3 blobs; the reference: the same S3 server
     PgS3,
 }
@@ -207,5 +214,22 @@ async fn stop_signal() -> &'static str {
     tokio::select! {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postgres_stores_need_a_postgres_url() {
+        let parse =
+            |extra: &[&str]| Args::try_parse_from(["wharf-bench"].iter().chain(extra).copied());
+        assert!(parse(&["--stores", "pg-fs"]).is_err());
+        let a = parse(&["--stores", "pg-fs", "--postgres-url", "postgres://h/db"]).unwrap();
+        assert_eq!(a.stores, Stores::PgFs);
+        assert!(a.s3_endpoint.is_none());
+        assert!(parse(&["--stores", "pg-s3", "--s3-endpoint", "http://h"]).is_err());
+        assert_eq!(parse(&[]).unwrap().stores, Stores::SqliteFs);
     }
 }

@@ -42,7 +42,7 @@ pub struct Server {
     pub base: Url,
     pub pid: u32,
     child: Option<Child>,
-    /// pg-s3: wharf's own database, dropped after the server has stopped.
+    /// pg-fs, pg-s3: wharf's own database, dropped after the server has stopped.
     database: Option<Database>,
     dir: TempDir,
 }
@@ -53,9 +53,20 @@ pub enum Storage {
     /// Everything in the server's temporary data directory: wharf's SQLite file and blob
     /// directory, the reference's filesystem driver.
     Local,
+    /// wharf: a fresh PostgreSQL database, and blobs in a directory of its temporary data
+    /// directory; the reference: its filesystem driver, as with `Local`.
+    PgFs(Arc<PgFs>),
     /// wharf: a fresh PostgreSQL database and S3; the reference: the same S3 server and
     /// bucket. Each server writes under a prefix of its own.
     PgS3(Arc<PgS3>),
+}
+
+/// The shared PostgreSQL server of a pg-fs run.
+pub struct PgFs {
+    /// A URL that may run CREATE DATABASE; wharf gets the same URL with its own database.
+    pub postgres_url: String,
+    /// Tells this run's databases from any other run's.
+    pub run_id: String,
 }
 
 /// The shared PostgreSQL and S3 servers of a pg-s3 run.
@@ -118,6 +129,21 @@ impl Server {
                     .arg(&data);
                 match storage {
                     Storage::Local => setup += "defaults",
+                    Storage::PgFs(p) => {
+                        let db = Database::create(&p.postgres_url, &p.run_id).await?;
+                        // Under `data`, so evict_page_cache finds the blob files.
+                        let blobs = data.join("blobstore");
+                        cmd.arg("--metadata")
+                            .arg(&db.url)
+                            .arg("--blobs")
+                            .arg(&blobs);
+                        setup += &format!(
+                            "metadata in PostgreSQL (a fresh database, {}), blobs in a \
+                             directory (--blobs DATA/blobstore)",
+                            db.name
+                        );
+                        database = Some(db);
+                    }
                     Storage::PgS3(s) => {
                         let db = Database::create(&s.postgres_url, &s.run_id).await?;
                         cmd.arg("--metadata")
@@ -152,7 +178,7 @@ impl Server {
             Kind::Reference => {
                 let config = dir.path().join("config.yml");
                 let (storage_yaml, what) = match storage {
-                    Storage::Local => (
+                    Storage::Local | Storage::PgFs(_) => (
                         format!("  filesystem:\n    rootdirectory: {}\n", data.display()),
                         "filesystem storage".to_string(),
                     ),

@@ -16,6 +16,12 @@
 //!    while a `gc` job queued through the API runs, and after; `--push-rounds` times, each
 //!    on a fresh server, alternating with `--control-rounds` that queue no job (they show
 //!    how throughput drifts over a round without GC).
+//! 4. *Pushes during GC on PostgreSQL.* With `--postgres-url`, the same experiment on
+//!    PostgreSQL + a directory: each round loads the GC dataset into a fresh database (as
+//!    1 does, dropped after the round) and its blob files into a directory, and runs
+//!    `wharf serve --metadata postgres://… --blobs DIR` on them. `--pg-push-rounds` and
+//!    `--pg-control-rounds` rounds (3 and 3 by default, fewer than SQLite's 5 and 5, to
+//!    keep the run's length reasonable; `--pg-push-rounds 0` skips it).
 //!
 //! 1 and 2 run on SQLite (a temporary file) and, with `--postgres-url`, on PostgreSQL (a
 //! fresh database each, dropped afterwards). The datasets are written with bulk SQL (see
@@ -42,6 +48,7 @@ use wharf_oci::Digest;
 
 use crate::data::{median, percentile};
 use crate::registry::Registry;
+use crate::report::IfAbsent;
 use crate::server::Database;
 use crate::sys::{self, Machine};
 use fixture::{blob_path, Dataset};
@@ -61,8 +68,9 @@ const JOB_BOUND: Duration = Duration::from_secs(600);
 ///
 /// Builds the datasets directly in the store (bulk SQL, untimed), times GC with grace 0
 /// and the migration on SQLite and (with --postgres-url) PostgreSQL, checks what they
-/// did, then measures small-image pushes on `wharf serve` (SQLite + directory) without
-/// and with a GC job running. Prints a Markdown report.
+/// did, then measures small-image pushes on `wharf serve` without and with a GC job
+/// running: on SQLite + directory and (with --postgres-url) PostgreSQL + directory.
+/// Prints a Markdown report.
 #[derive(clap::Args, Debug, Clone)]
 pub struct GcArgs {
     /// The wharf binary served for the push phase (a release build)
@@ -111,11 +119,19 @@ pub struct GcArgs {
     /// server, with no GC job, to show how throughput drifts without GC
     #[arg(long, default_value_t = 5, value_name = "N", value_parser = clap::value_parser!(u64).range(0..=20))]
     pub control_rounds: u64,
+    /// With --postgres-url: rounds of the push experiment on PostgreSQL + a directory
+    /// (fewer than on SQLite by default, to keep the run's length reasonable; 0 skips it)
+    #[arg(long, default_value_t = 3, value_name = "N", value_parser = clap::value_parser!(u64).range(0..=20))]
+    pub pg_push_rounds: u64,
+    /// With --postgres-url: control rounds on PostgreSQL + a directory, interleaved with
+    /// those
+    #[arg(long, default_value_t = 3, value_name = "N", value_parser = clap::value_parser!(u64).range(0..=20))]
+    pub pg_control_rounds: u64,
     /// grace_secs of the GC job run while pushing: pushes in flight have blobs no
     /// manifest refers to yet, which a grace of 0 may collect under them
     #[arg(long, default_value_t = 60, value_name = "SECS")]
     pub push_gc_grace_secs: u64,
-    /// Skip the push phase (no wharf binary needed)
+    /// Skip the push experiments (no wharf binary needed)
     #[arg(long)]
     pub skip_pushes: bool,
     /// Replace the section between the wharf-bench:gc markers of this Markdown file
@@ -140,6 +156,14 @@ impl Backend {
         match self {
             Backend::Sqlite => "SQLite",
             Backend::Postgres => "PostgreSQL",
+        }
+    }
+
+    /// How `wharf serve` keeps its data in the push experiment.
+    fn serve_label(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "SQLite + directory",
+            Backend::Postgres => "PostgreSQL + directory",
         }
     }
 }
@@ -175,6 +199,9 @@ struct Phase {
     pushes: Pushes,
     /// wharf's CPU seconds over the phase.
     server_cpu: f64,
+    /// PostgreSQL's (postmaster and backends) over the phase: on PostgreSQL, where its
+    /// PID is known.
+    pg_cpu: Option<f64>,
     /// The whole machine's busy share over the phase, in percent (other work included).
     busy_pct: f64,
 }
@@ -197,6 +224,12 @@ struct PushRound {
     job_finished_ms: i64,
     job_summary: String,
     checked: String,
+}
+
+/// The push experiment on one backend: its rounds, or why it stopped.
+struct PushSeries {
+    backend: Backend,
+    rounds: Result<Vec<PushRound>, String>,
 }
 
 impl PushRound {
@@ -312,40 +345,20 @@ pub async fn run(args: GcArgs) -> Result<bool> {
             migration,
         });
     }
-    let pushes = if ctx.args.skip_pushes {
-        None
-    } else {
-        let mut rounds = Vec::new();
-        let mut failed = None;
-        let (n_gc, n_control) = (ctx.args.push_rounds, ctx.args.control_rounds);
-        // GC and control rounds alternate, so both see the machine in the same states.
-        let kinds = (0..n_gc.max(n_control))
-            .flat_map(|i| [(i < n_gc).then_some(true), (i < n_control).then_some(false)])
-            .flatten();
-        for (i, gc) in kinds.enumerate() {
-            let what = if gc {
-                "with a GC job"
-            } else {
-                "control, no GC"
-            };
-            eprintln!(
-                "== push round {} ({what}; wharf serve, SQLite + directory)",
-                i + 1
+    let mut pushes = Vec::new();
+    if !ctx.args.skip_pushes {
+        let a = &ctx.args;
+        pushes.push(
+            ctx.push_series(Backend::Sqlite, a.push_rounds, a.control_rounds)
+                .await,
+        );
+        if a.postgres_url.is_some() && a.pg_push_rounds > 0 {
+            pushes.push(
+                ctx.push_series(Backend::Postgres, a.pg_push_rounds, a.pg_control_rounds)
+                    .await,
             );
-            match ctx.push_run(gc).await {
-                Ok(r) => rounds.push(r),
-                Err(e) => {
-                    eprintln!("push round {} failed: {e:#}", i + 1);
-                    failed = Some(format!("round {} ({what}): {e:#}", i + 1));
-                    break;
-                }
-            }
         }
-        Some(match failed {
-            Some(e) => Err(e),
-            None => Ok(rounds),
-        })
-    };
+    }
 
     let cpu = {
         let ((t0, i0, s0), (t1, i1, s1)) = (cpu_before, sys::machine_cpu());
@@ -368,21 +381,21 @@ pub async fn run(args: GcArgs) -> Result<bool> {
         load: (load_before, sys::load_average()),
         cpu,
     };
-    let markdown = markdown(&ctx.args, &env, &results, pushes.as_ref());
+    let markdown = markdown(&ctx.args, &env, &results, &pushes);
     println!("{markdown}");
     if let Some(doc) = &ctx.args.update_doc {
-        crate::report::update_doc(doc, (BEGIN, END), &markdown)?;
+        crate::report::update_doc(doc, (BEGIN, END), &markdown, IfAbsent::Fail)?;
         eprintln!("updated {}", doc.display());
     }
     if let Some(path) = &ctx.args.json {
         std::fs::write(
             path,
-            serde_json::to_string_pretty(&to_json(&env, &results, pushes.as_ref()))?,
+            serde_json::to_string_pretty(&to_json(&env, &results, &pushes))?,
         )
         .with_context(|| format!("writing {}", path.display()))?;
     }
     let ok = results.iter().all(|r| r.gc.is_ok() && r.migration.is_ok())
-        && pushes.as_ref().is_none_or(|p| p.is_ok());
+        && pushes.iter().all(|p| p.rounds.is_ok());
     Ok(ok)
 }
 
@@ -406,7 +419,29 @@ enum Checker {
     Pg(sqlx::PgPool),
 }
 
+/// The checker of a push round's store, once wharf has stopped: the SQLite file at
+/// `sqlite`, or a one-connection pool on `db`.
+async fn checker(sqlite: &Path, db: Option<&Database>) -> Result<Checker> {
+    Ok(match db {
+        None => Checker::Sqlite(sqlite.to_path_buf()),
+        Some(db) => Checker::Pg(
+            sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .connect(&db.url)
+                .await
+                .with_context(|| format!("connecting to {} for the checks", db.name))?,
+        ),
+    })
+}
+
 impl Checker {
+    /// Closes a PostgreSQL pool (before its database is dropped).
+    async fn close(self) {
+        if let Checker::Pg(pool) = self {
+            pool.close().await;
+        }
+    }
+
     async fn count(&self, sql: &'static str) -> Result<i64> {
         match self {
             Checker::Sqlite(path) => {
@@ -737,47 +772,125 @@ impl Ctx {
         })
     }
 
-    /// Pushes for `secs`, measuring wharf's and the machine's CPU meanwhile.
+    /// `n_gc` GC rounds and `n_control` control rounds of the push experiment on `b`,
+    /// alternating; the first failed round ends the series.
+    async fn push_series(&self, b: Backend, n_gc: u64, n_control: u64) -> PushSeries {
+        let mut rounds = Vec::new();
+        // GC and control rounds alternate, so both see the machine in the same states.
+        let kinds = (0..n_gc.max(n_control))
+            .flat_map(|i| [(i < n_gc).then_some(true), (i < n_control).then_some(false)])
+            .flatten();
+        for (i, gc) in kinds.enumerate() {
+            let what = if gc {
+                "with a GC job"
+            } else {
+                "control, no GC"
+            };
+            eprintln!(
+                "== push round {} ({what}; wharf serve, {})",
+                i + 1,
+                b.serve_label()
+            );
+            match self.push_run(b, gc).await {
+                Ok(r) => rounds.push(r),
+                Err(e) => {
+                    eprintln!("{}: push round {} failed: {e:#}", b.name(), i + 1);
+                    return PushSeries {
+                        backend: b,
+                        rounds: Err(format!("round {} ({what}): {e:#}", i + 1)),
+                    };
+                }
+            }
+        }
+        PushSeries {
+            backend: b,
+            rounds: Ok(rounds),
+        }
+    }
+
+    /// Pushes for `secs`, measuring wharf's and the machine's CPU meanwhile, and with
+    /// `pg` PostgreSQL's (where its PID is known).
     async fn phase(
         &self,
         reg: &Registry,
         pid: u32,
+        pg: bool,
         secs: u64,
         next_id: &Arc<AtomicU64>,
     ) -> Result<Phase> {
-        let (m0, c0) = (sys::machine_cpu(), sys::cpu_ticks(pid).unwrap_or(0));
+        let pg_cpu = || if pg { self.cpu_pg() } else { None };
+        let (m0, c0, p0) = (
+            sys::machine_cpu(),
+            sys::cpu_ticks(pid).unwrap_or(0),
+            pg_cpu(),
+        );
         let pushes = serve::push_for(reg, self.args.pushers as usize, secs, next_id).await?;
-        let (m1, c1) = (sys::machine_cpu(), sys::cpu_ticks(pid).unwrap_or(0));
+        let (m1, c1, p1) = (
+            sys::machine_cpu(),
+            sys::cpu_ticks(pid).unwrap_or(0),
+            pg_cpu(),
+        );
+        let pg_cpu = p0.zip(p1).map(|(a, b)| b - a);
         eprintln!(
-            "  {secs} s phase: {} images ({:.1}/s), machine {:.0}% busy, wharf {:.2} cores",
+            "  {secs} s phase: {} images ({:.1}/s), machine {:.0}% busy, wharf {:.2} cores{}",
             pushes.done_ms.len(),
             pushes.rate(),
             busy_pct(m0, m1),
-            c1.saturating_sub(c0) as f64 / self.ticks / secs as f64
+            c1.saturating_sub(c0) as f64 / self.ticks / secs as f64,
+            pg_cpu.map_or(String::new(), |c| format!(
+                ", PostgreSQL {:.2} cores",
+                c / secs as f64
+            ))
         );
         Ok(Phase {
             pushes,
             server_cpu: c1.saturating_sub(c0) as f64 / self.ticks,
+            pg_cpu,
             busy_pct: busy_pct(m0, m1),
         })
     }
 
-    async fn push_run(&self, gc: bool) -> Result<PushRound> {
+    /// One round of the push experiment on `b`: a fresh copy of the GC dataset, a fresh
+    /// `wharf serve` on it, and (with `gc`) a GC job queued for the middle phase.
+    async fn push_run(&self, b: Backend, gc: bool) -> Result<PushRound> {
         let a = &self.args;
         let dir = tempfile::Builder::new()
             .prefix("wharf-bench-gc-serve-")
             .tempdir_in(&self.work_dir)?;
         let data = dir.path().join("data");
         std::fs::create_dir_all(&data)?;
-        // wharf serve's layout: metadata.db and blobs/ in the data directory.
-        drop(FsBlobStore::open(&data)?);
-        let ds = self.gc_dataset(&data)?;
+        // SQLite: wharf serve's default layout, metadata.db and blobs/ in the data
+        // directory. PostgreSQL: a fresh database, and the blob files in a directory of
+        // their own, passed as --blobs.
+        let blob_root = match b {
+            Backend::Sqlite => data.clone(),
+            Backend::Postgres => dir.path().join("blobstore"),
+        };
+        drop(FsBlobStore::open(&blob_root)?);
+        let ds = self.gc_dataset(&blob_root)?;
         let path = data.join("metadata.db");
-        drop(SqliteMetaStore::open(&path).await?);
-        {
-            let (p, d) = (path.clone(), ds.clone());
-            tokio::task::spawn_blocking(move || fixture::load_sqlite(&p, &d)).await??;
-        }
+        // Declared before `wharf`, so it is dropped after it: on an error too, wharf's
+        // connections are gone before the database is.
+        let db = match b {
+            Backend::Sqlite => {
+                drop(SqliteMetaStore::open(&path).await?);
+                let (p, d) = (path.clone(), ds.clone());
+                tokio::task::spawn_blocking(move || fixture::load_sqlite(&p, &d)).await??;
+                None
+            }
+            Backend::Postgres => {
+                // Loaded as for the timed GC run (schema by the store's `open`, bulk SQL,
+                // VACUUM ANALYZE); the loader's pool is closed before wharf starts.
+                let Store {
+                    meta,
+                    check,
+                    _db: db,
+                } = self.store(b, dir.path(), &ds).await?;
+                drop(meta);
+                check.close().await;
+                db
+            }
+        };
         flush_page_cache();
 
         let http = Client::builder()
@@ -785,20 +898,23 @@ impl Ctx {
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(60))
             .build()?;
-        let mut wharf = Wharf::start(&a.wharf, &data, dir.path(), &http).await?;
+        let postgres = db.as_ref().map(|d| (d.url.as_str(), blob_root.as_path()));
+        let mut wharf = Wharf::start(&a.wharf, &data, postgres, dir.path(), &http).await?;
         eprintln!("wharf at {} (pid {})", wharf.base, wharf.pid);
         let reg = Registry::new(http.clone(), wharf.base.clone());
         let next_id = Arc::new(AtomicU64::new(1));
-        let pid = wharf.pid;
+        let (pid, pg) = (wharf.pid, b == Backend::Postgres);
 
-        // Untimed warm-up: the first seconds of a fresh server (page cache, SQLite's
+        // Untimed warm-up: the first seconds of a fresh server (page cache, the store's
         // cache, connection pools) are slower than the rest and would flatter "during".
-        let warmup = self.phase(&reg, pid, a.push_secs.min(3), &next_id).await?;
-        let before = self.phase(&reg, pid, a.push_secs, &next_id).await?;
+        let warmup = self
+            .phase(&reg, pid, pg, a.push_secs.min(3), &next_id)
+            .await?;
+        let before = self.phase(&reg, pid, pg, a.push_secs, &next_id).await?;
         eprintln!("before: {:.1} pushes/s", before.pushes.rate());
         if !gc {
-            let during = self.phase(&reg, pid, a.push_secs, &next_id).await?;
-            let after = self.phase(&reg, pid, a.push_secs, &next_id).await?;
+            let during = self.phase(&reg, pid, pg, a.push_secs, &next_id).await?;
+            let after = self.phase(&reg, pid, pg, a.push_secs, &next_id).await?;
             wharf.stop();
             let (start, end) = (during.pushes.start_ms, during.pushes.end_ms);
             let round = PushRound {
@@ -822,8 +938,9 @@ impl Ctx {
                 .iter()
                 .map(|p| p.pushes.done_ms.len() as i64)
                 .sum::<i64>();
-            let check = Checker::Sqlite(path);
+            let check = checker(&path, db.as_ref()).await?;
             let blobs = check.count("SELECT COUNT(*) FROM blobs").await?;
+            check.close().await;
             let want_blobs = ds.blobs.len() as i64 + 2 * images;
             if blobs != want_blobs {
                 bail!("after the run the store has {blobs} blobs, expected {want_blobs}");
@@ -841,10 +958,10 @@ impl Ctx {
             &http,
             &wharf.base,
             "gc",
-            json!({ "grace_secs": a.push_gc_grace_secs, "busy_percent": a.gc_busy_percent.unwrap_or(default_busy_percent(false)) }),
+            json!({ "grace_secs": a.push_gc_grace_secs, "busy_percent": self.busy_percent(b) }),
         )
         .await?;
-        let during = self.phase(&reg, pid, a.push_secs, &next_id).await?;
+        let during = self.phase(&reg, pid, pg, a.push_secs, &next_id).await?;
         let view = serve::wait_job(&http, &wharf.base, job, JOB_BOUND).await?;
         let log = serve::job_log(&http, &wharf.base, job).await?;
         if view["status"] != "done" {
@@ -868,7 +985,7 @@ impl Ctx {
             .cloned()
             .unwrap_or_else(|| "(no summary in the job's log)".into());
 
-        let after = self.phase(&reg, pid, a.push_secs, &next_id).await?;
+        let after = self.phase(&reg, pid, pg, a.push_secs, &next_id).await?;
         wharf.stop();
         let round = PushRound {
             gc,
@@ -903,7 +1020,7 @@ impl Ctx {
         let left = ds
             .garbage
             .iter()
-            .filter(|(d, _)| blob_path(&data, d).exists())
+            .filter(|(d, _)| blob_path(&blob_root, d).exists())
             .count();
         if left > 0 {
             bail!("{left} garbage blob files are still on disk after the GC job");
@@ -912,13 +1029,14 @@ impl Ctx {
             .iter()
             .map(|p| p.pushes.done_ms.len() as i64)
             .sum::<i64>();
-        let check = Checker::Sqlite(path);
+        let check = checker(&path, db.as_ref()).await?;
         let blobs = check.count("SELECT COUNT(*) FROM blobs").await?;
+        let manifests = check.count("SELECT COUNT(*) FROM manifests").await?;
+        check.close().await;
         let want_blobs = (ds.blobs.len() - g) as i64 + 2 * images;
         if blobs != want_blobs {
             bail!("after the run the store has {blobs} blobs, expected {want_blobs}");
         }
-        let manifests = check.count("SELECT COUNT(*) FROM manifests").await?;
         let want_manifests = ds.manifests.len() as i64 + images;
         if manifests != want_manifests {
             bail!("after the run the store has {manifests} manifests, expected {want_manifests}");
@@ -980,12 +1098,7 @@ fn met(ok: bool) -> &'static str {
     }
 }
 
-fn markdown(
-    a: &GcArgs,
-    env: &Env,
-    results: &[BackendResult],
-    pushes: Option<&Result<Vec<PushRound>, String>>,
-) -> String {
+fn markdown(a: &GcArgs, env: &Env, results: &[BackendResult], pushes: &[PushSeries]) -> String {
     let mut s = String::new();
     s += "## Latest run: garbage collection and metadatastoremigration\n\n";
     s += &format!("Run on {} with `{}`.\n\n", env.date, env.command);
@@ -1015,11 +1128,27 @@ fn markdown(
         s += &format!("| {k} | {v} |\n");
     }
     let garbage = a.blobs * a.garbage_percent / 100;
+    let rounds_desc = if pushes.is_empty() {
+        "none (--skip-pushes)".to_string()
+    } else {
+        let v: Vec<String> = pushes
+            .iter()
+            .map(|p| {
+                let (n_gc, n_control) = rounds_asked(a, p.backend);
+                format!(
+                    "{n_gc} GC + {n_control} control on {}",
+                    p.backend.serve_label()
+                )
+            })
+            .collect();
+        v.join(", ")
+    };
     s += &format!(
         "\nParameters: GC dataset {} blobs in {} repositories, {} of them garbage ({}%), the \
          rest referenced three to a manifest (config + 2 layers), grace 0, busy_percent {}; \
          migration dataset {} one-layer manifests, batch_size {}; pushes: {} pushers × {} s \
-         per phase, 1 KiB layer per image, GC job with grace_secs {} and busy_percent {}.\n\n",
+         per phase, 1 KiB layer per image, GC job with grace_secs {} and busy_percent {}; \
+         push rounds: {}.\n\n",
         thousands(a.blobs),
         a.repos,
         thousands(garbage),
@@ -1037,7 +1166,15 @@ fn markdown(
         a.pushers,
         a.push_secs,
         a.push_gc_grace_secs,
-        a.gc_busy_percent.unwrap_or(default_busy_percent(false)),
+        match a.gc_busy_percent {
+            Some(p) => p.to_string(),
+            None => format!(
+                "{} on SQLite and {} on PostgreSQL",
+                default_busy_percent(false),
+                default_busy_percent(true)
+            ),
+        },
+        rounds_desc,
     );
 
     s += "### Figures\n\n";
@@ -1108,14 +1245,25 @@ fn markdown(
         }
     }
 
-    if let Some(p) = pushes {
-        s += "\n### Pushes during GC (wharf serve, SQLite + directory)\n\n";
-        match p {
-            Ok(rounds) => s += &push_markdown(a, rounds),
+    for p in pushes {
+        s += &format!(
+            "\n### Pushes during GC (wharf serve, {})\n\n",
+            p.backend.serve_label()
+        );
+        match &p.rounds {
+            Ok(rounds) => s += &push_markdown(a, p.backend, rounds),
             Err(e) => s += &format!("**Failed:** {e}\n"),
         }
     }
     s
+}
+
+/// The (GC, control) rounds asked for on `b`.
+fn rounds_asked(a: &GcArgs, b: Backend) -> (u64, u64) {
+    match b {
+        Backend::Sqlite => (a.push_rounds, a.control_rounds),
+        Backend::Postgres => (a.pg_push_rounds, a.pg_control_rounds),
+    }
 }
 
 /// Median over the rounds of one kind of `f`.
@@ -1142,23 +1290,44 @@ fn push_verdict(rounds: &[PushRound]) -> (f64, Option<f64>) {
     (aba, corrected)
 }
 
-fn push_markdown(a: &GcArgs, rounds: &[PushRound]) -> String {
+fn push_markdown(a: &GcArgs, b: Backend, rounds: &[PushRound]) -> String {
     let n_gc = rounds.iter().filter(|r| r.gc).count();
+    let (copy, serve) = match b {
+        Backend::Sqlite => (
+            "a fresh copy of the GC dataset above in wharf's data directory",
+            "`wharf serve`",
+        ),
+        Backend::Postgres => (
+            "a fresh copy of the GC dataset above (its rows loaded into a fresh PostgreSQL \
+             database as for the timed GC run, its blob files into a directory)",
+            "`wharf serve --metadata postgres://… --blobs DIR`",
+        ),
+    };
     let mut s = format!(
-        "{n_gc} GC round(s) and {} control round(s), alternating, each on a fresh copy of the \
-         GC dataset above in wharf's data directory and a fresh `wharf serve`: {} pushers \
+        "{n_gc} GC round(s) and {} control round(s), alternating, each on {copy} and a fresh \
+         {serve}: {} pushers \
          push unique small images (1 KiB layer, config, manifest; blobs by POST + PUT) for \
          {} s before, during and after the middle phase, after an untimed warm-up of up to \
          3 s. In a GC round a `gc` job is queued with `POST /api/v0/jobs` (grace_secs {}, busy_percent {}) as \
          the middle phase starts, and \"during\" counts the pushes completed while the job \
          ran (from its `started_at_ms` to its `finished_at_ms` or the end of the phase); \
-         \"after\" starts once the job is done. A control round does the same with no job.\n\n",
+         \"after\" starts once the job is done. A control round does the same with no job.",
         rounds.len() - n_gc,
         a.pushers,
         a.push_secs,
         a.push_gc_grace_secs,
-        a.gc_busy_percent.unwrap_or(default_busy_percent(false)),
+        a.gc_busy_percent
+            .unwrap_or(default_busy_percent(b == Backend::Postgres)),
     );
+    if b == Backend::Postgres {
+        s += &format!(
+            " PostgreSQL runs {} GC and {} control round(s) (--pg-push-rounds, \
+             --pg-control-rounds; by default 3 and 3, fewer than SQLite's 5 and 5, to keep the \
+             benchmark's length reasonable), so its medians rest on fewer rounds.",
+            a.pg_push_rounds, a.pg_control_rounds
+        );
+    }
+    s += "\n\n";
     s += "| Round | Middle phase | Before: pushes/s | Middle: pushes/s (images in how long) | After: pushes/s | Middle ÷ before | After ÷ before | Middle ÷ mean(before, after) | GC job under load |\n";
     s += "|---|---|---:|---:|---:|---:|---:|---:|---:|\n";
     for (i, r) in rounds.iter().enumerate() {
@@ -1201,11 +1370,19 @@ fn push_markdown(a: &GcArgs, rounds: &[PushRound]) -> String {
          {} ({loss}).\n\n",
         met(worst >= TARGET_PUSH_RATIO),
     );
-    s += "Per phase, all rounds of a kind together: push latency, wharf's CPU and how busy \
-          the whole machine was (other work on it included). The GC middle phase also holds \
-          the ≈ 1 s before the worker picks the job up.\n\n";
-    s += "| Rounds | Phase | Images pushed | Latency median / p99 (ms) | wharf CPU (cores) | wharf CPU ms per image | Machine busy |\n";
-    s += "|---|---|---:|---:|---:|---:|---:|\n";
+    s += "Per phase, all rounds of a kind together: push latency, wharf's CPU (and, where \
+          measured, PostgreSQL's: postmaster and backends) and how busy the whole machine was \
+          (other work on it included). The GC middle phase also holds the ≈ 1 s before the \
+          worker picks the job up.\n\n";
+    // PostgreSQL's CPU where it was measured (on PostgreSQL, with --postgres-pid).
+    let pg_cpu = rounds.iter().any(|r| r.before.pg_cpu.is_some());
+    if pg_cpu {
+        s += "| Rounds | Phase | Images pushed | Latency median / p99 (ms) | wharf CPU (cores) | wharf CPU ms per image | PostgreSQL CPU (cores) | PostgreSQL CPU ms per image | Machine busy |\n";
+        s += "|---|---|---:|---:|---:|---:|---:|---:|---:|\n";
+    } else {
+        s += "| Rounds | Phase | Images pushed | Latency median / p99 (ms) | wharf CPU (cores) | wharf CPU ms per image | Machine busy |\n";
+        s += "|---|---|---:|---:|---:|---:|---:|\n";
+    }
     type Pick = fn(&PushRound) -> &Phase;
     for gc in [true, false] {
         if !rounds.iter().any(|r| r.gc == gc) {
@@ -1225,8 +1402,18 @@ fn push_markdown(a: &GcArgs, rounds: &[PushRound]) -> String {
             let cpu: f64 = phases.iter().map(|p| p.server_cpu).sum();
             let busy = phases.iter().map(|p| p.busy_pct * p.secs()).sum::<f64>() / secs;
             let images = phases.iter().map(|p| p.pushes.done_ms.len()).sum::<usize>();
+            let pg = if pg_cpu {
+                let c: f64 = phases.iter().filter_map(|p| p.pg_cpu).sum();
+                format!(
+                    " {} | {} |",
+                    num(c / secs),
+                    num(c * 1000.0 / images.max(1) as f64)
+                )
+            } else {
+                String::new()
+            };
             s += &format!(
-                "| {} | {name} | {images} | {} / {} | {} | {} | {busy:.0}% |\n",
+                "| {} | {name} | {images} | {} / {} | {} | {} |{pg} {busy:.0}% |\n",
                 if gc { "GC" } else { "control" },
                 num(median(&lat) * 1000.0),
                 num(percentile(&lat, 99.0) * 1000.0),
@@ -1253,11 +1440,7 @@ fn push_markdown(a: &GcArgs, rounds: &[PushRound]) -> String {
     s
 }
 
-fn to_json(
-    env: &Env,
-    results: &[BackendResult],
-    pushes: Option<&Result<Vec<PushRound>, String>>,
-) -> serde_json::Value {
+fn to_json(env: &Env, results: &[BackendResult], pushes: &[PushSeries]) -> serde_json::Value {
     let timed = |r: &Result<Timed, String>| match r {
         Ok(t) => json!({
             "secs": t.secs, "items": t.items, "done": t.done,
@@ -1266,18 +1449,10 @@ fn to_json(
         }),
         Err(e) => json!({ "error": e }),
     };
-    json!({
-        "date": env.date,
-        "command": env.command,
-        "load": [env.load.0, env.load.1],
-        "cpu_busy_percent": env.cpu.0,
-        "backends": results.iter().map(|r| json!({
-            "backend": r.backend.name(),
-            "gc": timed(&r.gc),
-            "migration": timed(&r.migration),
-        })).collect::<Vec<_>>(),
-        "pushes": pushes.map(|p| match p {
+    let series = |b: Backend| {
+        pushes.iter().find(|p| p.backend == b).map(|p| match &p.rounds {
             Ok(rounds) => json!({
+                "backend": p.backend.serve_label(),
                 "median_ratio": push_verdict(rounds).0,
                 "drift_corrected_ratio": push_verdict(rounds).1,
                 "rounds": rounds.iter().map(|r| json!({
@@ -1289,16 +1464,127 @@ fn to_json(
                     "ratio": r.ratio(),
                     "gc_job_secs": r.job_secs(),
                     "gc_job_summary": r.job_summary,
+                    "wharf_cpu_secs": [r.before.server_cpu, r.during.server_cpu, r.after.server_cpu],
+                    "postgres_cpu_secs": [r.before.pg_cpu, r.during.pg_cpu, r.after.pg_cpu],
                 })).collect::<Vec<_>>(),
             }),
-            Err(e) => json!({ "error": e }),
-        }),
+            Err(e) => json!({ "backend": p.backend.serve_label(), "error": e }),
+        })
+    };
+    json!({
+        "date": env.date,
+        "command": env.command,
+        "load": [env.load.0, env.load.1],
+        "cpu_busy_percent": env.cpu.0,
+        "backends": results.iter().map(|r| json!({
+            "backend": r.backend.name(),
+            "gc": timed(&r.gc),
+            "migration": timed(&r.migration),
+        })).collect::<Vec<_>>(),
+        // SQLite's series under "pushes" (as before PostgreSQL had one), PostgreSQL's under
+        // "pushes_postgres"; null when not run.
+        "pushes": series(Backend::Sqlite),
+        "pushes_postgres": series(Backend::Postgres),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn args(extra: &[&str]) -> GcArgs {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            gc: GcArgs,
+        }
+        let argv = ["wharf-bench-gc"].iter().chain(extra).copied();
+        <Cli as clap::Parser>::try_parse_from(argv).unwrap().gc
+    }
+
+    fn phase(start_ms: i64, images: i64, pg_cpu: Option<f64>) -> Phase {
+        Phase {
+            pushes: Pushes {
+                start_ms,
+                end_ms: start_ms + 10_000,
+                done_ms: (0..images).map(|k| start_ms + 1 + k).collect(),
+                latencies: vec![0.01; images as usize],
+            },
+            server_cpu: 5.0,
+            pg_cpu,
+            busy_pct: 90.0,
+        }
+    }
+
+    fn round(gc: bool, during: i64) -> PushRound {
+        PushRound {
+            gc,
+            before: phase(0, 1000, Some(4.0)),
+            during: phase(10_000, during, Some(4.0)),
+            after: phase(20_000, 1000, Some(4.0)),
+            job_started_ms: 10_000,
+            job_finished_ms: 20_000,
+            job_summary: "done: freed 0 manifests, 1 links, 1 blobs, 1 bytes".into(),
+            checked: "ok".into(),
+        }
+    }
+
+    #[test]
+    fn postgres_pushes_get_their_own_labelled_section_and_json() {
+        let a = args(&["--postgres-url", "postgres://h/db"]);
+        assert_eq!((a.push_rounds, a.control_rounds), (5, 5));
+        assert_eq!((a.pg_push_rounds, a.pg_control_rounds), (3, 3));
+        let env = Env {
+            date: "today".into(),
+            command: "wharf-bench gc".into(),
+            machine: Machine {
+                nproc: 2,
+                cpu_model: "cpu".into(),
+                kernel: "k".into(),
+                memory: "m".into(),
+                disk: "d".into(),
+            },
+            versions: vec![],
+            load: ("0".into(), "0".into()),
+            cpu: (50.0, 0.0),
+        };
+        let pushes = vec![
+            PushSeries {
+                backend: Backend::Sqlite,
+                rounds: Ok(vec![round(true, 950), round(false, 1000)]),
+            },
+            PushSeries {
+                backend: Backend::Postgres,
+                rounds: Ok(vec![round(true, 900), round(false, 1000)]),
+            },
+        ];
+        let md = markdown(&a, &env, &[], &pushes);
+        let sqlite = md
+            .find("### Pushes during GC (wharf serve, SQLite + directory)")
+            .unwrap();
+        let pg = md
+            .find("### Pushes during GC (wharf serve, PostgreSQL + directory)")
+            .unwrap();
+        assert!(sqlite < pg);
+        assert!(md.contains(
+            "5 GC + 5 control on SQLite + directory, 3 GC + 3 control on PostgreSQL + directory"
+        ));
+        assert!(md[pg..].contains("PostgreSQL runs 3 GC and 3 control round(s)"));
+        assert!(md[pg..].contains("busy_percent 10)"));
+        assert!(md[sqlite..pg].contains("busy_percent 5)"));
+        assert!(md[pg..].contains("| PostgreSQL CPU (cores) |"));
+        assert!(md[pg..].contains("during ÷ mean(before, after): **0.90**"));
+        let j = to_json(&env, &[], &pushes);
+        assert_eq!(j["pushes"]["backend"], "SQLite + directory");
+        assert_eq!(j["pushes_postgres"]["backend"], "PostgreSQL + directory");
+        assert_eq!(j["pushes_postgres"]["rounds"][0]["during_per_sec"], 90.0);
+        let failed = [PushSeries {
+            backend: Backend::Postgres,
+            rounds: Err("round 1: boom".into()),
+        }];
+        assert!(markdown(&a, &env, &[], &failed).contains("**Failed:** round 1: boom"));
+        assert!(to_json(&env, &[], &failed)["pushes"].is_null());
+    }
 
     #[test]
     fn thousands_are_grouped() {

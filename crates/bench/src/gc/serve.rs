@@ -1,5 +1,6 @@
-//! Pushes while a GC job runs: `wharf serve` on a prepared data directory, small-image
-//! pushers for a fixed time, and the job API.
+//! Pushes while a GC job runs: `wharf serve` on a prepared data directory (SQLite), or on a
+//! prepared PostgreSQL database and blob directory, small-image pushers for a fixed time,
+//! and the job API.
 
 use std::fs::File;
 use std::path::Path;
@@ -21,7 +22,7 @@ use crate::server::free_port;
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// `wharf serve` on a data directory it did not create; killed by PID on drop.
+/// `wharf serve` on stores it did not create; killed by PID on drop.
 pub struct Wharf {
     pub base: Url,
     pub pid: u32,
@@ -30,12 +31,14 @@ pub struct Wharf {
 }
 
 impl Wharf {
-    /// Starts `bin serve` on `data_dir` (SQLite and blobs there), authentication off,
-    /// job heartbeat 1 s (so the worker looks for jobs every second), and waits (bounded)
-    /// for `GET /v2/` to answer 200. Logs go to `log_dir`.
+    /// Starts `bin serve` on `data_dir` (SQLite and blobs there, or with `postgres` =
+    /// `Some((url, blobs))` metadata in that PostgreSQL database and blobs in the directory
+    /// `blobs`), authentication off, job heartbeat 1 s (so the worker looks for jobs every
+    /// second), and waits (bounded) for `GET /v2/` to answer 200. Logs go to `log_dir`.
     pub async fn start(
         bin: &Path,
         data_dir: &Path,
+        postgres: Option<(&str, &Path)>,
         log_dir: &Path,
         http: &Client,
     ) -> Result<Wharf> {
@@ -54,6 +57,9 @@ impl Wharf {
             .arg("--insecure-no-auth=true")
             .arg("--job-heartbeat-secs")
             .arg("1");
+        if let Some((url, blobs)) = postgres {
+            cmd.arg("--metadata").arg(url).arg("--blobs").arg(blobs);
+        }
         let child = cmd
             .stdin(Stdio::null())
             .stdout(File::create(log_dir.join("wharf.stdout.log"))?)
