@@ -168,7 +168,8 @@ if [ "$pg_fs" -eq 1 ]; then
   trap 'exit 130' INT
   trap 'exit 143' TERM
 
-  pg_env=$(scripts/postgres-for-tests.sh start)
+  # Durable (fsync on), as wharf's SQLite commits are: this compares durable pushes.
+  pg_env=$(scripts/postgres-for-tests.sh start --durable)
   eval "$pg_env"
   echo "PostgreSQL at $WHARF_TEST_POSTGRES_URL" >&2
 

@@ -3,6 +3,8 @@
 # eval: `eval "$(scripts/postgres-for-tests.sh start)"` exports WHARF_TEST_POSTGRES_URL
 # and WHARF_TEST_POSTGRES_DIR; `scripts/postgres-for-tests.sh stop DIR` stops and removes it.
 # fsync is off: these databases are disposable, and the tests need speed, not durability.
+# `start --durable` keeps PostgreSQL's defaults instead (fsync and synchronous_commit
+# on), for benchmarks that compare durable commits.
 set -euo pipefail
 
 pg_bin() {
@@ -25,8 +27,10 @@ case "${1:-}" in
     chown postgres "$dir" 2>/dev/null || true
     as_postgres "$bin/initdb" -D "$dir/data" -A trust -U postgres --no-sync >/dev/null
     port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    speed="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    [ "${2:-}" != "--durable" ] || speed=""
     as_postgres "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w -t 60 \
-      -o "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c listen_addresses=127.0.0.1 -p $port -k $dir -c max_connections=400" \
+      -o "$speed -c listen_addresses=127.0.0.1 -p $port -k $dir -c max_connections=400" \
       start >/dev/null
     echo "export WHARF_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:$port/postgres"
     echo "export WHARF_TEST_POSTGRES_DIR=$dir"
