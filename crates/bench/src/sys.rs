@@ -131,6 +131,18 @@ pub struct Machine {
 }
 
 impl Machine {
+    /// A made-up machine for report tests.
+    #[cfg(test)]
+    pub fn for_tests() -> Machine {
+        Machine {
+            nproc: 2,
+            cpu_model: "cpu".into(),
+            kernel: "k".into(),
+            memory: "m".into(),
+            disk: "d".into(),
+        }
+    }
+
     pub fn probe(work_dir: &Path) -> Machine {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let cpu_model = cpuinfo

@@ -53,9 +53,34 @@ fn s3_store(
     wharf_blobstore::S3BlobStore::open(&config).unwrap()
 }
 
+/// The suite against the `server()` of the module it is expanded in: with S3's own copy
+/// limit, and again with a limit of 1 MiB instead of 5 GiB, so that every single chunk
+/// above it is committed as a layer over 5 GiB would be, streamed into a multipart
+/// upload rather than copied in one request.
+macro_rules! s3_suites {
+    () => {
+        async fn make() -> (wharf_blobstore::S3BlobStore, ()) {
+            (super::s3_store(server(), "t", None), ())
+        }
+
+        wharf_blobstore::blobstore_testsuite!(make());
+
+        mod over_the_copy_limit {
+            async fn make() -> (wharf_blobstore::S3BlobStore, ()) {
+                (
+                    super::super::s3_store(super::server(), "c", Some(1 << 20)),
+                    (),
+                )
+            }
+
+            wharf_blobstore::blobstore_testsuite!(make());
+        }
+    };
+}
+
 /// moto, a mock of S3 (`WHARF_TEST_S3_ENDPOINT`).
 mod s3 {
-    pub fn server() -> super::S3Server {
+    fn server() -> super::S3Server {
         super::S3Server {
             endpoint: super::env("WHARF_TEST_S3_ENDPOINT"),
             key_id: "test".into(),
@@ -63,30 +88,12 @@ mod s3 {
         }
     }
 
-    async fn make() -> (wharf_blobstore::S3BlobStore, ()) {
-        (super::s3_store(server(), "t", None), ())
-    }
-
-    wharf_blobstore::blobstore_testsuite!(make());
-
-    /// The same suite with a copy limit of 1 MiB instead of S3's 5 GiB: every single
-    /// chunk above it is committed as a layer over 5 GiB would be, streamed into a
-    /// multipart upload rather than copied in one request.
-    mod over_the_copy_limit {
-        async fn make() -> (wharf_blobstore::S3BlobStore, ()) {
-            (
-                super::super::s3_store(super::server(), "c", Some(1 << 20)),
-                (),
-            )
-        }
-
-        wharf_blobstore::blobstore_testsuite!(make());
-    }
+    s3_suites!();
 }
 
 /// Garage, a real S3-compatible object store (`WHARF_TEST_GARAGE_ENDPOINT` and its key).
 mod garage {
-    pub fn server() -> super::S3Server {
+    fn server() -> super::S3Server {
         super::S3Server {
             endpoint: super::env("WHARF_TEST_GARAGE_ENDPOINT"),
             key_id: super::env("WHARF_TEST_GARAGE_KEY_ID"),
@@ -94,20 +101,5 @@ mod garage {
         }
     }
 
-    async fn make() -> (wharf_blobstore::S3BlobStore, ()) {
-        (super::s3_store(server(), "t", None), ())
-    }
-
-    wharf_blobstore::blobstore_testsuite!(make());
-
-    mod over_the_copy_limit {
-        async fn make() -> (wharf_blobstore::S3BlobStore, ()) {
-            (
-                super::super::s3_store(super::server(), "c", Some(1 << 20)),
-                (),
-            )
-        }
-
-        wharf_blobstore::blobstore_testsuite!(make());
-    }
+    s3_suites!();
 }

@@ -32,18 +32,6 @@ fn block(pattern: &[u8], tag: u64, index: u64) -> Bytes {
     Bytes::from(b)
 }
 
-fn pattern() -> Vec<u8> {
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    (0..BLOCK)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 fn blocks() -> u64 {
     LAYER_BYTES / BLOCK as u64
 }
@@ -74,6 +62,17 @@ fn absolute(base: &str, location: &str) -> String {
 fn with_digest(location: &str, digest: &str) -> String {
     let sep = if location.contains('?') { '&' } else { '?' };
     format!("{location}{sep}digest={digest}")
+}
+
+/// Opens an upload session; returns where to send its data.
+async fn open_session(http: &Client, server: &TestServer, repo: &str) -> String {
+    let r = http
+        .post(server.url(&format!("/v2/{repo}/blobs/uploads/")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    absolute(&server.base, r.headers()["location"].to_str().unwrap())
 }
 
 /// Pulls the blob and returns its digest and length, hashing as it streams.
@@ -113,17 +112,11 @@ async fn a_6_gib_layer_is_never_committed_with_one_copy_on_garage() {
         .build()
         .unwrap();
     let repo = "models/large";
-    let pattern = pattern();
+    let pattern = support::pseudo_random(0, BLOCK);
 
     // 1. The whole layer in the final PUT.
     let put_digest = layer_digest(&pattern, 1);
-    let r = http
-        .post(server.url(&format!("/v2/{repo}/blobs/uploads/")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let location = absolute(&server.base, r.headers()["location"].to_str().unwrap());
+    let location = open_session(&http, &server, repo).await;
     let r = http
         .put(with_digest(&location, &put_digest))
         .header("content-type", "application/octet-stream")
@@ -136,13 +129,7 @@ async fn a_6_gib_layer_is_never_committed_with_one_copy_on_garage() {
 
     // 2. The whole layer in one PATCH, then the PUT without a body.
     let patch_digest = layer_digest(&pattern, 2);
-    let r = http
-        .post(server.url(&format!("/v2/{repo}/blobs/uploads/")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let location = absolute(&server.base, r.headers()["location"].to_str().unwrap());
+    let location = open_session(&http, &server, repo).await;
     let r = http
         .patch(&location)
         .header("content-type", "application/octet-stream")

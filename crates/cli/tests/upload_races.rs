@@ -36,18 +36,6 @@ fn replica(
     TestServer::launch(cmd, data_dir)
 }
 
-fn bytes(seed: usize, len: usize) -> Vec<u8> {
-    let mut x = (seed as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 fn with_digest(location: &str, digest: &str) -> String {
     let sep = if location.contains('?') { '&' } else { '?' };
     format!("{location}{sep}digest={digest}")
@@ -124,7 +112,7 @@ async fn race(pg_url: &str, blobs: &[&str], s3: Option<&S3Server>, tmp: &std::pa
     let repo = "race/app";
     let (mut committed, mut patched_first, mut after_commit_refused) = (0, 0, 0);
     for round in 0..ROUNDS {
-        let first = bytes(round, 64 << 10);
+        let first = support::pseudo_random(round as u64, 64 << 10);
         let digest = sha256(&first);
         let r = http
             .post(format!("{}/v2/{repo}/blobs/uploads/", base(round)))
@@ -142,7 +130,7 @@ async fn race(pg_url: &str, blobs: &[&str], s3: Option<&S3Server>, tmp: &std::pa
             .unwrap();
         assert_eq!(r.status(), StatusCode::ACCEPTED);
         let at = path_of(r.headers()["location"].to_str().unwrap());
-        let more = bytes(round + 1000, 1 << 20);
+        let more = support::pseudo_random(round as u64 + 1000, 1 << 20);
         let range = format!("{}-{}", first.len(), first.len() + more.len() - 1);
         let put = |i: usize| {
             http.put(format!("{}{}", base(round + i), with_digest(&at, &digest)))

@@ -1537,13 +1537,7 @@ mod tests {
         let env = Env {
             date: "today".into(),
             command: "wharf-bench gc".into(),
-            machine: Machine {
-                nproc: 2,
-                cpu_model: "cpu".into(),
-                kernel: "k".into(),
-                memory: "m".into(),
-                disk: "d".into(),
-            },
+            machine: Machine::for_tests(),
             versions: vec![],
             load: ("0".into(), "0".into()),
             cpu: (50.0, 0.0),

@@ -300,3 +300,17 @@ impl S3Server {
             .env("AWS_SECRET_ACCESS_KEY", &self.secret);
     }
 }
+
+/// `len` incompressible bytes, the same for the same `seed` (xorshift64).
+#[allow(dead_code)]
+pub fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
