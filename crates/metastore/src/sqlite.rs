@@ -344,11 +344,20 @@ impl SqliteMetaStore {
         tokio::task::spawn_blocking(move || {
             let (out, commit) = {
                 let mut conn = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+                let changes_before = conn.total_changes();
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 let out = f(&tx)?;
                 tx.commit()?;
-                // Numbered under the writer lock, so commit numbers follow WAL order.
-                (out, inner.wal.record_commit())
+                // Numbered under the writer lock, so commit numbers follow WAL order. A
+                // transaction that changed nothing appended nothing: it needs no flush of
+                // its own, only of the commits it may have read (often none: then no
+                // fdatasync at all, as for an idle job worker's polls).
+                let commit = if conn.total_changes() != changes_before {
+                    inner.wal.record_commit()
+                } else {
+                    inner.wal.committed()
+                };
+                (out, commit)
             };
             if durable {
                 // Outside the writer lock: while one flush runs, the next writers

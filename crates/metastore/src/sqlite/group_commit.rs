@@ -79,6 +79,11 @@ impl WalFlusher {
         st.committed
     }
 
+    /// The number of the latest commit.
+    pub(crate) fn committed(&self) -> u64 {
+        self.lock().committed
+    }
+
     /// Returns once commit `n` (and so every commit before it) is on disk.
     pub(crate) fn flush_through(&self, n: u64) -> Result<()> {
         let mut st = self.lock();
@@ -117,8 +122,7 @@ impl WalFlusher {
 
     /// Returns once every commit made so far is on disk.
     pub(crate) fn flush_all(&self) -> Result<()> {
-        let n = self.lock().committed;
-        self.flush_through(n)
+        self.flush_through(self.committed())
     }
 }
 
@@ -170,6 +174,16 @@ mod tests {
         wal.flush_all().unwrap();
         let st = wal.lock();
         assert_eq!((second, st.synced, st.flushes), (2, 2, 2));
+    }
+
+    #[test]
+    fn nothing_new_to_flush_costs_no_fsync() {
+        let (_dir, wal) = flusher();
+        wal.flush_all().unwrap(); // nothing committed yet
+        let n = wal.record_commit();
+        wal.flush_through(n).unwrap();
+        wal.flush_through(wal.committed()).unwrap(); // what a no-change write waits for
+        assert_eq!(wal.lock().flushes, 1);
     }
 
     #[test]
