@@ -519,21 +519,11 @@ impl MetaStore for PgMetaStore {
             return Ok(());
         }
         // The repository was created by a transaction that committed while this
-        // statement ran, too late for its snapshot: link it in steps, as below sees it.
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("INSERT INTO blobs (digest, size, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-            .bind(digest.to_string())
-            .bind(size as i64)
-            .bind(now_ms())
-            .execute(&mut *tx)
-            .await?;
-        let rid = ensure_repo(&mut tx, repo.as_str()).await?;
-        link(&mut tx, rid, &digest.to_string()).await?;
-        sqlx::query("DELETE FROM uploads WHERE id = $1")
-            .bind(id.as_str())
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
+        // statement ran, too late for its snapshot. The blob is recorded and the session
+        // gone already; only the link is missing, and a fresh statement sees the row.
+        let mut conn = self.pool.acquire().await?;
+        let rid = ensure_repo(&mut conn, repo.as_str()).await?;
+        link(&mut conn, rid, &digest.to_string()).await?;
         Ok(())
     }
 
