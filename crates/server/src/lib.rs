@@ -3,6 +3,7 @@
 //!
 //! - `/v2/...`: the OCI distribution API ([`v2`]), routed by [`endpoint::Endpoint`].
 //! - `/api/v0/...`: the management API ([`api`]).
+//! - `/` and everything not above: the web UI ([`ui`]).
 //! - `/healthz`, `/readyz`: liveness, and readiness for load balancers (not ready
 //!   while starting or draining).
 
@@ -28,6 +29,7 @@ pub mod http;
 mod metrics;
 pub mod run;
 pub mod tls;
+pub mod ui;
 pub mod v2;
 
 pub use config::Config;
@@ -84,6 +86,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(api::readyz))
         .route("/metrics", get(metrics::metrics))
         .nest("/api/v0", api::router())
+        .merge(ui::router())
         .layer(axum::middleware::from_fn(log_request))
         // Outermost: whatever answered early, the unread body is drained first.
         .layer(axum::middleware::from_fn(drain::drain_unread_body))
