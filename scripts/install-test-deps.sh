@@ -10,8 +10,11 @@ SUDO=""
 # Debian packages: real clients (skopeo, docker CLI comes with the engine), the reference
 # registry for side-by-side benchmarks, load generators, a static busybox to put in
 # FROM-scratch test images, and libfaketime (a replica whose clock is off, for the
-# upgrade's clock-drift check).
-packages=(skopeo docker-registry wrk apache2-utils jq busybox-static python3-venv postgresql curl openssl nginx faketime)
+# upgrade's clock-drift check); Chromium and its WebDriver for the web UI's browser tests,
+# with fonts-liberation (a Recommends of chromium, which --no-install-recommends drops)
+# so screenshots have real fonts.
+packages=(skopeo docker-registry wrk apache2-utils jq busybox-static python3-venv postgresql curl openssl nginx faketime
+  chromium chromium-driver fonts-liberation)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

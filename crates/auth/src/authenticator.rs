@@ -14,6 +14,7 @@ use crate::limiter::{FailedLogins, Limits};
 use crate::policy::{self, RepoAccess};
 use crate::scope::Scope;
 use crate::secret;
+use crate::session::{self, Session};
 
 #[derive(Debug, Clone)]
 pub struct AuthConfig {
@@ -72,6 +73,8 @@ pub enum AuthError {
     BadToken(JwtError),
     #[error("bearer token rejected: its access token was revoked or its user disabled")]
     TokenRevoked,
+    #[error("the label \"{}\" is reserved for web sessions", session::SESSION_LABEL)]
+    ReservedLabel,
     #[error(transparent)]
     Store(#[from] MetaError),
 }
@@ -188,7 +191,8 @@ impl Authenticator {
                 // The OAuth2 refresh grant names no user: the token alone identifies it.
                 let usable = (name.is_empty() || user.name == name)
                     && !user.disabled
-                    && token_usable(&token);
+                    && token_usable(&token)
+                    && token.label != session::SESSION_LABEL;
                 if usable {
                     self.touch(&token).await;
                     return Ok(Some(Principal::User {
@@ -393,12 +397,83 @@ impl Authenticator {
         label: &str,
         expires_at_ms: Option<i64>,
     ) -> Result<(String, AccessToken), AuthError> {
+        if label == session::SESSION_LABEL {
+            return Err(AuthError::ReservedLabel);
+        }
         let secret_ = secret::new_token();
         let token = self
             .store
             .create_token(user.id, label, &secret::token_hash(&secret_), expires_at_ms)
             .await?;
         Ok((secret_, token))
+    }
+}
+
+/// Web UI sessions.
+impl Authenticator {
+    /// Signs `name` in with a password or an access token (counted against the same
+    /// failed-login limits as every other sign-in) and starts a new session: always a
+    /// new secret, so no identifier chosen before sign-in survives it (no fixation).
+    /// Returns the secret for the cookie, and the session.
+    pub async fn sign_in(
+        &self,
+        name: &str,
+        given: &str,
+        addr: Option<IpAddr>,
+    ) -> Result<(String, Session), AuthError> {
+        let principal = self.basic(name, given, addr).await?;
+        let Principal::User { user, .. } = principal else {
+            return Err(AuthError::InvalidCredentials);
+        };
+        let secret_ = session::new_secret();
+        let expires = session::expiry_from(session::now());
+        let row = self
+            .store
+            .create_token(
+                user.id,
+                session::SESSION_LABEL,
+                &secret::token_hash(&secret_),
+                Some(expires),
+            )
+            .await?;
+        let s = Session {
+            user,
+            id: row.id,
+            csrf: session::csrf_token(&secret_),
+            expires_at_ms: expires,
+        };
+        Ok((secret_, s))
+    }
+
+    /// The live session whose cookie holds `secret_`, if any.
+    pub async fn session(&self, secret_: &str) -> Result<Option<Session>, AuthError> {
+        if !secret_.starts_with(session::SESSION_PREFIX) {
+            return Ok(None);
+        }
+        let Some((row, user)) = self
+            .store
+            .token_by_hash(&secret::token_hash(secret_))
+            .await?
+        else {
+            return Ok(None);
+        };
+        if !session::alive(&row, &user, session::now()) {
+            return Ok(None);
+        }
+        self.touch(&row).await;
+        Ok(Some(Session {
+            csrf: session::csrf_token(secret_),
+            id: row.id,
+            expires_at_ms: row.expires_at_ms.unwrap_or_default(),
+            user,
+        }))
+    }
+
+    /// Ends a session for good (sign-out): its row is revoked in the shared store, so no
+    /// replica accepts the cookie again.
+    pub async fn end_session(&self, s: &Session) -> Result<(), AuthError> {
+        self.store.revoke_token(s.user.id, s.id).await?;
+        Ok(())
     }
 }
 

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use wharf_oci::{Digest, Reference, RepoName, Tag, UploadId};
 
 pub mod accounts;
+pub mod browse;
 pub mod dump;
 pub mod gc;
 pub mod jobs;
@@ -21,6 +22,7 @@ pub mod sqlite;
 pub mod testsuite;
 
 pub use accounts::AccountStore;
+pub use browse::BrowseStore;
 pub use dump::{BackupRecord, BackupStore};
 pub use gc::GcStore;
 pub use jobs::JobStore;
@@ -114,6 +116,7 @@ pub struct Referrer {
 #[async_trait]
 pub trait MetaStore:
     AccountStore
+    + BrowseStore
     + ReplicaStore
     + BackupStore
     + JobStore

@@ -13,6 +13,7 @@ use wharf_oci::{Digest, Reference, RepoName, Tag, UploadId};
 
 use crate::accounts::*;
 
+mod browse;
 mod dump;
 mod gc;
 mod holds;

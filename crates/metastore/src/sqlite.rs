@@ -23,6 +23,7 @@ use crate::{
 };
 
 mod accounts;
+mod browse;
 mod dump;
 mod gc;
 mod group_commit;

@@ -1,0 +1,129 @@
+//! Reads for the web UI: pages of repositories a viewer may see, with their tag counts,
+//! and pages of tags with their manifests. Every list is keyset-paginated (a page
+//! starts after the last item of the previous one), so the first page costs the same
+//! at 100 repositories and at 100,000.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::accounts::Visibility;
+use crate::Result;
+
+/// Who is looking: decides which repositories a list shows, by the same rules as the
+/// access policy (`wharf_auth::policy::repo_access`: public repositories for everyone;
+/// a user's own namespace, organisations they administer, and grants to them or their
+/// teams; everything for administrators).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Viewer {
+    Anonymous,
+    User { id: i64, name: String },
+    Admin,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RepoSort {
+    #[default]
+    Name,
+    /// Newest tag push first.
+    LastPush,
+}
+
+/// Where the next page starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RepoCursor {
+    Name(String),
+    LastPush { at_ms: i64, name: String },
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RepoQuery {
+    /// Only names starting with this (a namespace is `team/`).
+    pub prefix: String,
+    /// Only names containing this.
+    pub contains: String,
+    pub sort: RepoSort,
+    pub after: Option<RepoCursor>,
+    pub limit: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepoSummary {
+    pub name: String,
+    pub tag_count: u64,
+    /// The newest tag update, if it has tags.
+    pub last_push_ms: Option<i64>,
+    /// As set, or `None` for the default (private).
+    pub visibility: Option<Visibility>,
+}
+
+impl RepoSummary {
+    /// The cursor for the page after this item.
+    pub fn cursor(&self, sort: RepoSort) -> RepoCursor {
+        match sort {
+            RepoSort::Name => RepoCursor::Name(self.name.clone()),
+            RepoSort::LastPush => RepoCursor::LastPush {
+                at_ms: self.last_push_ms.unwrap_or(0),
+                name: self.name.clone(),
+            },
+        }
+    }
+}
+
+/// A tag and the manifest it points at.
+#[derive(Debug, Clone)]
+pub struct TagDetail {
+    pub name: String,
+    pub digest: String,
+    pub media_type: String,
+    pub size: u64,
+    pub payload: Bytes,
+    pub updated_at_ms: i64,
+}
+
+#[async_trait]
+pub trait BrowseStore {
+    /// A page of the repositories `viewer` may see, matching `q`.
+    async fn browse_repositories(&self, viewer: &Viewer, q: &RepoQuery)
+        -> Result<Vec<RepoSummary>>;
+
+    /// A page of `repo`'s tags in name order after `after`, with their manifests;
+    /// `None` if the repository does not exist.
+    async fn tag_details(
+        &self,
+        repo: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Option<Vec<TagDetail>>>;
+
+    /// Who was granted what on `repo`: (`user` or `team`, user name or `org/team`,
+    /// level), by kind and name.
+    async fn repo_grants(&self, repo: &str) -> Result<Vec<(String, String, String)>>;
+
+    /// The tags of `repo` that point at `digest`.
+    async fn tags_of_manifest(&self, repo: &str, digest: &str) -> Result<Vec<String>>;
+}
+
+/// The grants of a repository with their subjects' names (one statement for both
+/// backends: no placeholders, the repository name is the only parameter).
+pub(crate) const REPO_GRANTS_SQL: &str = "
+SELECT g.subject_kind, COALESCE(u.name, o.name || '/' || t.name, '?'), g.level
+FROM repository_grants g
+LEFT JOIN users u ON g.subject_kind = 'user' AND u.id = g.subject_id
+LEFT JOIN teams t ON g.subject_kind = 'team' AND t.id = g.subject_id
+LEFT JOIN orgs o ON o.id = t.org_id
+WHERE g.repository = {repo} ORDER BY 1, 2";
+
+/// The viewer as the queries' parameters: (is admin, user id, user name).
+pub(crate) fn viewer_params(v: &Viewer) -> (bool, Option<i64>, String) {
+    match v {
+        Viewer::Anonymous => (false, None, String::new()),
+        Viewer::User { id, name } => (false, Some(*id), name.clone()),
+        Viewer::Admin => (true, None, String::new()),
+    }
+}
+
+/// The upper bound of names starting with `prefix`: `~` sorts after every character a
+/// repository name may contain.
+pub(crate) fn prefix_end(prefix: &str) -> String {
+    format!("{prefix}~")
+}

@@ -1,0 +1,144 @@
+//! [`BrowseStore`] on PostgreSQL.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use sqlx::{AssertSqlSafe, Row};
+
+use super::PgMetaStore;
+use crate::accounts::Visibility;
+use crate::browse::{
+    prefix_end, viewer_params, REPO_GRANTS_SQL, BrowseStore, RepoCursor, RepoQuery, RepoSort, RepoSummary,
+    TagDetail, Viewer,
+};
+use crate::Result;
+
+fn visible_repositories_sql(sort: RepoSort) -> String {
+    let ns = "split_part(r.name, '/', 1)";
+    let filters = format!(
+        "($1 = '' OR (r.name >= $1 AND r.name < $2))
+         AND ($3 = '' OR strpos(r.name, $3) > 0)
+         AND ($4 OR s.visibility = 'public' OR ($5::bigint IS NOT NULL AND (
+              {ns} = $6
+           OR EXISTS (SELECT 1 FROM orgs o JOIN org_members m ON m.org_id = o.id
+                      WHERE m.user_id = $5 AND m.is_admin AND o.name = {ns})
+           OR EXISTS (SELECT 1 FROM repository_grants g WHERE g.repository = r.name AND (
+                      (g.subject_kind = 'user' AND g.subject_id = $5) OR
+                      (g.subject_kind = 'team' AND g.subject_id IN
+                          (SELECT team_id FROM team_members WHERE user_id = $5)))))))"
+    );
+    let columns = "r.name,
+        (SELECT COUNT(*) FROM tags t WHERE t.repository_id = r.id) AS tag_count,
+        (SELECT MAX(t.updated_at) FROM tags t WHERE t.repository_id = r.id) AS last_push,
+        s.visibility";
+    match sort {
+        RepoSort::Name => format!(
+            "SELECT {columns} FROM repositories r LEFT JOIN repository_settings s ON s.name = r.name
+             WHERE r.name > $7 AND ($8::bigint IS NULL OR TRUE) AND {filters}
+             ORDER BY r.name LIMIT $9"
+        ),
+        RepoSort::LastPush => format!(
+            "SELECT * FROM (SELECT {columns} FROM repositories r
+                 LEFT JOIN repository_settings s ON s.name = r.name WHERE {filters}) x
+             WHERE $8::bigint IS NULL OR COALESCE(x.last_push, 0) < $8
+                OR (COALESCE(x.last_push, 0) = $8 AND x.name > $7)
+             ORDER BY COALESCE(x.last_push, 0) DESC, x.name LIMIT $9"
+        ),
+    }
+}
+
+#[async_trait]
+impl BrowseStore for PgMetaStore {
+    async fn browse_repositories(
+        &self,
+        viewer: &Viewer,
+        q: &RepoQuery,
+    ) -> Result<Vec<RepoSummary>> {
+        let (admin, uid, uname) = viewer_params(viewer);
+        let (after_name, after_push) = match &q.after {
+            None => (String::new(), None),
+            Some(RepoCursor::Name(n)) => (n.clone(), None),
+            Some(RepoCursor::LastPush { at_ms, name }) => (name.clone(), Some(*at_ms)),
+        };
+        let sql = visible_repositories_sql(q.sort);
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(&q.prefix)
+            .bind(prefix_end(&q.prefix))
+            .bind(&q.contains)
+            .bind(admin)
+            .bind(uid)
+            .bind(uname)
+            .bind(after_name)
+            .bind(after_push)
+            .bind(q.limit as i64)
+            .fetch_all(self.pool())
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| RepoSummary {
+                name: r.get(0),
+                tag_count: r.get::<i64, _>(1) as u64,
+                last_push_ms: r.get(2),
+                visibility: r
+                    .get::<Option<String>, _>(3)
+                    .and_then(|v| Visibility::parse(&v)),
+            })
+            .collect())
+    }
+
+    async fn tag_details(
+        &self,
+        repo: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Option<Vec<TagDetail>>> {
+        let mut conn = self.pool().acquire().await?;
+        let Some(rid) = super::repo_id(&mut conn, repo).await? else {
+            return Ok(None);
+        };
+        let rows = sqlx::query(
+            "SELECT t.name, t.manifest_digest, m.media_type, m.size, m.payload, t.updated_at
+             FROM tags t JOIN manifests m
+               ON m.repository_id = t.repository_id AND m.digest = t.manifest_digest
+             WHERE t.repository_id = $1 AND t.name > $2 ORDER BY t.name LIMIT $3",
+        )
+        .bind(rid)
+        .bind(after.unwrap_or(""))
+        .bind(limit as i64)
+        .fetch_all(&mut *conn)
+        .await?;
+        Ok(Some(
+            rows.iter()
+                .map(|r| TagDetail {
+                    name: r.get(0),
+                    digest: r.get(1),
+                    media_type: r.get(2),
+                    size: r.get::<i64, _>(3) as u64,
+                    payload: Bytes::from(r.get::<Vec<u8>, _>(4)),
+                    updated_at_ms: r.get(5),
+                })
+                .collect(),
+        ))
+    }
+
+    async fn repo_grants(&self, repo: &str) -> Result<Vec<(String, String, String)>> {
+        let rows = sqlx::query(AssertSqlSafe(REPO_GRANTS_SQL.replace("{repo}", "$1")))
+            .bind(repo)
+            .fetch_all(self.pool())
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
+    }
+
+    async fn tags_of_manifest(&self, repo: &str, digest: &str) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT t.name FROM tags t JOIN repositories r ON r.id = t.repository_id
+             WHERE r.name = $1 AND t.manifest_digest = $2 ORDER BY t.name LIMIT 100",
+        )
+        .bind(repo)
+        .bind(digest)
+        .fetch_all(self.pool())
+        .await?)
+    }
+}

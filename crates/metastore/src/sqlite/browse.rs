@@ -1,0 +1,151 @@
+//! [`BrowseStore`] on SQLite.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use rusqlite::params;
+
+use super::SqliteMetaStore;
+use crate::accounts::Visibility;
+use crate::browse::{
+    prefix_end, viewer_params, REPO_GRANTS_SQL, BrowseStore, RepoCursor, RepoQuery, RepoSort, RepoSummary,
+    TagDetail, Viewer,
+};
+use crate::Result;
+
+/// The repository's namespace: its first path component.
+const NAMESPACE: &str =
+    "(CASE WHEN instr(r.name, '/') > 0 THEN substr(r.name, 1, instr(r.name, '/') - 1) ELSE r.name END)";
+
+fn visible_repositories_sql(sort: RepoSort) -> String {
+    let filters = format!(
+        "(?1 = '' OR (r.name >= ?1 AND r.name < ?2))
+         AND (?3 = '' OR instr(r.name, ?3) > 0)
+         AND (?4 OR s.visibility = 'public' OR (?5 IS NOT NULL AND (
+              {NAMESPACE} = ?6
+           OR EXISTS (SELECT 1 FROM orgs o JOIN org_members m ON m.org_id = o.id
+                      WHERE m.user_id = ?5 AND m.is_admin AND o.name = {NAMESPACE})
+           OR EXISTS (SELECT 1 FROM repository_grants g WHERE g.repository = r.name AND (
+                      (g.subject_kind = 'user' AND g.subject_id = ?5) OR
+                      (g.subject_kind = 'team' AND g.subject_id IN
+                          (SELECT team_id FROM team_members WHERE user_id = ?5)))))))"
+    );
+    let columns = "r.name,
+        (SELECT COUNT(*) FROM tags t WHERE t.repository_id = r.id) AS tag_count,
+        (SELECT MAX(t.updated_at) FROM tags t WHERE t.repository_id = r.id) AS last_push,
+        s.visibility";
+    match sort {
+        // Walks the name index from the cursor and stops at the limit.
+        RepoSort::Name => format!(
+            "SELECT {columns} FROM repositories r LEFT JOIN repository_settings s ON s.name = r.name
+             WHERE r.name > ?7 AND {filters} ORDER BY r.name LIMIT ?9"
+        ),
+        // Needs every visible repository's newest tag: no index gives that order.
+        RepoSort::LastPush => format!(
+            "SELECT * FROM (SELECT {columns} FROM repositories r
+                 LEFT JOIN repository_settings s ON s.name = r.name WHERE {filters}) x
+             WHERE ?8 IS NULL OR COALESCE(x.last_push, 0) < ?8
+                OR (COALESCE(x.last_push, 0) = ?8 AND x.name > ?7)
+             ORDER BY COALESCE(x.last_push, 0) DESC, x.name LIMIT ?9"
+        ),
+    }
+}
+
+#[async_trait]
+impl BrowseStore for SqliteMetaStore {
+    async fn browse_repositories(
+        &self,
+        viewer: &Viewer,
+        q: &RepoQuery,
+    ) -> Result<Vec<RepoSummary>> {
+        let (admin, uid, uname) = viewer_params(viewer);
+        let q = q.clone();
+        self.read(move |c| {
+            let (after_name, after_push) = match &q.after {
+                None => (String::new(), None),
+                Some(RepoCursor::Name(n)) => (n.clone(), None),
+                Some(RepoCursor::LastPush { at_ms, name }) => (name.clone(), Some(*at_ms)),
+            };
+            let mut st = c.prepare_cached(&visible_repositories_sql(q.sort))?;
+            let rows = st.query_map(
+                params![
+                    q.prefix,
+                    prefix_end(&q.prefix),
+                    q.contains,
+                    admin,
+                    uid,
+                    uname,
+                    after_name,
+                    after_push,
+                    q.limit as i64
+                ],
+                |r| {
+                    Ok(RepoSummary {
+                        name: r.get(0)?,
+                        tag_count: r.get::<_, i64>(1)? as u64,
+                        last_push_ms: r.get(2)?,
+                        visibility: r
+                            .get::<_, Option<String>>(3)?
+                            .and_then(|v| Visibility::parse(&v)),
+                    })
+                },
+            )?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn tag_details(
+        &self,
+        repo: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Option<Vec<TagDetail>>> {
+        let (repo, after) = (repo.to_string(), after.unwrap_or("").to_string());
+        self.read(move |c| {
+            let Some(rid) = super::repo_id(c, &repo)? else {
+                return Ok(None);
+            };
+            let mut st = c.prepare_cached(
+                "SELECT t.name, t.manifest_digest, m.media_type, m.size, m.payload, t.updated_at
+                 FROM tags t JOIN manifests m
+                   ON m.repository_id = t.repository_id AND m.digest = t.manifest_digest
+                 WHERE t.repository_id = ? AND t.name > ? ORDER BY t.name LIMIT ?",
+            )?;
+            let rows = st.query_map(params![rid, after, limit as i64], |r| {
+                Ok(TagDetail {
+                    name: r.get(0)?,
+                    digest: r.get(1)?,
+                    media_type: r.get(2)?,
+                    size: r.get::<_, i64>(3)? as u64,
+                    payload: Bytes::from(r.get::<_, Vec<u8>>(4)?),
+                    updated_at_ms: r.get(5)?,
+                })
+            })?;
+            Ok(Some(rows.collect::<rusqlite::Result<Vec<_>>>()?))
+        })
+        .await
+    }
+
+    async fn repo_grants(&self, repo: &str) -> Result<Vec<(String, String, String)>> {
+        let repo = repo.to_string();
+        self.read(move |c| {
+            let mut st = c.prepare_cached(&REPO_GRANTS_SQL.replace("{repo}", "?"))?;
+            let rows = st.query_map([repo], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn tags_of_manifest(&self, repo: &str, digest: &str) -> Result<Vec<String>> {
+        let (repo, digest) = (repo.to_string(), digest.to_string());
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT t.name FROM tags t JOIN repositories r ON r.id = t.repository_id
+                 WHERE r.name = ? AND t.manifest_digest = ? ORDER BY t.name LIMIT 100",
+            )?;
+            let rows = st.query_map(params![repo, digest], |r| r.get(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+}
