@@ -99,8 +99,51 @@ pub trait BrowseStore {
     /// level), by kind and name.
     async fn repo_grants(&self, repo: &str) -> Result<Vec<(String, String, String)>>;
 
+    /// Every organisation: (name, members, teams), by name.
+    async fn list_orgs(&self) -> Result<Vec<(String, u64, u64)>>;
+
+    /// An organisation's members (name, is org admin) and teams (name, member names
+    /// joined by ", "), by name; `None` if there is no such organisation.
+    async fn org_detail(&self, org: &str) -> Result<Option<OrgDetail>>;
+
     /// The tags of `repo` that point at `digest`.
     async fn tags_of_manifest(&self, repo: &str, digest: &str) -> Result<Vec<String>>;
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct OrgDetail {
+    pub members: Vec<(String, bool)>,
+    pub teams: Vec<(String, Vec<String>)>,
+}
+
+pub(crate) const LIST_ORGS_SQL: &str = "
+SELECT o.name,
+  (SELECT COUNT(*) FROM org_members m WHERE m.org_id = o.id),
+  (SELECT COUNT(*) FROM teams t WHERE t.org_id = o.id)
+FROM orgs o ORDER BY o.name";
+
+/// `{org}` is the placeholder.
+pub(crate) const ORG_MEMBERS_SQL: &str = "
+SELECT u.name, m.is_admin FROM orgs o JOIN org_members m ON m.org_id = o.id
+JOIN users u ON u.id = m.user_id WHERE o.name = {org} ORDER BY u.name";
+
+pub(crate) const ORG_TEAMS_SQL: &str = "
+SELECT t.name, u.name FROM orgs o JOIN teams t ON t.org_id = o.id
+LEFT JOIN team_members tm ON tm.team_id = t.id LEFT JOIN users u ON u.id = tm.user_id
+WHERE o.name = {org} ORDER BY t.name, u.name";
+
+/// Folds (team, member) rows into teams with their members.
+pub(crate) fn fold_teams(rows: Vec<(String, Option<String>)>) -> Vec<(String, Vec<String>)> {
+    let mut teams: Vec<(String, Vec<String>)> = Vec::new();
+    for (team, member) in rows {
+        if teams.last().is_none_or(|(t, _)| *t != team) {
+            teams.push((team, Vec::new()));
+        }
+        if let (Some(m), Some(last)) = (member, teams.last_mut()) {
+            last.1.push(m);
+        }
+    }
+    teams
 }
 
 /// The grants of a repository with their subjects' names (one statement for both

@@ -7,7 +7,7 @@ use sqlx::{AssertSqlSafe, Row};
 use super::PgMetaStore;
 use crate::accounts::Visibility;
 use crate::browse::{
-    prefix_end, viewer_params, REPO_GRANTS_SQL, BrowseStore, RepoCursor, RepoQuery, RepoSort, RepoSummary,
+    fold_teams, prefix_end, viewer_params, OrgDetail, LIST_ORGS_SQL, ORG_MEMBERS_SQL, ORG_TEAMS_SQL, REPO_GRANTS_SQL, BrowseStore, RepoCursor, RepoQuery, RepoSort, RepoSummary,
     TagDetail, Viewer,
 };
 use crate::Result;
@@ -129,6 +129,42 @@ impl BrowseStore for PgMetaStore {
             .iter()
             .map(|r| (r.get(0), r.get(1), r.get(2)))
             .collect())
+    }
+
+    async fn list_orgs(&self) -> Result<Vec<(String, u64, u64)>> {
+        let rows = sqlx::query(LIST_ORGS_SQL).fetch_all(self.pool()).await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get::<i64, _>(1) as u64, r.get::<i64, _>(2) as u64))
+            .collect())
+    }
+
+    async fn org_detail(&self, org: &str) -> Result<Option<OrgDetail>> {
+        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM orgs WHERE name = $1)")
+            .bind(org)
+            .fetch_one(self.pool())
+            .await?;
+        if !exists {
+            return Ok(None);
+        }
+        let members = sqlx::query(AssertSqlSafe(ORG_MEMBERS_SQL.replace("{org}", "$1")))
+            .bind(org)
+            .fetch_all(self.pool())
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let rows = sqlx::query(AssertSqlSafe(ORG_TEAMS_SQL.replace("{org}", "$1")))
+            .bind(org)
+            .fetch_all(self.pool())
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        Ok(Some(OrgDetail {
+            members,
+            teams: fold_teams(rows),
+        }))
     }
 
     async fn tags_of_manifest(&self, repo: &str, digest: &str) -> Result<Vec<String>> {

@@ -7,7 +7,7 @@ use rusqlite::params;
 use super::SqliteMetaStore;
 use crate::accounts::Visibility;
 use crate::browse::{
-    prefix_end, viewer_params, REPO_GRANTS_SQL, BrowseStore, RepoCursor, RepoQuery, RepoSort, RepoSummary,
+    fold_teams, prefix_end, viewer_params, OrgDetail, LIST_ORGS_SQL, ORG_MEMBERS_SQL, ORG_TEAMS_SQL, REPO_GRANTS_SQL, BrowseStore, RepoCursor, RepoQuery, RepoSort, RepoSummary,
     TagDetail, Viewer,
 };
 use crate::Result;
@@ -132,6 +132,42 @@ impl BrowseStore for SqliteMetaStore {
             let mut st = c.prepare_cached(&REPO_GRANTS_SQL.replace("{repo}", "?"))?;
             let rows = st.query_map([repo], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn list_orgs(&self) -> Result<Vec<(String, u64, u64)>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(LIST_ORGS_SQL)?;
+            let rows = st.query_map([], |r| {
+                Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64))
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn org_detail(&self, org: &str) -> Result<Option<OrgDetail>> {
+        let org = org.to_string();
+        self.read(move |c| {
+            let exists: bool = c
+                .prepare_cached("SELECT EXISTS (SELECT 1 FROM orgs WHERE name = ?)")?
+                .query_row([&org], |r| r.get(0))?;
+            if !exists {
+                return Ok(None);
+            }
+            let mut st = c.prepare_cached(&ORG_MEMBERS_SQL.replace("{org}", "?"))?;
+            let members = st
+                .query_map([&org], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut st = c.prepare_cached(&ORG_TEAMS_SQL.replace("{org}", "?"))?;
+            let rows = st
+                .query_map([&org], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(Some(OrgDetail {
+                members,
+                teams: fold_teams(rows),
+            }))
         })
         .await
     }

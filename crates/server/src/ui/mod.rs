@@ -27,6 +27,8 @@ mod page;
 mod repos;
 pub mod session;
 mod settings;
+mod system;
+mod users;
 
 pub use headers::CONTENT_SECURITY_POLICY;
 
@@ -42,6 +44,12 @@ pub fn router() -> Router<AppState> {
         .route("/jobs", get(jobs::list).post(jobs::create))
         .route("/jobs/{id}", get(jobs::page))
         .route("/jobs/{id}/tail", get(jobs::tail))
+        .route("/gc", get(system::gc).post(system::start_gc))
+        .route("/system", get(system::system))
+        .route("/audit", get(system::audit))
+        .route("/admin/users", get(users::users).post(users::users_post))
+        .route("/admin/orgs", get(users::orgs).post(users::orgs_post))
+        .route("/admin/orgs/{org}", get(users::org).post(users::org_post))
         .route("/static/{*name}", get(assets::serve))
         .route("/favicon.ico", get(assets::favicon))
         .route("/explorer", get(explorer::page))
