@@ -73,7 +73,10 @@ pub enum AuthError {
     BadToken(JwtError),
     #[error("bearer token rejected: its access token was revoked or its user disabled")]
     TokenRevoked,
-    #[error("the label \"{}\" is reserved for web sessions", session::SESSION_LABEL)]
+    #[error(
+        "the label \"{}\" is reserved for web sessions",
+        session::SESSION_LABEL
+    )]
     ReservedLabel,
     #[error(transparent)]
     Store(#[from] MetaError),

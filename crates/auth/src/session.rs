@@ -63,11 +63,7 @@ pub fn constant_time_eq(a: &str, b: &str) -> bool {
 
 /// Whether a session row is still good at `now`: not revoked, not past its expiry, and
 /// used recently enough.
-pub(crate) fn alive(
-    t: &wharf_metastore::accounts::AccessToken,
-    user: &User,
-    now: i64,
-) -> bool {
+pub(crate) fn alive(t: &wharf_metastore::accounts::AccessToken, user: &User, now: i64) -> bool {
     let last = t.last_used_at_ms.unwrap_or(t.created_at_ms);
     t.label == SESSION_LABEL
         && t.revoked_at_ms.is_none()

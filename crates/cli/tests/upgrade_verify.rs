@@ -140,8 +140,32 @@ async fn verify_passes_on_a_secure_registry_and_leaves_no_canary() {
         "{report:#}"
     );
     let web = check_named(&report, "web-ui");
-    assert_eq!(web["status"], "skipped");
-    assert_eq!(web["measured"], "this build has no web UI");
+    assert_eq!(web["status"], "pass", "{report:#}");
+    assert!(
+        web["measured"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("and the system page (version {OWN})")),
+        "{report:#}"
+    );
+    // The web session verify signed in with was ended again.
+    let rb = secure::client().get(server.url("/api/v0/audit?limit=100"));
+    let audit = secure::send(Cred::Basic("admin".into(), token.clone()).apply(rb)).await;
+    let actions: Vec<String> = audit
+        .json()
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|e| e["action"].as_str().unwrap_or("").to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        actions.contains(&"session.start".to_string())
+            && actions.contains(&"session.end".to_string()),
+        "{}",
+        audit.describe()
+    );
     let versions = measured(&report, "versions");
     assert_eq!(versions, format!("data {OWN}; 1 live replica(s) on {OWN}"));
     let api = measured(&report, "api");
@@ -199,9 +223,11 @@ async fn verify_passes_on_a_secure_registry_and_leaves_no_canary() {
         canary.contains("bit for bit") && !canary.contains(&tag),
         "{canary}"
     );
-    assert_eq!(
-        out.line("SKIPPED", "web-ui").trim_end(),
-        "  SKIPPED  web-ui          this build has no web UI"
+    let web = out.line("PASS", "web-ui");
+    assert!(
+        web.contains("sign-in page, 3 files and the system page")
+            && web.contains(&format!("(version {OWN})")),
+        "{web}"
     );
     assert_eq!(out.stdout.lines().last(), Some("all checks pass"));
     let r = canary_get(&server, "tags/list").await;
@@ -285,8 +311,13 @@ async fn verify_fails_on_wrong_credentials_and_on_data_at_another_version() {
         "{}",
         out.all()
     );
-    out.line("SKIPPED", "web-ui");
-    assert_eq!(out.stdout.lines().last(), Some("3 check(s) fail"));
+    assert!(
+        out.line("FAIL", "web-ui")
+            .contains("signing in to the web UI as admin answered 401"),
+        "{}",
+        out.all()
+    );
+    assert_eq!(out.stdout.lines().last(), Some("4 check(s) fail"));
 
     // No credentials at all on a registry that requires them.
     let out = verify(&["--url", &server.base, "--data-dir", dir], None, &[]).await;

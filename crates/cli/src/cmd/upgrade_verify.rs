@@ -145,13 +145,172 @@ async fn registry_checks(reg: &Registry, own: &Version) -> (Vec<Check>, Option<V
     let mut checks = vec![api(reg, &signin, own).await, cluster_status(reg).await];
     let (c, canary) = canary(reg, &signin).await;
     checks.push(c);
-    checks.push(Check {
-        name: "web-ui",
-        status: "skipped",
-        measured: "this build has no web UI".into(),
-        fix: None,
-    });
+    checks.push(web_ui(reg, own).await);
     (checks, canary)
+}
+
+/// `web-ui`: the sign-in page answers with its security headers, every file it links
+/// loads, and a signed-in request to the system page shows this release as the
+/// answering replica's version. The session is ended again at the end.
+async fn web_ui(reg: &Registry, own: &Version) -> Check {
+    let fail =
+        |measured: String, fix: &str| check("web-ui", false, measured, Some(fix.to_string()));
+    let fix_reach =
+        "open the URL in a browser; a proxy in front of wharf must pass / and /static/ through";
+    // Redirects are the answers checked here, not followed.
+    let client = match Client::builder()
+        .timeout(Duration::from_secs(30))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(format!("wharf-upgrade-verify/{}", crate::VERSION))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => return fail(format!("cannot make an HTTP client: {e}"), fix_reach),
+    };
+    let started = Instant::now();
+    let login = match client.get(format!("{}/login", reg.base)).send().await {
+        Ok(r) => r,
+        Err(e) => return fail(format!("GET /login: {e}"), fix_reach),
+    };
+    let status = login.status();
+    let csp = login
+        .headers()
+        .get(header::CONTENT_SECURITY_POLICY)
+        .is_some();
+    let page = login.text().await.unwrap_or_default();
+    if status != StatusCode::OK || !page.contains("action=\"/login\"") {
+        return fail(
+            format!("GET /login answered {status} without the sign-in form"),
+            fix_reach,
+        );
+    }
+    if !csp {
+        return fail(
+            "the sign-in page has no Content-Security-Policy header".into(),
+            "a proxy in front of wharf must not strip its security headers",
+        );
+    }
+    let assets: Vec<&str> = page
+        .split('"')
+        .filter(|s| s.starts_with("/static/"))
+        .collect();
+    for a in &assets {
+        match client.get(format!("{}{a}", reg.base)).send().await {
+            Ok(r) if r.status() == StatusCode::OK => {}
+            Ok(r) => return fail(format!("GET {a}: {}", r.status()), fix_reach),
+            Err(e) => return fail(format!("GET {a}: {e}"), fix_reach),
+        }
+    }
+    let mut session_cookie = None;
+    if let Some((user, secret)) = &reg.creds {
+        let form = format!(
+            "name={}&secret={}&next=%2Fsystem",
+            urlencode(user),
+            urlencode(secret)
+        );
+        let resp = client
+            .post(format!("{}/login", reg.base))
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::ORIGIN, reg.base.as_str())
+            .body(form)
+            .send()
+            .await;
+        let resp = match resp {
+            Ok(r) => r,
+            Err(e) => return fail(format!("POST /login: {e}"), fix_reach),
+        };
+        let cookie = resp
+            .headers()
+            .get(header::SET_COOKIE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(str::to_string);
+        match (resp.status(), cookie) {
+            (StatusCode::SEE_OTHER, Some(c)) => session_cookie = Some(c),
+            (s, _) => {
+                return fail(
+                    format!("signing in to the web UI as {user} answered {s}"),
+                    "check the user name and password; the same ones must work with `docker login`",
+                )
+            }
+        }
+    }
+    let mut system = client.get(format!("{}/system", reg.base));
+    if let Some(c) = &session_cookie {
+        system = system.header(header::COOKIE, c.as_str());
+    }
+    let resp = match system.send().await {
+        Ok(r) => r,
+        Err(e) => return fail(format!("GET /system: {e}"), fix_reach),
+    };
+    let status = resp.status();
+    let page = resp.text().await.unwrap_or_default();
+    let result = if status == StatusCode::OK {
+        let expected = format!("id=\"replica-version\">{own}<");
+        if page.contains(&expected) {
+            check(
+                "web-ui",
+                true,
+                format!(
+                    "sign-in page, {} files and the system page (version {own}) in {} ms",
+                    assets.len(),
+                    started.elapsed().as_millis()
+                ),
+                None,
+            )
+        } else {
+            fail(
+                format!("the system page does not show version {own} for the replica that answered"),
+                "a replica of another release answered: finish replacing replicas, then verify again",
+            )
+        }
+    } else if session_cookie.is_none()
+        && (status == StatusCode::SEE_OTHER || status == StatusCode::FORBIDDEN)
+    {
+        Check {
+            name: "web-ui",
+            status: "warn",
+            measured: format!(
+                "sign-in page and {} files load; the system page needs an administrator (pass --username)",
+                assets.len()
+            ),
+            fix: None,
+        }
+    } else {
+        fail(
+            format!("GET /system answered {status}"),
+            "the system page needs an administrator: pass --username of one",
+        )
+    };
+    // End the session verify started, so it does not linger in the user's sessions.
+    if let Some(c) = &session_cookie {
+        if let Some(csrf) = page
+            .split("name=\"_csrf\" value=\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+        {
+            let _ = client
+                .post(format!("{}/logout", reg.base))
+                .header(header::COOKIE, c.as_str())
+                .header(header::ORIGIN, reg.base.as_str())
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(format!("_csrf={csrf}"))
+                .send()
+                .await;
+        }
+    }
+    result
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// For the rolling upgrade's `verify` step: the registry checks against `base` (the

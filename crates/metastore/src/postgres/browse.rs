@@ -7,8 +7,8 @@ use sqlx::{AssertSqlSafe, Row};
 use super::PgMetaStore;
 use crate::accounts::Visibility;
 use crate::browse::{
-    fold_teams, prefix_end, viewer_params, OrgDetail, LIST_ORGS_SQL, ORG_MEMBERS_SQL, ORG_TEAMS_SQL, REPO_GRANTS_SQL, BrowseStore, RepoCursor, RepoQuery, RepoSort, RepoSummary,
-    TagDetail, Viewer,
+    fold_teams, prefix_end, viewer_params, BrowseStore, OrgDetail, RepoCursor, RepoQuery, RepoSort,
+    RepoSummary, TagDetail, Viewer, LIST_ORGS_SQL, ORG_MEMBERS_SQL, ORG_TEAMS_SQL, REPO_GRANTS_SQL,
 };
 use crate::Result;
 
@@ -135,7 +135,13 @@ impl BrowseStore for PgMetaStore {
         let rows = sqlx::query(LIST_ORGS_SQL).fetch_all(self.pool()).await?;
         Ok(rows
             .iter()
-            .map(|r| (r.get(0), r.get::<i64, _>(1) as u64, r.get::<i64, _>(2) as u64))
+            .map(|r| {
+                (
+                    r.get(0),
+                    r.get::<i64, _>(1) as u64,
+                    r.get::<i64, _>(2) as u64,
+                )
+            })
             .collect())
     }
 

@@ -7,8 +7,8 @@ use rusqlite::params;
 use super::SqliteMetaStore;
 use crate::accounts::Visibility;
 use crate::browse::{
-    fold_teams, prefix_end, viewer_params, OrgDetail, LIST_ORGS_SQL, ORG_MEMBERS_SQL, ORG_TEAMS_SQL, REPO_GRANTS_SQL, BrowseStore, RepoCursor, RepoQuery, RepoSort, RepoSummary,
-    TagDetail, Viewer,
+    fold_teams, prefix_end, viewer_params, BrowseStore, OrgDetail, RepoCursor, RepoQuery, RepoSort,
+    RepoSummary, TagDetail, Viewer, LIST_ORGS_SQL, ORG_MEMBERS_SQL, ORG_TEAMS_SQL, REPO_GRANTS_SQL,
 };
 use crate::Result;
 
@@ -140,7 +140,11 @@ impl BrowseStore for SqliteMetaStore {
         self.read(|c| {
             let mut st = c.prepare_cached(LIST_ORGS_SQL)?;
             let rows = st.query_map([], |r| {
-                Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64))
+                Ok((
+                    r.get(0)?,
+                    r.get::<_, i64>(1)? as u64,
+                    r.get::<_, i64>(2)? as u64,
+                ))
             })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })

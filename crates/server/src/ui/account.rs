@@ -90,7 +90,13 @@ pub async fn create_token(State(st): State<AppState>, visitor: Visitor, req: Req
     let form = signed_form(&visitor, req).await?;
     let label = form.get("label").trim().to_string();
     if label.is_empty() || label.len() > 100 {
-        return render_page(&st, &visitor, None, Some("a token needs a label of 1 to 100 characters".into())).await;
+        return render_page(
+            &st,
+            &visitor,
+            None,
+            Some("a token needs a label of 1 to 100 characters".into()),
+        )
+        .await;
     }
     let expires_at_ms = match form.get("days").trim() {
         "" | "0" => None,
@@ -99,7 +105,13 @@ pub async fn create_token(State(st): State<AppState>, visitor: Visitor, req: Req
                 Some(wharf_metastore::now_ms() + days * 86_400_000)
             }
             _ => {
-                return render_page(&st, &visitor, None, Some("expiry must be 1 to 3650 days, or empty for never".into())).await
+                return render_page(
+                    &st,
+                    &visitor,
+                    None,
+                    Some("expiry must be 1 to 3650 days, or empty for never".into()),
+                )
+                .await
             }
         },
     };
@@ -110,13 +122,24 @@ pub async fn create_token(State(st): State<AppState>, visitor: Visitor, req: Req
     {
         Ok(t) => t,
         Err(wharf_auth::AuthError::ReservedLabel) => {
-            return render_page(&st, &visitor, None, Some(format!("the label {label:?} is reserved"))).await
+            return render_page(
+                &st,
+                &visitor,
+                None,
+                Some(format!("the label {label:?} is reserved")),
+            )
+            .await
         }
         Err(e) => return Err(e.into()),
     };
     st.auth
         .store()
-        .audit(&session.user.name, "token.create", &token.id.to_string(), Some(&label))
+        .audit(
+            &session.user.name,
+            "token.create",
+            &token.id.to_string(),
+            Some(&label),
+        )
         .await?;
     render_page(&st, &visitor, Some((label, secret)), None).await
 }
@@ -137,5 +160,9 @@ pub async fn revoke_token(
         .store()
         .audit(&session.user.name, "token.revoke", &id.to_string(), None)
         .await?;
-    Ok(see_other(if id == session.id { "/login" } else { "/account" }))
+    Ok(see_other(if id == session.id {
+        "/login"
+    } else {
+        "/account"
+    }))
 }

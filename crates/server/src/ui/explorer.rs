@@ -5,5 +5,9 @@ use axum::response::{IntoResponse, Response};
 
 /// `GET /explorer`.
 pub async fn page() -> Response {
-    (StatusCode::NOT_IMPLEMENTED, "the API explorer is being built\n").into_response()
+    (
+        StatusCode::NOT_IMPLEMENTED,
+        "the API explorer is being built\n",
+    )
+        .into_response()
 }

@@ -114,7 +114,11 @@ fn cache() -> &'static Mutex<HashMap<Digest, Arc<ImageConfig>>> {
 
 /// The image configuration with this digest, read from the blob store once.
 pub async fn config(st: &AppState, digest: &Digest) -> Option<Arc<ImageConfig>> {
-    if let Some(c) = cache().lock().unwrap_or_else(|p| p.into_inner()).get(digest) {
+    if let Some(c) = cache()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(digest)
+    {
         return Some(c.clone());
     }
     let mut stream = st.registry.blobs().read(digest, None).await.ok()?;

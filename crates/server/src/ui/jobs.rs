@@ -81,11 +81,18 @@ struct JobsPage {
 }
 
 /// `GET /jobs`.
-pub async fn list(State(st): State<AppState>, visitor: Visitor, Query(q): Query<ListQuery>) -> UiResult {
+pub async fn list(
+    State(st): State<AppState>,
+    visitor: Visitor,
+    Query(q): Query<ListQuery>,
+) -> UiResult {
     visitor.require_admin()?;
     let status = match q.status.as_str() {
         "" => None,
-        s => Some(JobStatus::parse(s).ok_or_else(|| UiError::BadRequest(format!("unknown status {s:?}")))?),
+        s => Some(
+            JobStatus::parse(s)
+                .ok_or_else(|| UiError::BadRequest(format!("unknown status {s:?}")))?,
+        ),
     };
     let action = (!q.action.is_empty()).then_some(q.action.as_str());
     let meta = st.registry.meta();
@@ -111,7 +118,11 @@ pub async fn list(State(st): State<AppState>, visitor: Visitor, Query(q): Query<
         statuses: &STATUSES,
         action: q.action,
         status: q.status,
-        next_before: if more { jobs.last().map(|j| j.id) } else { None },
+        next_before: if more {
+            jobs.last().map(|j| j.id)
+        } else {
+            None
+        },
         first_page: q.before.is_none(),
         jobs: jobs.iter().map(job_row).collect(),
         crons,
@@ -124,7 +135,9 @@ pub async fn create(State(st): State<AppState>, visitor: Visitor, req: Request) 
     let form = signed_form(&visitor, req).await?;
     let action = form.get("action");
     if !wharf_jobs::actions::NAMES.contains(&action) {
-        return Err(UiError::BadRequest(format!("this wharf runs no action {action:?}")));
+        return Err(UiError::BadRequest(format!(
+            "this wharf runs no action {action:?}"
+        )));
     }
     let params = if action == "gc" && form.checked("dry_run") {
         r#"{"dry_run":true}"#
@@ -144,7 +157,12 @@ pub async fn create(State(st): State<AppState>, visitor: Visitor, req: Request) 
         .await?;
     st.registry
         .meta()
-        .audit(visitor.principal().name(), "job.create", &job.id.to_string(), Some(action))
+        .audit(
+            visitor.principal().name(),
+            "job.create",
+            &job.id.to_string(),
+            Some(action),
+        )
         .await?;
     Ok(see_other(&format!("/jobs/{}", job.id)))
 }
@@ -181,7 +199,10 @@ fn finished(j: &Job) -> bool {
 pub async fn page(State(st): State<AppState>, visitor: Visitor, Path(id): Path<i64>) -> UiResult {
     visitor.require_admin()?;
     let meta = st.registry.meta();
-    let job = meta.job(id).await?.ok_or_else(|| UiError::NotFound(format!("no job {id}")))?;
+    let job = meta
+        .job(id)
+        .await?
+        .ok_or_else(|| UiError::NotFound(format!("no job {id}")))?;
     let lines = meta.job_log(id, 0, 10_000).await?;
     Ok(render(&JobPage {
         l: visitor.layout(&st, format!("Job {id}"), "jobs"),
@@ -220,7 +241,10 @@ pub async fn tail(
 ) -> UiResult {
     visitor.require_admin()?;
     let meta = st.registry.meta();
-    let job = meta.job(id).await?.ok_or_else(|| UiError::NotFound(format!("no job {id}")))?;
+    let job = meta
+        .job(id)
+        .await?
+        .ok_or_else(|| UiError::NotFound(format!("no job {id}")))?;
     let lines = meta.job_log(id, q.after, 1000).await?;
     Ok(Json(serde_json::json!({
         "status": job.status.as_str(),

@@ -115,7 +115,12 @@ async fn login(State(st): State<AppState>, visitor: Visitor, req: Request) -> Ui
         Ok((secret, s)) => {
             st.auth
                 .store()
-                .audit(&s.user.name, "session.start", &s.id.to_string(), Some("web UI"))
+                .audit(
+                    &s.user.name,
+                    "session.start",
+                    &s.id.to_string(),
+                    Some("web UI"),
+                )
                 .await?;
             let mut resp = see_other(&next);
             resp.headers_mut().insert(

@@ -185,6 +185,9 @@ mod tests {
         assert_eq!(size(3 * 1024 * 1024 * 1024), "3.0 GiB");
         assert_eq!(time(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(time(1_796_507_641_000), "2026-12-05 21:54:01 UTC");
-        assert_eq!(short_digest("sha256:0123456789abcdef"), "sha256:0123456789ab");
+        assert_eq!(
+            short_digest("sha256:0123456789abcdef"),
+            "sha256:0123456789ab"
+        );
     }
 }

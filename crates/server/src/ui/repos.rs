@@ -184,7 +184,16 @@ pub async fn dispatch(
                 "settings-saved" => Some("The settings were saved."),
                 _ => None,
             };
-            repository(&st, &visitor, &repo, &q.after, &access, req.headers(), message).await
+            repository(
+                &st,
+                &visitor,
+                &repo,
+                &q.after,
+                &access,
+                req.headers(),
+                message,
+            )
+            .await
         }
         (Some(r), &Method::GET) if r.starts_with("manifests/") => {
             let digest: Digest = r["manifests/".len()..]
@@ -309,7 +318,10 @@ async fn repository(
         ("podman", format!("podman pull {host}/{repo}:{example}")),
         (
             "skopeo",
-            format!("skopeo copy docker://{host}/{repo}:{example} oci:{}:{example}", repo.as_str().rsplit('/').next().unwrap_or("image")),
+            format!(
+                "skopeo copy docker://{host}/{repo}:{example} oci:{}:{example}",
+                repo.as_str().rsplit('/').next().unwrap_or("image")
+            ),
         ),
     ];
     Ok(render(&RepoPage {
@@ -364,7 +376,12 @@ struct ImagePage {
     config_json: Option<String>,
 }
 
-async fn manifest_page(st: &AppState, visitor: &Visitor, repo: &RepoName, digest: &Digest) -> UiResult {
+async fn manifest_page(
+    st: &AppState,
+    visitor: &Visitor,
+    repo: &RepoName,
+    digest: &Digest,
+) -> UiResult {
     let meta = st.registry.meta();
     let stored = meta
         .get_manifest(repo, &Reference::Digest(digest.clone()), true)
@@ -432,15 +449,24 @@ async fn manifest_page(st: &AppState, visitor: &Visitor, repo: &RepoName, digest
             .push(r.digest.to_string());
     }
     Ok(render(&ImagePage {
-        l: visitor.layout(st, format!("{repo}@{}", short_digest(&digest.to_string())), "repos"),
+        l: visitor.layout(
+            st,
+            format!("{repo}@{}", short_digest(&digest.to_string())),
+            "repos",
+        ),
         repo: repo.to_string(),
         digest: digest.to_string(),
         media_type: stored.media_type,
-        tags: meta.tags_of_manifest(repo.as_str(), &digest.to_string()).await?,
+        tags: meta
+            .tags_of_manifest(repo.as_str(), &digest.to_string())
+            .await?,
         artifact_type,
         subject,
         children,
-        history: config.as_ref().map(|c| c.history.clone()).unwrap_or_default(),
+        history: config
+            .as_ref()
+            .map(|c| c.history.clone())
+            .unwrap_or_default(),
         config_json: config.as_ref().map(|c| c.pretty.clone()),
         config,
         layers,
@@ -461,7 +487,13 @@ pub struct ConfirmPage {
     pub back: String,
 }
 
-async fn delete_tag(st: &AppState, visitor: &Visitor, repo: &RepoName, tag: &Tag, req: Request) -> UiResult {
+async fn delete_tag(
+    st: &AppState,
+    visitor: &Visitor,
+    repo: &RepoName,
+    tag: &Tag,
+    req: Request,
+) -> UiResult {
     let here = format!("/repos/{repo}/-/tags/{}/delete", enc(tag.as_str()));
     let back = format!("/repos/{repo}");
     if req.method() == Method::GET {

@@ -89,9 +89,7 @@ impl Visitor {
         } else if self.session.is_none() {
             Err(UiError::SignIn)
         } else {
-            Err(UiError::Forbidden(
-                "this page is for administrators".into(),
-            ))
+            Err(UiError::Forbidden("this page is for administrators".into()))
         }
     }
 
@@ -199,9 +197,7 @@ pub async fn read_form(req: Request) -> Result<Form, UiError> {
             BodyError::TooLarge => UiError::BadRequest("the form is too large".into()),
             BodyError::Read(e) => UiError::BadRequest(format!("the form could not be read: {e}")),
         })?;
-    Ok(Form(
-        form_urlencoded::parse(&bytes).into_owned().collect(),
-    ))
+    Ok(Form(form_urlencoded::parse(&bytes).into_owned().collect()))
 }
 
 /// Reads a form from a signed-in visitor and checks its CSRF token.
@@ -246,13 +242,19 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("127.0.0.1:5000"));
         assert!(check_origin(&h).is_ok());
-        h.insert(header::ORIGIN, HeaderValue::from_static("http://127.0.0.1:5000"));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("http://127.0.0.1:5000"),
+        );
         h.insert("sec-fetch-site", HeaderValue::from_static("same-origin"));
         assert!(check_origin(&h).is_ok());
         h.insert("sec-fetch-site", HeaderValue::from_static("same-site"));
         assert!(check_origin(&h).is_err());
         h.remove("sec-fetch-site");
-        h.insert(header::ORIGIN, HeaderValue::from_static("http://127.0.0.1:5001"));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("http://127.0.0.1:5001"),
+        );
         assert!(check_origin(&h).is_err());
         h.insert(header::ORIGIN, HeaderValue::from_static("null"));
         assert!(check_origin(&h).is_err());

@@ -43,11 +43,18 @@ pub async fn page(
                 let v = match form.get("visibility") {
                     "public" => Visibility::Public,
                     "private" => Visibility::Private,
-                    other => return Err(UiError::BadRequest(format!("unknown visibility {other:?}"))),
+                    other => {
+                        return Err(UiError::BadRequest(format!("unknown visibility {other:?}")))
+                    }
                 };
                 store.set_visibility(repo.as_str(), v).await?;
                 store
-                    .audit(actor.name(), "repository.visibility", repo.as_str(), Some(v.as_str()))
+                    .audit(
+                        actor.name(),
+                        "repository.visibility",
+                        repo.as_str(),
+                        Some(v.as_str()),
+                    )
                     .await?;
                 return Ok(see_other(&format!("/repos/{repo}?done=settings-saved")));
             }
@@ -70,7 +77,12 @@ pub async fn page(
                         store.revoke_grant(repo.as_str(), subject).await?;
                     }
                     store
-                        .audit(actor.name(), &format!("repository.{op}"), repo.as_str(), Some(&who))
+                        .audit(
+                            actor.name(),
+                            &format!("repository.{op}"),
+                            repo.as_str(),
+                            Some(&who),
+                        )
                         .await?;
                     return Ok(see_other(&format!("/repos/{repo}/-/settings")));
                 }

@@ -228,7 +228,11 @@ pub async fn start_gc(State(st): State<AppState>, visitor: Visitor, req: Request
         "" => {}
         p => match p.parse::<u8>() {
             Ok(p) if (1..=100).contains(&p) => params["busy_percent"] = p.into(),
-            _ => return Err(UiError::BadRequest("the pace must be 1 to 100 percent".into())),
+            _ => {
+                return Err(UiError::BadRequest(
+                    "the pace must be 1 to 100 percent".into(),
+                ))
+            }
         },
     }
     let job = st
@@ -244,7 +248,12 @@ pub async fn start_gc(State(st): State<AppState>, visitor: Visitor, req: Request
         .await?;
     st.registry
         .meta()
-        .audit(visitor.principal().name(), "job.create", &job.id.to_string(), Some("gc"))
+        .audit(
+            visitor.principal().name(),
+            "job.create",
+            &job.id.to_string(),
+            Some("gc"),
+        )
         .await?;
     Ok(see_other(&format!("/jobs/{}", job.id)))
 }
@@ -287,7 +296,11 @@ const AUDIT_SCAN: usize = 10_000;
 
 /// `GET /audit?actor=&action=&target=&before=`: newest first; filters match
 /// substrings.
-pub async fn audit(State(st): State<AppState>, visitor: Visitor, Query(q): Query<AuditQuery>) -> UiResult {
+pub async fn audit(
+    State(st): State<AppState>,
+    visitor: Visitor,
+    Query(q): Query<AuditQuery>,
+) -> UiResult {
     visitor.require_admin()?;
     let store = st.auth.store();
     let mut entries = Vec::new();

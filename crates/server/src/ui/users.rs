@@ -88,7 +88,8 @@ pub async fn users_post(State(st): State<AppState>, visitor: Visitor, req: Reque
             match store.create_user(&name, &hash, form.checked("admin")).await {
                 Ok(_) => (true, "user.create"),
                 Err(wharf_metastore::MetaError::Conflict(_)) => {
-                    return users_page(&st, &visitor, Some(format!("the name {name:?} is taken"))).await
+                    return users_page(&st, &visitor, Some(format!("the name {name:?} is taken")))
+                        .await
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -103,7 +104,12 @@ pub async fn users_post(State(st): State<AppState>, visitor: Visitor, req: Reque
         "make-admin" => (store.set_admin(&name, true).await?, "user.admin"),
         "revoke-admin" => {
             if visitor.user().is_some_and(|u| u.name == name) {
-                return users_page(&st, &visitor, Some("you cannot revoke your own administration".into())).await;
+                return users_page(
+                    &st,
+                    &visitor,
+                    Some("you cannot revoke your own administration".into()),
+                )
+                .await;
             }
             (store.set_admin(&name, false).await?, "user.unadmin")
         }
@@ -111,14 +117,19 @@ pub async fn users_post(State(st): State<AppState>, visitor: Visitor, req: Reque
             if let Err(e) = check_password(&password) {
                 return users_page(&st, &visitor, Some(e)).await;
             }
-            (store.set_password(&name, &hash(password).await).await?, "user.password")
+            (
+                store.set_password(&name, &hash(password).await).await?,
+                "user.password",
+            )
         }
         other => return Err(UiError::BadRequest(format!("unknown operation {other:?}"))),
     };
     if !found {
         return users_page(&st, &visitor, Some(format!("there is no user {name:?}"))).await;
     }
-    store.audit(actor.name(), what, &name, Some("web UI")).await?;
+    store
+        .audit(actor.name(), what, &name, Some("web UI"))
+        .await?;
     Ok(see_other("/admin/users"))
 }
 
@@ -155,7 +166,9 @@ pub async fn orgs_post(State(st): State<AppState>, visitor: Visitor, req: Reques
         Err(e) => Some(e),
         Ok(()) => match st.auth.store().create_org(&name).await {
             Ok(_) => None,
-            Err(wharf_metastore::MetaError::Conflict(_)) => Some(format!("the name {name:?} is taken")),
+            Err(wharf_metastore::MetaError::Conflict(_)) => {
+                Some(format!("the name {name:?} is taken"))
+            }
             Err(e) => return Err(e.into()),
         },
     };
@@ -171,7 +184,12 @@ pub async fn orgs_post(State(st): State<AppState>, visitor: Visitor, req: Reques
     }
     st.auth
         .store()
-        .audit(visitor.principal().name(), "org.create", &name, Some("web UI"))
+        .audit(
+            visitor.principal().name(),
+            "org.create",
+            &name,
+            Some("web UI"),
+        )
         .await?;
     Ok(see_other(&format!("/admin/orgs/{name}")))
 }
@@ -209,7 +227,11 @@ async fn org_page(st: &AppState, visitor: &Visitor, name: &str, error: Option<St
 }
 
 /// `GET /admin/orgs/{org}`.
-pub async fn org(State(st): State<AppState>, visitor: Visitor, Path(name): Path<String>) -> UiResult {
+pub async fn org(
+    State(st): State<AppState>,
+    visitor: Visitor,
+    Path(name): Path<String>,
+) -> UiResult {
     visitor.require_admin()?;
     org_page(&st, &visitor, &name, None).await
 }
@@ -246,7 +268,9 @@ pub async fn org_post(
     let outcome: Result<&str, String> = match form.get("op") {
         "member" => match user_id().await? {
             Ok(uid) => {
-                store.set_org_member(org.id, uid, form.checked("admin")).await?;
+                store
+                    .set_org_member(org.id, uid, form.checked("admin"))
+                    .await?;
                 Ok("org.member")
             }
             Err(e) => Err(e),
@@ -262,7 +286,9 @@ pub async fn org_post(
             Err(e) => Err(e),
             Ok(()) => match store.create_team(org.id, &team).await {
                 Ok(_) => Ok("team.create"),
-                Err(wharf_metastore::MetaError::Conflict(_)) => Err(format!("{name} already has a team {team:?}")),
+                Err(wharf_metastore::MetaError::Conflict(_)) => {
+                    Err(format!("{name} already has a team {team:?}"))
+                }
                 Err(e) => return Err(e.into()),
             },
         },
@@ -282,7 +308,11 @@ pub async fn org_post(
     };
     match outcome {
         Ok(action) => {
-            let target = if team.is_empty() { name.clone() } else { format!("{name}/{team}") };
+            let target = if team.is_empty() {
+                name.clone()
+            } else {
+                format!("{name}/{team}")
+            };
             store
                 .audit(visitor.principal().name(), action, &target, Some(&user))
                 .await?;
