@@ -315,6 +315,8 @@ macro_rules! metastore_testsuite {
             concurrent_claims_take_each_job_once,
             gc_removes_only_unreferenced_links_and_blobs,
             gc_untagged_manifests_spare_tagged_children_and_referrers,
+            browsing_shows_what_each_viewer_may_see_in_keyset_pages,
+            browsing_tags_orgs_and_grants,
         );
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {
@@ -1301,5 +1303,237 @@ pub async fn gc_untagged_manifests_spare_tagged_children_and_referrers(store: &d
             .unwrap(),
         1,
         "freed once the index went"
+    );
+}
+
+// ---------------------------------------------------------------- browsing (web UI)
+
+use crate::browse::{RepoCursor, RepoQuery, RepoSort, Viewer};
+
+fn names(rows: &[crate::browse::RepoSummary]) -> Vec<&str> {
+    rows.iter().map(|r| r.name.as_str()).collect()
+}
+
+pub async fn browsing_shows_what_each_viewer_may_see_in_keyset_pages(store: &dyn MetaStore) {
+    let alice = store.create_user("alice", "x", false).await.unwrap();
+    let bob = store.create_user("bob", "x", false).await.unwrap();
+    let acme = store.create_org("acme").await.unwrap();
+    store.set_org_member(acme.id, bob.id, true).await.unwrap();
+    let team = store.create_team(acme.id, "devs").await.unwrap();
+    store.add_team_member(team.id, alice.id).await.unwrap();
+    let m = manifest("browse", vec![], vec![]);
+    for (name, tags) in [
+        ("acme/api", vec!["v1"]),
+        ("acme/web", vec!["v1", "v2", "v3"]),
+        ("alice/tool", vec!["latest"]),
+        ("bob/secret", vec!["x"]),
+        ("library/alpine", vec!["3.20", "latest"]),
+        ("solo", vec![]),
+    ] {
+        let r = repo(name);
+        store.put_manifest(&r, &m, None).await.unwrap();
+        for t in tags {
+            store.put_manifest(&r, &m, Some(&tag(t))).await.unwrap();
+        }
+    }
+    store
+        .set_visibility("library/alpine", Visibility::Public)
+        .await
+        .unwrap();
+    store
+        .grant("acme/web", Subject::Team(team.id), Level::Read)
+        .await
+        .unwrap();
+    let all = |viewer: Viewer| async move {
+        store
+            .browse_repositories(
+                &viewer,
+                &RepoQuery {
+                    limit: 100,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap()
+    };
+    let admin = all(Viewer::Admin).await;
+    assert_eq!(
+        names(&admin),
+        [
+            "acme/api",
+            "acme/web",
+            "alice/tool",
+            "bob/secret",
+            "library/alpine",
+            "solo"
+        ]
+    );
+    assert_eq!(admin[1].tag_count, 3);
+    assert_eq!(admin[5].tag_count, 0);
+    assert!(admin[5].last_push_ms.is_none() && admin[1].last_push_ms.is_some());
+    assert_eq!(admin[4].visibility, Some(Visibility::Public));
+    assert_eq!(names(&all(Viewer::Anonymous).await), ["library/alpine"]);
+    // Alice: her namespace, a grant to her team, public repositories.
+    let alice_v = Viewer::User {
+        id: alice.id,
+        name: "alice".into(),
+    };
+    assert_eq!(
+        names(&all(alice_v.clone()).await),
+        ["acme/web", "alice/tool", "library/alpine"]
+    );
+    // Bob administers acme and owns his namespace.
+    let bob_v = Viewer::User {
+        id: bob.id,
+        name: "bob".into(),
+    };
+    assert_eq!(
+        names(&all(bob_v).await),
+        ["acme/api", "acme/web", "bob/secret", "library/alpine"]
+    );
+    // Keyset pages: each starts after the last name of the one before.
+    let page = |after: Option<&str>| {
+        let q = RepoQuery {
+            after: after.map(|a| RepoCursor::Name(a.into())),
+            limit: 2,
+            ..Default::default()
+        };
+        async move { store.browse_repositories(&Viewer::Admin, &q).await.unwrap() }
+    };
+    assert_eq!(names(&page(None).await), ["acme/api", "acme/web"]);
+    assert_eq!(
+        names(&page(Some("acme/web")).await),
+        ["alice/tool", "bob/secret"]
+    );
+    assert_eq!(names(&page(Some("library/alpine")).await), ["solo"]);
+    // A namespace (prefix) and a substring, also for a restricted viewer.
+    let q = RepoQuery {
+        prefix: "acme/".into(),
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(
+        names(&store.browse_repositories(&Viewer::Admin, &q).await.unwrap()),
+        ["acme/api", "acme/web"]
+    );
+    let q = RepoQuery {
+        contains: "l".into(),
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(
+        names(&store.browse_repositories(&alice_v, &q).await.unwrap()),
+        ["alice/tool", "library/alpine"]
+    );
+    // By last push: newest first, then by name; the cursor carries both.
+    let r = repo("alice/tool");
+    let m2 = manifest("newer", vec![], vec![]);
+    store
+        .put_manifest(&r, &m2, Some(&tag("new")))
+        .await
+        .unwrap();
+    let q = RepoQuery {
+        sort: RepoSort::LastPush,
+        limit: 2,
+        ..Default::default()
+    };
+    let first = store.browse_repositories(&Viewer::Admin, &q).await.unwrap();
+    assert_eq!(first[0].name, "alice/tool");
+    let mut seen: Vec<String> = first.iter().map(|r| r.name.clone()).collect();
+    let mut after = first.last().map(|r| r.cursor(RepoSort::LastPush));
+    for _ in 0..10 {
+        let q = RepoQuery {
+            sort: RepoSort::LastPush,
+            after: after.clone(),
+            limit: 2,
+            ..Default::default()
+        };
+        let next = store.browse_repositories(&Viewer::Admin, &q).await.unwrap();
+        if next.is_empty() {
+            break;
+        }
+        seen.extend(next.iter().map(|r| r.name.clone()));
+        after = next.last().map(|r| r.cursor(RepoSort::LastPush));
+    }
+    assert_eq!(seen.len(), 6, "every repository once: {seen:?}");
+    assert_eq!(
+        seen.last().map(String::as_str),
+        Some("solo"),
+        "untagged last: {seen:?}"
+    );
+}
+
+pub async fn browsing_tags_orgs_and_grants(store: &dyn MetaStore) {
+    let r = repo("team/app");
+    let m1 = manifest("t1", vec![], vec![]);
+    let m2 = manifest("t2", vec![], vec![]);
+    for (t, m) in [("b", &m1), ("a", &m1), ("c", &m2)] {
+        store.put_manifest(&r, m, Some(&tag(t))).await.unwrap();
+    }
+    let page = store
+        .tag_details("team/app", None, 2)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        page.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+    assert_eq!(page[0].digest, m1.digest.to_string());
+    assert_eq!(page[0].payload.as_ref(), b"t1");
+    assert_eq!(page[0].media_type, wharf_oci::media::OCI_MANIFEST);
+    let rest = store
+        .tag_details("team/app", Some("b"), 2)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].digest, m2.digest.to_string());
+    assert!(store.tag_details("nope", None, 2).await.unwrap().is_none());
+    assert_eq!(
+        store
+            .tags_of_manifest("team/app", &m1.digest.to_string())
+            .await
+            .unwrap(),
+        ["a", "b"]
+    );
+    let u = store.create_user("carol", "x", false).await.unwrap();
+    let org = store.create_org("team").await.unwrap();
+    store.set_org_member(org.id, u.id, false).await.unwrap();
+    let t = store.create_team(org.id, "ops").await.unwrap();
+    store.create_team(org.id, "empty").await.unwrap();
+    store.add_team_member(t.id, u.id).await.unwrap();
+    assert_eq!(
+        store.list_orgs().await.unwrap(),
+        [("team".to_string(), 1, 2)]
+    );
+    let d = store.org_detail("team").await.unwrap().unwrap();
+    assert_eq!(d.members, [("carol".to_string(), false)]);
+    assert_eq!(
+        d.teams,
+        [
+            ("empty".to_string(), vec![]),
+            ("ops".to_string(), vec!["carol".to_string()])
+        ]
+    );
+    assert!(store.org_detail("none").await.unwrap().is_none());
+    store
+        .grant("team/app", Subject::User(u.id), Level::Write)
+        .await
+        .unwrap();
+    store
+        .grant("team/app", Subject::Team(t.id), Level::Read)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.repo_grants("team/app").await.unwrap(),
+        [
+            (
+                "team".to_string(),
+                "team/ops".to_string(),
+                "read".to_string()
+            ),
+            ("user".to_string(), "carol".to_string(), "write".to_string())
+        ]
     );
 }
