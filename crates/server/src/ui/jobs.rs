@@ -7,7 +7,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::response::IntoResponse;
 use axum::Json;
 use serde::Deserialize;
-use wharf_metastore::jobs::{Job, JobStatus, NewJob};
+use wharf_metastore::jobs::{Cron, Job, JobStatus, NewJob};
 
 use super::page::{opt_time, render, time, Layout, UiError, UiResult};
 use super::session::{see_other, signed_form, Visitor};
@@ -78,6 +78,7 @@ struct JobsPage {
     next_before: Option<i64>,
     first_page: bool,
     crons: Vec<CronRow>,
+    error: Option<String>,
 }
 
 /// `GET /jobs`.
@@ -87,6 +88,15 @@ pub async fn list(
     Query(q): Query<ListQuery>,
 ) -> UiResult {
     visitor.require_admin()?;
+    list_page(&st, &visitor, q, None).await
+}
+
+async fn list_page(
+    st: &AppState,
+    visitor: &Visitor,
+    q: ListQuery,
+    error: Option<String>,
+) -> UiResult {
     let status = match q.status.as_str() {
         "" => None,
         s => Some(
@@ -112,21 +122,30 @@ pub async fn list(
             last_job: c.last_job_id,
         })
         .collect();
-    Ok(render(&JobsPage {
-        l: visitor.layout(&st, "Jobs", "jobs"),
-        actions: wharf_jobs::actions::NAMES,
-        statuses: &STATUSES,
-        action: q.action,
-        status: q.status,
-        next_before: if more {
-            jobs.last().map(|j| j.id)
-        } else {
-            None
+    let http_status = if error.is_some() {
+        axum::http::StatusCode::BAD_REQUEST
+    } else {
+        axum::http::StatusCode::OK
+    };
+    Ok(super::page::render_status(
+        http_status,
+        &JobsPage {
+            l: visitor.layout(st, "Jobs", "jobs"),
+            error,
+            actions: wharf_jobs::actions::NAMES,
+            statuses: &STATUSES,
+            action: q.action,
+            status: q.status,
+            next_before: if more {
+                jobs.last().map(|j| j.id)
+            } else {
+                None
+            },
+            first_page: q.before.is_none(),
+            jobs: jobs.iter().map(job_row).collect(),
+            crons,
         },
-        first_page: q.before.is_none(),
-        jobs: jobs.iter().map(job_row).collect(),
-        crons,
-    }))
+    ))
 }
 
 /// `POST /jobs`: queues a job, as `POST /api/v0/jobs` does.
@@ -256,4 +275,69 @@ pub async fn tail(
         })).collect::<Vec<_>>(),
     }))
     .into_response())
+}
+
+/// `POST /jobs/schedules`: `op` = `put` (name, action, schedule, run_for_minutes) or
+/// `delete` (name), as `PUT|DELETE /api/v0/crons/{name}` do.
+pub async fn schedules(State(st): State<AppState>, visitor: Visitor, req: Request) -> UiResult {
+    visitor.require_admin()?;
+    let form = signed_form(&visitor, req).await?;
+    let meta = st.registry.meta();
+    let name = form.get("name").trim().to_string();
+    let actor = visitor.principal();
+    let fail = |e: String| async { list_page(&st, &visitor, ListQuery::default(), Some(e)).await };
+    match form.get("op") {
+        "delete" => {
+            if !meta.delete_cron(&name).await? {
+                return fail(format!("there is no schedule {name:?}")).await;
+            }
+            meta.audit(actor.name(), "cron.delete", &name, None).await?;
+        }
+        "put" => {
+            if crate::api::valid_account_name(&name).is_err() {
+                return fail(format!(
+                    "{name:?} is not a valid schedule name: lower-case letters, digits and . _ -"
+                ))
+                .await;
+            }
+            let action = form.get("action");
+            if !wharf_jobs::actions::NAMES.contains(&action) {
+                return fail(format!("this wharf runs no action {action:?}")).await;
+            }
+            let run_for_minutes = match form.get("run_for_minutes").trim() {
+                "" => None,
+                m => match m.parse::<u32>() {
+                    Ok(m) if m >= 1 => Some(m),
+                    _ => {
+                        return fail(
+                            "a run's limit is a whole number of minutes, at least 1, or empty"
+                                .into(),
+                        )
+                        .await
+                    }
+                },
+            };
+            let schedule = form.get("schedule").trim().to_string();
+            let now = meta.store_now().await?;
+            let next = match wharf_jobs::schedule::next_after(&schedule, now) {
+                Ok(n) => n,
+                Err(e) => return fail(e.to_string()).await,
+            };
+            meta.put_cron(&Cron {
+                name: name.clone(),
+                action: action.to_string(),
+                params: "{}".into(),
+                schedule: schedule.clone(),
+                run_for_minutes,
+                enabled: true,
+                next_run_at_ms: next,
+                last_job_id: None,
+            })
+            .await?;
+            meta.audit(actor.name(), "cron.put", &name, Some(&schedule))
+                .await?;
+        }
+        other => return Err(UiError::BadRequest(format!("unknown operation {other:?}"))),
+    }
+    Ok(see_other("/jobs"))
 }

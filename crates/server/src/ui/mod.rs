@@ -42,6 +42,7 @@ pub fn router() -> Router<AppState> {
         .route("/account/tokens", post(account::create_token))
         .route("/account/tokens/{id}/revoke", post(account::revoke_token))
         .route("/jobs", get(jobs::list).post(jobs::create))
+        .route("/jobs/schedules", axum::routing::post(jobs::schedules))
         .route("/jobs/{id}", get(jobs::page))
         .route("/jobs/{id}/tail", get(jobs::tail))
         .route("/gc", get(system::gc).post(system::start_gc))
