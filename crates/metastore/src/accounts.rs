@@ -42,6 +42,7 @@ pub struct AccessToken {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Visibility {
     Public,
@@ -68,6 +69,7 @@ impl Visibility {
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
     Read,
@@ -136,10 +138,15 @@ pub struct RepoFacts {
     pub org_admin: bool,
 }
 
+/// One administrative action in the audit log.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditEntry {
+    /// Increasing; pass the smallest seen as `before` to page back.
     pub id: i64,
+    /// When, in milliseconds since the Unix epoch.
     pub at_ms: i64,
+    /// Who did it.
     pub actor: String,
     pub action: String,
     pub target: String,

@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use crate::Result;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
     Waiting,
@@ -116,8 +117,11 @@ pub enum Lease {
     Lost,
 }
 
+/// One line of a job's log.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LogLine {
+    /// Increasing within the job; pass the last one seen as `after` to follow.
     pub seq: i64,
     pub at_ms: i64,
     pub attempt: u32,

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use crate::Result;
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JournalEntry {
     pub from_version: String,
     pub to_version: String,

@@ -6,6 +6,7 @@ use crate::Result;
 
 /// What a replica reports about itself on every heartbeat.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReplicaReport {
     pub id: String,
     /// Where clients or a balancer reach it.
@@ -24,6 +25,7 @@ pub struct ReplicaReport {
 
 /// A stored report and when the store received it, by the store's clock.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReplicaRow {
     #[serde(flatten)]
     pub report: ReplicaReport,

@@ -33,7 +33,7 @@ impl Thresholds {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ReplicaView {
     #[serde(flatten)]
     pub row: ReplicaRow,
@@ -42,13 +42,13 @@ pub struct ReplicaView {
     pub silent_for_ms: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Issue {
     pub critical: bool,
     pub description: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ClusterStatus {
     pub replicas: Vec<ReplicaView>,
     /// Empty when all is well.

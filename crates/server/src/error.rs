@@ -8,6 +8,23 @@ use wharf_registry::RegistryError;
 
 use crate::endpoint::EndpointError;
 
+/// The body of every error response: `{"errors":[{"code","message","detail"}]}`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub errors: Vec<ErrorItem>,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorItem {
+    /// The distribution spec's code, e.g. `DENIED`, `UNAUTHORIZED`, `NAME_INVALID`.
+    #[schema(example = "DENIED")]
+    pub code: &'static str,
+    /// The code's fixed message.
+    pub message: &'static str,
+    /// What went wrong here.
+    pub detail: String,
+}
+
 #[derive(Debug)]
 pub struct ApiError {
     pub code: ErrorCode,
@@ -75,13 +92,13 @@ impl IntoResponse for ApiError {
             StatusCode::from_u16(self.code.http_status())
                 .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
         });
-        let body = serde_json::json!({
-            "errors": [{
-                "code": self.code.code(),
-                "message": self.code.message(),
-                "detail": self.detail,
-            }]
-        });
+        let body = ErrorBody {
+            errors: vec![ErrorItem {
+                code: self.code.code(),
+                message: self.code.message(),
+                detail: self.detail,
+            }],
+        };
         let mut resp = (status, axum::Json(body)).into_response();
         for (k, v) in self.headers {
             resp.headers_mut().insert(k, v);

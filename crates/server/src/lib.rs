@@ -36,10 +36,13 @@ pub use config::Config;
 pub use wharf_metastore::schema::SCHEMA_LEVEL;
 
 /// What a replica says about itself.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct ServerInfo {
+    /// wharf's version, e.g. `1.1.0`.
     pub version: String,
+    /// The git commit it was built from.
     pub commit: String,
+    /// The metadata schema level of the data it serves.
     pub schema_level: u32,
 }
 

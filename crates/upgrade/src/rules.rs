@@ -19,6 +19,7 @@ use semver::Version;
 
 /// One step of a plan.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Hop {
     pub from: String,
     pub to: String,
@@ -27,6 +28,7 @@ pub struct Hop {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Plan {
     pub from: String,
     pub to: String,

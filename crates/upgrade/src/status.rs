@@ -51,6 +51,7 @@ pub fn redact(mut e: JournalEntry) -> JournalEntry {
 }
 
 #[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = UpgradeStatus))]
 pub struct Status {
     /// The release that wrote the data.
     pub data_version: String,
@@ -70,6 +71,7 @@ pub struct Status {
 }
 
 #[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReplicaVersion {
     pub id: String,
     pub address: String,
@@ -79,6 +81,7 @@ pub struct ReplicaVersion {
 }
 
 #[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BackgroundMigration {
     pub action: String,
     pub job: i64,

@@ -6,15 +6,17 @@ use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use wharf_metastore::jobs::{Cron, Job, JobStatus, NewJob};
+use utoipa::{IntoParams, ToSchema};
+use wharf_metastore::jobs::{Cron, Job, JobStatus, LogLine, NewJob};
 
 use super::{
     admin, audit_log, invalid, json_body, no_content, not_found, serde_urlencoded_query,
     store_error, ApiResult,
 };
 use crate::auth;
+use crate::error::ErrorBody;
 use crate::AppState;
 
 /// The caller, who must be an administrator (anyone when authentication is off).
@@ -30,40 +32,92 @@ async fn administrator(
     }
 }
 
+/// A job; times are in milliseconds since the Unix epoch.
+#[derive(Serialize, ToSchema)]
+pub struct JobView {
+    id: i64,
+    /// What it does, e.g. `gc`.
+    action: String,
+    status: JobStatus,
+    /// The action's parameters (a JSON object).
+    params: Value,
+    /// Attempts started so far.
+    attempts: u32,
+    /// Attempts in all (the first run and its retries).
+    max_attempts: u32,
+    /// The worker running it, or that ran it last.
+    worker_id: Option<String>,
+    /// The schedule that queued it, if any.
+    cron: Option<String>,
+    /// The job stops by then (a time-boxed run).
+    deadline_ms: Option<i64>,
+    created_at_ms: i64,
+    started_at_ms: Option<i64>,
+    heartbeat_at_ms: Option<i64>,
+    finished_at_ms: Option<i64>,
+    /// What the action reports as it goes, for example done, total, rate and ETA.
+    progress: Option<Value>,
+    last_error: Option<String>,
+}
+
 /// A job as the API shows it: parameters and progress as JSON, not strings.
-pub fn job_view(j: &Job) -> Value {
+pub fn job_view(j: &Job) -> JobView {
     let parse = |s: &Option<String>| {
         s.as_deref()
             .and_then(|s| serde_json::from_str::<Value>(s).ok())
     };
-    json!({
-        "id": j.id,
-        "action": j.action,
-        "status": j.status.as_str(),
-        "params": serde_json::from_str::<Value>(&j.params).unwrap_or(Value::Null),
-        "attempts": j.attempts,
-        "max_attempts": j.max_attempts,
-        "worker_id": j.worker_id,
-        "cron": j.cron,
-        "deadline_ms": j.deadline_ms,
-        "created_at_ms": j.created_at_ms,
-        "started_at_ms": j.started_at_ms,
-        "heartbeat_at_ms": j.heartbeat_at_ms,
-        "finished_at_ms": j.finished_at_ms,
-        "progress": parse(&j.progress),
-        "last_error": j.last_error,
-    })
+    JobView {
+        id: j.id,
+        action: j.action.clone(),
+        status: j.status,
+        params: serde_json::from_str::<Value>(&j.params).unwrap_or(Value::Null),
+        attempts: j.attempts,
+        max_attempts: j.max_attempts,
+        worker_id: j.worker_id.clone(),
+        cron: j.cron.clone(),
+        deadline_ms: j.deadline_ms,
+        created_at_ms: j.created_at_ms,
+        started_at_ms: j.started_at_ms,
+        heartbeat_at_ms: j.heartbeat_at_ms,
+        finished_at_ms: j.finished_at_ms,
+        progress: parse(&j.progress),
+        last_error: j.last_error.clone(),
+    }
 }
 
-#[derive(Deserialize)]
+/// A page of jobs.
+#[derive(Serialize, ToSchema)]
+pub struct JobList {
+    /// Newest first.
+    jobs: Vec<JobView>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only jobs of this action.
     action: Option<String>,
+    /// Only jobs in this status.
+    #[param(value_type = Option<JobStatus>)]
     status: Option<String>,
+    /// Only jobs older than this id (to page back).
     before: Option<i64>,
+    /// At most this many (default 50, at most 1000).
     limit: Option<usize>,
 }
 
-/// `GET /api/v0/jobs?action=&status=&before=&limit=`: newest first.
+/// The jobs, newest first
+///
+/// `GET /api/v0/jobs?action=&status=&before=&limit=` (administrators).
+#[utoipa::path(get, path = "/jobs", tag = "jobs", operation_id = "list_jobs",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "the jobs, newest first", body = JobList),
+        (status = 400, description = "a bad query (an unknown status, or a number that is not one)", body = ErrorBody),
+        (status = 401, description = "no credentials, or wrong ones", body = ErrorBody),
+        (status = 403, description = "not an administrator", body = ErrorBody),
+    ),
+    security(("basic" = []), ("bearer" = [])))]
 pub async fn list(State(st): State<AppState>, req: Request) -> ApiResult {
     administrator(&st, req.headers(), auth::client_addr(&req)).await?;
     let q: ListQuery = serde_urlencoded_query(req.uri().query())?;
@@ -84,20 +138,39 @@ pub async fn list(State(st): State<AppState>, req: Request) -> ApiResult {
         )
         .await
         .map_err(store_error)?;
-    Ok(Json(json!({ "jobs": jobs.iter().map(job_view).collect::<Vec<_>>() })).into_response())
+    Ok(Json(JobList {
+        jobs: jobs.iter().map(job_view).collect(),
+    })
+    .into_response())
 }
 
-#[derive(Deserialize)]
+/// A job to queue.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewJobRequest {
+pub struct NewJobRequest {
+    /// An action this wharf runs, e.g. `gc`; an unknown one is refused with the list.
     action: String,
+    /// The action's parameters, a JSON object (default `{}`).
     #[serde(default)]
     params: Option<Value>,
+    /// 1 to 10 (default 3): the first run and its retries.
     #[serde(default)]
     max_attempts: Option<u32>,
 }
 
-/// `POST /api/v0/jobs {"action": …, "params": {…}}`: queues a job (202).
+/// Queue a job
+///
+/// `POST /api/v0/jobs {"action": …, "params": {…}}` (administrators): any replica's
+/// worker runs it.
+#[utoipa::path(post, path = "/jobs", tag = "jobs", operation_id = "create_job",
+    request_body = NewJobRequest,
+    responses(
+        (status = 202, description = "queued", body = JobView),
+        (status = 400, description = "an unknown action, params that are not an object, max_attempts out of range, or a malformed body", body = ErrorBody),
+        (status = 401, description = "no credentials, or wrong ones", body = ErrorBody),
+        (status = 403, description = "not an administrator", body = ErrorBody),
+    ),
+    security(("basic" = []), ("bearer" = [])))]
 pub async fn create(State(st): State<AppState>, req: Request) -> ApiResult {
     let actor = administrator(&st, req.headers(), auth::client_addr(&req)).await?;
     let body: NewJobRequest = json_body(req).await?;
@@ -148,14 +221,36 @@ async fn find(st: &AppState, id: i64) -> Result<Job, crate::error::ApiError> {
         .ok_or_else(|| not_found(format!("no job {id}")))
 }
 
-/// `GET /api/v0/jobs/{id}`.
+/// A job
+///
+/// `GET /api/v0/jobs/{id}` (administrators).
+#[utoipa::path(get, path = "/jobs/{id}", tag = "jobs", operation_id = "get_job",
+    params(("id" = i64, Path, description = "the job's id")),
+    responses(
+        (status = 200, description = "the job", body = JobView),
+        (status = 401, description = "no credentials, or wrong ones", body = ErrorBody),
+        (status = 403, description = "not an administrator", body = ErrorBody),
+        (status = 404, description = "no such job", body = ErrorBody),
+    ),
+    security(("basic" = []), ("bearer" = [])))]
 pub async fn get(State(st): State<AppState>, Path(id): Path<i64>, req: Request) -> ApiResult {
     administrator(&st, req.headers(), auth::client_addr(&req)).await?;
     Ok(Json(job_view(&find(&st, id).await?)).into_response())
 }
 
-/// `DELETE /api/v0/jobs/{id}`: cancels a waiting job at once, asks a running one to
-/// stop (202 with the job; its status says which).
+/// Cancel a job
+///
+/// `DELETE /api/v0/jobs/{id}` (administrators): cancels a waiting job at once, asks a
+/// running one to stop (202 with the job; its status says which).
+#[utoipa::path(delete, path = "/jobs/{id}", tag = "jobs", operation_id = "cancel_job",
+    params(("id" = i64, Path, description = "the job's id")),
+    responses(
+        (status = 202, description = "the job: `cancelled`, or `cancel_request` while a running one stops", body = JobView),
+        (status = 401, description = "no credentials, or wrong ones", body = ErrorBody),
+        (status = 403, description = "not an administrator", body = ErrorBody),
+        (status = 404, description = "no such job", body = ErrorBody),
+    ),
+    security(("basic" = []), ("bearer" = [])))]
 pub async fn cancel(State(st): State<AppState>, Path(id): Path<i64>, req: Request) -> ApiResult {
     let actor = administrator(&st, req.headers(), auth::client_addr(&req)).await?;
     let job = st
@@ -169,14 +264,37 @@ pub async fn cancel(State(st): State<AppState>, Path(id): Path<i64>, req: Reques
     Ok((StatusCode::ACCEPTED, Json(job_view(&job))).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct LogQuery {
+    /// Only lines after this `seq` (default 0: from the start).
     after: Option<i64>,
+    /// At most this many lines (default 1000, at most 10000).
     limit: Option<usize>,
 }
 
-/// `GET /api/v0/jobs/{id}/logs?after=SEQ&limit=N`: oldest first; pass the last `seq`
-/// seen as `after` to follow.
+/// Lines of a job's log.
+#[derive(Serialize, ToSchema)]
+pub struct JobLog {
+    job_id: i64,
+    /// Oldest first.
+    lines: Vec<LogLine>,
+}
+
+/// A job's log
+///
+/// `GET /api/v0/jobs/{id}/logs?after=SEQ&limit=N` (administrators): oldest first; pass
+/// the last `seq` seen as `after` to follow.
+#[utoipa::path(get, path = "/jobs/{id}/logs", tag = "jobs", operation_id = "job_logs",
+    params(("id" = i64, Path, description = "the job's id"), LogQuery),
+    responses(
+        (status = 200, description = "the lines, oldest first", body = JobLog),
+        (status = 400, description = "a bad query", body = ErrorBody),
+        (status = 401, description = "no credentials, or wrong ones", body = ErrorBody),
+        (status = 403, description = "not an administrator", body = ErrorBody),
+        (status = 404, description = "no such job", body = ErrorBody),
+    ),
+    security(("basic" = []), ("bearer" = [])))]
 pub async fn logs(State(st): State<AppState>, Path(id): Path<i64>, req: Request) -> ApiResult {
     administrator(&st, req.headers(), auth::client_addr(&req)).await?;
     let q: LogQuery = serde_urlencoded_query(req.uri().query())?;
@@ -191,53 +309,133 @@ pub async fn logs(State(st): State<AppState>, Path(id): Path<i64>, req: Request)
         )
         .await
         .map_err(store_error)?;
-    Ok(Json(json!({ "job_id": id, "lines": lines })).into_response())
+    Ok(Json(JobLog { job_id: id, lines }).into_response())
 }
 
-/// `GET /api/v0/workers`: each replica's worker, whether it is alive, and its job.
+/// A replica's job worker; times are in milliseconds since the Unix epoch.
+#[derive(Serialize, ToSchema)]
+pub struct WorkerView {
+    id: String,
+    /// The replica it runs in.
+    address: String,
+    /// The replica's version.
+    version: String,
+    /// The actions it can run.
+    actions: Vec<String>,
+    started_at_ms: i64,
+    heartbeat_at_ms: i64,
+    /// Heartbeating: silent for at most three heartbeat intervals.
+    alive: bool,
+    /// The job it runs now.
+    job_id: Option<i64>,
+}
+
+/// The workers.
+#[derive(Serialize, ToSchema)]
+pub struct WorkerList {
+    workers: Vec<WorkerView>,
+}
+
+/// The job workers
+///
+/// `GET /api/v0/workers` (administrators): each replica's worker, whether it is alive,
+/// and its job.
+#[utoipa::path(get, path = "/workers", tag = "jobs", operation_id = "list_workers",
+    responses(
+        (status = 200, description = "every registered worker", body = WorkerList),
+        (status = 401, description = "no credentials, or wrong ones", body = ErrorBody),
+        (status = 403, description = "not an administrator", body = ErrorBody),
+    ),
+    security(("basic" = []), ("bearer" = [])))]
 pub async fn workers(State(st): State<AppState>, req: Request) -> ApiResult {
     administrator(&st, req.headers(), auth::client_addr(&req)).await?;
     let (workers, now) = st.registry.meta().workers().await.map_err(store_error)?;
     let dead_after = 3 * st.settings.job_heartbeat.as_millis() as i64;
-    let view: Vec<Value> = workers
-        .iter()
-        .map(|w| {
-            json!({
-                "id": w.id,
-                "address": w.address,
-                "version": w.version,
-                "actions": w.actions.split(',').collect::<Vec<_>>(),
-                "started_at_ms": w.started_at_ms,
-                "heartbeat_at_ms": w.heartbeat_at_ms,
-                "alive": now - w.heartbeat_at_ms <= dead_after,
-                "job_id": w.job_id,
-            })
+    let view = workers
+        .into_iter()
+        .map(|w| WorkerView {
+            actions: w.actions.split(',').map(str::to_string).collect(),
+            alive: now - w.heartbeat_at_ms <= dead_after,
+            id: w.id,
+            address: w.address,
+            version: w.version,
+            started_at_ms: w.started_at_ms,
+            heartbeat_at_ms: w.heartbeat_at_ms,
+            job_id: w.job_id,
         })
         .collect();
-    Ok(Json(json!({ "workers": view })).into_response())
+    Ok(Json(WorkerList { workers: view }).into_response())
 }
 
-/// `GET /api/v0/crons`.
+/// The schedules.
+#[derive(Serialize, ToSchema)]
+pub struct CronList {
+    crons: Vec<CronView>,
+}
+
+/// The schedules
+///
+/// `GET /api/v0/crons` (administrators).
+#[utoipa::path(get, path = "/crons", tag = "schedules", operation_id = "list_crons",
+    responses(
+        (status = 200, description = "every schedule", body = CronList),
+        (status = 401, description = "no credentials, or wrong ones", body = ErrorBody),
+        (status = 403, description = "not an administrator", body = ErrorBody),
+    ),
+    security(("basic" = []), ("bearer" = [])))]
 pub async fn list_crons(State(st): State<AppState>, req: Request) -> ApiResult {
     administrator(&st, req.headers(), auth::client_addr(&req)).await?;
     let crons = st.registry.meta().crons().await.map_err(store_error)?;
-    Ok(Json(json!({ "crons": crons.iter().map(cron_view).collect::<Vec<_>>() })).into_response())
-}
-
-fn cron_view(c: &Cron) -> Value {
-    json!({
-        "name": c.name,
-        "action": c.action,
-        "params": serde_json::from_str::<Value>(&c.params).unwrap_or(Value::Null),
-        "schedule": c.schedule,
-        "run_for_minutes": c.run_for_minutes,
-        "enabled": c.enabled,
-        "next_run_at_ms": c.next_run_at_ms,
-        "last_job_id": c.last_job_id,
+    Ok(Json(CronList {
+        crons: crons.iter().map(cron_view).collect(),
     })
+    .into_response())
 }
 
-/// `GET /api/v0/crons/{name}`.
+/// A schedule that queues a job; times are in milliseconds since the Unix epoch.
+#[derive(Serialize, ToSchema)]
+pub struct CronView {
+    name: String,
+    /// The action of the jobs it queues.
+    action: String,
+    /// Their parameters (a JSON object).
+    params: Value,
+    /// minute hour day-of-month month day-of-week, UTC.
+    #[schema(example = "0 3 * * *")]
+    schedule: String,
+    /// Each run stops after this many minutes; none: each run goes until done.
+    run_for_minutes: Option<u32>,
+    enabled: bool,
+    next_run_at_ms: i64,
+    /// The job it queued last.
+    last_job_id: Option<i64>,
+}
+
+fn cron_view(c: &Cron) -> CronView {
+    CronView {
+        name: c.name.clone(),
+        action: c.action.clone(),
+        params: serde_json::from_str::<Value>(&c.params).unwrap_or(Value::Null),
+        schedule: c.schedule.clone(),
+        run_for_minutes: c.run_for_minutes,
+        enabled: c.enabled,
+        next_run_at_ms: c.next_run_at_ms,
+        last_job_id: c.last_job_id,
+    }
+}
+
+/// A schedule
+///
+/// `GET /api/v0/crons/{name}` (administrators).
+#[utoipa::path(get, path = "/crons/{name}", tag = "schedules", operation_id = "get_cron",
+    params(("name" = String, Path, description = "the schedule's name")),
+    responses(
+        (status = 200, description = "the schedule", body = CronView),
+        (status = 401, description = "no credentials, or wrong ones", body = ErrorBody),
+        (status = 403, description = "not an administrator", body = ErrorBody),
+        (status = 404, description = "no such schedule", body = ErrorBody),
+    ),
+    security(("basic" = []), ("bearer" = [])))]
 pub async fn get_cron(
     State(st): State<AppState>,
     Path(name): Path<String>,
@@ -252,23 +450,40 @@ pub async fn get_cron(
     Ok(Json(cron_view(c)).into_response())
 }
 
-#[derive(Deserialize)]
+/// A schedule to create or replace.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CronRequest {
+pub struct CronRequest {
+    /// An action this wharf runs, e.g. `gc`.
     action: String,
     /// minute hour day-of-month month day-of-week, UTC
+    #[schema(example = "0 3 * * *")]
     schedule: String,
+    /// The jobs' parameters, a JSON object (default `{}`).
     #[serde(default)]
     params: Option<Value>,
     /// Absent: each run goes until done.
     #[serde(default)]
     run_for_minutes: Option<u32>,
+    /// Default true.
     #[serde(default)]
     enabled: Option<bool>,
 }
 
+/// Create or replace a schedule
+///
 /// `PUT /api/v0/crons/{name} {"action", "schedule", "run_for_minutes"?, "params"?,
-/// "enabled"?}`: creates or replaces a schedule.
+/// "enabled"?}` (administrators).
+#[utoipa::path(put, path = "/crons/{name}", tag = "schedules", operation_id = "put_cron",
+    params(("name" = String, Path, description = "the schedule's name")),
+    request_body = CronRequest,
+    responses(
+        (status = 200, description = "the schedule as stored, with its next run", body = CronView),
+        (status = 400, description = "an invalid name, action, schedule or parameters, or a malformed body", body = ErrorBody),
+        (status = 401, description = "no credentials, or wrong ones", body = ErrorBody),
+        (status = 403, description = "not an administrator", body = ErrorBody),
+    ),
+    security(("basic" = []), ("bearer" = [])))]
 pub async fn put_cron(
     State(st): State<AppState>,
     Path(name): Path<String>,
@@ -312,7 +527,18 @@ pub async fn put_cron(
     Ok(Json(cron_view(&cron)).into_response())
 }
 
-/// `DELETE /api/v0/crons/{name}`.
+/// Delete a schedule
+///
+/// `DELETE /api/v0/crons/{name}` (administrators).
+#[utoipa::path(delete, path = "/crons/{name}", tag = "schedules", operation_id = "delete_cron",
+    params(("name" = String, Path, description = "the schedule's name")),
+    responses(
+        (status = 204, description = "deleted"),
+        (status = 401, description = "no credentials, or wrong ones", body = ErrorBody),
+        (status = 403, description = "not an administrator", body = ErrorBody),
+        (status = 404, description = "no such schedule", body = ErrorBody),
+    ),
+    security(("basic" = []), ("bearer" = [])))]
 pub async fn delete_cron(
     State(st): State<AppState>,
     Path(name): Path<String>,

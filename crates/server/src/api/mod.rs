@@ -2,71 +2,150 @@
 //! administration of users, tokens, organisations, teams, repository access and the
 //! audit log. Callers authenticate with HTTP basic auth (a password or an access token,
 //! `curl -u alice:wharf_…`) or a registry bearer token.
+//!
+//! The routes and their OpenAPI description come from one list, [`documented`]: each
+//! handler carries a `#[utoipa::path]` naming its path, and `routes!` routes it there,
+//! so the document served at `/api/v0/openapi.json` cannot drift from what is routed.
 
 use axum::extract::{Request, State};
 use std::net::IpAddr;
+use std::sync::OnceLock;
 
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, patch, post, put};
+use axum::routing::get;
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{IntoParams, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use wharf_auth::Principal;
+use wharf_metastore::accounts::AuditEntry;
 use wharf_oci::ErrorCode;
 
 use crate::auth;
-use crate::error::ApiError;
+use crate::cluster::ClusterStatus;
+use crate::error::{ApiError, ErrorBody};
 use crate::http::{body_bytes, BodyError};
-use crate::AppState;
+use crate::{AppState, ServerInfo};
 
 mod jobs;
 mod orgs;
 mod repos;
 mod users;
 
+/// The management API's routes, relative to `/api/v0`.
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/meta/version", get(version))
-        .route("/meta/cluster_status", get(cluster_status))
-        .route("/upgrade", get(upgrade_status))
-        .route("/me", get(users::me))
-        .route("/users", get(users::list).post(users::create))
-        .route("/users/{name}", patch(users::update))
-        .route(
-            "/users/{name}/tokens",
-            get(users::list_tokens).post(users::create_token),
-        )
-        .route("/users/{name}/tokens/{id}", delete(users::revoke_token))
-        .route("/orgs", post(orgs::create))
-        .route(
-            "/orgs/{org}/members/{user}",
-            put(orgs::set_member).delete(orgs::remove_member),
-        )
-        .route("/orgs/{org}/teams", post(orgs::create_team))
-        .route(
-            "/orgs/{org}/teams/{team}/members/{user}",
-            put(orgs::add_team_member).delete(orgs::remove_team_member),
-        )
+    documented().split_for_parts().0
+}
+
+/// The OpenAPI 3.1 description of the management API, paths under `/api/v0`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    OpenApiRouter::<AppState>::with_openapi(ApiDoc::openapi())
+        .nest("/api/v0", documented())
+        .into_openapi()
+}
+
+/// Every route with its documentation. `/repositories/{*rest}` is the one routed by
+/// hand (a repository name holds `/`): [`repos::docs`] documents each form it serves.
+fn documented() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(repos::docs::HandRouted::openapi())
+        .routes(routes!(openapi_json))
+        .routes(routes!(version))
+        .routes(routes!(cluster_status))
+        .routes(routes!(upgrade_status))
+        .routes(routes!(users::me))
+        .routes(routes!(users::list, users::create))
+        .routes(routes!(users::update))
+        .routes(routes!(users::list_tokens, users::create_token))
+        .routes(routes!(users::revoke_token))
+        .routes(routes!(orgs::create))
+        .routes(routes!(orgs::set_member, orgs::remove_member))
+        .routes(routes!(orgs::create_team))
+        .routes(routes!(orgs::add_team_member, orgs::remove_team_member))
         .route(
             "/repositories/{*rest}",
             get(repos::get).put(repos::put).delete(repos::delete),
         )
-        .route("/audit", get(audit))
-        .route("/jobs", get(jobs::list).post(jobs::create))
-        .route("/jobs/{id}", get(jobs::get).delete(jobs::cancel))
-        .route("/jobs/{id}/logs", get(jobs::logs))
-        .route("/workers", get(jobs::workers))
-        .route("/crons", get(jobs::list_crons))
-        .route(
-            "/crons/{name}",
-            get(jobs::get_cron)
-                .put(jobs::put_cron)
-                .delete(jobs::delete_cron),
-        )
+        .routes(routes!(audit))
+        .routes(routes!(jobs::list, jobs::create))
+        .routes(routes!(jobs::get, jobs::cancel))
+        .routes(routes!(jobs::logs))
+        .routes(routes!(jobs::workers))
+        .routes(routes!(jobs::list_crons))
+        .routes(routes!(jobs::get_cron, jobs::put_cron, jobs::delete_cron))
 }
 
+/// The document's frame: what the paths are nested in.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "wharf management API",
+        description = "Administration of a wharf registry: users and their access tokens, \
+organisations and teams, repository visibility and grants, the audit log, jobs and their \
+schedules, and the state of the cluster and of upgrades.\n\n\
+Authenticate with HTTP basic auth (a password or an access token: `curl -u alice:wharf_…`) \
+or a bearer token (an access token `wharf_…`, or a registry token from `/auth/token`). \
+Errors have the OCI distribution spec's body: `{\"errors\":[{\"code\",\"message\",\"detail\"}]}`."
+    ),
+    modifiers(&SecuritySchemes),
+    tags(
+        (name = "meta", description = "This replica, the cluster and upgrades"),
+        (name = "users", description = "User accounts"),
+        (name = "tokens", description = "Users' access tokens"),
+        (name = "organisations", description = "Organisations, their members and teams"),
+        (name = "repositories", description = "Repository visibility and grants"),
+        (name = "audit", description = "The log of administrative actions"),
+        (name = "jobs", description = "Background jobs and the workers that run them"),
+        (name = "schedules", description = "Schedules that queue jobs"),
+    )
+)]
+struct ApiDoc;
+
+/// The two ways to authenticate, named by every operation's `security`.
+struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        let mut basic = Http::new(HttpAuthScheme::Basic);
+        basic.description =
+            Some("a user name with its password or one of its access tokens".into());
+        components.add_security_scheme("basic", SecurityScheme::Http(basic));
+        let mut bearer = Http::new(HttpAuthScheme::Bearer);
+        bearer.description = Some(
+            "an access token (`wharf_…`), or a registry bearer token from `/auth/token`".into(),
+        );
+        components.add_security_scheme("bearer", SecurityScheme::Http(bearer));
+    }
+}
+
+/// This document
+///
+/// `GET /api/v0/openapi.json`: the OpenAPI 3.1 description of `/api/v0`. No
+/// credentials needed.
+#[utoipa::path(get, path = "/openapi.json", tag = "meta", operation_id = "openapi",
+    responses((status = 200, description = "the OpenAPI document", body = Object, content_type = "application/json")),
+    security(()))]
+async fn openapi_json() -> Response {
+    static DOC: OnceLock<String> = OnceLock::new();
+    let doc = DOC.get_or_init(|| {
+        openapi()
+            .to_pretty_json()
+            .expect("the OpenAPI document serialises")
+    });
+    ([(header::CONTENT_TYPE, "application/json")], doc.as_str()).into_response()
+}
+
+/// This replica's version
+///
 /// `GET /api/v0/meta/version`: version, commit and schema level of this replica, so
-/// operators and upgrade tooling can ask a running replica what it is.
+/// operators and upgrade tooling can ask a running replica what it is. No credentials
+/// needed.
+#[utoipa::path(get, path = "/meta/version", tag = "meta", operation_id = "version",
+    responses((status = 200, description = "what this replica is", body = ServerInfo)),
+    security(()))]
 async fn version(State(st): State<AppState>) -> impl IntoResponse {
     let mut info = st.info.as_ref().clone();
     // The level now, not at start: an upgrade may have been finalised since.
@@ -76,10 +155,19 @@ async fn version(State(st): State<AppState>) -> impl IntoResponse {
     Json(info)
 }
 
+/// Where an upgrade stands
+///
 /// `GET /api/v0/upgrade`: where an upgrade to this replica's version stands (the data's
 /// version, the plan from there, the journal's steps, each replica's version, the
 /// background migrations), as `wharf upgrade status --format json` shows it.
 /// Administrators only.
+#[utoipa::path(get, path = "/upgrade", tag = "meta", operation_id = "upgrade_status",
+    responses(
+        (status = 200, description = "the upgrade's status", body = wharf_upgrade::status::Status),
+        (status = 401, description = "no credentials, or wrong ones", body = ErrorBody),
+        (status = 403, description = "not an administrator", body = ErrorBody),
+    ),
+    security(("basic" = []), ("bearer" = [])))]
 async fn upgrade_status(State(st): State<AppState>, req: Request) -> ApiResult {
     if st.settings.auth_enabled {
         admin(&st, req.headers(), auth::client_addr(&req)).await?;
@@ -92,9 +180,18 @@ async fn upgrade_status(State(st): State<AppState>, req: Request) -> ApiResult {
     Ok(Json(status).into_response())
 }
 
+/// The cluster's health
+///
 /// `GET /api/v0/meta/cluster_status`: every replica with its health, and the
 /// cluster's current issues (`critical`, `description`); no issues means healthy.
 /// Administrators only: it shows addresses and versions.
+#[utoipa::path(get, path = "/meta/cluster_status", tag = "meta", operation_id = "cluster_status",
+    responses(
+        (status = 200, description = "the replicas and the cluster's issues", body = ClusterStatus),
+        (status = 401, description = "no credentials, or wrong ones", body = ErrorBody),
+        (status = 403, description = "not an administrator", body = ErrorBody),
+    ),
+    security(("basic" = []), ("bearer" = [])))]
 async fn cluster_status(State(st): State<AppState>, req: Request) -> ApiResult {
     if st.settings.auth_enabled {
         admin(&st, req.headers(), auth::client_addr(&req)).await?;
@@ -232,13 +329,28 @@ pub fn valid_account_name(name: &str) -> Result<(), ApiError> {
     }
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct AuditQuery {
+    /// At most this many (default 100, at most 1000).
     limit: Option<usize>,
+    /// Only entries older than this id (to page back).
     before: Option<i64>,
 }
 
-/// `GET /api/v0/audit?limit=N&before=ID`: administrative actions, newest first.
+/// The audit log
+///
+/// `GET /api/v0/audit?limit=N&before=ID`: administrative actions, newest first
+/// (administrators).
+#[utoipa::path(get, path = "/audit", tag = "audit", operation_id = "audit",
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "the entries, newest first", body = Vec<AuditEntry>),
+        (status = 400, description = "a bad query", body = ErrorBody),
+        (status = 401, description = "no credentials, or wrong ones", body = ErrorBody),
+        (status = 403, description = "not an administrator", body = ErrorBody),
+    ),
+    security(("basic" = []), ("bearer" = [])))]
 async fn audit(State(st): State<AppState>, req: Request) -> ApiResult {
     admin(&st, req.headers(), auth::client_addr(&req)).await?;
     let q: AuditQuery = serde_urlencoded_query(req.uri().query())?;

@@ -1,19 +1,41 @@
 //! Organisations, their members and teams.
 
 use axum::extract::{Path, Request, State};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use wharf_auth::{policy, Principal};
 use wharf_metastore::accounts::Org;
 
 use super::*;
 
-#[derive(Deserialize)]
+/// An organisation to create.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewOrg {
+    /// Lower-case letters and digits, separated by `.`, `_` or `-`; at most 64
+    /// characters. It is the namespace of the organisation's repositories.
     name: String,
 }
 
+/// An organisation.
+#[derive(Serialize, ToSchema)]
+pub struct OrgView {
+    name: String,
+}
+
+/// Create an organisation
+///
 /// `POST /api/v0/orgs {"name"}` (administrators).
+#[utoipa::path(post, path = "/orgs", tag = "organisations", operation_id = "create_org",
+    request_body = NewOrg,
+    responses(
+        (status = 201, description = "the new organisation", body = OrgView),
+        (status = 400, description = "an invalid name or a malformed body", body = ErrorBody),
+        (status = 401, description = "no credentials, or wrong ones", body = ErrorBody),
+        (status = 403, description = "not an administrator", body = ErrorBody),
+        (status = 409, description = "the name is taken", body = ErrorBody),
+    ),
+    security(("basic" = []), ("bearer" = [])))]
 pub async fn create(State(st): State<AppState>, req: Request) -> ApiResult {
     let actor = admin(&st, req.headers(), auth::client_addr(&req)).await?;
     let body: NewOrg = json_body(req).await?;
@@ -25,7 +47,7 @@ pub async fn create(State(st): State<AppState>, req: Request) -> ApiResult {
         .await
         .map_err(store_error)?;
     audit_log(&st, &actor, "org.create", &org.name, None).await?;
-    Ok(created(serde_json::json!({ "name": org.name })))
+    Ok(created(OrgView { name: org.name }))
 }
 
 /// The organisation, if the caller administers it (or the registry).
@@ -54,14 +76,34 @@ async fn user_id(st: &AppState, name: &str) -> Result<i64, ApiError> {
     Ok(find_user(st, name).await?.id)
 }
 
-#[derive(Deserialize, Default)]
+/// A membership of an organisation.
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Membership {
+    /// The member administers the organisation: its members, teams and repositories
+    /// (default false).
     #[serde(default)]
     admin: bool,
 }
 
-/// `PUT /api/v0/orgs/{org}/members/{user} {"admin": bool}`
+/// Add a member to an organisation, or change one
+///
+/// `PUT /api/v0/orgs/{org}/members/{user} {"admin": bool}` (the organisation's or the
+/// registry's administrators).
+#[utoipa::path(put, path = "/orgs/{org}/members/{user}", tag = "organisations", operation_id = "set_org_member",
+    params(
+        ("org" = String, Path, description = "the organisation's name"),
+        ("user" = String, Path, description = "the user's name"),
+    ),
+    request_body = Membership,
+    responses(
+        (status = 204, description = "the user is a member, as asked"),
+        (status = 400, description = "a malformed body", body = ErrorBody),
+        (status = 401, description = "no credentials, or wrong ones", body = ErrorBody),
+        (status = 403, description = "the caller does not administer the organisation", body = ErrorBody),
+        (status = 404, description = "no such organisation or user", body = ErrorBody),
+    ),
+    security(("basic" = []), ("bearer" = [])))]
 pub async fn set_member(
     State(st): State<AppState>,
     Path((org, user)): Path<(String, String)>,
@@ -87,7 +129,21 @@ pub async fn set_member(
     Ok(no_content())
 }
 
+/// Remove a member from an organisation
+///
 /// `DELETE /api/v0/orgs/{org}/members/{user}`: also leaves the organisation's teams.
+#[utoipa::path(delete, path = "/orgs/{org}/members/{user}", tag = "organisations", operation_id = "remove_org_member",
+    params(
+        ("org" = String, Path, description = "the organisation's name"),
+        ("user" = String, Path, description = "the user's name"),
+    ),
+    responses(
+        (status = 204, description = "removed, from its teams too"),
+        (status = 401, description = "no credentials, or wrong ones", body = ErrorBody),
+        (status = 403, description = "the caller does not administer the organisation", body = ErrorBody),
+        (status = 404, description = "no such organisation or user, or not a member", body = ErrorBody),
+    ),
+    security(("basic" = []), ("bearer" = [])))]
 pub async fn remove_member(
     State(st): State<AppState>,
     Path((org, user)): Path<(String, String)>,
@@ -116,7 +172,38 @@ pub async fn remove_member(
     Ok(no_content())
 }
 
-/// `POST /api/v0/orgs/{org}/teams {"name"}`
+/// A team to create.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewTeam {
+    /// Lower-case letters and digits, separated by `.`, `_` or `-`; at most 64 characters.
+    name: String,
+}
+
+/// A team of an organisation.
+#[derive(Serialize, ToSchema)]
+pub struct TeamView {
+    /// The organisation's name.
+    org: String,
+    name: String,
+}
+
+/// Create a team
+///
+/// `POST /api/v0/orgs/{org}/teams {"name"}` (the organisation's or the registry's
+/// administrators).
+#[utoipa::path(post, path = "/orgs/{org}/teams", tag = "organisations", operation_id = "create_team",
+    params(("org" = String, Path, description = "the organisation's name")),
+    request_body = NewTeam,
+    responses(
+        (status = 201, description = "the new team", body = TeamView),
+        (status = 400, description = "an invalid name or a malformed body", body = ErrorBody),
+        (status = 401, description = "no credentials, or wrong ones", body = ErrorBody),
+        (status = 403, description = "the caller does not administer the organisation", body = ErrorBody),
+        (status = 404, description = "no such organisation", body = ErrorBody),
+        (status = 409, description = "the organisation has a team of that name", body = ErrorBody),
+    ),
+    security(("basic" = []), ("bearer" = [])))]
 pub async fn create_team(
     State(st): State<AppState>,
     Path(org): Path<String>,
@@ -124,7 +211,7 @@ pub async fn create_team(
 ) -> ApiResult {
     let actor = signed_in(&st, req.headers(), auth::client_addr(&req)).await?;
     let org = managed_org(&st, &actor, &org).await?;
-    let body: NewOrg = json_body(req).await?;
+    let body: NewTeam = json_body(req).await?;
     valid_account_name(&body.name)?;
     let team = st
         .auth
@@ -140,9 +227,10 @@ pub async fn create_team(
         None,
     )
     .await?;
-    Ok(created(
-        serde_json::json!({ "org": org.name, "name": team.name }),
-    ))
+    Ok(created(TeamView {
+        org: org.name,
+        name: team.name,
+    }))
 }
 
 async fn team_id(st: &AppState, org: &Org, team: &str) -> Result<i64, ApiError> {
@@ -156,7 +244,23 @@ async fn team_id(st: &AppState, org: &Org, team: &str) -> Result<i64, ApiError> 
         .id)
 }
 
-/// `PUT /api/v0/orgs/{org}/teams/{team}/members/{user}`: the user also joins the org.
+/// Add a user to a team
+///
+/// `PUT /api/v0/orgs/{org}/teams/{team}/members/{user}`: the user also joins the
+/// organisation.
+#[utoipa::path(put, path = "/orgs/{org}/teams/{team}/members/{user}", tag = "organisations", operation_id = "add_team_member",
+    params(
+        ("org" = String, Path, description = "the organisation's name"),
+        ("team" = String, Path, description = "the team's name"),
+        ("user" = String, Path, description = "the user's name"),
+    ),
+    responses(
+        (status = 204, description = "the user is in the team"),
+        (status = 401, description = "no credentials, or wrong ones", body = ErrorBody),
+        (status = 403, description = "the caller does not administer the organisation", body = ErrorBody),
+        (status = 404, description = "no such organisation, team or user", body = ErrorBody),
+    ),
+    security(("basic" = []), ("bearer" = [])))]
 pub async fn add_team_member(
     State(st): State<AppState>,
     Path((org, team, user)): Path<(String, String, String)>,
@@ -188,7 +292,23 @@ pub async fn add_team_member(
     Ok(no_content())
 }
 
-/// `DELETE /api/v0/orgs/{org}/teams/{team}/members/{user}`
+/// Remove a user from a team
+///
+/// `DELETE /api/v0/orgs/{org}/teams/{team}/members/{user}`: the user stays in the
+/// organisation.
+#[utoipa::path(delete, path = "/orgs/{org}/teams/{team}/members/{user}", tag = "organisations", operation_id = "remove_team_member",
+    params(
+        ("org" = String, Path, description = "the organisation's name"),
+        ("team" = String, Path, description = "the team's name"),
+        ("user" = String, Path, description = "the user's name"),
+    ),
+    responses(
+        (status = 204, description = "the user has left the team"),
+        (status = 401, description = "no credentials, or wrong ones", body = ErrorBody),
+        (status = 403, description = "the caller does not administer the organisation", body = ErrorBody),
+        (status = 404, description = "no such organisation, team or user, or the user is not in the team", body = ErrorBody),
+    ),
+    security(("basic" = []), ("bearer" = [])))]
 pub async fn remove_team_member(
     State(st): State<AppState>,
     Path((org, team, user)): Path<(String, String, String)>,

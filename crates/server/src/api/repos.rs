@@ -11,7 +11,8 @@ use axum::extract::{Path, Request, State};
 use axum::http::HeaderMap;
 use axum::response::IntoResponse;
 use axum::Json;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use wharf_auth::Principal;
 use wharf_metastore::accounts::{Level, Subject, Visibility};
 use wharf_oci::RepoName;
@@ -91,6 +92,16 @@ fn describe(target: &Target) -> String {
     }
 }
 
+/// A repository's settings.
+#[derive(Serialize, ToSchema)]
+pub struct RepoSettings {
+    /// The repository's name, e.g. `library/alpine`.
+    name: String,
+    /// Who may pull: anyone (`public`), or those granted access (`private`, the default).
+    visibility: Visibility,
+}
+
+/// `GET <name>/_settings` (see [`docs`] for each form).
 pub async fn get(State(st): State<AppState>, Path(rest): Path<String>, req: Request) -> ApiResult {
     let (repo, target) = parse(&rest)?;
     let Target::Settings = target else {
@@ -104,24 +115,29 @@ pub async fn get(State(st): State<AppState>, Path(rest): Path<String>, req: Requ
         .await
         .map_err(store_error)?;
     let visibility = facts.visibility.unwrap_or(Visibility::Private);
-    Ok(
-        Json(serde_json::json!({ "name": repo.as_str(), "visibility": visibility }))
-            .into_response(),
-    )
+    Ok(Json(RepoSettings {
+        name: repo.as_str().to_string(),
+        visibility,
+    })
+    .into_response())
 }
 
-#[derive(Deserialize)]
+/// New settings for a repository.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SettingsBody {
+pub struct SettingsBody {
     visibility: Visibility,
 }
 
-#[derive(Deserialize)]
+/// Access to grant on a repository.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct GrantBody {
+pub struct GrantBody {
+    /// `read` pulls, `write` also pushes and deletes, `admin` also manages access.
     level: Level,
 }
 
+/// `PUT <name>/_settings` and `PUT <name>/_grants/…` (see [`docs`] for each form).
 pub async fn put(State(st): State<AppState>, Path(rest): Path<String>, req: Request) -> ApiResult {
     let (repo, target) = parse(&rest)?;
     let actor = repo_admin(&st, req.headers(), auth::client_addr(&req), &repo).await?;
@@ -163,6 +179,7 @@ pub async fn put(State(st): State<AppState>, Path(rest): Path<String>, req: Requ
     Ok(no_content())
 }
 
+/// `DELETE <name>/_grants/…` (see [`docs`] for each form).
 pub async fn delete(
     State(st): State<AppState>,
     Path(rest): Path<String>,
@@ -197,4 +214,138 @@ pub async fn delete(
     )
     .await?;
     Ok(no_content())
+}
+
+/// The documentation of each form that `/repositories/{*rest}` serves: a name may hold
+/// `/`, so these cannot be routed one by one. The functions are never called; the
+/// route is [`get`], [`put`] and [`delete`]. Swagger UI sends a `name` with `/` as
+/// `%2F`, which the route decodes.
+pub(super) mod docs {
+    #![allow(dead_code)]
+
+    use utoipa::OpenApi;
+
+    use super::{GrantBody, RepoSettings, SettingsBody};
+    use crate::error::ErrorBody;
+
+    #[derive(OpenApi)]
+    #[openapi(paths(
+        get_settings,
+        put_settings,
+        put_user_grant,
+        delete_user_grant,
+        put_team_grant,
+        delete_team_grant
+    ))]
+    pub struct HandRouted;
+
+    /// A repository's settings
+    ///
+    /// `GET /api/v0/repositories/{name}/_settings` (the repository's administrators).
+    #[utoipa::path(get, path = "/repositories/{name}/_settings", tag = "repositories", operation_id = "get_repository_settings",
+        params(("name" = String, Path, description = "the repository's name; it may contain `/`")),
+        responses(
+            (status = 200, description = "the repository's settings", body = RepoSettings),
+            (status = 400, description = "an invalid repository name", body = ErrorBody),
+            (status = 401, description = "no credentials, or wrong ones", body = ErrorBody),
+            (status = 403, description = "the caller does not administer the repository", body = ErrorBody),
+        ),
+        security(("basic" = []), ("bearer" = [])))]
+    fn get_settings() {}
+
+    /// Change a repository's settings
+    ///
+    /// `PUT /api/v0/repositories/{name}/_settings {"visibility"}` (the repository's
+    /// administrators). The repository need not exist yet.
+    #[utoipa::path(put, path = "/repositories/{name}/_settings", tag = "repositories", operation_id = "put_repository_settings",
+        params(("name" = String, Path, description = "the repository's name; it may contain `/`")),
+        request_body = SettingsBody,
+        responses(
+            (status = 204, description = "the settings are changed"),
+            (status = 400, description = "an invalid repository name or a malformed body", body = ErrorBody),
+            (status = 401, description = "no credentials, or wrong ones", body = ErrorBody),
+            (status = 403, description = "the caller does not administer the repository", body = ErrorBody),
+        ),
+        security(("basic" = []), ("bearer" = [])))]
+    fn put_settings() {}
+
+    /// Grant a user access to a repository
+    ///
+    /// `PUT /api/v0/repositories/{name}/_grants/user/{user} {"level"}` (the repository's
+    /// administrators): replaces the user's grant there, if any.
+    #[utoipa::path(put, path = "/repositories/{name}/_grants/user/{user}", tag = "repositories", operation_id = "grant_user",
+        params(
+            ("name" = String, Path, description = "the repository's name; it may contain `/`"),
+            ("user" = String, Path, description = "the user's name"),
+        ),
+        request_body = GrantBody,
+        responses(
+            (status = 204, description = "granted"),
+            (status = 400, description = "an invalid repository name or a malformed body", body = ErrorBody),
+            (status = 401, description = "no credentials, or wrong ones", body = ErrorBody),
+            (status = 403, description = "the caller does not administer the repository", body = ErrorBody),
+            (status = 404, description = "no such user", body = ErrorBody),
+        ),
+        security(("basic" = []), ("bearer" = [])))]
+    fn put_user_grant() {}
+
+    /// Revoke a user's access to a repository
+    ///
+    /// `DELETE /api/v0/repositories/{name}/_grants/user/{user}` (the repository's
+    /// administrators).
+    #[utoipa::path(delete, path = "/repositories/{name}/_grants/user/{user}", tag = "repositories", operation_id = "revoke_user_grant",
+        params(
+            ("name" = String, Path, description = "the repository's name; it may contain `/`"),
+            ("user" = String, Path, description = "the user's name"),
+        ),
+        responses(
+            (status = 204, description = "revoked"),
+            (status = 400, description = "an invalid repository name", body = ErrorBody),
+            (status = 401, description = "no credentials, or wrong ones", body = ErrorBody),
+            (status = 403, description = "the caller does not administer the repository", body = ErrorBody),
+            (status = 404, description = "no such user, or the user has no grant there", body = ErrorBody),
+        ),
+        security(("basic" = []), ("bearer" = [])))]
+    fn delete_user_grant() {}
+
+    /// Grant a team access to a repository
+    ///
+    /// `PUT /api/v0/repositories/{name}/_grants/team/{org}/{team} {"level"}` (the
+    /// repository's administrators): replaces the team's grant there, if any.
+    #[utoipa::path(put, path = "/repositories/{name}/_grants/team/{org}/{team}", tag = "repositories", operation_id = "grant_team",
+        params(
+            ("name" = String, Path, description = "the repository's name; it may contain `/`"),
+            ("org" = String, Path, description = "the team's organisation"),
+            ("team" = String, Path, description = "the team's name"),
+        ),
+        request_body = GrantBody,
+        responses(
+            (status = 204, description = "granted"),
+            (status = 400, description = "an invalid repository name or a malformed body", body = ErrorBody),
+            (status = 401, description = "no credentials, or wrong ones", body = ErrorBody),
+            (status = 403, description = "the caller does not administer the repository", body = ErrorBody),
+            (status = 404, description = "no such organisation or team", body = ErrorBody),
+        ),
+        security(("basic" = []), ("bearer" = [])))]
+    fn put_team_grant() {}
+
+    /// Revoke a team's access to a repository
+    ///
+    /// `DELETE /api/v0/repositories/{name}/_grants/team/{org}/{team}` (the repository's
+    /// administrators).
+    #[utoipa::path(delete, path = "/repositories/{name}/_grants/team/{org}/{team}", tag = "repositories", operation_id = "revoke_team_grant",
+        params(
+            ("name" = String, Path, description = "the repository's name; it may contain `/`"),
+            ("org" = String, Path, description = "the team's organisation"),
+            ("team" = String, Path, description = "the team's name"),
+        ),
+        responses(
+            (status = 204, description = "revoked"),
+            (status = 400, description = "an invalid repository name", body = ErrorBody),
+            (status = 401, description = "no credentials, or wrong ones", body = ErrorBody),
+            (status = 403, description = "the caller does not administer the repository", body = ErrorBody),
+            (status = 404, description = "no such organisation or team, or the team has no grant there", body = ErrorBody),
+        ),
+        security(("basic" = []), ("bearer" = [])))]
+    fn delete_team_grant() {}
 }

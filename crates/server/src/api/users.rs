@@ -4,17 +4,22 @@ use axum::extract::{Path, Request, State};
 use axum::response::IntoResponse;
 use axum::Json;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use wharf_auth::{policy, secret, Principal};
 use wharf_metastore::accounts::{AccessToken, User};
 use wharf_metastore::now_ms;
 
 use super::*;
 
-#[derive(Serialize)]
+/// A user account.
+#[derive(Serialize, ToSchema)]
 pub struct UserView {
     name: String,
+    /// A system administrator.
     admin: bool,
+    /// A disabled user cannot sign in; their tokens stop working.
     disabled: bool,
+    /// When it was created, in milliseconds since the Unix epoch.
     created_at_ms: i64,
 }
 
@@ -29,25 +34,46 @@ impl From<User> for UserView {
     }
 }
 
-/// `GET /api/v0/me`: who the credentials belong to.
+/// Who the credentials belong to
+///
+/// `GET /api/v0/me`.
+#[utoipa::path(get, path = "/me", tag = "users", operation_id = "me",
+    responses(
+        (status = 200, description = "the signed-in user", body = UserView),
+        (status = 401, description = "no credentials, or wrong ones", body = ErrorBody),
+    ),
+    security(("basic" = []), ("bearer" = [])))]
 pub async fn me(State(st): State<AppState>, req: Request) -> ApiResult {
     let p = signed_in(&st, req.headers(), auth::client_addr(&req)).await?;
     let user = p.user().cloned().expect("signed in");
     Ok(Json(UserView::from(user)).into_response())
 }
 
-/// `GET /api/v0/users`
+/// Every user
+///
+/// `GET /api/v0/users` (administrators).
+#[utoipa::path(get, path = "/users", tag = "users", operation_id = "list_users",
+    responses(
+        (status = 200, description = "the users, by name", body = Vec<UserView>),
+        (status = 401, description = "no credentials, or wrong ones", body = ErrorBody),
+        (status = 403, description = "not an administrator", body = ErrorBody),
+    ),
+    security(("basic" = []), ("bearer" = [])))]
 pub async fn list(State(st): State<AppState>, req: Request) -> ApiResult {
     admin(&st, req.headers(), auth::client_addr(&req)).await?;
     let users = st.auth.store().list_users().await.map_err(store_error)?;
     Ok(Json(users.into_iter().map(UserView::from).collect::<Vec<_>>()).into_response())
 }
 
-#[derive(Deserialize)]
+/// A user to create.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
+    /// Lower-case letters and digits, separated by `.`, `_` or `-`; at most 64 characters.
     name: String,
+    /// At least 8 characters.
     password: String,
+    /// A system administrator (default false).
     #[serde(default)]
     admin: bool,
 }
@@ -64,7 +90,19 @@ pub fn check_password(pw: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// `POST /api/v0/users {"name", "password", "admin"}`
+/// Create a user
+///
+/// `POST /api/v0/users {"name", "password", "admin"}` (administrators).
+#[utoipa::path(post, path = "/users", tag = "users", operation_id = "create_user",
+    request_body = NewUser,
+    responses(
+        (status = 201, description = "the new user", body = UserView),
+        (status = 400, description = "an invalid name, a short password or a malformed body", body = ErrorBody),
+        (status = 401, description = "no credentials, or wrong ones", body = ErrorBody),
+        (status = 403, description = "not an administrator", body = ErrorBody),
+        (status = 409, description = "the name is taken", body = ErrorBody),
+    ),
+    security(("basic" = []), ("bearer" = [])))]
 pub async fn create(State(st): State<AppState>, req: Request) -> ApiResult {
     let actor = admin(&st, req.headers(), auth::client_addr(&req)).await?;
     let body: NewUser = json_body(req).await?;
@@ -94,16 +132,33 @@ pub async fn hash_blocking(password: String) -> String {
         .expect("hashing does not panic")
 }
 
-#[derive(Deserialize)]
+/// Changes to a user; what is left out stays as it is.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserUpdate {
+    /// A new password, at least 8 characters.
     password: Option<String>,
+    /// Disable (or enable) the user (administrators only).
     disabled: Option<bool>,
+    /// Make (or unmake) a system administrator (administrators only).
     admin: Option<bool>,
 }
 
+/// Change a user
+///
 /// `PATCH /api/v0/users/{name} {"password"?, "disabled"?, "admin"?}`: administrators
 /// change anything; users change their own password.
+#[utoipa::path(patch, path = "/users/{name}", tag = "users", operation_id = "update_user",
+    params(("name" = String, Path, description = "the user's name")),
+    request_body = UserUpdate,
+    responses(
+        (status = 200, description = "the user as changed", body = UserView),
+        (status = 400, description = "a short password or a malformed body", body = ErrorBody),
+        (status = 401, description = "no credentials, or wrong ones", body = ErrorBody),
+        (status = 403, description = "neither an administrator nor the user changing their own password", body = ErrorBody),
+        (status = 404, description = "no such user", body = ErrorBody),
+    ),
+    security(("basic" = []), ("bearer" = [])))]
 pub async fn update(
     State(st): State<AppState>,
     Path(name): Path<String>,
@@ -155,14 +210,18 @@ async fn token_owner(st: &AppState, actor: &Principal, name: &str) -> Result<Use
     find_user(st, name).await
 }
 
-#[derive(Serialize)]
-struct TokenView {
+/// An access token; times are in milliseconds since the Unix epoch.
+#[derive(Serialize, ToSchema)]
+pub struct TokenView {
+    /// Names the token in `DELETE /users/{name}/tokens/{id}`.
     id: i64,
     label: String,
     created_at_ms: i64,
     last_used_at_ms: Option<i64>,
+    /// None: valid until revoked.
     expires_at_ms: Option<i64>,
     revoked_at_ms: Option<i64>,
+    /// The secret (`wharf_…`): only in the response that creates the token, never again.
     #[serde(skip_serializing_if = "Option::is_none")]
     token: Option<String>,
 }
@@ -181,7 +240,19 @@ impl TokenView {
     }
 }
 
-/// `GET /api/v0/users/{name}/tokens`: labels and dates, never the secrets.
+/// A user's access tokens
+///
+/// `GET /api/v0/users/{name}/tokens`: labels and dates, never the secrets. Users see
+/// their own; administrators anyone's.
+#[utoipa::path(get, path = "/users/{name}/tokens", tag = "tokens", operation_id = "list_tokens",
+    params(("name" = String, Path, description = "the user's name")),
+    responses(
+        (status = 200, description = "the user's tokens, without their secrets", body = Vec<TokenView>),
+        (status = 401, description = "no credentials, or wrong ones", body = ErrorBody),
+        (status = 403, description = "neither the user nor an administrator", body = ErrorBody),
+        (status = 404, description = "no such user", body = ErrorBody),
+    ),
+    security(("basic" = []), ("bearer" = [])))]
 pub async fn list_tokens(
     State(st): State<AppState>,
     Path(name): Path<String>,
@@ -204,16 +275,31 @@ pub async fn list_tokens(
     .into_response())
 }
 
-#[derive(Deserialize)]
+/// An access token to create.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewToken {
+    /// What it is for, 1 to 200 characters.
     label: String,
     /// Lifetime in seconds; none for a token that lives until revoked.
     expires_in_secs: Option<u64>,
 }
 
+/// Create an access token
+///
 /// `POST /api/v0/users/{name}/tokens {"label", "expires_in_secs"?}`: the secret is in
 /// this response and nowhere else, ever.
+#[utoipa::path(post, path = "/users/{name}/tokens", tag = "tokens", operation_id = "create_token",
+    params(("name" = String, Path, description = "the user's name")),
+    request_body = NewToken,
+    responses(
+        (status = 201, description = "the new token, with its secret in `token`", body = TokenView),
+        (status = 400, description = "a missing or too long label, or a malformed body", body = ErrorBody),
+        (status = 401, description = "no credentials, or wrong ones", body = ErrorBody),
+        (status = 403, description = "neither the user nor an administrator", body = ErrorBody),
+        (status = 404, description = "no such user", body = ErrorBody),
+    ),
+    security(("basic" = []), ("bearer" = [])))]
 pub async fn create_token(
     State(st): State<AppState>,
     Path(name): Path<String>,
@@ -247,7 +333,21 @@ pub async fn create_token(
     Ok(created(TokenView::new(token, Some(secret))))
 }
 
+/// Revoke an access token
+///
 /// `DELETE /api/v0/users/{name}/tokens/{id}`: revoked at once on every replica.
+#[utoipa::path(delete, path = "/users/{name}/tokens/{id}", tag = "tokens", operation_id = "revoke_token",
+    params(
+        ("name" = String, Path, description = "the user's name"),
+        ("id" = i64, Path, description = "the token's id"),
+    ),
+    responses(
+        (status = 204, description = "revoked"),
+        (status = 401, description = "no credentials, or wrong ones", body = ErrorBody),
+        (status = 403, description = "neither the user nor an administrator", body = ErrorBody),
+        (status = 404, description = "no such user, or no such active token", body = ErrorBody),
+    ),
+    security(("basic" = []), ("bearer" = [])))]
 pub async fn revoke_token(
     State(st): State<AppState>,
     Path((name, id)): Path<(String, i64)>,
