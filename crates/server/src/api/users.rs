@@ -243,7 +243,8 @@ impl TokenView {
 /// A user's access tokens
 ///
 /// `GET /api/v0/users/{name}/tokens`: labels and dates, never the secrets. Users see
-/// their own; administrators anyone's.
+/// their own; administrators anyone's. Web UI sessions are not listed (the account page
+/// shows them).
 #[utoipa::path(get, path = "/users/{name}/tokens", tag = "tokens", operation_id = "list_tokens",
     params(("name" = String, Path, description = "the user's name")),
     responses(
@@ -269,6 +270,8 @@ pub async fn list_tokens(
     Ok(Json(
         tokens
             .into_iter()
+            // Web UI sessions are kept as token rows; they are not access tokens.
+            .filter(|t| t.label != wharf_auth::session::SESSION_LABEL)
             .map(|t| TokenView::new(t, None))
             .collect::<Vec<_>>(),
     )
