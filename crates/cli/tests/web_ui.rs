@@ -779,6 +779,24 @@ async fn a_gc_job_started_from_the_jobs_page_is_followed_until_done() {
         ("gc", "done"),
         "{row:?}"
     );
+
+    // The garbage-collection page reports what the dry run would have freed.
+    b.goto(&w.url("/gc")).await;
+    let runs = table(&b, "#gc-runs").await;
+    let run = runs
+        .iter()
+        .find(|r| r[0] == id.to_string())
+        .expect("the run on the GC page");
+    assert_eq!(
+        (
+            run[1].as_str(),
+            run[3].as_str(),
+            run[4].as_str(),
+            run[5].as_str()
+        ),
+        ("dry run (would free)", "0", "0", "0 B"),
+        "{run:?}"
+    );
     assert_eq!(
         b.severe_console().await,
         Vec::<String>::new(),
@@ -898,6 +916,24 @@ async fn tour() -> Tour {
     let job = start_job(&w, json!({"action": "gc", "params": {"dry_run": true}})).await;
     let done = wait_job(&w, job).await;
     assert_eq!(done["status"], "done", "{done}");
+    let r = request(
+        &w,
+        Method::POST,
+        "/api/v0/orgs",
+        &admin(),
+        Some(&json!({"name": "shop"})),
+    )
+    .await;
+    secure::expect(&r, 201, None, "creating an organisation");
+    let r = request(
+        &w,
+        Method::POST,
+        "/api/v0/orgs/shop/teams",
+        &admin(),
+        Some(&json!({"name": "devs"})),
+    )
+    .await;
+    secure::expect(&r, 201, None, "creating a team");
     let page = |name, path: String, signed_in, status| Page {
         name,
         path,
@@ -923,6 +959,18 @@ async fn tour() -> Tour {
         page("account", "/account".into(), true, 200),
         page("jobs", "/jobs".into(), true, 200),
         page("job", format!("/jobs/{job}"), true, 200),
+        page(
+            "settings",
+            "/repos/shop/web-app/-/settings".into(),
+            true,
+            200,
+        ),
+        page("gc", "/gc".into(), true, 200),
+        page("system", "/system".into(), true, 200),
+        page("users", "/admin/users".into(), true, 200),
+        page("orgs", "/admin/orgs".into(), true, 200),
+        page("org", "/admin/orgs/shop".into(), true, 200),
+        page("audit", "/audit".into(), true, 200),
         page("not-found", "/no/such/page".into(), true, 404),
     ];
     Tour { w, pages }

@@ -398,7 +398,11 @@ async fn manifest_page(
     let mut total = 0;
     let (mut artifact_type, mut subject) = (None, None);
     if let Some(m) = &manifest {
-        artifact_type = m.effective_artifact_type().map(str::to_string);
+        // An image's config type is not an artifact type worth showing.
+        artifact_type = m
+            .effective_artifact_type()
+            .filter(|t| !image::is_image_config(t))
+            .map(str::to_string);
         subject = m.subject.as_ref().map(|s| s.digest.to_string());
         if m.kind == ManifestKind::Index {
             for d in &m.manifests {

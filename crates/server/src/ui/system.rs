@@ -175,7 +175,6 @@ struct GcPage {
     l: Layout,
     runs: Vec<GcRun>,
     running: Option<JobRow>,
-    default_busy: u8,
 }
 
 /// `GET /gc`: the last runs and what they freed; start a run (or a dry-run preview)
@@ -198,12 +197,14 @@ pub async fn gc(State(st): State<AppState>, visitor: Visitor) -> UiResult {
                 .as_deref()
                 .and_then(|p| serde_json::from_str(p).ok())
                 .unwrap_or_default();
-            let n = |k: &str| report[k].as_u64().map_or("—".into(), |v| v.to_string());
+            // The run's final report: `{"phase": "finished", "freed": {…}}`.
+            let freed = &report["freed"];
+            let n = |k: &str| freed[k].as_u64().map_or("—".into(), |v| v.to_string());
             GcRun {
                 dry_run: params["dry_run"].as_bool().unwrap_or(false),
                 manifests: n("manifests"),
                 blobs: n("blobs"),
-                freed: report["bytes"].as_u64().map_or("—".into(), size),
+                freed: freed["bytes"].as_u64().map_or("—".into(), size),
                 job: job_row(j),
             }
         })
@@ -212,7 +213,6 @@ pub async fn gc(State(st): State<AppState>, visitor: Visitor) -> UiResult {
         l: visitor.layout(&st, "Garbage collection", "gc"),
         runs,
         running,
-        default_busy: 10,
     }))
 }
 
