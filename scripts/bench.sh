@@ -39,10 +39,21 @@
 #                                 writes target/bench/latest-gc.json; --quick uses 10,000
 #                                 blobs and manifests, one round of each kind on each
 #                                 backend with 3 s push phases, and prints only.
+#   scripts/bench.sh --ui [--quick] [ARGS...]
+#                                 the web UI's page times and sizes (wharf-bench ui): a
+#                                 registry of 100,000 repositories (one with 10,000 tags)
+#                                 and 1,000 jobs, then one of 1,000 repositories (100 tags,
+#                                 100 jobs), each on SQLite and on a throwaway PostgreSQL
+#                                 (started here, stopped on exit), served by wharf serve with
+#                                 authentication on; 200 timed requests per page. Without
+#                                 --quick it rewrites the "web UI" generated section of
+#                                 docs/benchmarks.md (appended at the end on the first run)
+#                                 and writes target/bench/latest-ui.json; --quick uses 5,000
+#                                 repositories, 1,000 tags and 50 requests, and prints only.
 #
 # Needs wrk, ab and docker-registry (scripts/install-test-deps.sh installs them); --pg-fs
-# also PostgreSQL (server and psql); --pg-s3 PostgreSQL and the moto test venv; --gc only
-# PostgreSQL.
+# also PostgreSQL (server and psql); --pg-s3 PostgreSQL and the moto test venv; --gc and
+# --ui only PostgreSQL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,6 +61,7 @@ quick=0
 pg_fs=0
 pg_s3=0
 gc=0
+ui=0
 extra=()
 for arg in "$@"; do
   case "$arg" in
@@ -57,11 +69,12 @@ for arg in "$@"; do
     --pg-fs) pg_fs=1 ;;
     --pg-s3) pg_s3=1 ;;
     --gc) gc=1 ;;
+    --ui) ui=1 ;;
     *) extra+=("$arg") ;;
   esac
 done
-if [ $((gc + pg_s3 + pg_fs)) -gt 1 ]; then
-  echo "bench.sh: --gc, --pg-fs and --pg-s3 are separate runs; give one" >&2
+if [ $((gc + ui + pg_s3 + pg_fs)) -gt 1 ]; then
+  echo "bench.sh: --gc, --ui, --pg-fs and --pg-s3 are separate runs; give one" >&2
   exit 2
 fi
 label="scripts/bench.sh${*:+ $*}"
@@ -130,6 +143,37 @@ if [ "$gc" -eq 1 ]; then
     gc_args+=(--update-doc docs/benchmarks.md --json target/bench/latest-gc.json)
   fi
   target/release/wharf-bench gc "${gc_args[@]}" "${extra[@]+"${extra[@]}"}" &
+  bench_pid=$!
+  # `wait` returns early on a trapped signal; the trap then stops the benchmark.
+  status=0
+  wait "$bench_pid" || status=$?
+  bench_pid=""
+  exit "$status"
+fi
+
+if [ "$ui" -eq 1 ]; then
+  command -v psql >/dev/null 2>&1 \
+    || { echo "bench.sh: psql is not installed (apt-get install postgresql)" >&2; exit 1; }
+  # Release builds only: wharf serves the pages, wharf-bench builds the stores and asks.
+  cargo build --release -p wharf -p wharf-bench
+  trap cleanup EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+  pg_env=$(scripts/postgres-for-tests.sh start)
+  eval "$pg_env"
+  echo "PostgreSQL at $WHARF_TEST_POSTGRES_URL" >&2
+  ui_args=(--wharf target/release/wharf --postgres-url "$WHARF_TEST_POSTGRES_URL"
+    --command-label "$label")
+  # For the report's CPU figures: the postmaster's PID heads its pid file.
+  pg_pid=$(head -n 1 "$WHARF_TEST_POSTGRES_DIR/data/postmaster.pid" 2>/dev/null || true)
+  [ -z "$pg_pid" ] || ui_args+=(--postgres-pid "$pg_pid")
+  if [ "$quick" -eq 1 ]; then
+    ui_args+=(--repos 5000 --tags 1000 --requests 50 --warmup 5)
+  else
+    mkdir -p target/bench
+    ui_args+=(--update-doc docs/benchmarks.md --json target/bench/latest-ui.json)
+  fi
+  target/release/wharf-bench ui "${ui_args[@]}" "${extra[@]+"${extra[@]}"}" &
   bench_pid=$!
   # `wait` returns early on a trapped signal; the trap then stops the benchmark.
   status=0

@@ -8,6 +8,8 @@
 //!
 //! `wharf-bench gc` is a separate benchmark (see [`gc`]): online garbage collection and
 //! the `metadatastoremigration` job on large stores, and pushes while a GC job runs.
+//! `wharf-bench ui` (see [`ui`]) times the web UI's pages on a large registry and a small
+//! one, and weighs them.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,6 +25,7 @@ mod registry;
 mod report;
 mod server;
 mod sys;
+mod ui;
 
 /// Benchmark wharf against the reference registry (docker-registry), side by side
 ///
@@ -146,6 +149,7 @@ pub struct Args {
 #[derive(clap::Subcommand, Debug, Clone)]
 pub enum Command {
     Gc(gc::GcArgs),
+    Ui(ui::UiArgs),
 }
 
 /// Which stores the servers under test use.
@@ -183,6 +187,7 @@ fn main() -> ExitCode {
             r = async {
                 match command {
                     Some(Command::Gc(gc_args)) => gc::run(gc_args).await,
+                    Some(Command::Ui(ui_args)) => ui::run(ui_args).await,
                     None => bench::run(args).await,
                 }
             } => r,

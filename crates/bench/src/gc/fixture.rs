@@ -15,8 +15,8 @@ use wharf_oci::Digest;
 use crate::data::random_bytes;
 use crate::registry::OCI_MANIFEST;
 
-const CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+json";
-const LAYER_MEDIA_TYPE: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+json";
+pub const LAYER_MEDIA_TYPE: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 /// Rows per statement when filling PostgreSQL (arrays bound to one UNNEST).
 const PG_CHUNK: usize = 10_000;
 
@@ -30,10 +30,22 @@ pub struct BlobRow {
 pub struct ManifestRow {
     pub repo: usize,
     pub digest: Digest,
+    pub media_type: &'static str,
     pub payload: Vec<u8>,
     /// The blobs it names (config first), each linked by its repository.
     pub refs: Vec<Digest>,
-    pub tag: String,
+    /// The manifests it names (an index's children), stored in the same repository
+    /// before it.
+    pub manifest_refs: Vec<Digest>,
+    /// `artifactType`, or an image manifest's config media type (as wharf records it).
+    pub artifact_type: Option<String>,
+    /// The manifest it refers to (a referrer: a signature, an SBOM).
+    pub subject: Option<Digest>,
+    /// Untagged manifests (a referrer, an index's children) have none.
+    pub tag: Option<String>,
+    /// `created_at` of the manifest and `updated_at` of its tag, milliseconds since
+    /// the epoch.
+    pub at_ms: i64,
 }
 
 /// What goes into the store, and the garbage the benchmark expects GC to free.
@@ -132,7 +144,7 @@ impl Dataset {
         Ok(ds)
     }
 
-    fn empty(repos: usize, what: &str, refs_recorded: bool) -> Dataset {
+    pub fn empty(repos: usize, what: &str, refs_recorded: bool) -> Dataset {
         Dataset {
             repos: (0..repos).map(|r| format!("bench/{what}-{r}")).collect(),
             blobs: Vec::new(),
@@ -168,12 +180,17 @@ impl Dataset {
         self.manifests.push(ManifestRow {
             repo,
             digest: Digest::sha256_of(&payload),
+            media_type: OCI_MANIFEST,
             payload,
             refs: std::iter::once(&config.0)
                 .chain(layers.iter().map(|(d, _)| d))
                 .cloned()
                 .collect(),
-            tag: format!("m{m:06}"),
+            manifest_refs: Vec::new(),
+            artifact_type: Some(CONFIG_MEDIA_TYPE.to_string()),
+            subject: None,
+            tag: Some(format!("m{m:06}")),
+            at_ms: self.created_at_ms,
         });
     }
 
@@ -231,11 +248,11 @@ pub fn load_sqlite(path: &Path, ds: &Dataset) -> Result<()> {
         let mut man = tx.prepare(
             "INSERT INTO manifests (repository_id, digest, media_type, size, payload, artifact_type,
                                     subject, annotations, created_at, refs_recorded)
-             VALUES (?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?)",
+             VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)",
         )?;
         let mut mref = tx.prepare(
             "INSERT INTO manifest_refs (repository_id, manifest_digest, ref_digest, kind)
-             VALUES (?, ?, ?, 'blob')",
+             VALUES (?, ?, ?, ?)",
         )?;
         let mut tag = tx.prepare(
             "INSERT INTO tags (repository_id, name, manifest_digest, updated_at) VALUES (?, ?, ?, ?)",
@@ -245,19 +262,25 @@ pub fn load_sqlite(path: &Path, ds: &Dataset) -> Result<()> {
             man.execute(params![
                 rid,
                 d,
-                OCI_MANIFEST,
+                m.media_type,
                 m.payload.len() as i64,
                 m.payload,
-                CONFIG_MEDIA_TYPE,
-                ts,
+                m.artifact_type,
+                m.subject.as_ref().map(Digest::to_string),
+                m.at_ms,
                 ds.refs_recorded
             ])?;
             if ds.refs_recorded {
                 for r in &m.refs {
-                    mref.execute(params![rid, d, r.to_string()])?;
+                    mref.execute(params![rid, d, r.to_string(), "blob"])?;
+                }
+                for r in &m.manifest_refs {
+                    mref.execute(params![rid, d, r.to_string(), "manifest"])?;
                 }
             }
-            tag.execute(params![rid, m.tag, d, ts])?;
+            if let Some(t) = &m.tag {
+                tag.execute(params![rid, t, d, m.at_ms])?;
+            }
         }
     }
     tx.commit()?;
@@ -273,15 +296,21 @@ pub async fn load_postgres(pool: &sqlx::PgPool, ds: &Dataset) -> Result<()> {
     let ts = ds.created_at_ms;
     let mut tx = pool.begin().await?;
     let mut repo_ids = Vec::with_capacity(ds.repos.len());
-    for name in &ds.repos {
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO repositories (name, created_at) VALUES ($1, $2) RETURNING id",
+    for chunk in ds.repos.chunks(PG_CHUNK) {
+        // RETURNING gives no order: the ids are matched to the names.
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            "INSERT INTO repositories (name, created_at) SELECT n, $2 FROM UNNEST($1::TEXT[]) AS u(n)
+             RETURNING id, name",
         )
-        .bind(name)
+        .bind(chunk)
         .bind(ts)
-        .fetch_one(&mut *tx)
+        .fetch_all(&mut *tx)
         .await?;
-        repo_ids.push(id);
+        let ids: std::collections::HashMap<String, i64> =
+            rows.into_iter().map(|(id, n)| (n, id)).collect();
+        for name in chunk {
+            repo_ids.push(*ids.get(name).context("a repository row went missing")?);
+        }
     }
     for chunk in ds.blobs.chunks(PG_CHUNK) {
         let digests: Vec<String> = chunk.iter().map(|b| b.digest.to_string()).collect();
@@ -307,51 +336,72 @@ pub async fn load_postgres(pool: &sqlx::PgPool, ds: &Dataset) -> Result<()> {
     for chunk in ds.manifests.chunks(PG_CHUNK) {
         let rids: Vec<i64> = chunk.iter().map(|m| repo_ids[m.repo]).collect();
         let digests: Vec<String> = chunk.iter().map(|m| m.digest.to_string()).collect();
+        let types: Vec<&str> = chunk.iter().map(|m| m.media_type).collect();
         let sizes: Vec<i64> = chunk.iter().map(|m| m.payload.len() as i64).collect();
         let payloads: Vec<Vec<u8>> = chunk.iter().map(|m| m.payload.clone()).collect();
-        let tags: Vec<String> = chunk.iter().map(|m| m.tag.clone()).collect();
+        let artifact: Vec<Option<String>> = chunk.iter().map(|m| m.artifact_type.clone()).collect();
+        let subjects: Vec<Option<String>> = chunk
+            .iter()
+            .map(|m| m.subject.as_ref().map(Digest::to_string))
+            .collect();
+        let at: Vec<i64> = chunk.iter().map(|m| m.at_ms).collect();
         sqlx::query(
             "INSERT INTO manifests (repository_id, digest, media_type, size, payload, artifact_type,
                                     subject, annotations, created_at, refs_recorded)
-             SELECT r, d, $5, s, p, $6, NULL, NULL, $7, $8
-             FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::BIGINT[], $4::BYTEA[]) AS u(r, d, s, p)",
+             SELECT r, d, t, s, p, a, sub, NULL, c, $9
+             FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::BIGINT[], $5::BYTEA[],
+                         $6::TEXT[], $7::TEXT[], $8::BIGINT[]) AS u(r, d, t, s, p, a, sub, c)",
         )
         .bind(&rids)
         .bind(&digests)
+        .bind(&types)
         .bind(&sizes)
         .bind(&payloads)
-        .bind(OCI_MANIFEST)
-        .bind(CONFIG_MEDIA_TYPE)
-        .bind(ts)
+        .bind(&artifact)
+        .bind(&subjects)
+        .bind(&at)
         .bind(ds.refs_recorded)
         .execute(&mut *tx)
         .await?;
+        let (mut tr, mut tn, mut td, mut ta) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for m in chunk {
+            if let Some(t) = &m.tag {
+                tr.push(repo_ids[m.repo]);
+                tn.push(t.clone());
+                td.push(m.digest.to_string());
+                ta.push(m.at_ms);
+            }
+        }
         sqlx::query(
             "INSERT INTO tags (repository_id, name, manifest_digest, updated_at)
-             SELECT r, t, d, $4 FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[]) AS u(r, t, d)",
+             SELECT r, t, d, a FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::BIGINT[]) AS u(r, t, d, a)",
         )
-        .bind(&rids)
-        .bind(&tags)
-        .bind(&digests)
-        .bind(ts)
+        .bind(&tr)
+        .bind(&tn)
+        .bind(&td)
+        .bind(&ta)
         .execute(&mut *tx)
         .await?;
         if ds.refs_recorded {
-            let (mut r, mut md, mut rd) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut r, mut md, mut rd, mut kind) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             for m in chunk {
-                for d in &m.refs {
+                let blobs = m.refs.iter().map(|d| (d, "blob"));
+                for (d, k) in blobs.chain(m.manifest_refs.iter().map(|d| (d, "manifest"))) {
                     r.push(repo_ids[m.repo]);
                     md.push(m.digest.to_string());
                     rd.push(d.to_string());
+                    kind.push(k);
                 }
             }
             sqlx::query(
                 "INSERT INTO manifest_refs (repository_id, manifest_digest, ref_digest, kind)
-                 SELECT r, m, d, 'blob' FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[]) AS u(r, m, d)",
+                 SELECT r, m, d, k FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[]) AS u(r, m, d, k)",
             )
             .bind(&r)
             .bind(&md)
             .bind(&rd)
+            .bind(&kind)
             .execute(&mut *tx)
             .await?;
         }

@@ -28,7 +28,7 @@
 //! [`fixture`]); only the GC run, the migration run and the pushes are timed.
 
 pub mod fixture;
-mod serve;
+pub mod serve;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;

@@ -42,6 +42,20 @@ impl Wharf {
         log_dir: &Path,
         http: &Client,
     ) -> Result<Wharf> {
+        Wharf::start_with_auth(bin, data_dir, postgres, log_dir, http, None).await
+    }
+
+    /// As [`Wharf::start`]; with `admin_password`, authentication stays on (the store
+    /// then needs users, or this start creates the initial `admin` with that password,
+    /// passed in `WHARF_ADMIN_PASSWORD`), and readiness is `GET /readyz` answering 200.
+    pub async fn start_with_auth(
+        bin: &Path,
+        data_dir: &Path,
+        postgres: Option<(&str, &Path)>,
+        log_dir: &Path,
+        http: &Client,
+        admin_password: Option<&str>,
+    ) -> Result<Wharf> {
         let port = free_port()?;
         let mut cmd = Command::new(bin);
         for (k, _) in std::env::vars_os() {
@@ -54,9 +68,16 @@ impl Wharf {
             .arg(format!("127.0.0.1:{port}"))
             .arg("--data-dir")
             .arg(data_dir)
-            .arg("--insecure-no-auth=true")
             .arg("--job-heartbeat-secs")
             .arg("1");
+        match admin_password {
+            None => {
+                cmd.arg("--insecure-no-auth=true");
+            }
+            Some(pw) => {
+                cmd.env("WHARF_ADMIN_PASSWORD", pw);
+            }
+        }
         if let Some((url, blobs)) = postgres {
             cmd.arg("--metadata").arg(url).arg("--blobs").arg(blobs);
         }
@@ -73,7 +94,11 @@ impl Wharf {
             log_dir: log_dir.to_path_buf(),
         };
         let deadline = Instant::now() + START_TIMEOUT;
-        let v2 = w.base.join("v2/")?;
+        let v2 = w.base.join(if admin_password.is_some() {
+            "readyz"
+        } else {
+            "v2/"
+        })?;
         // Bounded by START_TIMEOUT.
         loop {
             if let Some(status) = w.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {

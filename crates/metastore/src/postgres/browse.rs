@@ -12,6 +12,20 @@ use crate::browse::{
 };
 use crate::Result;
 
+/// `persistent(false)` for the listing queries: sqlx then sends them as unnamed
+/// statements, which PostgreSQL plans with the values bound each time. A named
+/// (persistent) statement switches to a generic plan after five executions, planned for
+/// no value in particular, and for these queries that plan is a scan:
+/// - `($1 = '' OR (r.name >= $1 AND r.name < $2))` cannot bound an index range unless
+///   `$1` is known, so a namespace page walked the name index from the start (9 ms at
+///   100,000 repositories instead of 0.3 ms);
+/// - a generic plan expects one manifest per repository, so the tag page joined each tag
+///   to its manifest by `repository_id` alone and filtered on the digest: 5,000 manifest
+///   rows read per tag at 10,000 tags, 115–155 ms a page instead of 0.2 ms.
+///
+/// Planning each time costs a fraction of a millisecond.
+const CUSTOM_PLAN: bool = false;
+
 fn visible_repositories_sql(sort: RepoSort) -> String {
     let ns = "split_part(r.name, '/', 1)";
     let filters = format!(
@@ -60,7 +74,9 @@ impl BrowseStore for PgMetaStore {
             Some(RepoCursor::LastPush { at_ms, name }) => (name.clone(), Some(*at_ms)),
         };
         let sql = visible_repositories_sql(q.sort);
+        // Planned for these values every time (see CUSTOM_PLAN).
         let rows = sqlx::query(AssertSqlSafe(sql))
+            .persistent(CUSTOM_PLAN)
             .bind(&q.prefix)
             .bind(prefix_end(&q.prefix))
             .bind(&q.contains)
@@ -101,6 +117,7 @@ impl BrowseStore for PgMetaStore {
                ON m.repository_id = t.repository_id AND m.digest = t.manifest_digest
              WHERE t.repository_id = $1 AND t.name > $2 ORDER BY t.name LIMIT $3",
         )
+        .persistent(CUSTOM_PLAN)
         .bind(rid)
         .bind(after.unwrap_or(""))
         .bind(limit as i64)

@@ -105,11 +105,19 @@ impl BrowseStore for SqliteMetaStore {
             let Some(rid) = super::repo_id(c, &repo)? else {
                 return Ok(None);
             };
+            // The page of tags first, then their manifests. Written as one join
+            // (`… FROM tags t JOIN manifests m … WHERE t.repository_id = ? AND t.name > ?
+            // ORDER BY t.name LIMIT ?`), the same plan (tags by primary key, each manifest
+            // by its key) ran 150,000–200,000 VM steps (7–12 ms) for cursors in the first
+            // half of a repository of 10,000 tags and 832 for the rest; this form runs
+            // 1,757 for every cursor (0.1 ms).
             let mut st = c.prepare_cached(
                 "SELECT t.name, t.manifest_digest, m.media_type, m.size, m.payload, t.updated_at
-                 FROM tags t JOIN manifests m
+                 FROM (SELECT repository_id, name, manifest_digest, updated_at FROM tags
+                       WHERE repository_id = ? AND name > ? ORDER BY name LIMIT ?) t
+                 JOIN manifests m
                    ON m.repository_id = t.repository_id AND m.digest = t.manifest_digest
-                 WHERE t.repository_id = ? AND t.name > ? ORDER BY t.name LIMIT ?",
+                 ORDER BY t.name",
             )?;
             let rows = st.query_map(params![rid, after, limit as i64], |r| {
                 Ok(TagDetail {
