@@ -106,6 +106,9 @@ pub trait BrowseStore {
     /// joined by ", "), by name; `None` if there is no such organisation.
     async fn org_detail(&self, org: &str) -> Result<Option<OrgDetail>>;
 
+    /// How many tags `repo` has (0 if it does not exist).
+    async fn tag_count(&self, repo: &str) -> Result<u64>;
+
     /// The tags of `repo` that point at `digest`.
     async fn tags_of_manifest(&self, repo: &str, digest: &str) -> Result<Vec<String>>;
 }
@@ -155,6 +158,63 @@ LEFT JOIN users u ON g.subject_kind = 'user' AND u.id = g.subject_id
 LEFT JOIN teams t ON g.subject_kind = 'team' AND t.id = g.subject_id
 LEFT JOIN orgs o ON o.id = t.org_id
 WHERE g.repository = {repo} ORDER BY 1, 2";
+
+/// The name-ordered page of repositories a non-administrator may see, read from what
+/// makes them visible rather than by testing every repository: public ones, the
+/// viewer's own namespace, namespaces of organisations the viewer administers, and
+/// grants to the viewer or their teams. Each source is read in name order from the
+/// cursor and stops at the page size, so a page costs the same however many
+/// repositories the viewer may not see. Parameters as in both backends' listing query:
+/// 1 prefix, 2 prefix end, 3 substring, 5 user id, 6 user name, 7 cursor, 9 limit.
+/// `p(n)` writes parameter `n` in the backend's dialect, `contains(x, p)` the
+/// substring test, `columns` the selected columns over `r` and `s`.
+pub(crate) fn restricted_by_name_sql(
+    p: &dyn Fn(u32) -> String,
+    contains: &dyn Fn(&str, &str) -> String,
+    columns: &str,
+) -> String {
+    let filter = |x: &str| {
+        format!(
+            "{x} > {after} AND ({prefix} = '' OR ({x} >= {prefix} AND {x} < {end})) AND ({sub} = '' OR {has})",
+            after = p(7),
+            prefix = p(1),
+            end = p(2),
+            sub = p(3),
+            has = contains(x, &p(3)),
+        )
+    };
+    let (uid, uname, limit) = (p(5), p(6), p(9));
+    format!(
+        "WITH visible(name) AS (
+           SELECT name FROM (SELECT s.name FROM repository_settings s
+               JOIN repositories r ON r.name = s.name
+               WHERE s.visibility = 'public' AND {public} ORDER BY s.name LIMIT {limit}) a
+           UNION
+           SELECT name FROM (SELECT r.name FROM repositories r
+               WHERE {uid} IS NOT NULL
+                 AND (r.name = {uname} OR (r.name > {uname} || '/' AND r.name < {uname} || '0'))
+                 AND {own} ORDER BY r.name LIMIT {limit}) b
+           UNION
+           SELECT name FROM (SELECT r.name FROM orgs o JOIN org_members m ON m.org_id = o.id
+               JOIN repositories r
+                 ON r.name = o.name OR (r.name > o.name || '/' AND r.name < o.name || '0')
+               WHERE m.user_id = {uid} AND m.is_admin AND {orgs} ORDER BY r.name LIMIT {limit}) c
+           UNION
+           SELECT name FROM (SELECT g.repository AS name FROM repository_grants g
+               JOIN repositories r ON r.name = g.repository
+               WHERE ((g.subject_kind = 'user' AND g.subject_id = {uid}) OR
+                      (g.subject_kind = 'team' AND g.subject_id IN
+                          (SELECT team_id FROM team_members WHERE user_id = {uid})))
+                 AND {grants} ORDER BY g.repository LIMIT {limit}) d)
+         SELECT {columns} FROM visible v JOIN repositories r ON r.name = v.name
+           LEFT JOIN repository_settings s ON s.name = r.name
+         ORDER BY r.name LIMIT {limit}",
+        public = filter("s.name"),
+        own = filter("r.name"),
+        orgs = filter("r.name"),
+        grants = filter("g.repository"),
+    )
+}
 
 /// The viewer as the queries' parameters: (is admin, user id, user name).
 pub(crate) fn viewer_params(v: &Viewer) -> (bool, Option<i64>, String) {

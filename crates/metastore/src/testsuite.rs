@@ -1344,6 +1344,15 @@ pub async fn browsing_shows_what_each_viewer_may_see_in_keyset_pages(store: &dyn
         .grant("acme/web", Subject::Team(team.id), Level::Read)
         .await
         .unwrap();
+    // Settings and grants may name repositories nobody pushed yet: they list nothing.
+    store
+        .set_visibility("ghost/public", Visibility::Public)
+        .await
+        .unwrap();
+    store
+        .grant("ghost/granted", Subject::User(alice.id), Level::Read)
+        .await
+        .unwrap();
     let all = |viewer: Viewer| async move {
         store
             .browse_repositories(
@@ -1381,6 +1390,30 @@ pub async fn browsing_shows_what_each_viewer_may_see_in_keyset_pages(store: &dyn
     assert_eq!(
         names(&all(alice_v.clone()).await),
         ["acme/web", "alice/tool", "library/alpine"]
+    );
+    // A restricted viewer's keyset pages, also with a search.
+    let alice_page = |after: Option<&str>, contains: &str| {
+        let q = RepoQuery {
+            after: after.map(|a| RepoCursor::Name(a.into())),
+            contains: contains.into(),
+            limit: 2,
+            ..Default::default()
+        };
+        let v = alice_v.clone();
+        async move { store.browse_repositories(&v, &q).await.unwrap() }
+    };
+    assert_eq!(
+        names(&alice_page(None, "").await),
+        ["acme/web", "alice/tool"]
+    );
+    assert_eq!(
+        names(&alice_page(Some("alice/tool"), "").await),
+        ["library/alpine"]
+    );
+    assert!(alice_page(Some("library/alpine"), "").await.is_empty());
+    assert_eq!(
+        names(&alice_page(Some("acme/web"), "a").await),
+        ["alice/tool", "library/alpine"]
     );
     // Bob administers acme and owns his namespace.
     let bob_v = Viewer::User {
@@ -1490,6 +1523,8 @@ pub async fn browsing_tags_orgs_and_grants(store: &dyn MetaStore) {
     assert_eq!(rest.len(), 1);
     assert_eq!(rest[0].digest, m2.digest.to_string());
     assert!(store.tag_details("nope", None, 2).await.unwrap().is_none());
+    assert_eq!(store.tag_count("team/app").await.unwrap(), 3);
+    assert_eq!(store.tag_count("nope").await.unwrap(), 0);
     assert_eq!(
         store
             .tags_of_manifest("team/app", &m1.digest.to_string())

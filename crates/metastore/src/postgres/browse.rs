@@ -7,8 +7,9 @@ use sqlx::{AssertSqlSafe, Row};
 use super::PgMetaStore;
 use crate::accounts::Visibility;
 use crate::browse::{
-    fold_teams, prefix_end, viewer_params, BrowseStore, OrgDetail, RepoCursor, RepoQuery, RepoSort,
-    RepoSummary, TagDetail, Viewer, LIST_ORGS_SQL, ORG_MEMBERS_SQL, ORG_TEAMS_SQL, REPO_GRANTS_SQL,
+    fold_teams, prefix_end, restricted_by_name_sql, viewer_params, BrowseStore, OrgDetail,
+    RepoCursor, RepoQuery, RepoSort, RepoSummary, TagDetail, Viewer, LIST_ORGS_SQL,
+    ORG_MEMBERS_SQL, ORG_TEAMS_SQL, REPO_GRANTS_SQL,
 };
 use crate::Result;
 
@@ -26,7 +27,34 @@ use crate::Result;
 /// Planning each time costs a fraction of a millisecond.
 const CUSTOM_PLAN: bool = false;
 
-fn visible_repositories_sql(sort: RepoSort) -> String {
+const COLUMNS: &str = "r.name,
+        (SELECT COUNT(*) FROM tags t WHERE t.repository_id = r.id) AS tag_count,
+        (SELECT MAX(t.updated_at) FROM tags t WHERE t.repository_id = r.id) AS last_push,
+        s.visibility";
+
+fn visible_repositories_sql(sort: RepoSort, admin: bool) -> String {
+    if sort == RepoSort::Name && !admin {
+        // Every parameter must appear where PostgreSQL can tell its type; $4 and $8
+        // (admin, push cursor) are not used here, so a no-op names them.
+        let sql = restricted_by_name_sql(
+            &|n| match n {
+                5 => "$5::bigint".to_string(),
+                9 => "$9".to_string(),
+                _ => format!("${n}::text"),
+            },
+            &|x, p| format!("strpos({x}, {p}) > 0"),
+            COLUMNS,
+        );
+        let sql = sql.replace(
+            "LEFT JOIN repository_settings s ON s.name = r.name\n         ORDER BY",
+            "LEFT JOIN repository_settings s ON s.name = r.name\n         WHERE ($4::boolean OR TRUE) AND ($8::bigint IS NULL OR TRUE)\n         ORDER BY",
+        );
+        debug_assert!(
+            sql.contains("$4::boolean"),
+            "the no-op was not placed: {sql}"
+        );
+        return sql;
+    }
     let ns = "split_part(r.name, '/', 1)";
     let filters = format!(
         "($1 = '' OR (r.name >= $1 AND r.name < $2))
@@ -40,10 +68,7 @@ fn visible_repositories_sql(sort: RepoSort) -> String {
                       (g.subject_kind = 'team' AND g.subject_id IN
                           (SELECT team_id FROM team_members WHERE user_id = $5)))))))"
     );
-    let columns = "r.name,
-        (SELECT COUNT(*) FROM tags t WHERE t.repository_id = r.id) AS tag_count,
-        (SELECT MAX(t.updated_at) FROM tags t WHERE t.repository_id = r.id) AS last_push,
-        s.visibility";
+    let columns = COLUMNS;
     match sort {
         RepoSort::Name => format!(
             "SELECT {columns} FROM repositories r LEFT JOIN repository_settings s ON s.name = r.name
@@ -73,7 +98,7 @@ impl BrowseStore for PgMetaStore {
             Some(RepoCursor::Name(n)) => (n.clone(), None),
             Some(RepoCursor::LastPush { at_ms, name }) => (name.clone(), Some(*at_ms)),
         };
-        let sql = visible_repositories_sql(q.sort);
+        let sql = visible_repositories_sql(q.sort, admin);
         // Planned for these values every time (see CUSTOM_PLAN).
         let rows = sqlx::query(AssertSqlSafe(sql))
             .persistent(CUSTOM_PLAN)
@@ -188,6 +213,17 @@ impl BrowseStore for PgMetaStore {
             members,
             teams: fold_teams(rows),
         }))
+    }
+
+    async fn tag_count(&self, repo: &str) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM tags t JOIN repositories r ON r.id = t.repository_id
+             WHERE r.name = $1",
+        )
+        .bind(repo)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(n as u64)
     }
 
     async fn tags_of_manifest(&self, repo: &str, digest: &str) -> Result<Vec<String>> {

@@ -7,8 +7,9 @@ use rusqlite::params;
 use super::SqliteMetaStore;
 use crate::accounts::Visibility;
 use crate::browse::{
-    fold_teams, prefix_end, viewer_params, BrowseStore, OrgDetail, RepoCursor, RepoQuery, RepoSort,
-    RepoSummary, TagDetail, Viewer, LIST_ORGS_SQL, ORG_MEMBERS_SQL, ORG_TEAMS_SQL, REPO_GRANTS_SQL,
+    fold_teams, prefix_end, restricted_by_name_sql, viewer_params, BrowseStore, OrgDetail,
+    RepoCursor, RepoQuery, RepoSort, RepoSummary, TagDetail, Viewer, LIST_ORGS_SQL,
+    ORG_MEMBERS_SQL, ORG_TEAMS_SQL, REPO_GRANTS_SQL,
 };
 use crate::Result;
 
@@ -16,7 +17,20 @@ use crate::Result;
 const NAMESPACE: &str =
     "(CASE WHEN instr(r.name, '/') > 0 THEN substr(r.name, 1, instr(r.name, '/') - 1) ELSE r.name END)";
 
-fn visible_repositories_sql(sort: RepoSort) -> String {
+const COLUMNS: &str = "r.name,
+        (SELECT COUNT(*) FROM tags t WHERE t.repository_id = r.id) AS tag_count,
+        (SELECT MAX(t.updated_at) FROM tags t WHERE t.repository_id = r.id) AS last_push,
+        s.visibility";
+
+fn visible_repositories_sql(sort: RepoSort, admin: bool) -> String {
+    if sort == RepoSort::Name && !admin {
+        // ?4 (admin) and ?8 (push cursor) are unused here; SQLite allows that.
+        return restricted_by_name_sql(
+            &|n| format!("?{n}"),
+            &|x, p| format!("instr({x}, {p}) > 0"),
+            COLUMNS,
+        );
+    }
     let filters = format!(
         "(?1 = '' OR (r.name >= ?1 AND r.name < ?2))
          AND (?3 = '' OR instr(r.name, ?3) > 0)
@@ -29,12 +43,10 @@ fn visible_repositories_sql(sort: RepoSort) -> String {
                       (g.subject_kind = 'team' AND g.subject_id IN
                           (SELECT team_id FROM team_members WHERE user_id = ?5)))))))"
     );
-    let columns = "r.name,
-        (SELECT COUNT(*) FROM tags t WHERE t.repository_id = r.id) AS tag_count,
-        (SELECT MAX(t.updated_at) FROM tags t WHERE t.repository_id = r.id) AS last_push,
-        s.visibility";
+    let columns = COLUMNS;
     match sort {
-        // Walks the name index from the cursor and stops at the limit.
+        // For administrators (who see everything): walks the name index from the
+        // cursor and stops at the limit.
         RepoSort::Name => format!(
             "SELECT {columns} FROM repositories r LEFT JOIN repository_settings s ON s.name = r.name
              WHERE r.name > ?7 AND {filters} ORDER BY r.name LIMIT ?9"
@@ -65,7 +77,7 @@ impl BrowseStore for SqliteMetaStore {
                 Some(RepoCursor::Name(n)) => (n.clone(), None),
                 Some(RepoCursor::LastPush { at_ms, name }) => (name.clone(), Some(*at_ms)),
             };
-            let mut st = c.prepare_cached(&visible_repositories_sql(q.sort))?;
+            let mut st = c.prepare_cached(&visible_repositories_sql(q.sort, admin))?;
             let rows = st.query_map(
                 params![
                     q.prefix,
@@ -180,6 +192,20 @@ impl BrowseStore for SqliteMetaStore {
                 members,
                 teams: fold_teams(rows),
             }))
+        })
+        .await
+    }
+
+    async fn tag_count(&self, repo: &str) -> Result<u64> {
+        let repo = repo.to_string();
+        self.read(move |c| {
+            let n: i64 = c
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM tags t JOIN repositories r ON r.id = t.repository_id
+                     WHERE r.name = ?",
+                )?
+                .query_row([repo], |r| r.get(0))?;
+            Ok(n as u64)
         })
         .await
     }

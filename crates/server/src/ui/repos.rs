@@ -275,21 +275,7 @@ async fn repository(
     };
     let more = details.len() > PAGE;
     details.truncate(PAGE);
-    let summary = meta
-        .browse_repositories(
-            &wharf_metastore::browse::Viewer::Admin,
-            &RepoQuery {
-                prefix: repo.to_string(),
-                after: Some(RepoCursor::Name(String::new())),
-                limit: 1,
-                ..Default::default()
-            },
-        )
-        .await?;
-    let tag_count = summary
-        .first()
-        .filter(|s| s.name == repo.as_str())
-        .map_or(0, |s| s.tag_count);
+    let tag_count = meta.tag_count(repo.as_str()).await?;
     let mut tags = Vec::with_capacity(details.len());
     for t in &details {
         let s = image::summarize(st, &t.media_type, &t.payload).await;
