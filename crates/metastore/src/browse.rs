@@ -166,6 +166,8 @@ WHERE g.repository = {repo} ORDER BY 1, 2";
 /// cursor and stops at the page size, so a page costs the same however many
 /// repositories the viewer may not see. Parameters as in both backends' listing query:
 /// 1 prefix, 2 prefix end, 3 substring, 5 user id, 6 user name, 7 cursor, 9 limit.
+/// A namespace `ns` is read as the index range [`ns`, `ns0`) (`0` follows `/`), which
+/// also holds names like `ns-x`; the second test keeps `ns` and `ns/…` only.
 /// `p(n)` writes parameter `n` in the backend's dialect, `contains(x, p)` the
 /// substring test, `columns` the selected columns over `r` and `s`.
 pub(crate) fn restricted_by_name_sql(
@@ -192,12 +194,13 @@ pub(crate) fn restricted_by_name_sql(
            UNION
            SELECT name FROM (SELECT r.name FROM repositories r
                WHERE {uid} IS NOT NULL
-                 AND (r.name = {uname} OR (r.name > {uname} || '/' AND r.name < {uname} || '0'))
+                 AND r.name >= {uname} AND r.name < {uname} || '0'
+                 AND (r.name = {uname} OR r.name > {uname} || '/')
                  AND {own} ORDER BY r.name LIMIT {limit}) b
            UNION
            SELECT name FROM (SELECT r.name FROM orgs o JOIN org_members m ON m.org_id = o.id
-               JOIN repositories r
-                 ON r.name = o.name OR (r.name > o.name || '/' AND r.name < o.name || '0')
+               JOIN repositories r ON r.name >= o.name AND r.name < o.name || '0'
+                 AND (r.name = o.name OR r.name > o.name || '/')
                WHERE m.user_id = {uid} AND m.is_admin AND {orgs} ORDER BY r.name LIMIT {limit}) c
            UNION
            SELECT name FROM (SELECT g.repository AS name FROM repository_grants g

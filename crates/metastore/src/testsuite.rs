@@ -1326,6 +1326,8 @@ pub async fn browsing_shows_what_each_viewer_may_see_in_keyset_pages(store: &dyn
         ("acme/api", vec!["v1"]),
         ("acme/web", vec!["v1", "v2", "v3"]),
         ("alice/tool", vec!["latest"]),
+        // Not in alice's namespace, though its name starts with hers.
+        ("alice-bot/x", vec!["1"]),
         ("bob/secret", vec!["x"]),
         ("library/alpine", vec!["3.20", "latest"]),
         ("solo", vec![]),
@@ -1371,6 +1373,7 @@ pub async fn browsing_shows_what_each_viewer_may_see_in_keyset_pages(store: &dyn
         [
             "acme/api",
             "acme/web",
+            "alice-bot/x",
             "alice/tool",
             "bob/secret",
             "library/alpine",
@@ -1378,9 +1381,9 @@ pub async fn browsing_shows_what_each_viewer_may_see_in_keyset_pages(store: &dyn
         ]
     );
     assert_eq!(admin[1].tag_count, 3);
-    assert_eq!(admin[5].tag_count, 0);
-    assert!(admin[5].last_push_ms.is_none() && admin[1].last_push_ms.is_some());
-    assert_eq!(admin[4].visibility, Some(Visibility::Public));
+    assert_eq!(admin[6].tag_count, 0);
+    assert!(admin[6].last_push_ms.is_none() && admin[1].last_push_ms.is_some());
+    assert_eq!(admin[5].visibility, Some(Visibility::Public));
     assert_eq!(names(&all(Viewer::Anonymous).await), ["library/alpine"]);
     // Alice: her namespace, a grant to her team, public repositories.
     let alice_v = Viewer::User {
@@ -1436,7 +1439,7 @@ pub async fn browsing_shows_what_each_viewer_may_see_in_keyset_pages(store: &dyn
     assert_eq!(names(&page(None).await), ["acme/api", "acme/web"]);
     assert_eq!(
         names(&page(Some("acme/web")).await),
-        ["alice/tool", "bob/secret"]
+        ["alice-bot/x", "alice/tool"]
     );
     assert_eq!(names(&page(Some("library/alpine")).await), ["solo"]);
     // A namespace (prefix) and a substring, also for a restricted viewer.
@@ -1488,7 +1491,7 @@ pub async fn browsing_shows_what_each_viewer_may_see_in_keyset_pages(store: &dyn
         seen.extend(next.iter().map(|r| r.name.clone()));
         after = next.last().map(|r| r.cursor(RepoSort::LastPush));
     }
-    assert_eq!(seen.len(), 6, "every repository once: {seen:?}");
+    assert_eq!(seen.len(), 7, "every repository once: {seen:?}");
     assert_eq!(
         seen.last().map(String::as_str),
         Some("solo"),
