@@ -33,8 +33,25 @@ fn snapshot_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/openapi.json")
 }
 
-/// The document as the snapshot holds it: pretty JSON, the version replaced.
-fn normalised(mut doc: Value) -> String {
+/// Object keys in sorted order at every level. serde_json keeps keys sorted unless a
+/// crate in the same build turns on its `preserve_order` feature (a workspace-wide
+/// build does: a test dependency does), so the snapshot must not depend on which.
+fn sorted(v: Value) -> Value {
+    match v {
+        Value::Object(map) => {
+            let ordered: BTreeMap<String, Value> =
+                map.into_iter().map(|(k, v)| (k, sorted(v))).collect();
+            Value::Object(ordered.into_iter().collect())
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(sorted).collect()),
+        other => other,
+    }
+}
+
+/// The document as the snapshot holds it: pretty JSON with sorted keys, the version
+/// replaced.
+fn normalised(doc: Value) -> String {
+    let mut doc = sorted(doc);
     assert_eq!(
         doc["info"]["version"],
         env!("CARGO_PKG_VERSION"),
