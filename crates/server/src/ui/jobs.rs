@@ -122,11 +122,7 @@ async fn list_page(
             last_job: c.last_job_id,
         })
         .collect();
-    let http_status = if error.is_some() {
-        axum::http::StatusCode::BAD_REQUEST
-    } else {
-        axum::http::StatusCode::OK
-    };
+    let http_status = super::page::form_status(&error);
     Ok(super::page::render_status(
         http_status,
         &JobsPage {
@@ -163,6 +159,12 @@ pub async fn create(State(st): State<AppState>, visitor: Visitor, req: Request) 
     } else {
         "{}"
     };
+    start_job(&st, &visitor, action, params).await
+}
+
+/// Queues a job as an administrator's form asked (the same as `POST /api/v0/jobs`),
+/// records it in the audit log, and answers with a redirect to the job's page.
+pub async fn start_job(st: &AppState, visitor: &Visitor, action: &str, params: &str) -> UiResult {
     let job = st
         .registry
         .meta()

@@ -43,6 +43,15 @@ pub fn render_status(status: StatusCode, t: &impl Template) -> Response {
     r
 }
 
+/// A page that shows a form's error answers 400, the same page without one 200.
+pub fn form_status(error: &Option<String>) -> StatusCode {
+    if error.is_some() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    }
+}
+
 /// Why a page could not be shown.
 #[derive(Debug)]
 pub enum UiError {

@@ -4,11 +4,11 @@
 use askama::Template;
 use axum::extract::{Query, Request, State};
 use serde::Deserialize;
-use wharf_metastore::jobs::{JobStatus, NewJob};
+use wharf_metastore::jobs::JobStatus;
 
 use super::jobs::{job_row, JobRow};
 use super::page::{opt_time, render, size, time, Layout, UiError, UiResult};
-use super::session::{see_other, signed_form, Visitor};
+use super::session::{signed_form, Visitor};
 use crate::AppState;
 
 struct ReplicaRow {
@@ -235,27 +235,7 @@ pub async fn start_gc(State(st): State<AppState>, visitor: Visitor, req: Request
             }
         },
     }
-    let job = st
-        .registry
-        .meta()
-        .enqueue(&NewJob {
-            action: "gc".into(),
-            params: params.to_string(),
-            max_attempts: wharf_jobs::DEFAULT_ATTEMPTS,
-            deadline_ms: None,
-            cron: None,
-        })
-        .await?;
-    st.registry
-        .meta()
-        .audit(
-            visitor.principal().name(),
-            "job.create",
-            &job.id.to_string(),
-            Some("gc"),
-        )
-        .await?;
-    Ok(see_other(&format!("/jobs/{}", job.id)))
+    super::jobs::start_job(&st, &visitor, "gc", &params.to_string()).await
 }
 
 #[derive(Deserialize, Default)]

@@ -38,11 +38,7 @@ async fn users_page(st: &AppState, visitor: &Visitor, error: Option<String>) -> 
             disabled: u.disabled,
         })
         .collect();
-    let status = if error.is_some() {
-        axum::http::StatusCode::BAD_REQUEST
-    } else {
-        axum::http::StatusCode::OK
-    };
+    let status = super::page::form_status(&error);
     Ok(render_status(
         status,
         &UsersPage {
@@ -210,11 +206,7 @@ async fn org_page(st: &AppState, visitor: &Visitor, name: &str, error: Option<St
         .org_detail(name)
         .await?
         .ok_or_else(|| UiError::NotFound(format!("no organisation {name}")))?;
-    let status = if error.is_some() {
-        axum::http::StatusCode::BAD_REQUEST
-    } else {
-        axum::http::StatusCode::OK
-    };
+    let status = super::page::form_status(&error);
     Ok(render_status(
         status,
         &OrgPage {
