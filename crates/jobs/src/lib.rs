@@ -20,6 +20,7 @@ use wharf_metastore::MetaStore;
 
 pub mod actions;
 pub mod schedule;
+pub mod vulndb_fetch;
 
 /// Attempts in all for a job queued without saying otherwise (the first and two retries).
 pub const DEFAULT_ATTEMPTS: u32 = 3;
