@@ -3,8 +3,9 @@
 //! An advisory says "fixed in 1.2.1-2.2+wheezy3"; whether an installed version is older
 //! depends on the ecosystem's rules, not on string or SemVer order. The crates used here
 //! were checked against each ecosystem's reference implementation (§3.2). Alpine and
-//! RubyGems have no suitable crate, so their orders are written here from the formats'
-//! documented rules ([`apk`], [`rubygems`]).
+//! RubyGems have no suitable crate, and the dpkg crate departs from dpkg on empty digit
+//! runs, so those orders are written here from the formats' documented rules ([`apk`],
+//! [`dpkg`], [`rubygems`]).
 //!
 //! [`Version::parse`] parses once so that a caller comparing one installed version with
 //! many advisory bounds does not re-parse it; [`compare`] is the one-shot convenience.
@@ -13,6 +14,7 @@ use std::cmp::Ordering;
 use std::str::FromStr;
 
 pub mod apk;
+pub mod dpkg;
 pub mod rubygems;
 
 /// A version order. Several OSV ecosystems share one (`Debian:12` and `Ubuntu:22.04:LTS`
@@ -64,7 +66,7 @@ impl Scheme {
 /// with each advisory bound through [`Version::compare`].
 #[derive(Debug, Clone)]
 pub enum Version<'a> {
-    Dpkg(debversion::Version),
+    Dpkg(dpkg::DpkgVersion<'a>),
     Apk(apk::ApkVersion),
     /// rpm's comparison works on the string itself without allocating; kept as text.
     Rpm(&'a str),
@@ -85,7 +87,7 @@ impl<'a> Version<'a> {
             return None;
         }
         match scheme {
-            Scheme::Dpkg => debversion::Version::from_str(s).ok().map(Version::Dpkg),
+            Scheme::Dpkg => dpkg::DpkgVersion::parse(s).map(Version::Dpkg),
             Scheme::Apk => apk::ApkVersion::parse(s).map(Version::Apk),
             Scheme::Rpm => valid_rpm(s).then_some(Version::Rpm(s)),
             Scheme::Pep440 => pep440_rs::Version::from_str(s).ok().map(Version::Pep440),
