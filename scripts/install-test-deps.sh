@@ -33,8 +33,8 @@ for service in docker-registry postgresql nginx; do
   fi
 done
 
-# Python tools in a project-local venv: oras (OCI artifacts with a subject) and moto
-# (an S3-compatible server for the blob-store suite).
+# Python tools in a project-local venv: oras (OCI artifacts with a subject), moto
+# (an S3-compatible server for the blob-store suite) and spdx-tools (SBOM validation).
 VENV="${WHARF_TEST_VENV:-$HOME/.cache/wharf-test-venv}"
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
@@ -44,6 +44,10 @@ if ! "$VENV/bin/python" -c 'import oras' 2>/dev/null; then
 fi
 if [ ! -x "$VENV/bin/moto_server" ]; then
   "$VENV/bin/pip" install -q 'moto[server]'
+fi
+# The SPDX project's validator checks the SBOMs the scanner writes.
+if [ ! -x "$VENV/bin/pyspdxtools" ]; then
+  "$VENV/bin/pip" install -q 'spdx-tools==0.8.5'
 fi
 # Garage, a real S3-compatible object store (moto is a mock): the blob-store suite, the
 # replica tests and the 6 GiB layer test run on it too. Built from crates.io (about 11
