@@ -242,8 +242,8 @@ pub fn collect(files: &ImageFiles) -> Inventory {
             },
         }
     }
-    for (_, found) in files.analysed() {
-        packages.extend(found.iter().cloned());
+    for (path, found) in files.analysed() {
+        packages.extend(found.iter().map(|package| relocated(package, path)));
     }
     packages.sort();
     packages.dedup();
@@ -251,6 +251,17 @@ pub fn collect(files: &ImageFiles) -> Inventory {
         os,
         packages,
         notes,
+    }
+}
+
+/// A binary's package, at `path`: a hard link shares its target's analysis, which names
+/// the target. A location inside an archive (`app.jar!/BOOT-INF/lib/x.jar`) keeps its
+/// inner part.
+fn relocated(package: &Package, path: &str) -> Package {
+    let inner = package.location.find('!').map(|i| &package.location[i..]);
+    Package {
+        location: format!("{path}{}", inner.unwrap_or_default()),
+        ..package.clone()
     }
 }
 

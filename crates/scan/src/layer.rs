@@ -32,6 +32,10 @@ const GIB: u64 = 1024 * MIB;
 /// window_log 27): a frame may otherwise ask for 2 GiB of window.
 const ZSTD_MAX_WINDOW: u64 = 128 * MIB;
 
+/// The size passed to [`Selector::want`] for a hard link: its header says 0, but its
+/// content is its target's, of unknown size here.
+pub const HARD_LINK_SIZE: u64 = u64::MAX;
+
 /// How many symbolic links one lookup follows before giving up (Linux's own limit).
 const MAX_SYMLINK_HOPS: usize = 40;
 
@@ -69,7 +73,9 @@ impl Default for Limits {
 pub enum ScanError {
     #[error("the image's layers decompress to more than {} (limit total_bytes): refusing, possibly a decompression bomb", human_bytes(*.0))]
     TooManyBytes(u64),
-    #[error("the image's layers hold more than {0} files and directories (limit entries): refusing")]
+    #[error(
+        "the image's layers hold more than {0} files and directories (limit entries): refusing"
+    )]
     TooManyEntries(u64),
     #[error("a layer has a tar long-name or PAX header of {} (limit ext_header): refusing, possibly an attempt to exhaust memory", human_bytes(*.0))]
     ExtHeaderTooLarge(u64),
@@ -82,7 +88,7 @@ pub enum ScanError {
 /// `17179869184` → `16 GiB`, for messages an operator reads.
 fn human_bytes(n: u64) -> String {
     for (unit, size) in [("GiB", GIB), ("MiB", MIB), ("KiB", KIB)] {
-        if n >= size && n % size == 0 {
+        if n >= size && n.is_multiple_of(size) {
             return format!("{} {unit}", n / size);
         }
     }
@@ -138,7 +144,7 @@ pub enum Want {
 /// shared by the threads that read layers in parallel.
 pub trait Selector: Sync {
     /// `path` is cleaned (no leading `/`), `mode` the tar permission bits, `size` the
-    /// size the header claims.
+    /// size the header claims ([`HARD_LINK_SIZE`] for a hard link).
     fn want(&self, path: &str, mode: u32, size: u64) -> Want;
     /// The packages in a file that [`Selector::want`] called [`Want::Binary`].
     fn analyse(&self, path: &str, bytes: &[u8]) -> Vec<Package>;
@@ -504,28 +510,31 @@ fn read_entries<R: Read>(
                     let target = String::from_utf8_lossy(&target).into_owned();
                     delta.nodes.insert(path, Node::Symlink(target));
                 }
-                None => delta.notes.push(format!("{path}: symbolic link without a target")),
+                None => delta
+                    .notes
+                    .push(format!("{path}: symbolic link without a target")),
             }
         } else if kind.is_hard_link() {
-            if selector.want(&path, mode, 0) == Want::Skip {
-                delta.nodes.remove(&path);
-                continue;
-            }
             // A hard link names another path of the image, from the root (not from the
-            // link's directory).
-            match link.as_deref().and_then(clean_path) {
-                Some(target) if !target.is_empty() => {
-                    let node = delta
-                        .nodes
-                        .get(&target)
-                        .cloned()
-                        .unwrap_or(Node::Hardlink(target));
-                    delta.nodes.insert(path, node);
-                }
-                _ => delta.notes.push(format!(
+            // link's directory), and shares its content.
+            let Some(target) = link
+                .as_deref()
+                .and_then(clean_path)
+                .filter(|t| !t.is_empty())
+            else {
+                delta.notes.push(format!(
                     "skipped the hard link {path}: its target {:?} is unsafe",
                     String::from_utf8_lossy(link.as_deref().unwrap_or_default())
-                )),
+                ));
+                continue;
+            };
+            if let Some(node) = delta.nodes.get(&target).cloned() {
+                delta.nodes.insert(path, node);
+            } else if selector.want(&path, mode, HARD_LINK_SIZE) != Want::Skip {
+                // The target is in a lower layer, or was not kept: `apply` decides.
+                delta.nodes.insert(path, Node::Hardlink(target));
+            } else {
+                delta.nodes.remove(&path);
             }
         } else if kind.is_file() || kind.is_contiguous() {
             match selector.want(&path, mode, header_size) {

@@ -3,8 +3,7 @@
 use std::io::{self, Read, Write};
 
 use wharf_scan::layer::{
-    clean_path, read_layer, Budget, ImageFiles, LayerDelta, Limits, Node, ScanError, Selector,
-    Want,
+    clean_path, read_layer, Budget, ImageFiles, LayerDelta, Limits, Node, ScanError, Selector, Want,
 };
 use wharf_scan::Package;
 
@@ -72,8 +71,13 @@ impl Layer {
     }
 
     fn raw_file(&mut self, name: &[u8], mode: u32, content: &[u8]) {
-        let header =
-            Layer::header(tar::EntryType::Regular, name, b"", mode, content.len() as u64);
+        let header = Layer::header(
+            tar::EntryType::Regular,
+            name,
+            b"",
+            mode,
+            content.len() as u64,
+        );
         self.0.append(&header, content).unwrap();
     }
 
@@ -233,7 +237,11 @@ fn symlinks_resolve_inside_the_image_only() {
         .symlink("lib", "usr/lib")
         .tar()]);
     assert_eq!(files.read("etc/os-release"), Some(&b"ID=alpine"[..]));
-    assert_eq!(files.read("abs"), Some(&b"ID=alpine"[..]), "absolute = image root");
+    assert_eq!(
+        files.read("abs"),
+        Some(&b"ID=alpine"[..]),
+        "absolute = image root"
+    );
     assert_eq!(
         files.read("lib/os-release"),
         Some(&b"ID=alpine"[..]),
@@ -242,7 +250,10 @@ fn symlinks_resolve_inside_the_image_only() {
     // The host has an /etc/passwd; the image kept none, so this reads nothing.
     assert!(std::path::Path::new("/etc/passwd").exists());
     assert_eq!(files.read("etc/passwd-link"), None);
-    assert_eq!(files.resolve("etc/passwd-link").as_deref(), Some("etc/passwd"));
+    assert_eq!(
+        files.resolve("etc/passwd-link").as_deref(),
+        Some("etc/passwd")
+    );
 }
 
 #[test]
@@ -326,11 +337,21 @@ fn capture_limit_skips_the_file_with_a_note_and_hides_the_lower_copy() {
         files.apply(read(&layer, &limits, &Budget::new()).unwrap());
     }
     assert_eq!(files.read("keep/small"), Some(&b"ok"[..]));
-    assert_eq!(files.read("keep/big"), None, "the stale lower copy must not show");
+    assert_eq!(
+        files.read("keep/big"),
+        None,
+        "the stale lower copy must not show"
+    );
     assert_eq!(files.analysed().count(), 0);
     let notes = files.notes().join("\n");
-    assert!(notes.contains("keep/big") && notes.contains("captured_file"), "{notes}");
-    assert!(notes.contains("big.bin") && notes.contains("binary limit"), "{notes}");
+    assert!(
+        notes.contains("keep/big") && notes.contains("captured_file"),
+        "{notes}"
+    );
+    assert!(
+        notes.contains("big.bin") && notes.contains("binary limit"),
+        "{notes}"
+    );
 }
 
 #[test]
@@ -484,7 +505,10 @@ fn a_pax_size_that_disagrees_with_the_header_is_refused() {
     let header = Layer::header(tar::EntryType::Regular, b"keep/file", b"", 0o644, 3);
     builder.append(&header, &b"abc"[..]).unwrap();
     let error = read_ok_or_err(&builder.into_inner().unwrap());
-    assert!(matches!(error, Err(ScanError::Corrupt(ref m)) if m.contains("PAX size")), "{error:?}");
+    assert!(
+        matches!(error, Err(ScanError::Corrupt(ref m)) if m.contains("PAX size")),
+        "{error:?}"
+    );
 }
 
 fn read_ok_or_err(bytes: &[u8]) -> Result<LayerDelta, ScanError> {
@@ -520,7 +544,11 @@ fn multi_frame_zstd_layer_is_read_to_the_end() {
     assert_eq!(&layer[..4], &[0x28, 0xb5, 0x2f, 0xfd]);
     let files = image(&[layer]);
     assert_eq!(files.read("keep/first"), Some(&b"one"[..]));
-    assert_eq!(files.read("keep/last"), Some(&b"two"[..]), "second frame read");
+    assert_eq!(
+        files.read("keep/last"),
+        Some(&b"two"[..]),
+        "second frame read"
+    );
 }
 
 #[test]
@@ -535,7 +563,11 @@ fn multi_member_gzip_layer_is_read_to_the_end() {
     layer.extend(gzip(b));
     let files = image(&[layer]);
     assert_eq!(files.read("keep/first"), Some(&b"one"[..]));
-    assert_eq!(files.read("keep/last"), Some(&b"two"[..]), "second member read");
+    assert_eq!(
+        files.read("keep/last"),
+        Some(&b"two"[..]),
+        "second member read"
+    );
 }
 
 #[test]
@@ -569,15 +601,23 @@ fn corrupt_streams_and_failing_sources_are_told_apart() {
     impl Read for Failing {
         fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
             if self.0 == 0 {
-                return Err(io::Error::new(io::ErrorKind::ConnectionReset, "blob store went away"));
+                return Err(io::Error::new(
+                    io::ErrorKind::ConnectionReset,
+                    "blob store went away",
+                ));
             }
             self.0 -= 1;
             buf[0] = 0x1f;
             Ok(1)
         }
     }
-    let error = read_layer(Failing(1), &Limits::default(), &Budget::new(), &TestSelector)
-        .unwrap_err();
+    let error = read_layer(
+        Failing(1),
+        &Limits::default(),
+        &Budget::new(),
+        &TestSelector,
+    )
+    .unwrap_err();
     assert_eq!(error, ScanError::Io("blob store went away".into()));
 }
 
@@ -588,4 +628,16 @@ fn empty_and_truncated_layers() {
     let tar = Layer::new().file("keep/a", &[5u8; 5000]).tar();
     let error = read_ok_or_err(&tar[..1000]).unwrap_err();
     assert!(matches!(error, ScanError::Corrupt(_)), "{error:?}");
+}
+
+#[test]
+fn a_zstd_frame_asking_for_a_huge_window_is_refused() {
+    // Frame header: no checksum, no content size, window descriptor 0xA8 = 2 GiB.
+    let mut layer = vec![0x28, 0xb5, 0x2f, 0xfd, 0x00, 0xa8];
+    layer.extend_from_slice(&[0x01, 0x00, 0x00]); // a last, empty raw block
+    let error = read_ok_or_err(&layer).unwrap_err();
+    assert!(
+        matches!(error, ScanError::Corrupt(ref m) if m.contains("window_size is too big")),
+        "{error:?}"
+    );
 }

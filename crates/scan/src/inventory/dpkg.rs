@@ -65,7 +65,11 @@ pub fn parse(text: &str, location: &str, ecosystem: &str, os: Option<&Os>) -> Ve
                 Some(field) => source(field),
                 None => (name.clone(), None),
             };
-            let upstream = if source_name != name { source_name.as_str() } else { "" };
+            let upstream = if source_name != name {
+                source_name.as_str()
+            } else {
+                ""
+            };
             let purl = purl::build(
                 "deb",
                 Some(namespace),

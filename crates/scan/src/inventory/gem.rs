@@ -11,7 +11,10 @@ fn literal_assignment<'a>(line: &'a str, attribute: &str) -> Option<&'a str> {
     if field != attribute || receiver.is_empty() {
         return None;
     }
-    if !receiver.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+    if !receiver
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
         return None;
     }
     let value = value.trim();

@@ -67,7 +67,13 @@ pub fn buildinfo(bin: &[u8]) -> Option<BuildInfo> {
     let mut modules: Vec<(String, String)> = Vec::new();
     for line in modinfo.lines() {
         let fields: Vec<&str> = line.split('\t').collect();
-        let version = |v: &str| if v == "(devel)" { String::new() } else { v.to_string() };
+        let version = |v: &str| {
+            if v == "(devel)" {
+                String::new()
+            } else {
+                v.to_string()
+            }
+        };
         match fields.as_slice() {
             ["mod" | "dep", path, rest @ ..] => {
                 modules.push((path.to_string(), version(rest.first().unwrap_or(&""))))

@@ -82,7 +82,11 @@ fn read_archive(bytes: &[u8], location: &str, read_nested: bool, out: &mut Vec<P
         let name = entry.name().to_string();
         if is_pom_properties(&name) {
             let mut text = String::new();
-            if entry.take(PROPERTIES_LIMIT).read_to_string(&mut text).is_ok() {
+            if entry
+                .take(PROPERTIES_LIMIT)
+                .read_to_string(&mut text)
+                .is_ok()
+            {
                 out.extend(pom_properties(&text, location));
             }
         } else if read_nested && is_nested_jar(&name) {

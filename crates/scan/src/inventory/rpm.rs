@@ -85,7 +85,13 @@ pub fn package_from_header(
         return None;
     }
     let epoch = tags.get(&TAG_EPOCH).map(String::as_str).unwrap_or("");
-    let with_epoch = |v: String| if epoch.is_empty() { v } else { format!("{epoch}:{v}") };
+    let with_epoch = |v: String| {
+        if epoch.is_empty() {
+            v
+        } else {
+            format!("{epoch}:{v}")
+        }
+    };
     let version_release = match tags.get(&TAG_RELEASE) {
         Some(release) => format!("{}-{release}", tags.get(&TAG_VERSION)?),
         None => tags.get(&TAG_VERSION)?.clone(),
@@ -93,9 +99,10 @@ pub fn package_from_header(
     let arch = tags.get(&TAG_ARCH).map(String::as_str).unwrap_or("");
     let source = tags.get(&TAG_SOURCERPM).and_then(|s| split_source_rpm(s));
     let (match_name, match_version) = match source {
-        Some((source, version, release)) => {
-            (source.to_string(), with_epoch(format!("{version}-{release}")))
-        }
+        Some((source, version, release)) => (
+            source.to_string(),
+            with_epoch(format!("{version}-{release}")),
+        ),
         None => (name.clone(), with_epoch(version_release.clone())),
     };
     let namespace = os.map(|os| os.id.as_str()).unwrap_or("redhat");
