@@ -171,8 +171,9 @@ pub struct LayerDelta {
     pub whiteouts: Vec<String>,
     /// Directories whose lower-layer content is hidden (`.wh..wh..opq`).
     pub opaque_dirs: Vec<String>,
-    /// Paths this layer replaces with something not kept (a file over a cap): a lower
-    /// layer's node there is stale.
+    /// Paths this layer replaces with something not kept (a directory, an unwanted file,
+    /// a file over a cap): a lower layer's node there (say a symbolic link) is stale.
+    /// Bounded by [`Limits::entries`].
     pub shadowed: Vec<String>,
     /// The kept files, binaries' packages and links of this layer.
     pub nodes: BTreeMap<String, Node>,
@@ -535,12 +536,14 @@ fn read_entries<R: Read>(
                 delta.nodes.insert(path, Node::Hardlink(target));
             } else {
                 delta.nodes.remove(&path);
+                delta.shadowed.push(path);
             }
         } else if kind.is_file() || kind.is_contiguous() {
             match selector.want(&path, mode, header_size) {
                 Want::Skip => {
-                    // A later entry of the same layer replaces an earlier one.
+                    // Replaces an earlier entry of this layer, or a lower layer's node.
                     delta.nodes.remove(&path);
+                    delta.shadowed.push(path);
                 }
                 Want::Keep if header_size > limits.captured_file => {
                     delta.notes.push(format!(
@@ -576,10 +579,10 @@ fn read_entries<R: Read>(
             }
         } else {
             // Directories, devices, FIFOs: nothing to keep, but they replace whatever a
-            // lower layer had at this path.
-            if delta.nodes.remove(&path).is_none() && !kind.is_dir() {
-                delta.shadowed.push(path);
-            }
+            // lower layer had at this exact path (a directory does not hide what is under
+            // it in lower layers: overlays merge directories).
+            delta.nodes.remove(&path);
+            delta.shadowed.push(path);
         }
     }
     Ok(delta)
@@ -610,11 +613,11 @@ impl ImageFiles {
             entries: _,
         } = delta;
         self.notes.extend(notes);
-        if !whiteouts.is_empty() || !opaque_dirs.is_empty() {
-            self.nodes.retain(|path, _| {
-                !whiteouts.iter().any(|w| is_under(path, w))
-                    && !opaque_dirs.iter().any(|o| path != o && is_under(path, o))
-            });
+        for whiteout in &whiteouts {
+            self.remove_under(whiteout, true);
+        }
+        for dir in &opaque_dirs {
+            self.remove_under(dir, false);
         }
         for path in shadowed {
             self.nodes.remove(&path);
@@ -633,6 +636,22 @@ impl ImageFiles {
                 node => node,
             };
             self.nodes.insert(path, node);
+        }
+    }
+
+    /// Removes the paths under `dir` (and `dir` itself if `itself`). Paths that start with
+    /// `dir` are one contiguous range of the map, so this does not walk the whole map.
+    fn remove_under(&mut self, dir: &str, itself: bool) {
+        let doomed: Vec<String> = self
+            .nodes
+            .range::<str, _>((std::ops::Bound::Included(dir), std::ops::Bound::Unbounded))
+            .map(|(path, _)| path)
+            .take_while(|path| path.starts_with(dir))
+            .filter(|path| is_under(path, dir) && (itself || path.as_str() != dir))
+            .cloned()
+            .collect();
+        for path in doomed {
+            self.nodes.remove(&path);
         }
     }
 

@@ -23,7 +23,9 @@ pub mod sbom;
 pub mod versions;
 
 /// One installed package, as the scanner found it in an image.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct Package {
     /// The OSV ecosystem the package's advisories are published under, with the
     /// distribution's release for OS packages: `Debian:12`, `Alpine:v3.19`,

@@ -641,3 +641,62 @@ fn a_zstd_frame_asking_for_a_huge_window_is_refused() {
         "{error:?}"
     );
 }
+
+#[test]
+fn an_upper_layer_replacing_a_symlink_with_a_directory_or_file_wins() {
+    let files = image(&[
+        Layer::new()
+            .file("usr/lib/keep/os-release", b"ID=debian")
+            .symlink("lib", "usr/lib")
+            .symlink("keep/link", "../usr/lib/keep/os-release")
+            .tar(),
+        Layer::new()
+            .dir("lib")
+            .file("keep/link", b"now a plain file the selector keeps")
+            .tar(),
+    ]);
+    assert_eq!(
+        files.node("lib"),
+        None,
+        "the directory replaced the symlink"
+    );
+    assert_eq!(files.read("lib/keep/os-release"), None);
+    assert_eq!(
+        files.read("keep/link"),
+        Some(&b"now a plain file the selector keeps"[..])
+    );
+    let files = image(&[
+        Layer::new().symlink("etc/alternatives/x", "/keep/a").tar(),
+        Layer::new().file("etc/alternatives/x", b"unwanted").tar(),
+    ]);
+    assert_eq!(files.node("etc/alternatives/x"), None);
+}
+
+#[test]
+fn whiteouts_remove_only_whole_path_components() {
+    let files = image(&[
+        Layer::new()
+            .file("keep/a", b"1")
+            .file("keep/a-b", b"2")
+            .file("keep/a/c", b"3")
+            .file("keep/ab", b"4")
+            .tar(),
+        Layer::new().file("keep/.wh.a", b"").tar(),
+    ]);
+    assert_eq!(kept_paths(&files), ["keep/a-b", "keep/ab"]);
+    let files = image(&[
+        Layer::new()
+            .file("keep/x", b"1")
+            .file("other/keep", b"2")
+            .tar(),
+        Layer::new()
+            .file(".wh..wh..opq", b"")
+            .file("keep/y", b"3")
+            .tar(),
+    ]);
+    assert_eq!(
+        kept_paths(&files),
+        ["keep/y"],
+        "an opaque root hides every lower path"
+    );
+}
