@@ -13,9 +13,11 @@ use crate::Result;
 
 /// The tables a backup holds, parents before children (the order to load them in).
 /// Not in it: jobs and their logs and workers (the history of what ran, not the
-/// registry's state; schedules are kept), upload sessions (their bytes live in the blob store's upload area and
-/// expire with it), replicas (who is running now), the schema table (a backup names
-/// its schema level) and the backup records themselves.
+/// registry's state; schedules are kept), what the scanner derives from images and
+/// from the advisory database (rebuilt by scanning and re-downloading; its policies
+/// and allowlist are kept), upload sessions (their bytes live in the blob store's
+/// upload area and expire with it), replicas (who is running now), the schema table
+/// (a backup names its schema level) and the backup records themselves.
 pub const TABLES: &[&str] = &[
     "repositories",
     "blobs",
@@ -34,6 +36,8 @@ pub const TABLES: &[&str] = &[
     "signing_keys",
     "audit_log",
     "crons",
+    "scan_policies",
+    "scan_allowlist",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -39,6 +39,14 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite_undo: include_str!("sql/sqlite/0002_jobs.undo.sql"),
         postgres_undo: include_str!("sql/postgres/0002_jobs.undo.sql"),
     },
+    Migration {
+        level: 3,
+        name: "vulnerability scanning (advisories, inventories, matches, policies)",
+        sqlite: include_str!("sql/sqlite/0003_scanning.sql"),
+        postgres: include_str!("sql/postgres/0003_scanning.sql"),
+        sqlite_undo: include_str!("sql/sqlite/0003_scanning.undo.sql"),
+        postgres_undo: include_str!("sql/postgres/0003_scanning.undo.sql"),
+    },
 ];
 
 /// What a store's data is, read without opening it for use (no migration, no
@@ -223,7 +231,7 @@ pub async fn size_postgres(url: &str) -> crate::Result<DataSize> {
 }
 
 /// The schema level this binary reads and writes.
-pub const SCHEMA_LEVEL: u32 = 2;
+pub const SCHEMA_LEVEL: u32 = 3;
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,130 @@
+-- Schema level 3 (wharf 1.2.0): vulnerability scanning. Expand-only: new tables that a
+-- 1.1.0 replica never reads, so it keeps serving until the upgrade is finalised.
+-- Design: docs/scanning.md. Scan data is derived (from images and from the advisory
+-- database) except the policies and the allowlist, which operators write.
+
+-- Each import of the advisory database, whatever its outcome. At most one is
+-- 'current': the one whose advisories are in `advisories`.
+CREATE TABLE vulndb_versions (
+    id          BIGSERIAL PRIMARY KEY,
+    source      TEXT NOT NULL,           -- a URL, or 'upload:<file name>', or 'file:<path>'
+    started_at  BIGINT NOT NULL,
+    finished_at BIGINT,
+    status      TEXT NOT NULL CHECK (status IN ('importing', 'current', 'superseded', 'failed')),
+    records     BIGINT,
+    ecosystems  TEXT,                    -- JSON: {"PyPI": 143, ...}
+    validators  TEXT,                    -- JSON: each archive's ETag / Last-Modified
+    error       TEXT
+);
+CREATE UNIQUE INDEX vulndb_one_current ON vulndb_versions (status) WHERE status = 'current';
+
+-- The advisories of the current database version (OSV records).
+CREATE TABLE advisories (
+    id         TEXT PRIMARY KEY,
+    modified   TEXT NOT NULL,
+    withdrawn  TEXT,
+    aliases    TEXT NOT NULL,            -- JSON array
+    severity   TEXT NOT NULL CHECK (severity IN ('critical', 'high', 'medium', 'low', 'unknown')),
+    score      DOUBLE PRECISION,
+    summary    TEXT NOT NULL,
+    db_version BIGINT NOT NULL
+);
+
+-- One row per affected package of an advisory: the OSV `affected` object as JSON,
+-- looked up by (ecosystem, name) when packages are matched.
+CREATE TABLE advisory_affected (
+    advisory_id TEXT NOT NULL,
+    ecosystem   TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    affected    TEXT NOT NULL
+);
+CREATE INDEX advisory_affected_by_package ON advisory_affected (ecosystem, name);
+CREATE INDEX advisory_affected_by_advisory ON advisory_affected (advisory_id);
+
+-- One inventory per image manifest digest (content-addressed: shared by every
+-- repository that holds the image).
+CREATE TABLE inventories (
+    id              BIGSERIAL PRIMARY KEY,
+    manifest_digest TEXT NOT NULL UNIQUE,
+    status          TEXT NOT NULL CHECK (status IN ('scanned', 'failed')),
+    os              TEXT,                -- JSON: id, version_id, pretty_name, ecosystem
+    scanned_at      BIGINT NOT NULL,
+    scanner_version TEXT NOT NULL,
+    error           TEXT,                -- why a failed scan failed
+    notes           TEXT NOT NULL DEFAULT '[]', -- JSON array: what the scanner skipped
+    sbom_digest     TEXT
+);
+
+-- The distinct packages of the whole registry: matched once each, whatever the number
+-- of images that contain them.
+CREATE TABLE packages (
+    id            BIGSERIAL PRIMARY KEY,
+    ecosystem     TEXT NOT NULL,
+    name          TEXT NOT NULL,
+    version       TEXT NOT NULL,
+    match_name    TEXT NOT NULL,
+    match_version TEXT NOT NULL,
+    purl          TEXT NOT NULL,
+    UNIQUE (ecosystem, name, version, match_name, match_version)
+);
+
+CREATE TABLE inventory_packages (
+    inventory_id BIGINT NOT NULL REFERENCES inventories(id) ON DELETE CASCADE,
+    package_id   BIGINT NOT NULL REFERENCES packages(id),
+    location     TEXT NOT NULL,
+    PRIMARY KEY (inventory_id, package_id, location)
+);
+CREATE INDEX inventory_packages_by_package ON inventory_packages (package_id, inventory_id);
+
+-- Matches per distinct package, kept up to date by re-matching on every database change.
+CREATE TABLE package_vulns (
+    package_id    BIGINT NOT NULL REFERENCES packages(id) ON DELETE CASCADE,
+    advisory_id   TEXT NOT NULL,
+    fixed         TEXT,
+    first_seen_db BIGINT NOT NULL,
+    PRIMARY KEY (package_id, advisory_id)
+);
+CREATE INDEX package_vulns_by_advisory ON package_vulns (advisory_id);
+
+-- Severity counts per inventory, for lists and pull policies.
+CREATE TABLE inventory_summary (
+    inventory_id BIGINT PRIMARY KEY REFERENCES inventories(id) ON DELETE CASCADE,
+    critical     BIGINT NOT NULL,
+    high         BIGINT NOT NULL,
+    medium       BIGINT NOT NULL,
+    low          BIGINT NOT NULL,
+    unknown      BIGINT NOT NULL,
+    db_version   BIGINT NOT NULL
+);
+
+-- What each database change did to stored images: "newly affected images".
+CREATE TABLE vuln_changes (
+    db_version   BIGINT NOT NULL,
+    inventory_id BIGINT NOT NULL REFERENCES inventories(id) ON DELETE CASCADE,
+    advisory_id  TEXT NOT NULL,
+    change       TEXT NOT NULL CHECK (change IN ('added', 'removed')),
+    PRIMARY KEY (db_version, inventory_id, advisory_id)
+);
+
+-- Pull and scan policies by repository name ('' is the registry's default), kept by
+-- name like repository_settings so they can be set before the first push.
+CREATE TABLE scan_policies (
+    repository     TEXT PRIMARY KEY,
+    scan_on_push   BOOLEAN NOT NULL,
+    block_severity TEXT CHECK (block_severity IN ('critical', 'high', 'medium', 'low', 'unknown')),
+    unscanned      TEXT NOT NULL CHECK (unscanned IN ('allow', 'refuse')),
+    attach_sbom    BOOLEAN NOT NULL DEFAULT FALSE,
+    updated_at     BIGINT NOT NULL
+);
+
+-- Vulnerabilities a policy lets through, by advisory id or alias ('' repository:
+-- registry-wide), each until it expires.
+CREATE TABLE scan_allowlist (
+    repository TEXT NOT NULL,
+    vuln_id    TEXT NOT NULL,
+    expires_at BIGINT,
+    reason     TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (repository, vuln_id)
+);
