@@ -286,8 +286,12 @@ pub fn run(args: UpgradeArgs) -> anyhow::Result<std::process::ExitCode> {
     } else {
         data_size(&args.store)
     };
+    // Refused as one hop, but every stop on the way is allowed: the local driver's
+    // apply goes through them all.
+    let reachable = p.allowed || p.path.last() == Some(&p.to);
     if format == "json" {
         let mut v = serde_json::to_value(&p)?;
+        v["reachable"] = serde_json::json!(reachable);
         v["migrations"] = serde_json::json!(hop_migrations);
         v["checks"] = serde_json::json!(checks);
         v["estimate"] = serde_json::json!(estimate
@@ -297,16 +301,27 @@ pub fn run(args: UpgradeArgs) -> anyhow::Result<std::process::ExitCode> {
     } else {
         let verdict = if p.allowed {
             if p.path.is_empty() {
-                "nothing to do"
+                "nothing to do".to_string()
             } else {
-                "allowed"
+                "allowed".to_string()
             }
+        } else if reachable {
+            format!("allowed in {} hops", p.path.len())
         } else {
-            "refused"
+            "refused".to_string()
         };
         println!("upgrade {} → {}: {verdict}", p.from, p.to);
         if let (Some(rule), Some(reason)) = (p.rule, &p.reason) {
-            println!("  rule {rule}: {reason}");
+            if reachable {
+                println!("  as one hop, rule {rule}: {reason}");
+                println!(
+                    "  `wharf upgrade apply` (local driver) goes through every stop in turn, \
+                     finishing each hop's background migrations before the next; \
+                     the docker and external drivers go one release at a time"
+                );
+            } else {
+                println!("  rule {rule}: {reason}");
+            }
         }
         if !p.path.is_empty() {
             println!("path of required stops: {}", p.path.join(" → "));
@@ -361,7 +376,7 @@ pub fn run(args: UpgradeArgs) -> anyhow::Result<std::process::ExitCode> {
             println!("{w}");
         }
     }
-    Ok(if p.allowed {
+    Ok(if reachable {
         std::process::ExitCode::SUCCESS
     } else {
         std::process::ExitCode::FAILURE

@@ -141,68 +141,75 @@ fn apply(
     runtime.block_on(async {
         let location = config.metadata_location().map_err(anyhow::Error::msg)?;
         let meta = open_for_upgrade(&config).await?;
-        let journal = meta.journal(&own.to_string()).await?;
-        // Resuming: the data may already be at this version with steps left.
-        let from = if data == own {
-            let last = STEPS[STEPS.len() - 1];
-            match journal.iter().map(|e| e.from_version.clone()).find(|f| {
-                !journal.iter().any(|e| &e.from_version == f && e.step == last)
-            }) {
-                Some(f) => Version::parse(&f)?,
-                None => {
-                    report.say("finished", serde_json::json!({"version": own.to_string(), "changed": false}), || {
-                        format!("the data is at {own} already: nothing to do")
-                    });
-                    return Ok(std::process::ExitCode::SUCCESS);
-                }
-            }
-        } else {
-            data.clone()
-        };
-        let mut versions = wharf_upgrade::Catalog::embedded().versions();
+        let catalog = wharf_upgrade::Catalog::embedded();
+        let mut versions = catalog.versions();
         versions.push(own.clone());
-        let plan = wharf_upgrade::plan(&from, &own, &versions, false);
-        if !plan.allowed || plan.path.len() != 1 {
-            report.say("refused", serde_json::json!({"from": from.to_string(), "to": own.to_string(), "plan": plan}), || {
-                let mut t = format!("upgrade {from} → {own}: refused");
-                if let Some(r) = &plan.reason {
-                    t += &format!("\n  {r}");
-                }
-                if plan.path.len() > 1 {
-                    t += &format!("\n  install these in order, running `wharf upgrade apply` with each: {}", plan.path.join(" → "));
-                }
-                t
+        // Resuming: an upgrade into the data's version may have steps left (its
+        // background migrations, say), whether it was the last hop or one before.
+        let journal_into_data = meta.journal(&data.to_string()).await?;
+        let unfinished_into_data = unfinished_from(&journal_into_data)?;
+        if data == own && unfinished_into_data.is_none() {
+            report.say("finished", serde_json::json!({"version": own.to_string(), "changed": false}), || {
+                format!("the data is at {own} already: nothing to do")
             });
-            return Ok(std::process::ExitCode::FAILURE);
+            return Ok(std::process::ExitCode::SUCCESS);
+        }
+        // The hops: the unfinished one into the data's version, then the plan's stops.
+        let mut hops: Vec<(Version, Version)> = Vec::new();
+        if let Some(f) = unfinished_into_data {
+            hops.push((f, data.clone()));
+        }
+        let mut plan_warnings = Vec::new();
+        if data != own {
+            let plan = wharf_upgrade::plan(&data, &own, &versions, false);
+            if !plan.allowed || rolling.driver != "local" && plan.path.len() != 1 {
+                report.say("refused", serde_json::json!({"from": data.to_string(), "to": own.to_string(), "plan": plan}), || {
+                    let mut t = format!("upgrade {data} → {own}: refused");
+                    if let Some(r) = &plan.reason {
+                        t += &format!("\n  {r}");
+                    }
+                    if plan.path.len() > 1 {
+                        t += &format!(
+                            "\n  the {} driver goes one release at a time: install these in order, running `wharf upgrade apply` with each: {}",
+                            rolling.driver,
+                            plan.path.join(" → ")
+                        );
+                    }
+                    t
+                });
+                return Ok(std::process::ExitCode::FAILURE);
+            }
+            let mut previous = data.clone();
+            for stop in &plan.path {
+                let stop = Version::parse(stop)?;
+                hops.push((previous, stop.clone()));
+                previous = stop;
+            }
+            plan_warnings = plan.warnings;
         }
         if rolling.driver != "local" {
+            let (from, to) = hops.last().expect("at least one hop").clone();
             return super::upgrade_rolling::apply(
-                store, rolling, &from, &own, &plan.warnings, yes, backup_dir, skip_backup, report,
+                store, rolling, &from, &to, &plan_warnings, yes, backup_dir, skip_backup, report,
             )
             .await;
         }
-        let done: Vec<&str> = journal
-            .iter()
-            .filter(|e| e.from_version == from.to_string())
-            .map(|e| e.step.as_str())
-            .collect();
-        let resuming = !done.is_empty();
-        report.say(
-            "start",
-            serde_json::json!({"from": from.to_string(), "to": own.to_string(), "resuming": resuming, "steps": STEPS, "warnings": plan.warnings}),
-            || {
-                let mut t = format!("upgrade {from} → {own} ({})", if resuming { "resuming" } else { "starting" });
-                for w in &plan.warnings {
-                    t += &format!("\n{w}");
-                }
-                t
-            },
-        );
+        if hops.len() > 1 {
+            let path: Vec<String> = std::iter::once(hops[0].0.to_string())
+                .chain(hops.iter().map(|(_, to)| to.to_string()))
+                .collect();
+            report.say(
+                "plan",
+                serde_json::json!({"hops": hops.iter().map(|(f, t)| serde_json::json!({"from": f.to_string(), "to": t.to_string()})).collect::<Vec<_>>()}),
+                || format!("upgrade in {} hops: {} (each hop's background migrations finish before the next)", hops.len(), path.join(" → ")),
+            );
+        }
+        let (first_from, last_to) = (hops[0].0.clone(), hops[hops.len() - 1].1.clone());
         if !yes {
             if report.json || !std::io::stdin().is_terminal() {
                 bail!("not on a terminal: pass --yes to upgrade without confirmation");
             }
-            print!("Upgrade the data to {own}? A backup comes first. [y/N] ");
+            print!("Upgrade the data from {first_from} to {last_to}? A backup comes first. [y/N] ");
             std::io::stdout().flush()?;
             let mut answer = String::new();
             std::io::stdin().lock().read_line(&mut answer)?;
@@ -211,13 +218,76 @@ fn apply(
             }
         }
         let holder = take_lock(meta.as_ref(), report).await?;
-
-        let result = steps(&config, &location, meta.clone(), &from, &own, &done, &holder, backup_dir, skip_backup, report).await;
+        let result = async {
+            for (from, to) in &hops {
+                let journal = meta.journal(&to.to_string()).await?;
+                let done: Vec<&str> = journal
+                    .iter()
+                    .filter(|e| e.from_version == from.to_string())
+                    .map(|e| e.step.as_str())
+                    .collect();
+                let resuming = !done.is_empty();
+                report.say(
+                    "start",
+                    serde_json::json!({"from": from.to_string(), "to": to.to_string(), "resuming": resuming, "steps": STEPS, "warnings": plan_warnings}),
+                    || {
+                        let mut t = format!("upgrade {from} → {to} ({})", if resuming { "resuming" } else { "starting" });
+                        for w in &plan_warnings {
+                            t += &format!("\n{w}");
+                        }
+                        t
+                    },
+                );
+                let hop = Hop {
+                    from,
+                    to,
+                    level: if *to == own {
+                        wharf_server::SCHEMA_LEVEL
+                    } else {
+                        catalog
+                            .releases
+                            .iter()
+                            .find(|r| r.version == *to)
+                            .map(|r| r.schema_level)
+                            .with_context(|| format!("{to} is not in the release catalog"))?
+                    },
+                    last: *to == own,
+                };
+                steps(&config, &location, meta.clone(), &hop, &done, &holder, backup_dir.clone(), skip_backup.clone(), report).await?;
+            }
+            anyhow::Ok(())
+        }
+        .await;
         meta.release_upgrade_lock(&holder).await?;
         result?;
         report.say("finished", serde_json::json!({"version": own.to_string(), "changed": true}), || format!("upgraded to {own}"));
         Ok(std::process::ExitCode::SUCCESS)
     })
+}
+
+/// The version an upgrade recorded in `journal` started from, if its last step is not
+/// recorded yet.
+fn unfinished_from(journal: &[JournalEntry]) -> anyhow::Result<Option<Version>> {
+    let last = STEPS[STEPS.len() - 1];
+    match journal
+        .iter()
+        .map(|e| e.from_version.clone())
+        .find(|f| !journal.iter().any(|e| &e.from_version == f && e.step == last))
+    {
+        Some(f) => Ok(Some(Version::parse(&f)?)),
+        None => Ok(None),
+    }
+}
+
+/// One release-to-release step of an upgrade.
+struct Hop<'a> {
+    from: &'a Version,
+    to: &'a Version,
+    /// The schema level of `to`.
+    level: u32,
+    /// The hop to this binary's version: its background migrations run on the
+    /// replicas; an earlier hop's run here, to completion, before the next hop.
+    last: bool,
 }
 
 /// Takes the upgrade lock for this process; returns the holder name.
@@ -264,14 +334,14 @@ async fn steps(
     config: &wharf_server::Config,
     location: &MetadataLocation,
     meta: std::sync::Arc<dyn MetaStore>,
-    from: &Version,
-    to: &Version,
+    hop: &Hop<'_>,
     done: &[&str],
     holder: &str,
     backup_dir: Option<PathBuf>,
     skip_backup: Option<String>,
     report: Report,
 ) -> anyhow::Result<()> {
+    let (from, to, level) = (hop.from, hop.to, hop.level);
     let total = STEPS.len();
     for (i, step) in STEPS.iter().enumerate() {
         if done.contains(step) {
@@ -297,12 +367,8 @@ async fn steps(
             },
             "expand" => {
                 let applied = match location {
-                    MetadataLocation::Sqlite(p) => {
-                        SqliteMetaStore::expand(p, wharf_server::SCHEMA_LEVEL).await?
-                    }
-                    MetadataLocation::Postgres(u) => {
-                        PgMetaStore::expand(&u.0, wharf_server::SCHEMA_LEVEL).await?
-                    }
+                    MetadataLocation::Sqlite(p) => SqliteMetaStore::expand(p, level).await?,
+                    MetadataLocation::Postgres(u) => PgMetaStore::expand(&u.0, level).await?,
                 };
                 ("done", format!("schema levels applied: {applied:?}"))
             }
@@ -310,10 +376,10 @@ async fn steps(
                 let version = to.to_string();
                 let levels = match location {
                     MetadataLocation::Sqlite(p) => {
-                        SqliteMetaStore::finalise(p, wharf_server::SCHEMA_LEVEL, &version).await?
+                        SqliteMetaStore::finalise(p, level, &version).await?
                     }
                     MetadataLocation::Postgres(u) => {
-                        PgMetaStore::finalise(&u.0, wharf_server::SCHEMA_LEVEL, &version).await?
+                        PgMetaStore::finalise(&u.0, level, &version).await?
                     }
                 };
                 (
@@ -321,7 +387,8 @@ async fn steps(
                     format!("the data belongs to {to} (schema levels finalised: {levels:?})"),
                 )
             }
-            _ => ("done", background(location).await?),
+            _ if hop.last => ("done", background(location).await?),
+            _ => ("done", background_here(config, meta.clone(), level, report).await?),
         };
         meta.record_step(&JournalEntry {
             from_version: from.to_string(),
@@ -427,6 +494,115 @@ pub(crate) async fn background(location: &MetadataLocation) -> anyhow::Result<St
         "metadatastoremigration queued as job {} for {pending} manifests (garbage collection waits for it; follow it with `wharf jobs logs {} --follow`)",
         job.id, job.id
     ))
+}
+
+/// How long an intermediate hop's background migrations may take here.
+const BACKGROUND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
+
+/// An intermediate hop's background migrations, run by this process to completion:
+/// the next hop may not start before them (the guide's rule), and no replica is
+/// running to do them. Progress is reported as `waiting_for_migration` events.
+async fn background_here(
+    config: &wharf_server::Config,
+    meta: std::sync::Arc<dyn MetaStore>,
+    level: u32,
+    report: Report,
+) -> anyhow::Result<String> {
+    // The background migrations the hop's level brings: they fill in, for data older
+    // releases wrote, what the level's release needs.
+    let actions: Vec<&str> = wharf_metastore::schema::BACKGROUND
+        .iter()
+        .filter(|(l, _)| *l == level)
+        .map(|(_, name)| *name)
+        .collect();
+    if actions.is_empty() || meta.count_manifests_without_refs().await? == 0 {
+        return Ok("no background migration needed".into());
+    }
+    let blobs = wharf_server::run::open_blobstore(config)?;
+    let stores = wharf_server::run::job_stores(config, meta.clone(), blobs);
+    let mut summaries = Vec::new();
+    for action in &actions {
+        let job = match meta
+            .jobs(Some(action), None, None, 20)
+            .await?
+            .into_iter()
+            .find(|j| !j.status.is_final())
+        {
+            Some(j) => j,
+            None => wharf_jobs::enqueue(meta.as_ref(), action, "{}").await?,
+        };
+        let worker = wharf_jobs::Worker::new(
+            "wharf-upgrade",
+            crate::VERSION,
+            meta.clone(),
+            wharf_jobs::actions::all(&stores)
+                .into_iter()
+                .filter(|a| a.name() == *action)
+                .collect(),
+            wharf_jobs::WorkerConfig::with_heartbeat(
+                std::time::Duration::from_secs(1),
+                std::time::Duration::from_secs(2),
+            ),
+        );
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let running = tokio::spawn(worker.run(stopped));
+        let started = std::time::Instant::now();
+        let mut last_report = None::<std::time::Instant>;
+        // Bounded by BACKGROUND_TIMEOUT; one look at the job every half second.
+        let outcome = loop {
+            let j = meta
+                .job(job.id)
+                .await?
+                .with_context(|| format!("job {} disappeared", job.id))?;
+            if j.status.is_final() {
+                break Ok(j);
+            }
+            if started.elapsed() > BACKGROUND_TIMEOUT {
+                break Err(anyhow::anyhow!(
+                    "{action} (job {}) did not finish within {} hours; it goes on when a replica of a later release runs it; follow it with `wharf jobs logs {} --follow`, then rerun `wharf upgrade apply`",
+                    job.id,
+                    BACKGROUND_TIMEOUT.as_secs() / 3600,
+                    job.id
+                ));
+            }
+            if last_report.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(2)) {
+                last_report = Some(std::time::Instant::now());
+                let progress: Option<serde_json::Value> =
+                    j.progress.as_deref().and_then(|p| serde_json::from_str(p).ok());
+                report.say(
+                    "waiting_for_migration",
+                    serde_json::json!({"action": action, "job": j.id, "status": j.status.as_str(), "attempts": j.attempts, "progress": progress}),
+                    || match &progress {
+                        Some(p) => format!(
+                            "  waiting for {action} (job {}, attempt {}): {} of {}{}",
+                            j.id,
+                            j.attempts,
+                            p["done"],
+                            p["total"],
+                            p["eta_secs"].as_u64().map_or(String::new(), |s| format!(", about {s} s left"))
+                        ),
+                        None => format!("  waiting for {action} (job {}, {})", j.id, j.status.as_str()),
+                    },
+                );
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        };
+        let _ = stop.send(true);
+        let _ = running.await;
+        let j = outcome?;
+        if j.status.as_str() != "done" {
+            bail!(
+                "{action} (job {}) ended {} after {} attempt(s): {}; see `wharf jobs logs {}`; rerun `wharf upgrade apply` to try again",
+                j.id,
+                j.status.as_str(),
+                j.attempts,
+                j.last_error.as_deref().unwrap_or("no error recorded"),
+                j.id
+            );
+        }
+        summaries.push(format!("{action} done (job {})", j.id));
+    }
+    Ok(summaries.join("; "))
 }
 
 pub(crate) fn hostname() -> String {
