@@ -57,4 +57,8 @@ if ! garage --version 2>/dev/null | grep -q "cargo:$GARAGE_VERSION "; then
   echo "installing garage $GARAGE_VERSION with cargo"
   cargo install garage --version "$GARAGE_VERSION" --locked --quiet
 fi
+# The scanner's test images are built from real packages (PyPI releases, cargo-auditable
+# binaries, Debian's .deb files): fetch them once into ~/.cache/wharf-scan-fixtures (or
+# $WHARF_SCAN_FIXTURES). Idempotent: finished parts are skipped.
+"$(dirname "${BASH_SOURCE[0]}")/build-scan-fixtures.sh"
 echo "test dependencies ready (python venv: $VENV; garage: $(command -v garage))"
