@@ -162,7 +162,8 @@ fn apply(
         let mut plan_warnings = Vec::new();
         if data != own {
             let plan = wharf_upgrade::plan(&data, &own, &versions, false);
-            if !plan.allowed || rolling.driver != "local" && plan.path.len() != 1 {
+            let reachable = plan.path.last() == Some(&own.to_string());
+            if !reachable || rolling.driver != "local" && plan.path.len() != 1 {
                 report.say("refused", serde_json::json!({"from": data.to_string(), "to": own.to_string(), "plan": plan}), || {
                     let mut t = format!("upgrade {data} → {own}: refused");
                     if let Some(r) = &plan.reason {
