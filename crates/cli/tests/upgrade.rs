@@ -46,7 +46,8 @@ async fn plan_reads_the_data_version_and_answers_with_exit_codes() {
     );
     assert_eq!(p["path"], serde_json::json!([]));
 
-    // Data as release 1.0.0 left it (schema level 1): one hop to this build.
+    // Data as release 1.0.0 left it (schema level 1): two hops to this build, through
+    // 1.1.0, which `apply` with the local driver makes by itself.
     let db = rusqlite::Connection::open(data.join("metadata.db")).unwrap();
     db.execute_batch("DELETE FROM wharf_schema WHERE level > 1; UPDATE wharf_schema SET wharf_version = '1.0.0';")
         .unwrap();
@@ -54,10 +55,13 @@ async fn plan_reads_the_data_version_and_answers_with_exit_codes() {
     let (code, out) = plan(&["--data-dir", dir]).await;
     assert_eq!(code, 0, "{out}");
     assert!(
-        out.contains(&format!("upgrade 1.0.0 → {OWN}: allowed")),
+        out.contains(&format!("upgrade 1.0.0 → {OWN}: allowed in 2 hops")),
         "{out}"
     );
-    assert!(out.contains("minor-upgrade; schema level 1 → 2"), "{out}");
+    assert!(out.contains("as one hop, rule skip-minor"), "{out}");
+    assert!(out.contains(&format!("path of required stops: 1.1.0 → {OWN}")), "{out}");
+    assert!(out.contains("1.0.0 → 1.1.0  (minor-upgrade; schema level 1 → 2)"), "{out}");
+    assert!(out.contains(&format!("1.1.0 → {OWN}  (minor-upgrade; schema level 2 → 3)")), "{out}");
     assert!(
         out.contains("background migration: metadatastoremigration"),
         "{out}"
@@ -103,8 +107,10 @@ async fn plan_reads_the_data_version_and_answers_with_exit_codes() {
         "json",
     ])
     .await;
-    assert_eq!(code, 1, "{out}");
+    // Not as one hop; through the stops, yes.
+    assert_eq!(code, 0, "{out}");
     let p: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((p["allowed"].as_bool(), p["reachable"].as_bool()), (Some(false), Some(true)));
     assert_eq!(p["path"], serde_json::json!(["1.2.3", "1.3.0"]));
     assert!(
         p["reason"].as_str().unwrap().contains("stop at 1.2 first"),
@@ -121,9 +127,24 @@ async fn plan_reads_the_data_version_and_answers_with_exit_codes() {
     assert!(out.contains("no registry data"), "{out}");
 }
 
+/// Turns a store written by this build back into what release 1.1.0 left: schema level 2
+/// (level 3's undo: the scanning tables go).
+fn as_release_1_1_0(db: &std::path::Path) {
+    let c = rusqlite::Connection::open(db).unwrap();
+    c.execute_batch(include_str!(
+        "../../metastore/src/sql/sqlite/0003_scanning.undo.sql"
+    ))
+    .unwrap();
+    c.execute_batch(
+        "DELETE FROM wharf_schema WHERE level > 2; UPDATE wharf_schema SET wharf_version = '1.1.0';",
+    )
+    .unwrap();
+}
+
 /// Turns a store written by this build back into what release 1.0.0 left: schema level 1
-/// (the reverse of level 2's expand migration).
+/// (the reverse of levels 3's and 2's expand migrations).
 fn as_release_1_0_0(db: &std::path::Path) {
+    as_release_1_1_0(db);
     let c = rusqlite::Connection::open(db).unwrap();
     c.execute_batch(
         "DROP TABLE job_logs; DROP TABLE jobs; DROP TABLE workers; DROP TABLE crons; DROP TABLE manifest_refs;
@@ -137,7 +158,7 @@ fn as_release_1_0_0(db: &std::path::Path) {
 mod http;
 
 #[tokio::test]
-async fn apply_moves_1_0_0_data_step_by_step_and_resumes_after_a_failure() {
+async fn apply_moves_1_0_0_data_through_1_1_0_and_resumes_after_a_failure() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let mut server = TestServer::start_in(&data, &[], &[]);
@@ -187,7 +208,8 @@ async fn apply_moves_1_0_0_data_step_by_step_and_resumes_after_a_failure() {
         "still at 1.0.0: {plan_out}"
     );
 
-    // Again: it resumes, and finishes.
+    // Again: it resumes the first hop, runs 1.1.0's background migration here, then
+    // makes the second hop.
     let out = run(
         wharf_cmd(&["upgrade", "apply", "--yes", "--data-dir", dir]),
         None,
@@ -200,23 +222,42 @@ async fn apply_moves_1_0_0_data_step_by_step_and_resumes_after_a_failure() {
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let hop1 = text
+        .split_once(&format!("upgrade 1.1.0 → {OWN}"))
+        .map_or(text.as_str(), |(a, _)| a);
+    let hop2 = text
+        .split_once(&format!("upgrade 1.1.0 → {OWN}"))
+        .map_or("", |(_, b)| b);
     assert!(
-        text.contains("upgrade 1.0.0 → ") && text.contains("(resuming)"),
+        text.starts_with(&format!(
+            "upgrade in 2 hops: 1.0.0 → 1.1.0 → {OWN} (each hop's background migrations finish before the next)"
+        )),
         "{text}"
     );
-    assert!(text.contains("[1/5] checks: done before"), "{text}");
-    assert!(text.contains("[2/5] backup: metadata backup"), "{text}");
+    assert!(hop1.contains("upgrade 1.0.0 → 1.1.0 (resuming)"), "{text}");
+    assert!(hop1.contains("[1/5] checks: done before"), "{text}");
+    assert!(hop1.contains("[2/5] backup: metadata backup"), "{text}");
+    assert!(hop1.contains("[3/5] expand: schema levels applied: [2]"), "{text}");
+    assert!(hop1.contains("[4/5] finalise: the data belongs to 1.1.0"), "{text}");
     assert!(
-        text.contains("[3/5] expand: schema levels applied: [2]"),
+        hop1.contains("[5/5] background: metadatastoremigration done (job 1)"),
+        "{text}"
+    );
+    assert!(hop2.starts_with(" (starting)"), "{text}");
+    assert!(hop2.contains("[3/5] expand: schema levels applied: [3]"), "{text}");
+    assert!(
+        hop2.contains(&format!("[4/5] finalise: the data belongs to {OWN}")),
         "{text}"
     );
     assert!(
-        text.contains("[5/5] background: metadatastoremigration queued as job"),
+        hop2.contains("[5/5] background: no background migration needed"),
         "{text}"
     );
-    assert!(
-        std::fs::read_dir(data.join("backups")).unwrap().count() == 1,
-        "one pre-upgrade backup"
+    assert!(text.trim_end().ends_with(&format!("upgraded to {OWN}")), "{text}");
+    assert_eq!(
+        std::fs::read_dir(data.join("backups")).unwrap().count(),
+        2,
+        "one pre-upgrade backup per hop"
     );
     let out = run(
         wharf_cmd(&["upgrade", "status", "--data-dir", dir]),
@@ -229,10 +270,7 @@ async fn apply_moves_1_0_0_data_step_by_step_and_resumes_after_a_failure() {
         st.contains("step 5 of 5") && st.contains("expand done"),
         "{st}"
     );
-    assert!(
-        st.contains("metadatastoremigration (job 1): waiting — not started"),
-        "{st}"
-    );
+    assert!(st.contains("metadatastoremigration (job 1): done"), "{st}");
     let out = run(
         wharf_cmd(&["upgrade", "apply", "--yes", "--data-dir", dir]),
         None,
@@ -241,10 +279,10 @@ async fn apply_moves_1_0_0_data_step_by_step_and_resumes_after_a_failure() {
     .await;
     assert!(String::from_utf8_lossy(&out.stdout).contains("nothing to do"));
 
-    // The registry serves the upgraded data; its worker runs the migration; then GC works
-    // and keeps the image.
+    // The registry serves the upgraded data: the migration's log says what it did; GC
+    // works and keeps the image.
     let server = TestServer::start_in(&data, &["--job-heartbeat-secs", "1"], &[]);
-    let mut follow = wharf_cmd(&["jobs", "logs", "1", "--follow", "--data-dir", dir]);
+    let mut follow = wharf_cmd(&["jobs", "logs", "1", "--data-dir", dir]);
     follow.kill_on_drop(true);
     let out = run(follow, None, Duration::from_secs(60)).await;
     let log = String::from_utf8_lossy(&out.stdout).to_string();
@@ -279,7 +317,7 @@ async fn apply_moves_1_0_0_data_step_by_step_and_resumes_after_a_failure() {
         "{api}"
     );
     assert_eq!(api["journal"][2]["step"], "expand", "{api}");
-    assert_eq!(api["journal"][2]["from_version"], "1.0.0", "{api}");
+    assert_eq!(api["journal"][2]["from_version"], "1.1.0", "{api}");
     assert_eq!(api["pending_manifests"], 0, "{api}");
     assert_eq!(api["background_migrations"][0]["status"], "done", "{api}");
     assert_eq!(api["replicas"][0]["version"], OWN, "{api}");
@@ -464,7 +502,13 @@ async fn apply_reports_json_events_for_automation() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
         .collect();
-    assert_eq!(events[0]["event"], "start");
+    assert_eq!(
+        events[0],
+        serde_json::json!({"event": "plan", "hops": [
+            {"from": "1.0.0", "to": "1.1.0"},
+            {"from": "1.1.0", "to": OWN}
+        ]})
+    );
     let last = events.last().unwrap();
     assert_eq!(last["event"], "failed");
     assert!(last["error"].as_str().unwrap().contains("--yes"), "{last}");
@@ -489,10 +533,19 @@ async fn apply_reports_json_events_for_automation() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
         .collect();
-    assert_eq!(events[0]["event"], "start", "{text}");
-    assert_eq!(events[0]["from"], "1.0.0");
-    assert_eq!(events[0]["to"], OWN);
-    assert_eq!(events[0]["resuming"], false);
+    assert_eq!(events[0]["event"], "plan", "{text}");
+    let starts: Vec<(&str, &str, bool)> = events
+        .iter()
+        .filter(|e| e["event"] == "start")
+        .map(|e| {
+            (
+                e["from"].as_str().unwrap(),
+                e["to"].as_str().unwrap(),
+                e["resuming"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(starts, vec![("1.0.0", "1.1.0", false), ("1.1.0", OWN, false)], "{text}");
     let steps: Vec<(u64, &str, &str)> = events
         .iter()
         .filter(|e| e["event"] == "step")
@@ -504,30 +557,57 @@ async fn apply_reports_json_events_for_automation() {
             )
         })
         .collect();
-    assert_eq!(
-        steps,
-        vec![
-            (1, "checks", "done"),
-            (2, "backup", "done"),
-            (3, "expand", "done"),
-            (4, "finalise", "done"),
-            (5, "background", "done")
-        ],
+    let hop = vec![
+        (1, "checks", "done"),
+        (2, "backup", "done"),
+        (3, "expand", "done"),
+        (4, "finalise", "done"),
+        (5, "background", "done"),
+    ];
+    assert_eq!(steps, [hop.clone(), hop].concat(), "{text}");
+    // Between the hops, the first hop's background migration ran to its end here.
+    let background = events
+        .iter()
+        .find(|e| e["event"] == "step" && e["step"] == "background")
+        .unwrap();
+    assert!(
+        background["detail"].as_str().unwrap().starts_with("metadatastoremigration done (job "),
         "{text}"
     );
+    let second_start = events
+        .iter()
+        .rposition(|e| e["event"] == "start")
+        .unwrap();
+    let first_background = events
+        .iter()
+        .position(|e| e["event"] == "step" && e["step"] == "background")
+        .unwrap();
+    assert!(first_background < second_start, "{text}");
     // The backup reports its progress, ending with its summary.
     let progress: Vec<&Value> = events.iter().filter(|e| e["event"] == "progress").collect();
     assert!(!progress.is_empty(), "{text}");
     assert!(progress.iter().all(|p| p["step"] == "backup"), "{text}");
     assert!(progress.iter().any(|p| p["summary"].is_string()), "{text}");
-    let backup_at = events
+    // Each hop's backup reports its progress before its step is done, and none after.
+    let kinds: Vec<&str> = events
         .iter()
-        .position(|e| e["step"] == "backup" && e["event"] == "step");
-    let last_progress = events.iter().rposition(|e| e["event"] == "progress");
-    assert!(
-        last_progress < backup_at,
-        "progress comes before the step is done: {text}"
-    );
+        .map(|e| match (e["event"].as_str(), e["step"].as_str()) {
+            (Some("start"), _) => "start",
+            (Some("progress"), _) => "progress",
+            (Some("step"), Some("backup")) => "backup",
+            _ => "other",
+        })
+        .filter(|k| *k != "other")
+        .collect();
+    let hops: Vec<&[&str]> = kinds.split(|k| *k == "start").skip(1).collect();
+    assert_eq!(hops.len(), 2, "{text}");
+    for hop in hops {
+        let at = hop.iter().position(|k| *k == "backup").unwrap();
+        assert!(
+            at > 0 && hop[..at].iter().all(|k| *k == "progress") && at == hop.len() - 1,
+            "progress comes before the step is done: {text}"
+        );
+    }
     assert_eq!(
         events.last().unwrap(),
         &serde_json::json!({"event": "finished", "version": OWN, "changed": true})
@@ -609,7 +689,12 @@ async fn apply_killed_in_the_middle_of_expand_leaves_all_or_nothing() {
             "after a kill {delay_ms} ms into expand: level {level}, jobs table {jobs}, refs_recorded {column}: half-applied"
         );
         outcomes.push(level);
-        // Again, to the end.
+        // Again, to the end. The filler manifests go first: they are not manifests the
+        // first hop's background migration could read, and it runs before the second hop.
+        rusqlite::Connection::open(dir.join("metadata.db"))
+            .unwrap()
+            .execute("DELETE FROM manifests WHERE size = 2", [])
+            .unwrap();
         let out = apply_to_the_end(&dir, Duration::from_secs(120)).await;
         let text = String::from_utf8_lossy(&out.stdout).to_string();
         assert!(
@@ -617,19 +702,19 @@ async fn apply_killed_in_the_middle_of_expand_leaves_all_or_nothing() {
             "{delay_ms} ms: {text}{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert_eq!(expand_state(&dir.join("metadata.db")), (2, true, true));
+        assert_eq!(expand_state(&dir.join("metadata.db")), (3, true, true));
         let c = rusqlite::Connection::open(dir.join("metadata.db")).unwrap();
-        let (pending, jobs): (u32, u32) = c
+        let (pending, done): (u32, u32) = c
             .query_row(
                 "SELECT (SELECT COUNT(*) FROM manifests WHERE refs_recorded = 0),
-                        (SELECT COUNT(*) FROM jobs WHERE action = 'metadatastoremigration')",
+                        (SELECT COUNT(*) FROM jobs WHERE action = 'metadatastoremigration' AND status = 'done')",
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .unwrap();
         assert_eq!(
-            (pending, jobs),
-            (MANIFESTS + 1, 1),
+            (pending, done),
+            (0, 1),
             "after a kill {delay_ms} ms into expand"
         );
     }
@@ -656,12 +741,16 @@ fn apply_killed_after_delay(dir: &std::path::Path, k: usize, delay: Duration) ->
         .spawn()
         .unwrap();
     let mut seen = String::new();
+    let mut steps = 0;
     let lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    for line in lines.take(50) {
+    for line in lines.take(100) {
         let line = line.unwrap();
         seen.push_str(&line);
         seen.push('\n');
-        if line.starts_with(&format!("[{k}/5]")) {
+        // Step lines of every hop, counted: "[1/5] checks: …" of the second hop is the 6th.
+        let is_step = line.starts_with('[') && line.get(2..5) == Some("/5]");
+        steps += usize::from(is_step);
+        if is_step && steps == k {
             // The injection point, not a synchronisation: where the kill lands is the point.
             std::thread::sleep(delay);
             let _ = child.kill();
@@ -736,7 +825,8 @@ async fn apply_to_the_end(dir: &std::path::Path, timeout: Duration) -> std::proc
     .await
 }
 
-/// `apply`, killed with SIGKILL as soon as it reports step `k` done; returns what it
+/// `apply`, killed with SIGKILL as soon as it reports its `k`th step done (counting the
+/// steps of every hop: 1 to 5 in the first, 6 to 10 in the second); returns what it
 /// printed.
 fn apply_killed_after(dir: &std::path::Path, k: usize) -> String {
     apply_killed_after_delay(dir, k, Duration::ZERO)
@@ -774,11 +864,14 @@ async fn apply_killed_at_every_step_boundary_resumes_to_the_same_result() {
     assert!(out.status.success());
     let expected = metadata_of(&reference, &tmp.path().join("reference.tar")).await;
 
-    for k in 1..=4 {
+    // Kills after each step of both hops (1.0.0 → 1.1.0, then 1.1.0 → this build), but
+    // the last.
+    for k in 1..=9 {
         let dir = tmp.path().join(format!("killed-after-{k}"));
         copy_dir(&original, &dir);
         let first = apply_killed_after(&dir, k);
-        assert!(first.contains(&format!("[{k}/5]")), "step {k}: {first}");
+        let (hop, n) = ((k - 1) / 5, (k - 1) % 5 + 1);
+        assert!(first.contains(&format!("[{n}/5]")), "step {k}: {first}");
         // Again, to the end: the steps done before are not done twice.
         let out = apply_to_the_end(&dir, Duration::from_secs(60)).await;
         let text = String::from_utf8_lossy(&out.stdout).to_string();
@@ -788,24 +881,39 @@ async fn apply_killed_at_every_step_boundary_resumes_to_the_same_result() {
             String::from_utf8_lossy(&out.stderr)
         );
         // The kill lands just after step k is reported, so later steps may have run too;
-        // whatever was done is not done again.
+        // whatever was done is not done again. The rerun starts with the hop killed.
         let steps = ["checks", "backup", "expand", "finalise", "background"];
-        if !text.contains("nothing to do") {
-            assert!(text.contains("upgraded to"), "{text}");
-            for (n, step) in steps.iter().enumerate().take(k) {
-                let line = format!("[{}/5] {step}: done before", n + 1);
-                assert!(
-                    text.contains(&line),
-                    "after a kill at step {k}, expected {line:?}: {text}"
-                );
-            }
+        assert!(text.contains(&format!("upgraded to {OWN}")), "{text}");
+        if n == 5 {
+            // The first hop was done: the rerun makes the second, from its start.
+            assert!(
+                text.contains(&format!("upgrade 1.1.0 → {OWN} (starting)"))
+                    && !text.contains("upgrade 1.0.0 → 1.1.0"),
+                "{text}"
+            );
+        }
+        let killed_hop = if hop == 0 && n < 5 {
+            "upgrade 1.0.0 → 1.1.0 (resuming)".to_string()
+        } else {
+            format!("upgrade 1.1.0 → {OWN} (")
+        };
+        let rest = text
+            .split_once(&killed_hop)
+            .unwrap_or_else(|| panic!("after a kill at step {k}, expected {killed_hop:?}: {text}"))
+            .1;
+        for (i, step) in steps.iter().enumerate().take(n % 5) {
+            let line = format!("[{}/5] {step}: done before", i + 1);
+            assert!(
+                rest.contains(&line),
+                "after a kill at step {k}, expected {line:?}: {text}"
+            );
         }
         assert_eq!(
             std::fs::read_dir(dir.join("backups"))
                 .map(|d| d.count())
                 .unwrap_or(0),
-            1,
-            "one pre-upgrade backup after a kill at step {k}"
+            2,
+            "one pre-upgrade backup per hop after a kill at step {k}"
         );
         let got = metadata_of(&dir, &tmp.path().join(format!("after-{k}.tar"))).await;
         assert_eq!(
