@@ -154,10 +154,11 @@ async fn a_registry_filled_by_release_1_0_0_upgrades_and_keeps_every_image() {
     assert_eq!(r.status().as_u16(), 202);
     assert!(v100.signal_and_wait("TERM").success());
 
-    // This build refuses the data until it is upgraded; the upgrade goes step by step.
+    // This build refuses the data until it is upgraded; the upgrade goes through 1.1.0,
+    // step by step, and runs 1.1.0's background migration before the second hop.
     let (ok, out) = output(wharf_cmd(&["upgrade", "plan", "--data-dir", dir])).await;
     assert!(
-        ok && out.contains("upgrade 1.0.0 →") && out.contains("allowed"),
+        ok && out.contains("upgrade 1.0.0 →") && out.contains("allowed in 2 hops"),
         "{out}"
     );
     let (ok, out) = output(wharf_cmd(&["upgrade", "apply", "--yes", "--data-dir", dir])).await;
@@ -167,12 +168,16 @@ async fn a_registry_filled_by_release_1_0_0_upgrades_and_keeps_every_image() {
         "{out}"
     );
     assert!(
-        out.contains("metadatastoremigration queued as job 1 for 4 manifests"),
+        out.contains("[5/5] background: metadatastoremigration done (job 1)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("[3/5] expand: schema levels applied: [3]"),
         "{out}"
     );
 
     let new = TestServer::start_in(&data, &["--job-heartbeat-secs", "1"], &[]);
-    let mut follow = wharf_cmd(&["jobs", "logs", "1", "--follow", "--data-dir", dir]);
+    let mut follow = wharf_cmd(&["jobs", "logs", "1", "--data-dir", dir]);
     follow.kill_on_drop(true);
     let (ok, log) = output(follow).await;
     assert!(

@@ -59,9 +59,20 @@ async fn plan_reads_the_data_version_and_answers_with_exit_codes() {
         "{out}"
     );
     assert!(out.contains("as one hop, rule skip-minor"), "{out}");
-    assert!(out.contains(&format!("path of required stops: 1.1.0 → {OWN}")), "{out}");
-    assert!(out.contains("1.0.0 → 1.1.0  (minor-upgrade; schema level 1 → 2)"), "{out}");
-    assert!(out.contains(&format!("1.1.0 → {OWN}  (minor-upgrade; schema level 2 → 3)")), "{out}");
+    assert!(
+        out.contains(&format!("path of required stops: 1.1.0 → {OWN}")),
+        "{out}"
+    );
+    assert!(
+        out.contains("1.0.0 → 1.1.0  (minor-upgrade; schema level 1 → 2)"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "1.1.0 → {OWN}  (minor-upgrade; schema level 2 → 3)"
+        )),
+        "{out}"
+    );
     assert!(
         out.contains("background migration: metadatastoremigration"),
         "{out}"
@@ -110,7 +121,10 @@ async fn plan_reads_the_data_version_and_answers_with_exit_codes() {
     // Not as one hop; through the stops, yes.
     assert_eq!(code, 0, "{out}");
     let p: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!((p["allowed"].as_bool(), p["reachable"].as_bool()), (Some(false), Some(true)));
+    assert_eq!(
+        (p["allowed"].as_bool(), p["reachable"].as_bool()),
+        (Some(false), Some(true))
+    );
     assert_eq!(p["path"], serde_json::json!(["1.2.3", "1.3.0"]));
     assert!(
         p["reason"].as_str().unwrap().contains("stop at 1.2 first"),
@@ -237,14 +251,23 @@ async fn apply_moves_1_0_0_data_through_1_1_0_and_resumes_after_a_failure() {
     assert!(hop1.contains("upgrade 1.0.0 → 1.1.0 (resuming)"), "{text}");
     assert!(hop1.contains("[1/5] checks: done before"), "{text}");
     assert!(hop1.contains("[2/5] backup: metadata backup"), "{text}");
-    assert!(hop1.contains("[3/5] expand: schema levels applied: [2]"), "{text}");
-    assert!(hop1.contains("[4/5] finalise: the data belongs to 1.1.0"), "{text}");
+    assert!(
+        hop1.contains("[3/5] expand: schema levels applied: [2]"),
+        "{text}"
+    );
+    assert!(
+        hop1.contains("[4/5] finalise: the data belongs to 1.1.0"),
+        "{text}"
+    );
     assert!(
         hop1.contains("[5/5] background: metadatastoremigration done (job 1)"),
         "{text}"
     );
     assert!(hop2.starts_with(" (starting)"), "{text}");
-    assert!(hop2.contains("[3/5] expand: schema levels applied: [3]"), "{text}");
+    assert!(
+        hop2.contains("[3/5] expand: schema levels applied: [3]"),
+        "{text}"
+    );
     assert!(
         hop2.contains(&format!("[4/5] finalise: the data belongs to {OWN}")),
         "{text}"
@@ -253,7 +276,10 @@ async fn apply_moves_1_0_0_data_through_1_1_0_and_resumes_after_a_failure() {
         hop2.contains("[5/5] background: no background migration needed"),
         "{text}"
     );
-    assert!(text.trim_end().ends_with(&format!("upgraded to {OWN}")), "{text}");
+    assert!(
+        text.trim_end().ends_with(&format!("upgraded to {OWN}")),
+        "{text}"
+    );
     assert_eq!(
         std::fs::read_dir(data.join("backups")).unwrap().count(),
         2,
@@ -545,7 +571,11 @@ async fn apply_reports_json_events_for_automation() {
             )
         })
         .collect();
-    assert_eq!(starts, vec![("1.0.0", "1.1.0", false), ("1.1.0", OWN, false)], "{text}");
+    assert_eq!(
+        starts,
+        vec![("1.0.0", "1.1.0", false), ("1.1.0", OWN, false)],
+        "{text}"
+    );
     let steps: Vec<(u64, &str, &str)> = events
         .iter()
         .filter(|e| e["event"] == "step")
@@ -571,13 +601,13 @@ async fn apply_reports_json_events_for_automation() {
         .find(|e| e["event"] == "step" && e["step"] == "background")
         .unwrap();
     assert!(
-        background["detail"].as_str().unwrap().starts_with("metadatastoremigration done (job "),
+        background["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("metadatastoremigration done (job "),
         "{text}"
     );
-    let second_start = events
-        .iter()
-        .rposition(|e| e["event"] == "start")
-        .unwrap();
+    let second_start = events.iter().rposition(|e| e["event"] == "start").unwrap();
     let first_background = events
         .iter()
         .position(|e| e["event"] == "step" && e["step"] == "background")

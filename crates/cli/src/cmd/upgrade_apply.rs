@@ -270,11 +270,11 @@ fn apply(
 /// recorded yet.
 fn unfinished_from(journal: &[JournalEntry]) -> anyhow::Result<Option<Version>> {
     let last = STEPS[STEPS.len() - 1];
-    match journal
-        .iter()
-        .map(|e| e.from_version.clone())
-        .find(|f| !journal.iter().any(|e| &e.from_version == f && e.step == last))
-    {
+    match journal.iter().map(|e| e.from_version.clone()).find(|f| {
+        !journal
+            .iter()
+            .any(|e| &e.from_version == f && e.step == last)
+    }) {
         Some(f) => Ok(Some(Version::parse(&f)?)),
         None => Ok(None),
     }
@@ -389,7 +389,10 @@ async fn steps(
                 )
             }
             _ if hop.last => ("done", background(location).await?),
-            _ => ("done", background_here(config, meta.clone(), level, report).await?),
+            _ => (
+                "done",
+                background_here(config, meta.clone(), level, report).await?,
+            ),
         };
         meta.record_step(&JournalEntry {
             from_version: from.to_string(),
@@ -568,8 +571,10 @@ async fn background_here(
             }
             if last_report.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(2)) {
                 last_report = Some(std::time::Instant::now());
-                let progress: Option<serde_json::Value> =
-                    j.progress.as_deref().and_then(|p| serde_json::from_str(p).ok());
+                let progress: Option<serde_json::Value> = j
+                    .progress
+                    .as_deref()
+                    .and_then(|p| serde_json::from_str(p).ok());
                 report.say(
                     "waiting_for_migration",
                     serde_json::json!({"action": action, "job": j.id, "status": j.status.as_str(), "attempts": j.attempts, "progress": progress}),
