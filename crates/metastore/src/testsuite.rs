@@ -1997,7 +1997,7 @@ pub async fn scan_matches_findings_summaries_and_changes(store: &dyn MetaStore) 
     let (openssl, zlib, requests) = (id("openssl"), id("zlib"), id("requests"));
     let summary = |s: &crate::scan::SummaryRow| (s.critical, s.high, s.medium, s.low, s.unknown);
     // Stored before any match: scanned, nothing found yet.
-    let s = store.summaries(&[a.clone()]).await.unwrap();
+    let s = store.summaries(std::slice::from_ref(&a)).await.unwrap();
     assert_eq!(summary(&s[0].1), (0, 0, 0, 0, 0));
     assert_eq!(s[0].1.status, "scanned");
 
@@ -2037,7 +2037,7 @@ pub async fn scan_matches_findings_summaries_and_changes(store: &dyn MetaStore) 
     assert_eq!(f[0].aliases, ["CVE-A-1"]);
     assert_eq!(f[0].score, Some(7.5));
     assert_eq!(f[0].purl, "pkg:generic/openssl@3.0.1");
-    let s = store.summaries(&[a.clone()]).await.unwrap();
+    let s = store.summaries(std::slice::from_ref(&a)).await.unwrap();
     assert_eq!(summary(&s[0].1), (1, 2, 0, 1, 0));
     assert_eq!(s[0].1.db_version, Some(v1));
 
@@ -2147,7 +2147,7 @@ pub async fn scan_matches_findings_summaries_and_changes(store: &dyn MetaStore) 
     assert_eq!(got, [(a.clone(), "A-4".to_string())]);
     // Not refreshed yet; then every summary at once.
     assert_eq!(
-        summary(&store.summaries(&[b.clone()]).await.unwrap()[0].1),
+        summary(&store.summaries(std::slice::from_ref(&b)).await.unwrap()[0].1),
         (0, 1, 0, 0, 0)
     );
 

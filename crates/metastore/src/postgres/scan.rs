@@ -758,13 +758,12 @@ impl ScanStore for PgMetaStore {
         let rows = sqlx::query(
             "SELECT a.id, a.aliases, a.severity, a.score, a.summary,
                     p.id, p.ecosystem, p.name, p.version, p.purl, pv.fixed
-             FROM inventories i
-             JOIN (SELECT DISTINCT inventory_id, package_id FROM inventory_packages) ip
-               ON ip.inventory_id = i.id
+             FROM (SELECT DISTINCT ip.package_id FROM inventories i
+                   JOIN inventory_packages ip ON ip.inventory_id = i.id
+                   WHERE i.manifest_digest = $1) ip
              JOIN packages p ON p.id = ip.package_id
              JOIN package_vulns pv ON pv.package_id = p.id
              JOIN advisories a ON a.id = pv.advisory_id AND a.withdrawn IS NULL
-             WHERE i.manifest_digest = $1
              ORDER BY CASE a.severity WHEN 'critical' THEN 0 WHEN 'high' THEN 1
                  WHEN 'medium' THEN 2 WHEN 'low' THEN 3 ELSE 4 END,
                  a.id, p.ecosystem, p.name, p.version",

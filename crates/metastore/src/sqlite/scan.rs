@@ -93,20 +93,22 @@ fn current_version_id(c: &Connection) -> rusqlite::Result<i64> {
 
 /// Recomputes the summaries of the scanned inventories listed in `temp.scan_inv`:
 /// severity counts per package first, then their sums per inventory, so the large join
-/// never touches the per-advisory rows.
+/// never touches the per-advisory rows. (`CROSS JOIN` fixes SQLite's loop order: the
+/// listed inventories outside, their packages by primary key inside; left to itself,
+/// the planner walked every inventory's packages, which made storing an inventory cost
+/// in proportion to all of them.)
 fn refresh_listed_summaries(tx: &Transaction, db_version: i64) -> rusqlite::Result<u64> {
     let sql = format!(
         "INSERT OR REPLACE INTO inventory_summary
              (inventory_id, critical, high, medium, low, unknown, db_version)
-         WITH pkg AS (SELECT DISTINCT ip.package_id FROM inventory_packages ip
-                      JOIN temp.scan_inv i ON ip.inventory_id = i.id),
+         WITH inv_pkg AS (SELECT DISTINCT ip.inventory_id, ip.package_id
+                          FROM temp.scan_inv i CROSS JOIN inventory_packages ip
+                          ON ip.inventory_id = i.id),
               per_pkg(package_id, c0, c1, c2, c3, c4) AS (
                   SELECT pv.package_id, {sums} FROM package_vulns pv
                   JOIN advisories a ON a.id = pv.advisory_id
-                  WHERE a.withdrawn IS NULL AND pv.package_id IN (SELECT package_id FROM pkg)
-                  GROUP BY pv.package_id),
-              inv_pkg AS (SELECT DISTINCT ip.inventory_id, ip.package_id FROM inventory_packages ip
-                          WHERE ip.inventory_id IN (SELECT id FROM temp.scan_inv))
+                  WHERE a.withdrawn IS NULL AND pv.package_id IN (SELECT package_id FROM inv_pkg)
+                  GROUP BY pv.package_id)
          SELECT i.id, COALESCE(SUM(pp.c0), 0), COALESCE(SUM(pp.c1), 0), COALESCE(SUM(pp.c2), 0),
                 COALESCE(SUM(pp.c3), 0), COALESCE(SUM(pp.c4), 0), ?
          FROM temp.scan_inv i
@@ -556,7 +558,7 @@ impl ScanStore for SqliteMetaStore {
                 tx.execute(
                     "INSERT OR IGNORE INTO temp.scan_pairs (inventory_id, advisory_id, before)
                      SELECT DISTINCT ip.inventory_id, d.advisory_id, 0 FROM temp.scan_diff d
-                     JOIN inventory_packages ip ON ip.package_id = d.package_id",
+                     CROSS JOIN inventory_packages ip ON ip.package_id = d.package_id",
                     [],
                 )?;
                 tx.execute(&format!("UPDATE temp.scan_pairs AS p SET before = {HAS}"), [])?;
@@ -619,7 +621,7 @@ impl ScanStore for SqliteMetaStore {
                 // with a new match.
                 out.newly_affected_inventories = tx.query_row(
                     "SELECT COUNT(DISTINCT ip.inventory_id) FROM temp.scan_diff d
-                     JOIN inventory_packages ip ON ip.package_id = d.package_id WHERE d.added",
+                     CROSS JOIN inventory_packages ip ON ip.package_id = d.package_id WHERE d.added",
                     [],
                     |r| r.get::<_, i64>(0),
                 )? as u64;
@@ -629,7 +631,7 @@ impl ScanStore for SqliteMetaStore {
                 tx.execute(
                     "INSERT OR IGNORE INTO temp.scan_inv (id)
                      SELECT DISTINCT ip.inventory_id FROM temp.scan_diff d
-                     JOIN inventory_packages ip ON ip.package_id = d.package_id
+                     CROSS JOIN inventory_packages ip ON ip.package_id = d.package_id
                      JOIN inventories i ON i.id = ip.inventory_id WHERE i.status = 'scanned'",
                     [],
                 )?;
@@ -701,13 +703,12 @@ impl ScanStore for SqliteMetaStore {
             let mut st = c.prepare_cached(
                 "SELECT a.id, a.aliases, a.severity, a.score, a.summary,
                         p.id, p.ecosystem, p.name, p.version, p.purl, pv.fixed
-                 FROM inventories i
-                 JOIN (SELECT DISTINCT inventory_id, package_id FROM inventory_packages) ip
-                   ON ip.inventory_id = i.id
+                 FROM (SELECT DISTINCT ip.package_id FROM inventories i
+                       CROSS JOIN inventory_packages ip ON ip.inventory_id = i.id
+                       WHERE i.manifest_digest = ?) ip
                  JOIN packages p ON p.id = ip.package_id
                  JOIN package_vulns pv ON pv.package_id = p.id
                  JOIN advisories a ON a.id = pv.advisory_id AND a.withdrawn IS NULL
-                 WHERE i.manifest_digest = ?
                  ORDER BY CASE a.severity WHEN 'critical' THEN 0 WHEN 'high' THEN 1
                      WHEN 'medium' THEN 2 WHEN 'low' THEN 3 ELSE 4 END,
                      a.id, p.ecosystem, p.name, p.version",
