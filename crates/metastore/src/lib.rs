@@ -17,6 +17,7 @@ pub mod jobs;
 pub mod journal;
 pub mod postgres;
 pub mod replicas;
+pub mod scan;
 pub mod schema;
 pub mod sqlite;
 pub mod testsuite;
@@ -29,6 +30,7 @@ pub use jobs::JobStore;
 pub use journal::UpgradeJournal;
 pub use postgres::PgMetaStore;
 pub use replicas::{ReplicaReport, ReplicaRow, ReplicaStore};
+pub use scan::ScanStore;
 pub use sqlite::SqliteMetaStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +123,7 @@ pub trait MetaStore:
     + BackupStore
     + JobStore
     + GcStore
+    + ScanStore
     + UpgradeJournal
     + Send
     + Sync

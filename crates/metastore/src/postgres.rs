@@ -19,6 +19,7 @@ mod gc;
 mod holds;
 mod jobs;
 mod journal;
+mod scan;
 use crate::schema::{MIGRATIONS, SCHEMA_LEVEL};
 use crate::{
     now_ms, MetaError, MetaStore, NewManifest, Referrer, Result, StoredManifest, UploadHold,

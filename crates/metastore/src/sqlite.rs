@@ -30,6 +30,7 @@ mod group_commit;
 mod jobs;
 mod journal;
 mod replicas;
+mod scan;
 
 const READERS: usize = 4;
 

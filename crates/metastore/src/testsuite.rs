@@ -317,6 +317,11 @@ macro_rules! metastore_testsuite {
             gc_untagged_manifests_spare_tagged_children_and_referrers,
             browsing_shows_what_each_viewer_may_see_in_keyset_pages,
             browsing_tags_orgs_and_grants,
+            scan_inventories_replace_and_share_packages,
+            scan_vulndb_imports_swap_whole_sets,
+            scan_matches_findings_summaries_and_changes,
+            scan_policies_and_allowlist_round_trip,
+            scan_gc_removes_orphan_inventories_and_packages,
         );
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {
@@ -620,6 +625,31 @@ async fn populate(store: &dyn MetaStore) {
     let layer = blob(store, &r, b"layer").await;
     let m = manifest(r#"{"backup":1}"#, vec![layer], vec![]);
     store.put_manifest(&r, &m, Some(&tag("v1"))).await.unwrap();
+    // What scanning keeps in a backup: the policies and the allowlist (booleans and
+    // NULLs included).
+    store
+        .set_scan_policy(
+            "",
+            &crate::scan::ScanPolicy {
+                scan_on_push: true,
+                block_severity: None,
+                unscanned: "allow".into(),
+                attach_sbom: false,
+            },
+        )
+        .await
+        .unwrap();
+    store
+        .add_allow(&crate::scan::AllowRow {
+            repository: "team/app".into(),
+            vuln_id: "CVE-2024-1".into(),
+            expires_at_ms: None,
+            reason: "not reachable".into(),
+            created_by: "alice".into(),
+            created_at_ms: 0,
+        })
+        .await
+        .unwrap();
     let alice = store.create_user("alice", "hash-a", true).await.unwrap();
     store
         .create_token(alice.id, "ci", "token-hash", None)
@@ -1574,4 +1604,878 @@ pub async fn browsing_tags_orgs_and_grants(store: &dyn MetaStore) {
             ("user".to_string(), "carol".to_string(), "write".to_string())
         ]
     );
+}
+
+// ---------------------------------------------------------------- vulnerability scanning
+
+use crate::scan::{
+    AdvisoryRow, AffectedRow, AllowRow, InventoryRow, MatchDiff, NewMatch, PackageRow, ScanPolicy,
+};
+
+fn pkg(ecosystem: &str, name: &str, version: &str, location: &str) -> PackageRow {
+    PackageRow {
+        ecosystem: ecosystem.into(),
+        name: name.into(),
+        version: version.into(),
+        match_name: name.into(),
+        match_version: version.into(),
+        purl: format!("pkg:generic/{name}@{version}"),
+        location: location.into(),
+    }
+}
+
+fn scanned(packages: Vec<PackageRow>) -> InventoryRow {
+    InventoryRow {
+        status: "scanned".into(),
+        os_json: Some(r#"{"id":"debian","version_id":"12"}"#.into()),
+        scanner_version: "1.2.0".into(),
+        error: None,
+        notes_json: "[]".into(),
+        packages,
+    }
+}
+
+fn advisory(id: &str, severity: &str, packages: &[(&str, &str)]) -> AdvisoryRow {
+    AdvisoryRow {
+        id: id.into(),
+        modified: "2024-01-01T00:00:00Z".into(),
+        withdrawn: None,
+        aliases: vec![format!("CVE-{id}")],
+        severity: severity.into(),
+        score: Some(7.5),
+        summary: format!("summary of {id}"),
+        affected: packages
+            .iter()
+            .map(|(e, n)| AffectedRow {
+                ecosystem: e.to_string(),
+                name: n.to_string(),
+                affected_json: format!(r#"{{"package":{{"name":"{n}"}}}}"#),
+            })
+            .collect(),
+    }
+}
+
+fn digest_of(s: &str) -> String {
+    Digest::sha256_of(s.as_bytes()).to_string()
+}
+
+/// Imports `advisories` as one database version, in batches of two; returns its id.
+async fn import(store: &dyn MetaStore, advisories: &[AdvisoryRow]) -> i64 {
+    let v = store.begin_vulndb_import("file:/tmp/test").await.unwrap();
+    for batch in advisories.chunks(2) {
+        store.stage_advisories(v, batch).await.unwrap();
+    }
+    store
+        .commit_vulndb_import(v, r#"{"Debian:12":1}"#, "{}")
+        .await
+        .unwrap();
+    v
+}
+
+fn new_match(package_id: i64, advisory: &str, fixed: Option<&str>) -> NewMatch {
+    NewMatch {
+        package_id,
+        advisory_id: advisory.into(),
+        fixed: fixed.map(str::to_string),
+    }
+}
+
+pub async fn scan_inventories_replace_and_share_packages(store: &dyn MetaStore) {
+    let a = digest_of("image-a");
+    let first = store
+        .store_inventory(
+            &a,
+            &scanned(vec![
+                pkg("Debian:12", "openssl", "3.0.1", "/var/lib/dpkg/status"),
+                pkg("Debian:12", "zlib", "1.2", "/var/lib/dpkg/status"),
+                // The same package at a second location: one package, two rows.
+                pkg("PyPI", "requests", "2.0", "/app/a"),
+                pkg("PyPI", "requests", "2.0", "/app/b"),
+            ]),
+        )
+        .await
+        .unwrap();
+    let mut new_names: Vec<_> = first
+        .new_packages
+        .iter()
+        .map(|(_, p)| p.name.as_str())
+        .collect();
+    new_names.sort();
+    assert_eq!(new_names, ["openssl", "requests", "zlib"]);
+    let detail = store.inventory(&a).await.unwrap().unwrap();
+    assert_eq!(detail.id, first.inventory_id);
+    assert_eq!(detail.status, "scanned");
+    assert_eq!(detail.packages.len(), 4);
+    assert_eq!(
+        detail
+            .packages
+            .iter()
+            .filter(|(_, p)| p.name == "requests")
+            .map(|(_, p)| p.location.as_str())
+            .collect::<Vec<_>>(),
+        ["/app/a", "/app/b"]
+    );
+
+    // A rescan replaces the inventory; the same packages are not new again.
+    let again = store
+        .store_inventory(
+            &a,
+            &scanned(vec![
+                pkg("Debian:12", "openssl", "3.0.1", "/var/lib/dpkg/status"),
+                pkg("Debian:12", "zlib", "1.2", "/var/lib/dpkg/status"),
+            ]),
+        )
+        .await
+        .unwrap();
+    assert!(again.new_packages.is_empty(), "{:?}", again.new_packages);
+    let detail = store.inventory(&a).await.unwrap().unwrap();
+    assert_eq!(detail.id, again.inventory_id);
+    assert_eq!(detail.packages.len(), 2);
+    let same_openssl = first
+        .new_packages
+        .iter()
+        .find(|(_, p)| p.name == "openssl")
+        .unwrap()
+        .0;
+    assert!(detail.packages.iter().any(|(id, _)| *id == same_openssl));
+
+    // A second image sharing packages gets only its own new ones.
+    let b = digest_of("image-b");
+    let second = store
+        .store_inventory(
+            &b,
+            &scanned(vec![
+                pkg("Debian:12", "openssl", "3.0.1", "/var/lib/dpkg/status"),
+                pkg("Debian:12", "curl", "8.0", "/var/lib/dpkg/status"),
+            ]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        second
+            .new_packages
+            .iter()
+            .map(|(_, p)| p.name.as_str())
+            .collect::<Vec<_>>(),
+        ["curl"]
+    );
+
+    // A failed scan is stored with its reason, without packages or counts.
+    let c = digest_of("image-c");
+    let failed = InventoryRow {
+        status: "failed".into(),
+        os_json: None,
+        error: Some("layer too large".into()),
+        ..scanned(vec![])
+    };
+    store.store_inventory(&c, &failed).await.unwrap();
+    let detail = store.inventory(&c).await.unwrap().unwrap();
+    assert_eq!(
+        (detail.status.as_str(), detail.error.as_deref()),
+        ("failed", Some("layer too large"))
+    );
+    assert!(store.set_sbom_digest(&b, "sha256:sbom").await.unwrap());
+    assert!(!store.set_sbom_digest("sha256:none", "x").await.unwrap());
+    assert_eq!(
+        store
+            .inventory(&b)
+            .await
+            .unwrap()
+            .unwrap()
+            .sbom_digest
+            .as_deref(),
+        Some("sha256:sbom")
+    );
+    assert!(store.inventory("sha256:none").await.unwrap().is_none());
+
+    // Every distinct package, page by page.
+    let page1 = store.packages_page(0, 2).await.unwrap();
+    let page2 = store.packages_page(page1[1].0, 10).await.unwrap();
+    let mut all: Vec<_> = page1
+        .iter()
+        .chain(&page2)
+        .map(|(_, p)| p.name.clone())
+        .collect();
+    all.sort();
+    assert_eq!(all, ["curl", "openssl", "requests", "zlib"]);
+    assert!(page1.iter().all(|(_, p)| p.location.is_empty()));
+}
+
+pub async fn scan_vulndb_imports_swap_whole_sets(store: &dyn MetaStore) {
+    assert!(store.current_vulndb().await.unwrap().is_none());
+    let set1 = [
+        advisory("A-1", "high", &[("Debian:12", "openssl")]),
+        advisory(
+            "A-2",
+            "low",
+            &[("Debian:12", "zlib"), ("Alpine:v3.19", "zlib")],
+        ),
+        advisory("A-3", "critical", &[("PyPI", "requests")]),
+    ];
+    let v1 = import(store, &set1).await;
+    let current = store.current_vulndb().await.unwrap().unwrap();
+    assert_eq!(
+        (current.id, current.status.as_str(), current.records),
+        (v1, "current", Some(3))
+    );
+    assert_eq!(
+        current.ecosystems_json.as_deref(),
+        Some(r#"{"Debian:12":1}"#)
+    );
+    assert_eq!(store.all_affected().await.unwrap().len(), 4);
+    let zlib = store
+        .affected_for(&[
+            ("Debian:12".into(), "zlib".into()),
+            ("x".into(), "y".into()),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(zlib.len(), 1);
+    assert_eq!(
+        (zlib[0].advisory_id.as_str(), zlib[0].name.as_str()),
+        ("A-2", "zlib")
+    );
+    let got = store
+        .advisories(&["A-2".into(), "nope".into()])
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    // Its `affected` entries by ecosystem and name.
+    let mut want = set1[1].clone();
+    want.affected
+        .sort_by(|x, y| (&x.ecosystem, &x.name).cmp(&(&y.ecosystem, &y.name)));
+    assert_eq!(got[0], want);
+
+    // The second version replaces the whole set; an advisory staged twice (in two
+    // archives) counts once, with what was staged last.
+    let mut withdrawn = advisory("B-2", "medium", &[("npm", "lodash")]);
+    withdrawn.withdrawn = Some("2024-02-01T00:00:00Z".into());
+    let v2 = store
+        .begin_vulndb_import("https://osv/all.zip")
+        .await
+        .unwrap();
+    store
+        .stage_advisories(v2, &[advisory("B-1", "low", &[("Debian:12", "curl")])])
+        .await
+        .unwrap();
+    store
+        .stage_advisories(
+            v2,
+            &[
+                advisory(
+                    "B-1",
+                    "high",
+                    &[("Debian:12", "curl"), ("Debian:12", "libcurl")],
+                ),
+                withdrawn,
+            ],
+        )
+        .await
+        .unwrap();
+    // Until the commit, the current set is untouched.
+    assert_eq!(store.current_vulndb().await.unwrap().unwrap().id, v1);
+    assert_eq!(store.all_affected().await.unwrap().len(), 4);
+    assert_eq!(
+        store
+            .commit_vulndb_import(v2, "{}", r#"{"etag":"x"}"#)
+            .await
+            .unwrap(),
+        2
+    );
+    let b1 = &store.advisories(&["B-1".into()]).await.unwrap()[0];
+    assert_eq!((b1.severity.as_str(), b1.affected.len()), ("high", 2));
+    assert!(store.advisories(&["A-1".into()]).await.unwrap().is_empty());
+    // The withdrawn one is kept but matches nothing.
+    assert_eq!(store.advisories(&["B-2".into()]).await.unwrap().len(), 1);
+    assert_eq!(store.all_affected().await.unwrap().len(), 2);
+    assert!(store
+        .affected_for(&[("npm".into(), "lodash".into())])
+        .await
+        .unwrap()
+        .is_empty());
+
+    // A failed import leaves the current version and its advisories in place.
+    let v3 = store
+        .begin_vulndb_import("https://osv/all.zip")
+        .await
+        .unwrap();
+    store
+        .stage_advisories(v3, &[advisory("C-1", "high", &[("PyPI", "flask")])])
+        .await
+        .unwrap();
+    store
+        .fail_vulndb_import(v3, "checksum mismatch")
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.commit_vulndb_import(v3, "{}", "{}").await,
+        Err(MetaError::Conflict(_))
+    ));
+    assert!(matches!(
+        store
+            .stage_advisories(v3, &[advisory("C-2", "low", &[])])
+            .await,
+        Err(MetaError::Conflict(_))
+    ));
+    assert_eq!(store.current_vulndb().await.unwrap().unwrap().id, v2);
+    assert!(store.advisories(&["C-1".into()]).await.unwrap().is_empty());
+    assert_eq!(store.all_affected().await.unwrap().len(), 2);
+
+    // An import left 'importing' (its process died) is abandoned by the next one.
+    let v4 = store.begin_vulndb_import("upload:a.zip").await.unwrap();
+    store
+        .stage_advisories(v4, &[advisory("D-1", "low", &[("PyPI", "x")])])
+        .await
+        .unwrap();
+    let v5 = store.begin_vulndb_import("upload:b.zip").await.unwrap();
+    assert!(store.commit_vulndb_import(v4, "{}", "{}").await.is_err());
+    assert_eq!(store.commit_vulndb_import(v5, "{}", "{}").await.unwrap(), 0);
+
+    let versions = store.vulndb_versions(10).await.unwrap();
+    assert_eq!(
+        versions
+            .iter()
+            .map(|v| (v.id, v.status.as_str()))
+            .collect::<Vec<_>>(),
+        [
+            (v5, "current"),
+            (v4, "failed"),
+            (v3, "failed"),
+            (v2, "superseded"),
+            (v1, "superseded")
+        ]
+    );
+    assert_eq!(versions[2].error.as_deref(), Some("checksum mismatch"));
+    assert!(versions[1].error.as_deref().unwrap().contains("abandoned"));
+    assert_eq!(
+        versions[3].validators_json.as_deref(),
+        Some(r#"{"etag":"x"}"#)
+    );
+    assert_eq!(store.vulndb_versions(1).await.unwrap().len(), 1);
+    assert!(matches!(
+        store
+            .stage_advisories(v5, &[advisory("E", "severe", &[])])
+            .await,
+        Err(MetaError::Conflict(_))
+    ));
+}
+
+pub async fn scan_matches_findings_summaries_and_changes(store: &dyn MetaStore) {
+    let v1 = import(
+        store,
+        &[
+            advisory("A-1", "critical", &[("Debian:12", "openssl")]),
+            advisory(
+                "A-2",
+                "high",
+                &[("Debian:12", "openssl"), ("Debian:12", "zlib")],
+            ),
+            advisory("A-3", "low", &[("PyPI", "requests")]),
+        ],
+    )
+    .await;
+    let (a, b) = (digest_of("image-a"), digest_of("image-b"));
+    let sa = store
+        .store_inventory(
+            &a,
+            &scanned(vec![
+                pkg("Debian:12", "openssl", "3.0.1", "/s"),
+                pkg("Debian:12", "zlib", "1.2", "/s"),
+                pkg("PyPI", "requests", "2.0", "/app/a"),
+                pkg("PyPI", "requests", "2.0", "/app/b"),
+            ]),
+        )
+        .await
+        .unwrap();
+    let id = |name: &str| {
+        sa.new_packages
+            .iter()
+            .find(|(_, p)| p.name == name)
+            .unwrap()
+            .0
+    };
+    let (openssl, zlib, requests) = (id("openssl"), id("zlib"), id("requests"));
+    let summary = |s: &crate::scan::SummaryRow| (s.critical, s.high, s.medium, s.low, s.unknown);
+    // Stored before any match: scanned, nothing found yet.
+    let s = store.summaries(std::slice::from_ref(&a)).await.unwrap();
+    assert_eq!(summary(&s[0].1), (0, 0, 0, 0, 0));
+    assert_eq!(s[0].1.status, "scanned");
+
+    // A new image's first matches.
+    let changes = store
+        .apply_matches(&MatchDiff {
+            db_version: v1,
+            added: vec![
+                new_match(openssl, "A-1", Some("3.0.2")),
+                new_match(openssl, "A-2", None),
+                new_match(zlib, "A-2", Some("1.3")),
+                new_match(requests, "A-3", Some("2.1")),
+            ],
+            removed: vec![],
+            record_changes: false,
+            refresh_summaries: true,
+        })
+        .await
+        .unwrap();
+    assert_eq!((changes.added, changes.removed), (4, 0));
+    assert_eq!(changes.newly_affected_inventories, 1);
+    assert!(store.vuln_changes(v1, 100).await.unwrap().is_empty());
+    let f = store.findings(&a).await.unwrap();
+    assert_eq!(
+        f.iter()
+            .map(|f| (f.advisory_id.as_str(), f.name.as_str(), f.severity.as_str()))
+            .collect::<Vec<_>>(),
+        [
+            ("A-1", "openssl", "critical"),
+            ("A-2", "openssl", "high"),
+            ("A-2", "zlib", "high"),
+            ("A-3", "requests", "low"),
+        ],
+        "one finding per package, whatever the number of locations"
+    );
+    assert_eq!(f[0].fixed.as_deref(), Some("3.0.2"));
+    assert_eq!(f[0].aliases, ["CVE-A-1"]);
+    assert_eq!(f[0].score, Some(7.5));
+    assert_eq!(f[0].purl, "pkg:generic/openssl@3.0.1");
+    let s = store.summaries(std::slice::from_ref(&a)).await.unwrap();
+    assert_eq!(summary(&s[0].1), (1, 2, 0, 1, 0));
+    assert_eq!(s[0].1.db_version, Some(v1));
+
+    // A second image made of known packages gets its summary when stored.
+    store
+        .store_inventory(
+            &b,
+            &scanned(vec![pkg("Debian:12", "openssl", "3.0.1", "/s")]),
+        )
+        .await
+        .unwrap();
+    let s = store
+        .summaries(&[b.clone(), "sha256:none".into(), a.clone()])
+        .await
+        .unwrap();
+    assert_eq!(
+        s.iter().map(|(d, _)| d.as_str()).collect::<Vec<_>>(),
+        [b.as_str(), a.as_str()]
+    );
+    assert_eq!(summary(&s[0].1), (1, 1, 0, 0, 0));
+
+    // A re-match after a database change: A-1 no longer affects openssl, a new A-4
+    // affects zlib, A-2 moves its fix.
+    let v2 = import(
+        store,
+        &[
+            advisory("A-1", "critical", &[]),
+            advisory(
+                "A-2",
+                "high",
+                &[("Debian:12", "openssl"), ("Debian:12", "zlib")],
+            ),
+            advisory("A-3", "low", &[("PyPI", "requests")]),
+            advisory("A-4", "medium", &[("Debian:12", "zlib")]),
+        ],
+    )
+    .await;
+    let existing = store
+        .package_vulns_for(&[openssl, zlib, requests])
+        .await
+        .unwrap();
+    assert_eq!(existing.len(), 4);
+    assert!(existing.contains(&new_match(zlib, "A-2", Some("1.3"))));
+    let changes = store
+        .apply_matches(&MatchDiff {
+            db_version: v2,
+            added: vec![
+                new_match(zlib, "A-4", None),
+                new_match(openssl, "A-2", Some("3.0.9")),
+            ],
+            removed: vec![(openssl, "A-1".into())],
+            record_changes: true,
+            refresh_summaries: true,
+        })
+        .await
+        .unwrap();
+    assert_eq!((changes.added, changes.removed), (1, 1));
+    assert_eq!(changes.newly_affected_inventories, 1, "image a gained A-4");
+    assert_eq!(changes.unaffected_inventories, 2, "both lost A-1");
+    let mut expected = vec![
+        (a.clone(), "A-1".to_string(), "removed".to_string()),
+        (a.clone(), "A-4".to_string(), "added".to_string()),
+        (b.clone(), "A-1".to_string(), "removed".to_string()),
+    ];
+    expected.sort();
+    let got: Vec<_> = store
+        .vuln_changes(v2, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.manifest_digest, c.advisory_id, c.change))
+        .collect();
+    assert_eq!(got, expected);
+    assert_eq!(store.vuln_changes(v2, 1).await.unwrap().len(), 1);
+    let s = store.summaries(&[a.clone(), b.clone()]).await.unwrap();
+    assert_eq!(summary(&s[0].1), (0, 2, 1, 1, 0));
+    assert_eq!(summary(&s[1].1), (0, 1, 0, 0, 0));
+    assert_eq!(s[0].1.db_version, Some(v2));
+    let f = store.findings(&a).await.unwrap();
+    assert_eq!(
+        f.iter()
+            .find(|f| f.advisory_id == "A-2" && f.name == "openssl")
+            .unwrap()
+            .fixed
+            .as_deref(),
+        Some("3.0.9")
+    );
+
+    // Removed on one page and added back on another within one version: no change.
+    store
+        .apply_matches(&MatchDiff {
+            db_version: v2,
+            added: vec![new_match(openssl, "A-1", None)],
+            removed: vec![],
+            record_changes: true,
+            refresh_summaries: false,
+        })
+        .await
+        .unwrap();
+    let got: Vec<_> = store
+        .vuln_changes(v2, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.manifest_digest, c.advisory_id))
+        .collect();
+    assert_eq!(got, [(a.clone(), "A-4".to_string())]);
+    // Not refreshed yet; then every summary at once.
+    assert_eq!(
+        summary(&store.summaries(std::slice::from_ref(&b)).await.unwrap()[0].1),
+        (0, 1, 0, 0, 0)
+    );
+
+    // A database whose severities changed: the summaries follow after a refresh.
+    let v3 = import(
+        store,
+        &[
+            advisory("A-1", "critical", &[("Debian:12", "openssl")]),
+            advisory(
+                "A-2",
+                "medium",
+                &[("Debian:12", "openssl"), ("Debian:12", "zlib")],
+            ),
+            advisory("A-3", "unknown", &[("PyPI", "requests")]),
+            advisory("A-4", "medium", &[("Debian:12", "zlib")]),
+        ],
+    )
+    .await;
+    assert_eq!(store.refresh_all_summaries(v3).await.unwrap(), 2);
+    let s = store.summaries(&[a.clone(), b.clone()]).await.unwrap();
+    assert_eq!(summary(&s[0].1), (1, 0, 3, 0, 1));
+    assert_eq!(summary(&s[1].1), (1, 0, 1, 0, 0));
+    assert_eq!(s[1].1.db_version, Some(v3));
+
+    // Advisories that left the database no longer show, before any re-match.
+    import(
+        store,
+        &[advisory("A-4", "medium", &[("Debian:12", "zlib")])],
+    )
+    .await;
+    let f = store.findings(&a).await.unwrap();
+    assert_eq!(
+        f.iter().map(|f| f.advisory_id.as_str()).collect::<Vec<_>>(),
+        ["A-4"]
+    );
+}
+
+pub async fn scan_policies_and_allowlist_round_trip(store: &dyn MetaStore) {
+    assert!(store.scan_policy("").await.unwrap().is_none());
+    let default = ScanPolicy {
+        scan_on_push: true,
+        block_severity: Some("critical".into()),
+        unscanned: "allow".into(),
+        attach_sbom: false,
+    };
+    store.set_scan_policy("", &default).await.unwrap();
+    let team = ScanPolicy {
+        scan_on_push: false,
+        block_severity: None,
+        unscanned: "refuse".into(),
+        attach_sbom: true,
+    };
+    store.set_scan_policy("team/app", &team).await.unwrap();
+    let got = store.scan_policy("").await.unwrap().unwrap();
+    assert_eq!((got.repository.as_str(), &got.policy), ("", &default));
+    assert!(got.updated_at_ms > 0);
+    assert_eq!(
+        store.scan_policy("team/app").await.unwrap().unwrap().policy,
+        team
+    );
+    assert!(store.scan_policy("team/other").await.unwrap().is_none());
+    // Replaced, not added.
+    let stricter = ScanPolicy {
+        block_severity: Some("high".into()),
+        ..default.clone()
+    };
+    store.set_scan_policy("", &stricter).await.unwrap();
+    let all = store.scan_policies().await.unwrap();
+    assert_eq!(
+        all.iter()
+            .map(|p| (p.repository.as_str(), p.policy.block_severity.as_deref()))
+            .collect::<Vec<_>>(),
+        [("", Some("high")), ("team/app", None)]
+    );
+    let bad = ScanPolicy {
+        block_severity: Some("severe".into()),
+        ..default.clone()
+    };
+    assert!(store.set_scan_policy("x", &bad).await.is_err());
+    let bad = ScanPolicy {
+        unscanned: "maybe".into(),
+        ..default
+    };
+    assert!(store.set_scan_policy("x", &bad).await.is_err());
+    assert!(store.delete_scan_policy("team/app").await.unwrap());
+    assert!(!store.delete_scan_policy("team/app").await.unwrap());
+    assert!(store.scan_policy("team/app").await.unwrap().is_none());
+
+    let entry = |repository: &str, vuln: &str, expires: Option<i64>| AllowRow {
+        repository: repository.into(),
+        vuln_id: vuln.into(),
+        expires_at_ms: expires,
+        reason: format!("accepted {vuln}"),
+        created_by: "alice".into(),
+        created_at_ms: 0,
+    };
+    store.add_allow(&entry("", "CVE-1", None)).await.unwrap();
+    store
+        .add_allow(&entry("team/app", "CVE-2", Some(1_000)))
+        .await
+        .unwrap();
+    store
+        .add_allow(&entry("team/other", "CVE-3", None))
+        .await
+        .unwrap();
+    // Replaced: the new expiry and reason.
+    store
+        .add_allow(&AllowRow {
+            reason: "until the fix".into(),
+            ..entry("team/app", "CVE-2", Some(2_000))
+        })
+        .await
+        .unwrap();
+    let list = store.allowlist("team/app").await.unwrap();
+    assert_eq!(
+        list.iter()
+            .map(|e| (e.repository.as_str(), e.vuln_id.as_str(), e.expires_at_ms))
+            .collect::<Vec<_>>(),
+        [("", "CVE-1", None), ("team/app", "CVE-2", Some(2_000))]
+    );
+    assert_eq!(list[1].reason, "until the fix");
+    assert_eq!(list[1].created_by, "alice");
+    assert!(list[1].created_at_ms > 0);
+    assert_eq!(store.allowlist("").await.unwrap().len(), 1);
+    assert_eq!(store.allowlist("nobody/here").await.unwrap().len(), 1);
+    assert!(store.remove_allow("team/app", "CVE-2").await.unwrap());
+    assert!(!store.remove_allow("team/app", "CVE-2").await.unwrap());
+    assert!(!store.remove_allow("team/app", "CVE-1").await.unwrap());
+    assert_eq!(store.allowlist("team/app").await.unwrap().len(), 1);
+}
+
+pub async fn scan_gc_removes_orphan_inventories_and_packages(store: &dyn MetaStore) {
+    let (r1, r2) = (repo("team/one"), repo("team/two"));
+    let m = manifest("image-shared", vec![], vec![]);
+    let kept = manifest("image-kept", vec![], vec![]);
+    store.put_manifest(&r1, &m, Some(&tag("v1"))).await.unwrap();
+    store.put_manifest(&r2, &m, Some(&tag("v1"))).await.unwrap();
+    store.put_manifest(&r2, &kept, None).await.unwrap();
+    let v = import(
+        store,
+        &[advisory("A-1", "high", &[("Debian:12", "only-here")])],
+    )
+    .await;
+    let shared = store
+        .store_inventory(
+            &m.digest.to_string(),
+            &scanned(vec![
+                pkg("Debian:12", "common", "1", "/s"),
+                pkg("Debian:12", "only-here", "1", "/s"),
+            ]),
+        )
+        .await
+        .unwrap();
+    let only_here = shared
+        .new_packages
+        .iter()
+        .find(|(_, p)| p.name == "only-here")
+        .unwrap()
+        .0;
+    store
+        .apply_matches(&MatchDiff {
+            db_version: v,
+            added: vec![new_match(only_here, "A-1", None)],
+            removed: vec![],
+            record_changes: true,
+            refresh_summaries: true,
+        })
+        .await
+        .unwrap();
+    store
+        .store_inventory(
+            &kept.digest.to_string(),
+            &scanned(vec![pkg("Debian:12", "common", "1", "/s")]),
+        )
+        .await
+        .unwrap();
+    // An inventory whose manifest was never stored (or is gone already).
+    store
+        .store_inventory(
+            &digest_of("never-pushed"),
+            &scanned(vec![pkg("Debian:12", "stray", "1", "/s")]),
+        )
+        .await
+        .unwrap();
+
+    let gc = store.delete_inventories_without_manifests().await.unwrap();
+    assert_eq!((gc.inventories, gc.packages), (1, 1));
+    assert!(store
+        .inventory(&digest_of("never-pushed"))
+        .await
+        .unwrap()
+        .is_none());
+
+    // Still in one repository: kept.
+    store.delete_manifest(&r1, &m.digest).await.unwrap();
+    let gc = store.delete_inventories_without_manifests().await.unwrap();
+    assert_eq!((gc.inventories, gc.packages), (0, 0));
+    assert!(store
+        .inventory(&m.digest.to_string())
+        .await
+        .unwrap()
+        .is_some());
+
+    // Gone from every repository: its inventory goes, with the packages only it had
+    // (and their matches); the shared package stays.
+    store.delete_manifest(&r2, &m.digest).await.unwrap();
+    let gc = store.delete_inventories_without_manifests().await.unwrap();
+    assert_eq!((gc.inventories, gc.packages), (1, 1));
+    assert!(store
+        .inventory(&m.digest.to_string())
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .package_vulns_for(&[only_here])
+        .await
+        .unwrap()
+        .is_empty());
+    let left: Vec<_> = store
+        .packages_page(0, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, p)| p.name)
+        .collect();
+    assert_eq!(left, ["common"]);
+    assert!(store
+        .inventory(&kept.digest.to_string())
+        .await
+        .unwrap()
+        .is_some());
+}
+
+/// Not part of the suite: imports 100,000 small advisories in batches and stores 1,000
+/// inventories of 300 packages, printing the times (to see that nothing grows
+/// quadratically; no assertion on them).
+pub async fn scan_scale(store: &dyn MetaStore) {
+    use std::time::Instant;
+    let ecosystems = ["Debian:12", "PyPI", "npm", "Alpine:v3.19"];
+    let t = Instant::now();
+    let v = store.begin_vulndb_import("file:scale").await.unwrap();
+    let mut batch = Vec::with_capacity(5_000);
+    for i in 0..100_000u32 {
+        let eco = ecosystems[(i % 4) as usize];
+        batch.push(AdvisoryRow {
+            id: format!("TEST-{i:06}"),
+            modified: "2024-01-01T00:00:00Z".into(),
+            withdrawn: None,
+            aliases: vec![format!("CVE-2024-{i}")],
+            severity: crate::scan::SEVERITIES[(i % 5) as usize].into(),
+            score: Some(5.0),
+            summary: "a test advisory".into(),
+            affected: vec![AffectedRow {
+                ecosystem: eco.into(),
+                name: format!("pkg{}", i % 20_000),
+                affected_json: r#"{"ranges":[{"type":"ECOSYSTEM","events":[{"introduced":"0"},{"fixed":"2"}]}]}"#.into(),
+            }],
+        });
+        if batch.len() == 5_000 {
+            store.stage_advisories(v, &batch).await.unwrap();
+            batch.clear();
+        }
+    }
+    let staged = t.elapsed();
+    let n = store.commit_vulndb_import(v, "{}", "{}").await.unwrap();
+    assert_eq!(n, 100_000);
+    eprintln!(
+        "scale: 100,000 advisories staged in {staged:.2?}, swapped in {:.2?} (total {:.2?})",
+        t.elapsed() - staged,
+        t.elapsed()
+    );
+    let t = Instant::now();
+    let all = store.all_affected().await.unwrap();
+    assert_eq!(all.len(), 100_000);
+    eprintln!("scale: all_affected loaded in {:.2?}", t.elapsed());
+
+    let t = Instant::now();
+    let mut new_total = 0;
+    let mut lap = Instant::now();
+    for image in 0..1_000u32 {
+        // 200 OS packages from a shared base (a few versions), 100 of the image's own
+        // language packages drawn from a larger set.
+        let base = image % 10;
+        let mut packages = Vec::with_capacity(300);
+        for j in 0..200u32 {
+            packages.push(pkg(
+                "Debian:12",
+                &format!("pkg{j}"),
+                &format!("1.{base}"),
+                "/var/lib/dpkg/status",
+            ));
+        }
+        for j in 0..100u32 {
+            let k = (image * 37 + j * 101) % 20_000;
+            packages.push(pkg("PyPI", &format!("pkg{k}"), "1.0", "/app/site-packages"));
+        }
+        let stored = store
+            .store_inventory(&digest_of(&format!("scale-{image}")), &scanned(packages))
+            .await
+            .unwrap();
+        new_total += stored.new_packages.len();
+        if image % 250 == 249 {
+            eprintln!(
+                "scale: inventories {}..={image}: {:.2?}",
+                image - 249,
+                lap.elapsed()
+            );
+            lap = Instant::now();
+        }
+    }
+    eprintln!(
+        "scale: 1,000 inventories of 300 packages stored in {:.2?} ({new_total} distinct packages)",
+        t.elapsed()
+    );
+    let t = Instant::now();
+    let mut after = 0;
+    let mut pages = 0;
+    loop {
+        let page = store.packages_page(after, 10_000).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = last.0;
+        pages += 1;
+    }
+    eprintln!(
+        "scale: packages read in {pages} pages in {:.2?}",
+        t.elapsed()
+    );
+    let t = Instant::now();
+    store.refresh_all_summaries(v).await.unwrap();
+    eprintln!("scale: 1,000 summaries refreshed in {:.2?}", t.elapsed());
 }

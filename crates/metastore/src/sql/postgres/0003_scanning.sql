@@ -41,6 +41,31 @@ CREATE TABLE advisory_affected (
 CREATE INDEX advisory_affected_by_package ON advisory_affected (ecosystem, name);
 CREATE INDEX advisory_affected_by_advisory ON advisory_affected (advisory_id);
 
+-- An import in progress writes its advisories here, keyed by its version, and only
+-- its commit moves them into `advisories` / `advisory_affected` (one transaction): a
+-- failed or abandoned import leaves the current advisories untouched, and memory stays
+-- bounded however large the database is.
+CREATE TABLE advisories_staging (
+    db_version BIGINT NOT NULL,
+    id         TEXT NOT NULL,
+    modified   TEXT NOT NULL,
+    withdrawn  TEXT,
+    aliases    TEXT NOT NULL,
+    severity   TEXT NOT NULL CHECK (severity IN ('critical', 'high', 'medium', 'low', 'unknown')),
+    score      DOUBLE PRECISION,
+    summary    TEXT NOT NULL,
+    PRIMARY KEY (db_version, id)
+);
+
+CREATE TABLE advisory_affected_staging (
+    db_version  BIGINT NOT NULL,
+    advisory_id TEXT NOT NULL,
+    ecosystem   TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    affected    TEXT NOT NULL
+);
+CREATE INDEX advisory_affected_staging_by_advisory ON advisory_affected_staging (db_version, advisory_id);
+
 -- One inventory per image manifest digest (content-addressed: shared by every
 -- repository that holds the image).
 CREATE TABLE inventories (
@@ -105,6 +130,8 @@ CREATE TABLE vuln_changes (
     change       TEXT NOT NULL CHECK (change IN ('added', 'removed')),
     PRIMARY KEY (db_version, inventory_id, advisory_id)
 );
+-- For the cascade when an inventory is deleted (rescans, GC).
+CREATE INDEX vuln_changes_by_inventory ON vuln_changes (inventory_id);
 
 -- Pull and scan policies by repository name ('' is the registry's default), kept by
 -- name like repository_settings so they can be set before the first push.

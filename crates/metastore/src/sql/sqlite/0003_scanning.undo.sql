@@ -8,6 +8,8 @@ DROP TABLE IF EXISTS package_vulns;
 DROP TABLE IF EXISTS inventory_packages;
 DROP TABLE IF EXISTS packages;
 DROP TABLE IF EXISTS inventories;
+DROP TABLE IF EXISTS advisory_affected_staging;
+DROP TABLE IF EXISTS advisories_staging;
 DROP TABLE IF EXISTS advisory_affected;
 DROP TABLE IF EXISTS advisories;
 DROP TABLE IF EXISTS vulndb_versions;
