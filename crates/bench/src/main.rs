@@ -9,7 +9,8 @@
 //! `wharf-bench gc` is a separate benchmark (see [`gc`]): online garbage collection and
 //! the `metadatastoremigration` job on large stores, and pushes while a GC job runs.
 //! `wharf-bench ui` (see [`ui`]) times the web UI's pages on a large registry and a small
-//! one, and weighs them.
+//! one, and weighs them. `wharf-bench scan` (see [`scan`]) measures the vulnerability
+//! scanner: scan throughput and memory on a 1 GiB image, advisory import, re-match.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,6 +24,7 @@ mod limits;
 mod load;
 mod registry;
 mod report;
+mod scan;
 mod server;
 mod sys;
 mod ui;
@@ -150,6 +152,7 @@ pub struct Args {
 pub enum Command {
     Gc(gc::GcArgs),
     Ui(ui::UiArgs),
+    Scan(scan::ScanArgs),
 }
 
 /// Which stores the servers under test use.
@@ -188,6 +191,7 @@ fn main() -> ExitCode {
                 match command {
                     Some(Command::Gc(gc_args)) => gc::run(gc_args).await,
                     Some(Command::Ui(ui_args)) => ui::run(ui_args).await,
+                    Some(Command::Scan(scan_args)) => scan::run(scan_args).await,
                     None => bench::run(args).await,
                 }
             } => r,
