@@ -298,8 +298,9 @@ pub fn decompress(layer: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     match Compression::detect(layer) {
         Compression::None => out.extend_from_slice(layer),
+        // Multi-member, as estargz layers (and the runtime's reader) have it.
         Compression::Gzip => {
-            flate2::read::GzDecoder::new(layer)
+            flate2::read::MultiGzDecoder::new(layer)
                 .read_to_end(&mut out)
                 .expect("a valid gzip layer");
         }
