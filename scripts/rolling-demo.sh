@@ -4,7 +4,7 @@
 # real: the transcript in docs/upgrading.md ("Rolling upgrades (docker driver): a real
 # run") comes from this script.
 #
-#   scripts/rolling-demo.sh OLD_IMAGE NEW_IMAGE      e.g. wharf:dev-1.0.0 wharf:dev-debug
+#   scripts/rolling-demo.sh OLD_IMAGE NEW_IMAGE      e.g. wharf:dev-1.1.0 wharf:dev-debug
 #
 # It starts a throwaway PostgreSQL and S3 server (scripts/postgres-for-tests.sh,
 # scripts/s3-for-tests.sh), three replica containers of OLD_IMAGE (`--network host`,

@@ -1,7 +1,10 @@
 //! Rolling upgrades of replica containers, for real: three replica containers of
-//! release 1.0.0 (`--network host`) on PostgreSQL and the S3 test server, behind nginx
+//! release 1.1.0 (`--network host`) on PostgreSQL and the S3 test server, behind nginx
 //! on the host, with writers and readers going through nginx the whole time;
 //! `wharf upgrade apply --driver docker` replaces them one at a time with this build.
+//! 1.1.0 is the previous minor release: a rolling upgrade goes one release at a time
+//! (the docker driver refuses to skip a minor release; only the local driver goes
+//! through several).
 //!
 //! What an operator counts on (docs/upgrading.md, /work/shared/design/upgrade.md §4):
 //! - no client request fails during the upgrade, and every push acknowledged before,
@@ -10,10 +13,11 @@
 //!   it continues where it was;
 //! - a new replica that dies while starting is waited for (until its timeout, then
 //!   the upgrade fails naming it);
-//! - until finalisation, `upgrade rollback` brings the 1.0.0 containers back, and
-//!   nothing pushed in between is lost; after it, rollback is refused.
+//! - until finalisation, `upgrade rollback` brings the 1.1.0 containers back and undoes
+//!   the schema level the upgrade expanded, and nothing pushed in between is lost;
+//!   after it, rollback is refused.
 //!
-//! The images come from scripts/test.sh (WHARF_TEST_IMAGE_1_0_0, WHARF_TEST_IMAGE_DEBUG,
+//! The images come from scripts/test.sh (WHARF_TEST_IMAGE_1_1_0, WHARF_TEST_IMAGE_DEBUG,
 //! built by `scripts/build-image.sh --binary`). Without Docker, or without them, the
 //! tests print SKIPPED; under CI=true they fail instead.
 
@@ -32,19 +36,24 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use rolling::{
-    prereqs, pull_back_all, replica_phase, Failure, Hook, Load, LoadConfig, LoadReport,
-    RollingCluster,
+    background_detail, prereqs, pull_back_all, replica_phase, Failure, Hook, Load, LoadConfig,
+    LoadReport, RollingCluster,
 };
 
 /// This build's version: what the upgraded replicas and the data must report.
 const OWN: &str = env!("CARGO_PKG_VERSION");
-const OLD: &str = "1.0.0";
+const OLD: &str = "1.1.0";
+/// Release 1.1.0's schema level, and this build's.
+const OLD_LEVEL: u32 = 2;
+const OWN_LEVEL: u32 = wharf_metastore::schema::SCHEMA_LEVEL;
+/// One of the tables level 3 (expand-only) adds, and its undo drops.
+const LEVEL_3_TABLE: &str = "scan_policies";
 
 /// One cluster at a time also under `cargo test` (nextest runs these in a test group of
 /// one: .config/nextest.toml).
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// A 1.0.0 cluster behind nginx with the load already pushing and pulling.
+/// A 1.1.0 cluster behind nginx with the load already pushing and pulling.
 async fn cluster_under_load(test: &str) -> Option<(RollingCluster, Load)> {
     let p = prereqs()?;
     let cluster = RollingCluster::start(test, &p, &p.old_image, OLD).await;
@@ -55,7 +64,8 @@ async fn cluster_under_load(test: &str) -> Option<(RollingCluster, Load)> {
 
 /// After an upgrade: the load goes on a little on the new replicas, then everything an
 /// upgrade must leave: every replica on this build's image, the data at this version
-/// with the background migration done, `upgrade verify` passing, every acknowledged
+/// and schema level with its background step done (from 1.1.0 there is no background
+/// migration to run), `upgrade verify` passing, every acknowledged
 /// push pulling back byte-identical through nginx. Returns the load's report; its
 /// failures are the caller's to judge.
 async fn check_upgraded(cluster: &RollingCluster, load: Load) -> LoadReport {
@@ -65,9 +75,25 @@ async fn check_upgraded(cluster: &RollingCluster, load: Load) -> LoadReport {
         .wait_status(OWN, true, Duration::from_secs(180))
         .await;
     assert_eq!(st["data_version"], OWN, "{st:#}");
+    assert_eq!(st["schema_level"], OWN_LEVEL, "{st:#}");
     assert_eq!(
         (st["steps_done"].as_u64(), st["steps_total"].as_u64()),
         (Some(8), Some(8)),
+        "{st:#}"
+    );
+    // The levels from 1.1.0's on bring no background migration (level 3 is
+    // expand-only): none was queued, and the last step says so.
+    assert!(
+        !wharf_metastore::schema::BACKGROUND
+            .iter()
+            .any(|(l, _)| *l > OLD_LEVEL && *l <= OWN_LEVEL),
+        "a background migration from {OLD} on: check_upgraded must wait for it"
+    );
+    assert_eq!(st["background_migrations"], serde_json::json!([]), "{st:#}");
+    assert_eq!(st["pending_manifests"], 0, "{st:#}");
+    assert_eq!(
+        background_detail(&st, Some(OLD)).as_deref(),
+        Some("no background migration needed"),
         "{st:#}"
     );
     // The replicas' saved configuration (their environment holds secrets) is shown as
@@ -403,6 +429,8 @@ async fn rollback_in_the_middle_of_an_upgrade() {
         run.describe()
     );
     load.run_for(Duration::from_secs(2)).await;
+    // Level 3 is expanded (its tables are there, next to 1.1.0's), not finalised.
+    assert!(cluster.has_table(LEVEL_3_TABLE), "level 3 is not expanded");
 
     let run = cluster.rollback(&[], |_| Hook::Continue).await;
     run.assert_finished("upgrade rollback");
@@ -416,6 +444,20 @@ async fn rollback_in_the_middle_of_an_upgrade() {
         .wait_status(OLD, false, Duration::from_secs(60))
         .await;
     assert_eq!(st["data_version"], OLD, "{st:#}");
+    assert_eq!(st["schema_level"], OLD_LEVEL, "{st:#}");
+    // The expansion was undone with level 3's undo SQL: its tables are gone.
+    let undone = format!("schema levels undone: [{OWN_LEVEL}]");
+    assert!(
+        run.events
+            .iter()
+            .any(|e| e["step"] == "expand" && e["status"] == "undone" && e["detail"] == undone),
+        "no `{undone}`: {}",
+        run.describe()
+    );
+    assert!(
+        !cluster.has_table(LEVEL_3_TABLE),
+        "level 3's tables are still there after the rollback"
+    );
     load.run_for(Duration::from_secs(3)).await;
     assert_eq!(
         load.failures(),
@@ -423,8 +465,8 @@ async fn rollback_in_the_middle_of_an_upgrade() {
         "failed requests through the upgrade and the rollback:\n{:#?}",
         load.failure_list()
     );
-    // Everything pushed so far (through 1.0.0 and this build's replicas) is there on
-    // 1.0.0 again.
+    // Everything pushed so far (through 1.1.0 and this build's replicas) is there on
+    // 1.1.0 again.
     let pushed = load.acknowledged_images();
     let problems = pull_back_all(&cluster.base(), &pushed).await;
     assert!(

@@ -1,6 +1,7 @@
 //! `wharf upgrade apply --driver external`: an orchestrator (here, the test) replaces
 //! the replicas; wharf waits until each address reports the new version, says who is
-//! left, then verifies and finalises. Two replicas of the real release 1.0.0 on
+//! left, then verifies and finalises. Two replicas of the real release 1.1.0 (the
+//! previous minor release: the external driver goes one release at a time) on
 //! PostgreSQL and a shared blob directory, replaced one at a time by this build.
 
 mod support;
@@ -20,15 +21,17 @@ use support::{TestServer, WHARF};
 
 const OWN: &str = env!("CARGO_PKG_VERSION");
 
-fn release_1_0_0() -> Option<String> {
-    match std::env::var("WHARF_TEST_RELEASE_1_0_0") {
+fn release_1_1_0() -> Option<String> {
+    match std::env::var("WHARF_TEST_RELEASE_1_1_0") {
         Ok(p) => Some(p),
         Err(_) => {
             assert!(
                 std::env::var("CI").map_or(true, |v| v != "true"),
-                "WHARF_TEST_RELEASE_1_0_0 is required under CI=true (scripts/test.sh builds it)"
+                "WHARF_TEST_RELEASE_1_1_0 is required under CI=true (scripts/test.sh builds it)"
             );
-            eprintln!("SKIPPED: no WHARF_TEST_RELEASE_1_0_0");
+            eprintln!(
+                "SKIPPED: no WHARF_TEST_RELEASE_1_1_0 (scripts/build-release.sh 1.1.0 builds it)"
+            );
             None
         }
     }
@@ -68,7 +71,7 @@ fn replica(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_external_driver_waits_for_the_orchestrator_to_replace_each_replica() {
-    let (Some(old), Some(pg)) = (release_1_0_0(), support::pg_database("ext_waits")) else {
+    let (Some(old), Some(pg)) = (release_1_1_0(), support::pg_database("ext_waits")) else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
@@ -163,7 +166,7 @@ async fn the_external_driver_waits_for_the_orchestrator_to_replace_each_replica(
     assert_eq!(replaced, [true, true], "{text}");
     // While waiting, it said who is still on another version.
     assert!(
-        waits_seen[0].contains("waiting for the orchestrator") && waits_seen[0].contains("(1.0.0)"),
+        waits_seen[0].contains("waiting for the orchestrator") && waits_seen[0].contains("(1.1.0)"),
         "{waits_seen:?}"
     );
     let ready: Vec<&Value> = events
@@ -177,6 +180,23 @@ async fn the_external_driver_waits_for_the_orchestrator_to_replace_each_replica(
             .any(|e| e["step"] == "finalise" && e["status"] == "done"),
         "{text}"
     );
+    // From 1.1.0, the only level to finalise is this build's (3, expand-only), and
+    // there is no background migration to queue (1.0.0's data needed one, at level 2).
+    let finalised = format!(
+        "schema levels finalised: [{}]",
+        wharf_metastore::schema::SCHEMA_LEVEL
+    );
+    assert!(
+        events.iter().any(|e| e["step"] == "finalise"
+            && e["detail"].as_str().is_some_and(|d| d.contains(&finalised))),
+        "no `{finalised}`: {text}"
+    );
+    assert!(
+        events.iter().any(|e| e["step"] == "background"
+            && e["status"] == "done"
+            && e["detail"] == "no background migration needed"),
+        "{text}"
+    );
 
     // The cluster is at this version, and the image pulls back from both new replicas.
     let out = Command::new(WHARF)
@@ -187,6 +207,12 @@ async fn the_external_driver_waits_for_the_orchestrator_to_replace_each_replica(
         .unwrap();
     let st: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(st["data_version"], OWN, "{st:#}");
+    assert_eq!(
+        st["schema_level"],
+        wharf_metastore::schema::SCHEMA_LEVEL,
+        "{st:#}"
+    );
+    assert_eq!(st["background_migrations"], serde_json::json!([]), "{st:#}");
     for r in &replicas {
         let got = c
             .get(format!("{}/v2/ext/app/manifests/v1", r.base))
