@@ -261,7 +261,10 @@ impl SqliteMetaStore {
         let tx = writer.transaction_with_behavior(TransactionBehavior::Exclusive)?;
         let found = level_of(&tx)?;
         let expanded = expanded_level_of(&tx, found)?;
-        if found > SCHEMA_LEVEL || expanded > SCHEMA_LEVEL {
+        // A later release's expansion (an upgrade under way, not finalised) leaves this
+        // release's tables as they were: it serves on, and can restart, until finalisation.
+        // Only the upgrade commands, which would act on that upgrade, refuse it.
+        if found > SCHEMA_LEVEL || older_ok && expanded > SCHEMA_LEVEL {
             return Err(MetaError::SchemaTooNew {
                 found: expanded,
                 supported: SCHEMA_LEVEL,

@@ -163,6 +163,39 @@ mod migrations {
 
     const OLD: u32 = SCHEMA_LEVEL - 1;
 
+    /// A later release's expansion, not finalised (a rolling upgrade under way): this
+    /// release serves on and restarts on it; its upgrade commands refuse it. (Release
+    /// 1.1.0 refused to restart there: the reason rollback undoes the expansion before
+    /// bringing old replicas back.)
+    #[tokio::test]
+    async fn sqlite_data_expanded_by_a_later_release_still_opens_for_serving() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metadata.db");
+        let store = SqliteMetaStore::open(&path).await.unwrap();
+        store.create_user("kept", "h", false).await.unwrap();
+        drop(store);
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .execute_batch(&format!(
+                "CREATE TABLE IF NOT EXISTS wharf_schema_expanded (
+                     level INTEGER PRIMARY KEY, name TEXT NOT NULL,
+                     applied_at INTEGER NOT NULL, wharf_version TEXT NOT NULL);
+                 INSERT INTO wharf_schema_expanded VALUES ({}, 'a later release', 0, '9.9.0');
+                 CREATE TABLE later_release_table (x INTEGER);",
+                SCHEMA_LEVEL + 1
+            ))
+            .unwrap();
+        let store = SqliteMetaStore::open(&path).await.unwrap();
+        assert_eq!(store.schema_level().await.unwrap(), SCHEMA_LEVEL);
+        assert!(store.user_credentials("kept").await.unwrap().is_some());
+        drop(store);
+        let err = SqliteMetaStore::open_for_upgrade(&path)
+            .await
+            .err()
+            .expect("refused");
+        assert!(matches!(err, MetaError::SchemaTooNew { .. }), "{err}");
+    }
+
     #[tokio::test]
     async fn sqlite_expand_undo_and_finalise() {
         let dir = tempfile::tempdir().unwrap();

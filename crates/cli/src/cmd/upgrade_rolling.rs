@@ -512,6 +512,16 @@ pub fn rollback(
                 .find(|e| e.from_version == from && e.step == "replicas")
                 .map(|e| serde_json::from_str(&e.detail))
                 .transpose()?;
+            let level = level_of(&from_v)?;
+            let undone = match &location {
+                MetadataLocation::Sqlite(p) => SqliteMetaStore::undo_expand(p, level).await?,
+                MetadataLocation::Postgres(u) => PgMetaStore::undo_expand(&u.0, level).await?,
+            };
+            report.say(
+                "step",
+                serde_json::json!({"step": "expand", "status": "undone", "detail": format!("schema levels undone: {undone:?}")}),
+                || format!("expand: schema levels undone: {undone:?}"),
+            );
             if let (Some(replicas), false) = (&saved, args.driver == "local") {
                 let driver = driver(args, meta.clone()).await?;
                 let say = replica_event(report);
@@ -527,16 +537,6 @@ pub fn rollback(
                     || format!("replicas: {} back on {from}", replicas.len()),
                 );
             }
-            let level = level_of(&from_v)?;
-            let undone = match &location {
-                MetadataLocation::Sqlite(p) => SqliteMetaStore::undo_expand(p, level).await?,
-                MetadataLocation::Postgres(u) => PgMetaStore::undo_expand(&u.0, level).await?,
-            };
-            report.say(
-                "step",
-                serde_json::json!({"step": "expand", "status": "undone", "detail": format!("schema levels undone: {undone:?}")}),
-                || format!("expand: schema levels undone: {undone:?}"),
-            );
             meta.forget_upgrade(&from, &own.to_string()).await?;
             anyhow::Ok(())
         }
