@@ -21,6 +21,7 @@ use wharf_metastore::MetaStore;
 pub mod actions;
 pub mod scan_image;
 pub mod schedule;
+pub mod vulndb;
 pub mod vulndb_fetch;
 
 /// Attempts in all for a job queued without saying otherwise (the first and two retries).

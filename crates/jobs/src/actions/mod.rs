@@ -10,10 +10,12 @@ use crate::Action;
 pub mod gc;
 mod migration;
 mod purge_uploads;
+pub mod scan;
 
 pub use gc::GarbageCollect;
 pub use migration::MetadataStoreMigration;
 pub use purge_uploads::PurgeUploads;
+pub use scan::{Scan, VulndbImport, VulndbRematch};
 
 /// What the actions work on.
 #[derive(Clone)]
@@ -34,8 +36,18 @@ pub fn all(stores: &Stores) -> Vec<Arc<dyn Action>> {
         Arc::new(GarbageCollect::new(stores.clone())),
         Arc::new(MetadataStoreMigration::new(stores.clone())),
         Arc::new(PurgeUploads::new(stores.clone())),
+        Arc::new(Scan::new(stores.clone())),
+        Arc::new(VulndbImport::new(stores.clone())),
+        Arc::new(VulndbRematch::new(stores.clone())),
     ]
 }
 
 /// The names of [`all`], for validating requests.
-pub const NAMES: &[&str] = &["gc", "metadatastoremigration", "purge_uploads"];
+pub const NAMES: &[&str] = &[
+    "gc",
+    "metadatastoremigration",
+    "purge_uploads",
+    "scan",
+    "vulndb_import",
+    "vulndb_rematch",
+];
