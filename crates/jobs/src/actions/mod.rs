@@ -43,6 +43,15 @@ pub fn all(stores: &Stores) -> Vec<Arc<dyn Action>> {
 }
 
 /// The names of [`all`], for validating requests.
+/// The actions that run without parameters: what the web UI's start and schedule forms
+/// offer (`scan` and `vulndb_import` need an image or a path).
+pub const WITHOUT_PARAMS: &[&str] = &[
+    "gc",
+    "metadatastoremigration",
+    "purge_uploads",
+    "vulndb_rematch",
+];
+
 pub const NAMES: &[&str] = &[
     "gc",
     "metadatastoremigration",
@@ -51,3 +60,27 @@ pub const NAMES: &[&str] = &[
     "vulndb_import",
     "vulndb_rematch",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn names_are_the_actions_and_the_parameterless_ones_are_among_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let stores = Stores {
+            meta: Arc::new(
+                wharf_metastore::SqliteMetaStore::open(dir.path().join("m.db"))
+                    .await
+                    .unwrap(),
+            ),
+            blobs: Arc::new(wharf_blobstore::MemoryBlobStore::default()),
+            upload_expiry: std::time::Duration::from_secs(60),
+            gc_grace: std::time::Duration::from_secs(60),
+            gc_busy_percent: 50,
+        };
+        let names: Vec<&str> = all(&stores).iter().map(|a| a.name()).collect();
+        assert_eq!(names, NAMES);
+        assert!(WITHOUT_PARAMS.iter().all(|a| NAMES.contains(a)));
+    }
+}

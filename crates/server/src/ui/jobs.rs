@@ -71,6 +71,8 @@ struct CronRow {
 struct JobsPage {
     l: Layout,
     actions: &'static [&'static str],
+    /// What the start and schedule forms offer.
+    startable: &'static [&'static str],
     statuses: &'static [&'static str],
     action: String,
     status: String,
@@ -129,6 +131,7 @@ async fn list_page(
             l: visitor.layout(st, "Jobs", "jobs"),
             error,
             actions: wharf_jobs::actions::NAMES,
+            startable: wharf_jobs::actions::WITHOUT_PARAMS,
             statuses: &STATUSES,
             action: q.action,
             status: q.status,
