@@ -190,7 +190,7 @@ async fn find(store: &dyn MetaStore, id: i64) -> anyhow::Result<Job> {
 }
 
 /// `YYYY-MM-DD HH:MM:SS` in UTC.
-fn time(ms: i64) -> String {
+pub(crate) fn time(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
         .unwrap_or_else(|| ms.to_string())

@@ -10,6 +10,7 @@ pub mod upgrade_rolling;
 pub mod upgrade_verify;
 pub mod user;
 pub mod version;
+pub mod vulndb;
 
 use std::path::PathBuf;
 
