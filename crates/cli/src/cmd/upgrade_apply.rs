@@ -10,6 +10,11 @@
 //! 4. `finalise`: the expanded levels become the data's, and this version the cluster's;
 //!    older releases refuse the data from now on.
 //! 5. `background`: background migrations queued as jobs (metadatastoremigration).
+//!
+//! Data more than one release behind goes through every required stop of the plan in
+//! one run: each hop is these five steps, journalled under its own pair of versions,
+//! and an intermediate hop's background migrations run here, to their end, before the
+//! next hop (nothing else would run them: the registry is stopped).
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
