@@ -202,6 +202,22 @@ impl Driver for DockerDriver {
         Ok(replicas)
     }
 
+    async fn confirm(
+        &self,
+        replica: &Replica,
+        target: &Target,
+        report: &(dyn Fn(Event) + Send + Sync),
+    ) -> anyhow::Result<()> {
+        let say = |phase: &'static str, detail: String| {
+            report(Event {
+                replica: replica.name.clone(),
+                phase,
+                detail,
+            })
+        };
+        wait_ready(self, replica, target, &probe_client(), &say).await
+    }
+
     async fn converge(
         &self,
         replica: &Replica,

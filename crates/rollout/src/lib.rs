@@ -67,6 +67,20 @@ pub trait Driver: Send + Sync {
         target: &Target,
         report: &(dyn Fn(Event) + Send + Sync),
     ) -> anyhow::Result<()>;
+
+    /// Checks again, after the pause that lets the load balancer route to it, that the
+    /// replica still runs and answers ready with the target version. One that went down
+    /// in the meantime is reported and waited for (until `target.timeout`), as one that
+    /// stops while starting is; the next replica is not touched before. By default
+    /// nothing: where an orchestrator restarts replicas (external), it owns that.
+    async fn confirm(
+        &self,
+        _replica: &Replica,
+        _target: &Target,
+        _report: &(dyn Fn(Event) + Send + Sync),
+    ) -> anyhow::Result<()> {
+        Ok(())
+    }
 }
 
 /// Asks a replica whether it is ready and which version it runs: `Some(version)` when

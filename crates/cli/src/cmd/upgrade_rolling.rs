@@ -376,6 +376,8 @@ async fn steps(
                     }
                     driver.converge(r, &t, &say).await?;
                     settle(args, r, &say).await;
+                    // Killed while settling? Then it is waited for before the next one.
+                    driver.confirm(r, &t, &say).await?;
                     record(key, "done", format!("{} runs {} ({})", r.name, to, t.image)).await?;
                 }
                 ("done", format!("{} replica(s) on {to}", replicas.len()))
@@ -530,6 +532,7 @@ pub fn rollback(
                     let t = target(args, &r.image, &from_v);
                     driver.converge(r, &t, &say).await?;
                     settle(args, r, &say).await;
+                    driver.confirm(r, &t, &say).await?;
                 }
                 report.say(
                     "step",
