@@ -937,18 +937,3 @@ fn policy_row(r: &Row) -> rusqlite::Result<StoredPolicy> {
         updated_at_ms: r.get(5)?,
     })
 }
-
-#[cfg(test)]
-mod tests {
-    /// `cargo test -p wharf-metastore --lib scan_scale -- --ignored --nocapture`
-    /// (best in release mode: `--release`).
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "a scale check that prints times: run it explicitly"]
-    async fn scan_scale() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = super::SqliteMetaStore::open(dir.path().join("metadata.db"))
-            .await
-            .unwrap();
-        crate::testsuite::scan_scale(&store).await;
-    }
-}
