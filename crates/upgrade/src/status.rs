@@ -27,6 +27,17 @@ pub const ROLLING_STEPS: [&str; 8] = [
     "background",
 ];
 
+/// The version an upgrade recorded in `journal` (steps `steps`) started from, if its
+/// last step is not recorded yet: the upgrade that a rerun resumes.
+pub fn unfinished_from<'a>(journal: &'a [JournalEntry], steps: &[&str]) -> Option<&'a str> {
+    let last = steps[steps.len() - 1];
+    journal.iter().map(|e| e.from_version.as_str()).find(|f| {
+        !journal
+            .iter()
+            .any(|e| e.from_version == *f && e.step == last)
+    })
+}
+
 /// The journal's `replicas` entry holds each replica's saved configuration, secrets in
 /// its environment included; shown, it is only names and images.
 pub fn redact(mut e: JournalEntry) -> JournalEntry {
@@ -147,15 +158,7 @@ pub async fn status(meta: &dyn MetaStore, binary: &Version) -> wharf_metastore::
     } else {
         &LOCAL_STEPS
     };
-    let last = steps[steps.len() - 1];
-    let current_from = journal
-        .iter()
-        .map(|e| e.from_version.as_str())
-        .find(|f| {
-            !journal
-                .iter()
-                .any(|e| e.from_version == *f && e.step == last)
-        })
+    let current_from = unfinished_from(&journal, steps)
         .or_else(|| journal.last().map(|e| e.from_version.as_str()));
     let steps_done = journal
         .iter()

@@ -271,18 +271,12 @@ fn apply(
     })
 }
 
-/// The version an upgrade recorded in `journal` started from, if its last step is not
-/// recorded yet.
+/// The version a local upgrade recorded in `journal` started from, if its last step is
+/// not recorded yet.
 fn unfinished_from(journal: &[JournalEntry]) -> anyhow::Result<Option<Version>> {
-    let last = STEPS[STEPS.len() - 1];
-    match journal.iter().map(|e| e.from_version.clone()).find(|f| {
-        !journal
-            .iter()
-            .any(|e| &e.from_version == f && e.step == last)
-    }) {
-        Some(f) => Ok(Some(Version::parse(&f)?)),
-        None => Ok(None),
-    }
+    Ok(wharf_upgrade::status::unfinished_from(journal, &STEPS)
+        .map(Version::parse)
+        .transpose()?)
 }
 
 /// One release-to-release step of an upgrade.

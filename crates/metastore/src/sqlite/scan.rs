@@ -304,14 +304,7 @@ impl ScanStore for SqliteMetaStore {
             )?;
             let mut out = Vec::new();
             for (eco, name) in &packages {
-                let rows = st.query_map(params![eco, name], |r| {
-                    Ok(AffectedEntry {
-                        advisory_id: r.get(0)?,
-                        ecosystem: r.get(1)?,
-                        name: r.get(2)?,
-                        affected_json: r.get(3)?,
-                    })
-                })?;
+                let rows = st.query_map(params![eco, name], affected_entry)?;
                 for row in rows {
                     out.push(row?);
                 }
@@ -327,14 +320,7 @@ impl ScanStore for SqliteMetaStore {
                 "SELECT f.advisory_id, f.ecosystem, f.name, f.affected FROM advisory_affected f
                  JOIN advisories a ON a.id = f.advisory_id WHERE a.withdrawn IS NULL",
             )?;
-            let rows = st.query_map([], |r| {
-                Ok(AffectedEntry {
-                    advisory_id: r.get(0)?,
-                    ecosystem: r.get(1)?,
-                    name: r.get(2)?,
-                    affected_json: r.get(3)?,
-                })
-            })?;
+            let rows = st.query_map([], affected_entry)?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
@@ -923,6 +909,16 @@ impl ScanStore for SqliteMetaStore {
         })
         .await
     }
+}
+
+/// `advisory_id, ecosystem, name, affected` as selected from `advisory_affected`.
+fn affected_entry(r: &Row) -> rusqlite::Result<AffectedEntry> {
+    Ok(AffectedEntry {
+        advisory_id: r.get(0)?,
+        ecosystem: r.get(1)?,
+        name: r.get(2)?,
+        affected_json: r.get(3)?,
+    })
 }
 
 fn policy_row(r: &Row) -> rusqlite::Result<StoredPolicy> {
