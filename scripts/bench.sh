@@ -58,7 +58,10 @@
 #                                 each, throughput and peak RSS; parsing, validating,
 #                                 scoring and indexing 100,000 synthetic OSV records from
 #                                 all.zip archives; re-matching 10,000 inventories (~60,000
-#                                 distinct packages) after 1% of the advisories changed.
+#                                 distinct packages) after 1% of the advisories changed;
+#                                 then the import and re-match jobs' code through the
+#                                 metadata store, on SQLite and on a throwaway PostgreSQL
+#                                 (started here, stopped on exit).
 #                                 Without --quick it rewrites the "vulnerability scanning"
 #                                 generated section of docs/benchmarks.md (appended at the
 #                                 end on the first run) and writes
@@ -68,7 +71,7 @@
 #
 # Needs wrk, ab and docker-registry (scripts/install-test-deps.sh installs them); --pg-fs
 # also PostgreSQL (server and psql); --pg-s3 PostgreSQL and the moto test venv; --gc and
-# --ui only PostgreSQL; --scan nothing beyond the build.
+# --ui and --scan only PostgreSQL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -200,12 +203,18 @@ if [ "$ui" -eq 1 ]; then
 fi
 
 if [ "$scan" -eq 1 ]; then
+  command -v psql >/dev/null 2>&1 \
+    || { echo "bench.sh: psql is not installed (apt-get install postgresql)" >&2; exit 1; }
   # Release build of wharf-bench only: the scanner runs in its own process.
   cargo build --release -p wharf-bench
   trap cleanup EXIT
   trap 'exit 130' INT
   trap 'exit 143' TERM
-  scan_args=(--command-label "$label")
+  # The import and re-match also run on PostgreSQL (a throwaway server, stopped on exit).
+  pg_env=$(scripts/postgres-for-tests.sh start)
+  eval "$pg_env"
+  echo "PostgreSQL at $WHARF_TEST_POSTGRES_URL" >&2
+  scan_args=(--command-label "$label" --postgres-url "$WHARF_TEST_POSTGRES_URL")
   if [ "$quick" -eq 1 ]; then
     scan_args+=(--quick)
   else

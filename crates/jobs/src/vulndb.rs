@@ -415,6 +415,14 @@ pub async fn rematch(meta: &dyn MetaStore, log: &dyn Log) -> anyhow::Result<Rema
         return Ok(RematchSummary::default());
     };
     let db_version = current.id;
+    // Against the first database there is nothing to compare with: every finding would
+    // be "newly affected" (one change row per image and advisory), which tells an
+    // operator nothing and costs a lookup per pair.
+    let record_changes = meta
+        .vulndb_versions(usize::MAX >> 1)
+        .await?
+        .iter()
+        .any(|v| v.status == "superseded");
     let index = index_of(meta.all_affected().await?)?;
     log.line(format!(
         "re-matching the registry's packages against version {db_version} ({} advisories)",
@@ -443,7 +451,7 @@ pub async fn rematch(meta: &dyn MetaStore, log: &dyn Log) -> anyhow::Result<Rema
             .collect();
         let mut diff = MatchDiff {
             db_version,
-            record_changes: true,
+            record_changes,
             refresh_summaries: false,
             ..MatchDiff::default()
         };

@@ -248,6 +248,18 @@ pub struct AllowRow {
     pub created_at_ms: i64,
 }
 
+/// The registry's images by scan outcome, for metrics: every stored inventory counted
+/// once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ScanStats {
+    pub scanned: u64,
+    pub failed: u64,
+    /// Scanned images by their worst finding's severity, in [`SEVERITIES`] order.
+    pub worst: [u64; 5],
+    /// Scanned images without any finding.
+    pub clean: u64,
+}
+
 /// What [`ScanStore::delete_inventories_without_manifests`] removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ScanGc {
@@ -350,6 +362,9 @@ pub trait ScanStore {
     /// and advisory.
     async fn vuln_changes(&self, db_version: i64, limit: usize) -> Result<Vec<VulnChange>>;
 
+    /// Every image's scan outcome and worst severity, counted (one aggregate query).
+    async fn scan_stats(&self) -> Result<ScanStats>;
+
     // --- policies ---
 
     /// The policy set for `repository` (`''`: the registry's default), if any.
@@ -385,6 +400,19 @@ pub trait ScanStore {
 }
 
 /// The JSON array of `aliases`, as stored.
+/// [`ScanStats`] from the counts of `scan_stats`'s query: scanned, failed, then the
+/// images whose worst finding is critical, high, medium, low, unknown.
+pub(crate) fn stats_from(n: [i64; 7]) -> ScanStats {
+    let worst: [u64; 5] = std::array::from_fn(|i| n[2 + i] as u64);
+    let scanned = n[0] as u64;
+    ScanStats {
+        scanned,
+        failed: n[1] as u64,
+        worst,
+        clean: scanned.saturating_sub(worst.iter().sum()),
+    }
+}
+
 pub(crate) fn aliases_json(aliases: &[String]) -> String {
     serde_json::to_string(aliases).unwrap_or_else(|_| "[]".into())
 }

@@ -2171,6 +2171,12 @@ pub async fn scan_matches_findings_summaries_and_changes(store: &dyn MetaStore) 
     assert_eq!(summary(&s[0].1), (1, 0, 3, 0, 1));
     assert_eq!(summary(&s[1].1), (1, 0, 1, 0, 0));
     assert_eq!(s[1].1.db_version, Some(v3));
+    let stats = store.scan_stats().await.unwrap();
+    assert_eq!(
+        (stats.scanned, stats.failed, stats.worst, stats.clean),
+        (2, 0, [2, 0, 0, 0, 0], 0),
+        "both images' worst finding is critical"
+    );
 
     // Advisories that left the database no longer show, before any re-match.
     import(

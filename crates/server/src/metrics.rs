@@ -1,6 +1,7 @@
 //! `GET /metrics`: the Prometheus text format, for administrators (basic auth with an
 //! access token works for scrapers). Cluster-wide figures from the metadata store: jobs
-//! by action and status, workers, and what the last garbage collection freed.
+//! by action and status, workers, what the last garbage collection freed, and the
+//! vulnerability scanner's database and results.
 
 use axum::extract::{Request, State};
 use axum::http::header;
@@ -70,5 +71,61 @@ pub async fn metrics(State(st): State<AppState>, req: Request) -> ApiResult {
         out,
         "# HELP wharf_manifests_without_refs Manifests waiting for metadatastoremigration (GC is off until 0).\n# TYPE wharf_manifests_without_refs gauge\nwharf_manifests_without_refs {pending}"
     );
+    // Best effort: a store at an older schema level (a rollback in progress) has no
+    // scanning tables, and that must not take the other metrics away.
+    match scanning(meta.as_ref()).await {
+        Ok(text) => out.push_str(&text),
+        Err(e) => tracing::warn!("scanning metrics left out: {e}"),
+    }
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+}
+
+/// The advisory database and the images' scan results, cluster-wide.
+async fn scanning(meta: &dyn wharf_metastore::MetaStore) -> wharf_metastore::Result<String> {
+    let mut out = String::new();
+    let current = meta.current_vulndb().await?;
+    let newest = meta.vulndb_versions(1).await?;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let _ = writeln!(
+        out,
+        "# HELP wharf_vulndb_version The advisory database in use (0: none yet).\n# TYPE wharf_vulndb_version gauge\nwharf_vulndb_version {}",
+        current.as_ref().map_or(0, |v| v.id)
+    );
+    if let Some(v) = &current {
+        let _ = writeln!(
+            out,
+            "# HELP wharf_vulndb_advisories Advisories in the database in use.\n# TYPE wharf_vulndb_advisories gauge\nwharf_vulndb_advisories {}",
+            v.records.unwrap_or(0)
+        );
+        let age = (now_ms - v.finished_at_ms.unwrap_or(v.started_at_ms)).max(0) / 1000;
+        let _ = writeln!(
+            out,
+            "# HELP wharf_vulndb_age_seconds Since the database in use was imported.\n# TYPE wharf_vulndb_age_seconds gauge\nwharf_vulndb_age_seconds {age}"
+        );
+    }
+    let failed = newest.first().is_some_and(|v| v.status == "failed");
+    let _ = writeln!(
+        out,
+        "# HELP wharf_vulndb_last_import_failed 1 when the latest import or update failed (the previous database stays in use).\n# TYPE wharf_vulndb_last_import_failed gauge\nwharf_vulndb_last_import_failed {}",
+        u8::from(failed)
+    );
+    let stats = meta.scan_stats().await?;
+    out.push_str("# HELP wharf_scanned_images Images with a stored scan, by outcome.\n# TYPE wharf_scanned_images gauge\n");
+    let _ = writeln!(out, "wharf_scanned_images{{status=\"scanned\"}} {}", stats.scanned);
+    let _ = writeln!(out, "wharf_scanned_images{{status=\"failed\"}} {}", stats.failed);
+    out.push_str("# HELP wharf_images_by_worst_severity Scanned images by their most severe vulnerability (none: no finding).\n# TYPE wharf_images_by_worst_severity gauge\n");
+    for (severity, n) in wharf_metastore::scan::SEVERITIES.iter().zip(stats.worst) {
+        let _ = writeln!(
+            out,
+            "wharf_images_by_worst_severity{{severity=\"{severity}\"}} {n}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "wharf_images_by_worst_severity{{severity=\"none\"}} {}",
+        stats.clean
+    );
+    Ok(out)
 }

@@ -230,8 +230,14 @@ pub fn counts(total: u64) -> Vec<u64> {
         .collect()
 }
 
-/// Writes one `all.zip` per ecosystem under `dir`; returns (paths, total zip bytes).
-pub fn write_archives(dir: &Path, total: u64, pools: &Pools) -> Result<(Vec<PathBuf>, u64)> {
+/// Writes one `all.zip` per ecosystem under `dir`, the records at `revision` (1% of
+/// them differ between revisions 0 and 1); returns (paths, total zip bytes).
+pub fn write_archives(
+    dir: &Path,
+    total: u64,
+    pools: &Pools,
+    revision: u32,
+) -> Result<(Vec<PathBuf>, u64)> {
     let counts = counts(total);
     let mut paths = Vec::new();
     let mut bytes = 0;
@@ -245,7 +251,7 @@ pub fn write_archives(dir: &Path, total: u64, pools: &Pools) -> Result<(Vec<Path
         let options = zip::write::SimpleFileOptions::default()
             .compression_method(zip::CompressionMethod::Deflated);
         for i in 0..*n {
-            let a = advisory(e, i, pools, 0);
+            let a = advisory(e, i, pools, revision);
             zip.start_file(format!("{}.json", a.id), options)?;
             zip.write_all(&serde_json::to_vec(&a)?)?;
         }
@@ -336,7 +342,7 @@ mod tests {
             }
         }
         let dir = tempfile::tempdir().unwrap();
-        let (paths, bytes) = write_archives(dir.path(), 600, &pools).unwrap();
+        let (paths, bytes) = write_archives(dir.path(), 600, &pools, 0).unwrap();
         assert_eq!(paths.len(), 6);
         assert!(bytes > 0);
         let (r, index) = import(&paths).unwrap();

@@ -71,6 +71,63 @@ fn records(
         .flat_map(move |(e, n)| (0..n).map(move |i| advisories::advisory(e, i, pools, revision)))
 }
 
+/// Synthetic inventories: `inventories` images of `os` Debian packages and `lang` PyPI
+/// and npm packages each, drawn from shared pools of about `distinct` package versions.
+pub struct Inventories {
+    /// The distinct packages.
+    pub packages: Vec<Package>,
+    /// Each image's packages, as indexes into `packages`.
+    pub members: Vec<Vec<u32>>,
+}
+
+impl Inventories {
+    pub fn generate(inventories: u64, os: u64, lang: u64, pools: &Pools) -> Inventories {
+        // A package's key in the pools: (ecosystem index, name index, version).
+        let mut ids: HashMap<(u8, u64, u64), u32> = HashMap::new();
+        let mut packages: Vec<Package> = Vec::new();
+        let mut members: Vec<Vec<u32>> = Vec::with_capacity(inventories as usize);
+        let mut rng = Rng::new(0x12E_3A7C);
+        for _ in 0..inventories {
+            let mut rows = Vec::with_capacity((os + lang) as usize);
+            // Images share a base: each inventory takes its OS packages around one of a
+            // few hundred "base images", its language packages at random.
+            let base = rng.below(300) * (pools.debian / 300).max(1);
+            for k in 0..os + lang {
+                let (e, n) = if k < os {
+                    (
+                        0u8,
+                        (base + rng.below(pools.debian.min(3 * os).max(1))) % pools.debian,
+                    )
+                } else if k % 2 == 0 {
+                    (1, rng.below(pools.pypi))
+                } else {
+                    (2, rng.below(pools.npm))
+                };
+                let v = rng.below(VERSIONS);
+                let next = packages.len() as u32;
+                let id = *ids.entry((e, n, v)).or_insert_with(|| {
+                    let eco = ECOSYSTEMS[e as usize].0;
+                    packages.push(package(
+                        eco,
+                        advisories::name(eco, n),
+                        advisories::version(eco, v),
+                    ));
+                    next
+                });
+                rows.push(id);
+            }
+            rows.sort_unstable();
+            rows.dedup();
+            members.push(rows);
+        }
+        Inventories { packages, members }
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.members.iter().map(|m| m.len() as u64).sum()
+    }
+}
+
 /// Runs the re-match: `inventories` inventories of `os` Debian packages and `lang` PyPI
 /// and npm packages each, over pools of about `distinct` package versions, against
 /// `total` advisories of which 1% change.
@@ -82,45 +139,8 @@ pub fn run(inventories: u64, os: u64, lang: u64, distinct: u64, total: u64) -> R
     };
 
     let t = Instant::now();
-    // A package's key in the pools: (ecosystem index, name index, version).
-    let mut ids: HashMap<(u8, u64, u64), u32> = HashMap::new();
-    let mut packages: Vec<Package> = Vec::new();
-    let mut members: Vec<Vec<u32>> = Vec::with_capacity(inventories as usize);
-    let mut rng = Rng::new(0x12E_3A7C);
-    for _ in 0..inventories {
-        let mut rows = Vec::with_capacity((os + lang) as usize);
-        // Images share a base: each inventory takes its OS packages around one of a few
-        // hundred "base images", its language packages at random.
-        let base = rng.below(300) * (pools.debian / 300).max(1);
-        for k in 0..os + lang {
-            let (e, n) = if k < os {
-                (
-                    0u8,
-                    (base + rng.below(pools.debian.min(3 * os).max(1))) % pools.debian,
-                )
-            } else if k % 2 == 0 {
-                (1, rng.below(pools.pypi))
-            } else {
-                (2, rng.below(pools.npm))
-            };
-            let v = rng.below(VERSIONS);
-            let next = packages.len() as u32;
-            let id = *ids.entry((e, n, v)).or_insert_with(|| {
-                let eco = ECOSYSTEMS[e as usize].0;
-                packages.push(package(
-                    eco,
-                    advisories::name(eco, n),
-                    advisories::version(eco, v),
-                ));
-                next
-            });
-            rows.push(id);
-        }
-        rows.sort_unstable();
-        rows.dedup();
-        r.inventory_rows += rows.len() as u64;
-        members.push(rows);
-    }
+    let Inventories { packages, members } = Inventories::generate(inventories, os, lang, &pools);
+    r.inventory_rows = members.iter().map(|m| m.len() as u64).sum();
     r.distinct = packages.len();
     r.dedup_secs = t.elapsed().as_secs_f64();
     let numbered = || packages.iter().enumerate().map(|(i, p)| (i as i64, p));

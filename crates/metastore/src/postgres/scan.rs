@@ -18,6 +18,7 @@ use sqlx::{AssertSqlSafe, PgConnection, Row};
 use super::PgMetaStore;
 use crate::scan::{
     aliases_json, check_severity, package_key, parse_aliases, severity_sums, sorted_packages,
+    stats_from, ScanStats,
     AdvisoryRow, AffectedEntry, AffectedRow, AllowRow, FindingRow, InventoryDetail, InventoryRow,
     MatchChanges, MatchDiff, NewMatch, PackageRow, ScanGc, ScanPolicy, ScanStore, StoredInventory,
     StoredPolicy, SummaryRow, VulnChange, VulndbVersion,
@@ -820,6 +821,24 @@ impl ScanStore for PgMetaStore {
                 )
             })
             .collect())
+    }
+
+    async fn scan_stats(&self) -> Result<ScanStats> {
+        let r = sqlx::query(
+            "SELECT
+                    COUNT(*) FILTER (WHERE i.status = 'scanned'),
+                    COUNT(*) FILTER (WHERE i.status = 'failed'),
+                    COUNT(*) FILTER (WHERE s.critical > 0),
+                    COUNT(*) FILTER (WHERE s.critical = 0 AND s.high > 0),
+                    COUNT(*) FILTER (WHERE s.critical = 0 AND s.high = 0 AND s.medium > 0),
+                    COUNT(*) FILTER (WHERE s.critical = 0 AND s.high = 0 AND s.medium = 0 AND s.low > 0),
+                    COUNT(*) FILTER (WHERE s.critical = 0 AND s.high = 0 AND s.medium = 0 AND s.low = 0 AND s.unknown > 0)
+                 FROM inventories i LEFT JOIN inventory_summary s ON s.inventory_id = i.id",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let n: [i64; 7] = std::array::from_fn(|i| r.get(i));
+        Ok(stats_from(n))
     }
 
     async fn vuln_changes(&self, db_version: i64, limit: usize) -> Result<Vec<VulnChange>> {

@@ -8,6 +8,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 use super::{connect, SqliteMetaStore};
 use crate::scan::{
     aliases_json, check_severity, package_key, parse_aliases, severity_sums, sorted_packages,
+    stats_from, ScanStats,
     AdvisoryRow, AffectedEntry, AffectedRow, AllowRow, FindingRow, InventoryDetail, InventoryRow,
     MatchChanges, MatchDiff, NewMatch, PackageRow, ScanGc, ScanPolicy, ScanStore, StoredInventory,
     StoredPolicy, SummaryRow, VulnChange, VulndbVersion,
@@ -749,6 +750,27 @@ impl ScanStore for SqliteMetaStore {
                 }
             }
             Ok(out)
+        })
+        .await
+    }
+
+    async fn scan_stats(&self) -> Result<ScanStats> {
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT
+                    COUNT(*) FILTER (WHERE i.status = 'scanned'),
+                    COUNT(*) FILTER (WHERE i.status = 'failed'),
+                    COUNT(*) FILTER (WHERE s.critical > 0),
+                    COUNT(*) FILTER (WHERE s.critical = 0 AND s.high > 0),
+                    COUNT(*) FILTER (WHERE s.critical = 0 AND s.high = 0 AND s.medium > 0),
+                    COUNT(*) FILTER (WHERE s.critical = 0 AND s.high = 0 AND s.medium = 0 AND s.low > 0),
+                    COUNT(*) FILTER (WHERE s.critical = 0 AND s.high = 0 AND s.medium = 0 AND s.low = 0 AND s.unknown > 0)
+                 FROM inventories i LEFT JOIN inventory_summary s ON s.inventory_id = i.id",
+            )?;
+            let n: [i64; 7] = st.query_row([], |r| {
+                Ok([r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?])
+            })?;
+            Ok(stats_from(n))
         })
         .await
     }
