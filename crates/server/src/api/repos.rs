@@ -103,6 +103,9 @@ pub struct RepoSettings {
 
 /// `GET <name>/_settings` (see [`docs`] for each form).
 pub async fn get(State(st): State<AppState>, Path(rest): Path<String>, req: Request) -> ApiResult {
+    if let Some(scan) = super::scan::get(&st, &rest, &req).await {
+        return scan; // `_vulnerabilities/…`, `_sbom/…`
+    }
     let (repo, target) = parse(&rest)?;
     let Target::Settings = target else {
         return Err(not_found("only _settings can be read"));
