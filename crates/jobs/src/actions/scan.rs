@@ -267,31 +267,54 @@ impl crate::Action for VulndbImport {
 
     async fn run(&self, ctx: &JobContext) -> anyhow::Result<Finished> {
         let params: ImportParams = ctx.params()?;
-        // An upload is copied to a temporary file, removed when the import ends.
-        let (path, source, _tmp) = match (&params.path, &params.blob) {
+        match (&params.path, &params.blob) {
             (Some(path), None) => {
                 let path = std::path::PathBuf::from(path);
                 let source = format!("file:{}", path.display());
-                (path, source, None)
+                self.import(ctx, &path, &source).await
             }
             (None, Some(blob)) => {
                 let digest: Digest = blob
                     .parse()
                     .map_err(|e| anyhow::anyhow!("blob {blob:?}: {e}"))?;
+                // Copied to a temporary file, removed when the import ends.
                 let tmp = tempfile::tempdir()?;
                 let name = upload_file_name(params.name.as_deref());
                 let path = tmp.path().join(&name);
                 blob_to_file(self.stores.blobs.as_ref(), &digest, &path).await?;
-                (path, format!("upload:{name}"), Some(tmp))
+                let result = self.import(ctx, &path, &format!("upload:{name}")).await;
+                // The upload is not a registry blob (no repository links it, so garbage
+                // collection never sees it): once imported or refused, it goes, unless
+                // it happens to be a blob the registry holds. An interrupted import
+                // keeps it for the job's next attempt.
+                if !matches!(result, Ok(Finished::Stopped(..)))
+                    && self.stores.meta.blob_size(&digest).await?.is_none()
+                {
+                    if let Err(e) = self.stores.blobs.delete(&digest).await {
+                        ctx.log(format!("the uploaded archive {digest} could not be removed: {e}"))
+                            .await;
+                    }
+                }
+                result
             }
             _ => anyhow::bail!("give either \"path\" or \"blob\" (with \"name\")"),
-        };
+        }
+    }
+}
+
+impl VulndbImport {
+    async fn import(
+        &self,
+        ctx: &JobContext,
+        path: &std::path::Path,
+        source: &str,
+    ) -> anyhow::Result<Finished> {
         let archives = {
-            let path = path.clone();
+            let path = path.to_path_buf();
             tokio::task::spawn_blocking(move || vulndb::archives_in(&path)).await??
         };
         let meta = self.stores.meta.as_ref();
-        let imported = match vulndb::import_archives(meta, &source, &archives, ctx).await {
+        let imported = match vulndb::import_archives(meta, source, &archives, ctx).await {
             Ok(s) => s,
             Err(e) => return stopped_or(e, "import abandoned; the current database stays"),
         };

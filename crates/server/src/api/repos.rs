@@ -103,7 +103,8 @@ pub struct RepoSettings {
 
 /// `GET <name>/_settings` (see [`docs`] for each form).
 pub async fn get(State(st): State<AppState>, Path(rest): Path<String>, req: Request) -> ApiResult {
-    if let Some(scan) = super::scan::get(&st, &rest, &req).await {
+    let (headers, addr) = (req.headers(), auth::client_addr(&req));
+    if let Some(scan) = super::scan::get(&st, &rest, headers, addr, req.uri().query()).await {
         return scan; // `_vulnerabilities/…`, `_sbom/…`
     }
     let (repo, target) = parse(&rest)?;

@@ -686,13 +686,23 @@ struct SbomQuery {
 
 /// `GET <name>/_vulnerabilities/<ref>` and `GET <name>/_sbom/<ref>`; `None` for the
 /// other forms.
-pub async fn get(st: &AppState, rest: &str, req: &Request) -> Option<ApiResult> {
+pub async fn get(
+    st: &AppState,
+    rest: &str,
+    headers: &HeaderMap,
+    addr: Option<IpAddr>,
+    query: Option<&str>,
+) -> Option<ApiResult> {
     let parsed = parse(rest)?;
     Some(
         async {
             let (repo, form) = parsed?;
-            let (actor, access) =
-                access(st, req.headers(), auth::client_addr(req), &repo).await?;
+            if let Form::Scan(_) = form {
+                return Err(not_found(format!(
+                    "no such endpoint: GET /api/v0/repositories/{rest} (a scan is queued with POST)"
+                )));
+            }
+            let (actor, access) = access(st, headers, addr, &repo).await?;
             if !access.pull {
                 return Err(denied(&actor, &format!("pull from {repo}")));
             }
@@ -706,7 +716,7 @@ pub async fn get(st: &AppState, rest: &str, req: &Request) -> Option<ApiResult> 
                     Ok(Json(r).into_response())
                 }
                 Form::Sbom(reference) => {
-                    let q: SbomQuery = serde_urlencoded_query(req.uri().query())?;
+                    let q: SbomQuery = serde_urlencoded_query(query)?;
                     let digest = find(st, &repo, &reference).await?;
                     let images =
                         wharf_jobs::scan_image::images_in(meta.as_ref(), &repo, &digest)
@@ -722,7 +732,7 @@ pub async fn get(st: &AppState, rest: &str, req: &Request) -> Option<ApiResult> 
                             None => format!("{repo}@{digest} is not an image (an artifact)"),
                         }));
                     };
-                    let host = crate::ui::registry_host(req.headers());
+                    let host = crate::ui::registry_host(headers);
                     let scheme = if st.settings.tls { "https" } else { "http" };
                     let reference = reference_text(&reference);
                     let doc = sbom(
@@ -760,10 +770,7 @@ pub async fn get(st: &AppState, rest: &str, req: &Request) -> Option<ApiResult> 
                     )
                         .into_response())
                 }
-                Form::Scan(_) => Err(ApiError::new(
-                    wharf_oci::ErrorCode::Unsupported,
-                    "a scan is queued with POST",
-                )),
+                Form::Scan(_) => unreachable!("answered above"),
             }
         }
         .await,
@@ -791,9 +798,13 @@ pub async fn post(
 }
 
 /// The caller, who must be an administrator (anyone when authentication is off).
-async fn administrator(st: &AppState, req: &Request) -> Result<Principal, ApiError> {
+async fn administrator(
+    st: &AppState,
+    headers: &HeaderMap,
+    addr: Option<IpAddr>,
+) -> Result<Principal, ApiError> {
     if st.settings.auth_enabled {
-        admin(st, req.headers(), auth::client_addr(req)).await
+        admin(st, headers, addr).await
     } else {
         Ok(Principal::Anonymous)
     }
@@ -829,7 +840,7 @@ fn query_value(req: &Request, key: &str) -> Option<String> {
     ),
     security(("basic" = []), ("bearer" = [])))]
 pub async fn rescan_all(State(st): State<AppState>, req: Request) -> ApiResult {
-    let actor = administrator(&st, &req).await?;
+    let actor = administrator(&st, req.headers(), auth::client_addr(&req)).await?;
     let q: RescanQuery = RescanQuery {
         all: query_value(&req, "all"),
     };
@@ -889,7 +900,7 @@ struct UploadQuery {
     ),
     security(("basic" = []), ("bearer" = [])))]
 pub async fn vulndb_upload(State(st): State<AppState>, req: Request) -> ApiResult {
-    let actor = administrator(&st, &req).await?;
+    let actor = administrator(&st, req.headers(), auth::client_addr(&req)).await?;
     let name = query_value(&req, "name")
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| "upload.zip".into());
