@@ -200,7 +200,11 @@ async fn upload_rescan_findings_sbom_scan_now_and_a_refused_archive() {
     assert_eq!(image["digest"], vulnerable.as_str(), "{image}");
     let r = get(&w, "/api/v0/repositories/base/alpine/_sbom/3.12", &admin()).await;
     expect(&r, 404, None, "the SBOM of an image not scanned");
-    assert!(r.text().contains("has not been scanned"), "{}", r.describe());
+    assert!(
+        r.text().contains("has not been scanned"),
+        "{}",
+        r.describe()
+    );
 
     // Rescan all: both images are queued, as one job that queues a scan per image.
     let r = request(
@@ -231,7 +235,10 @@ async fn upload_rescan_findings_sbom_scan_now_and_a_refused_archive() {
     assert_eq!(f["ecosystem"], "Alpine:v3.12", "{f}");
     assert_eq!(f["installed_version"], "0.6.20-r0", "{f}");
     assert_eq!(f["fixed_version"], "0.6.21-r0", "{f}");
-    assert_eq!(f["url"], "https://osv.dev/vulnerability/CVE-2012-2812", "{f}");
+    assert_eq!(
+        f["url"], "https://osv.dev/vulnerability/CVE-2012-2812",
+        "{f}"
+    );
     assert!(
         f["purl"]
             .as_str()
@@ -241,7 +248,9 @@ async fn upload_rescan_findings_sbom_scan_now_and_a_refused_archive() {
     );
     let sev = f["severity"].as_str().unwrap().to_string();
     assert_eq!(image["counts"][&sev], 1, "{image}");
-    let fixed = vulns(&w, &admin(), "base/alpine", "3.12-fixed").await.json();
+    let fixed = vulns(&w, &admin(), "base/alpine", "3.12-fixed")
+        .await
+        .json();
     assert_eq!(
         only_image(&fixed)["findings"],
         serde_json::json!([]),
@@ -333,7 +342,13 @@ async fn upload_rescan_findings_sbom_scan_now_and_a_refused_archive() {
 
     // A broken archive: stored and queued, but the import refuses it; the job fails,
     // the version is listed as failed with why, and version 1 stays current.
-    let r = upload(&w, &admin(), "broken.zip", b"not a zip archive at all".to_vec()).await;
+    let r = upload(
+        &w,
+        &admin(),
+        "broken.zip",
+        b"not a zip archive at all".to_vec(),
+    )
+    .await;
     expect(&r, 202, None, "uploading a broken archive");
     let done = wait_job(&w, r.json()["id"].as_i64().unwrap()).await;
     assert_eq!(done["status"], "error", "{done}");

@@ -1905,9 +1905,12 @@ async fn the_database_is_uploaded_images_scanned_and_their_findings_shown() {
 
     // The database page, from the menu: nothing imported yet.
     b.find("nav a[href='/vulndb']").await.click().await.unwrap();
-    b.wait_url("the database page", |u| u.ends_with("/vulndb")).await;
+    b.wait_url("the database page", |u| u.ends_with("/vulndb"))
+        .await;
     assert!(
-        b.text("#current").await.contains("No database imported yet"),
+        b.text("#current")
+            .await
+            .contains("No database imported yet"),
         "{}",
         b.text("#current").await
     );
@@ -1928,9 +1931,16 @@ async fn the_database_is_uploaded_images_scanned_and_their_findings_shown() {
     assert!(b.text("p.notice").await.contains("import queued"));
     reload_until(&b, &w.url("/vulndb"), "#current", "upload:osv.zip").await;
     let current = b.text("#current").await;
-    assert!(current.contains("Version\n1") || current.contains("Version 1"), "{current}");
     assert!(
-        current.contains(&format!("{} (osv {})", scan_fixture::VULNDB_RECORDS, scan_fixture::VULNDB_RECORDS)),
+        current.contains("Version\n1") || current.contains("Version 1"),
+        "{current}"
+    );
+    assert!(
+        current.contains(&format!(
+            "{} (osv {})",
+            scan_fixture::VULNDB_RECORDS,
+            scan_fixture::VULNDB_RECORDS
+        )),
         "{current}"
     );
     let versions = table(&b, "#versions").await;
@@ -1957,11 +1967,26 @@ async fn the_database_is_uploaded_images_scanned_and_their_findings_shown() {
         .unwrap();
     b.wait_url("back on the database page", |u| u.contains("done=rescan"))
         .await;
-    reload_until(&b, &w.url("/repos/base/alpine"), "#tags td.vulns", "none known").await;
-    reload_until(&b, &w.url("/repos/base/alpine"), "#tags td.vulns", "1 unknown").await;
+    reload_until(
+        &b,
+        &w.url("/repos/base/alpine"),
+        "#tags td.vulns",
+        "none known",
+    )
+    .await;
+    reload_until(
+        &b,
+        &w.url("/repos/base/alpine"),
+        "#tags td.vulns",
+        "1 unknown",
+    )
+    .await;
     let tags = table(&b, "#tags").await;
     assert!(column(&tags, "3.12").starts_with("1 unknown"), "{tags:?}");
-    assert!(column(&tags, "3.12-fixed").starts_with("none known"), "{tags:?}");
+    assert!(
+        column(&tags, "3.12-fixed").starts_with("none known"),
+        "{tags:?}"
+    );
 
     // The vulnerable image's page, through its badge: the advisory with its fix.
     b.find("#tags td.vulns a[href*='vulnerabilities']")
@@ -1970,12 +1995,17 @@ async fn the_database_is_uploaded_images_scanned_and_their_findings_shown() {
         .await
         .unwrap();
     let page = b
-        .wait_url("the vulnerabilities page", |u| u.contains("/-/vulnerabilities/"))
+        .wait_url("the vulnerabilities page", |u| {
+            u.contains("/-/vulnerabilities/")
+        })
         .await;
     assert_eq!(b.text("h1").await, "Vulnerabilities");
     let facts = b.text("dl.facts").await;
     for wanted in ["scanned", "Alpine Linux v3.12", "Database version\n1"] {
-        assert!(facts.contains(wanted) || facts.contains(&wanted.replace('\n', " ")), "{wanted}: {facts}");
+        assert!(
+            facts.contains(wanted) || facts.contains(&wanted.replace('\n', " ")),
+            "{wanted}: {facts}"
+        );
     }
     let digest_shown = page.rsplit('/').next().unwrap().to_string();
     let rows = table(&b, "table.findings").await;
@@ -2025,26 +2055,35 @@ async fn the_database_is_uploaded_images_scanned_and_their_findings_shown() {
         .unwrap();
     b.wait_url("the critical filter", |u| u.ends_with("severity=critical"))
         .await;
-    assert!(b.text("section.image-vulns").await.contains("No critical vulnerabilities known."));
+    assert!(b
+        .text("section.image-vulns")
+        .await
+        .contains("No critical vulnerabilities known."));
     assert_eq!(b.find_all("table.findings").await.len(), 0);
 
     // Scan now: queued, said so, and the results are there again.
-    b.goto(&w.url(&format!("/repos/base/alpine/-/vulnerabilities/{digest_shown}")))
-        .await;
+    b.goto(&w.url(&format!(
+        "/repos/base/alpine/-/vulnerabilities/{digest_shown}"
+    )))
+    .await;
     b.find("form[action*='/-/scan/'] button[type=submit]")
         .await
         .click()
         .await
         .unwrap();
-    b.wait_url("back on the vulnerabilities page", |u| u.contains("done=scan-queued"))
-        .await;
+    b.wait_url("back on the vulnerabilities page", |u| {
+        u.contains("done=scan-queued")
+    })
+    .await;
     assert!(b.text("p.notice").await.contains("A scan is queued"));
     assert_eq!(digest_shown, vulnerable.manifest.digest);
 
     // The pages pass axe.
     for url in [
         w.url("/vulndb"),
-        w.url(&format!("/repos/base/alpine/-/vulnerabilities/{digest_shown}")),
+        w.url(&format!(
+            "/repos/base/alpine/-/vulnerabilities/{digest_shown}"
+        )),
         w.url("/repos/base/alpine"),
     ] {
         b.goto(&url).await;
@@ -2056,6 +2095,10 @@ async fn the_database_is_uploaded_images_scanned_and_their_findings_shown() {
             .collect();
         assert!(violations.is_empty(), "{url}: {violations:?}");
     }
-    assert_eq!(b.severe_console().await, Vec::<String>::new(), "console errors");
+    assert_eq!(
+        b.severe_console().await,
+        Vec::<String>::new(),
+        "console errors"
+    );
     b.quit().await;
 }

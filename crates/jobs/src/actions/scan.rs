@@ -291,8 +291,10 @@ impl crate::Action for VulndbImport {
                     && self.stores.meta.blob_size(&digest).await?.is_none()
                 {
                     if let Err(e) = self.stores.blobs.delete(&digest).await {
-                        ctx.log(format!("the uploaded archive {digest} could not be removed: {e}"))
-                            .await;
+                        ctx.log(format!(
+                            "the uploaded archive {digest} could not be removed: {e}"
+                        ))
+                        .await;
                     }
                 }
                 result
@@ -440,8 +442,7 @@ impl crate::Action for ScanAll {
                         if !seen.insert(digest.clone()) {
                             continue;
                         }
-                        let images = match crate::scan_image::images_in(meta, repo, &digest).await
-                        {
+                        let images = match crate::scan_image::images_in(meta, repo, &digest).await {
                             Ok(images) => images,
                             Err(e) => {
                                 ctx.log(format!("{repo}@{digest}: skipped: {e:#}")).await;

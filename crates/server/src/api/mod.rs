@@ -72,7 +72,9 @@ fn documented() -> OpenApiRouter<AppState> {
                 .delete(repos::delete)
                 .post(scan::post),
         )
-        .merge(OpenApiRouter::with_openapi(scan::docs::HandRouted::openapi()))
+        .merge(OpenApiRouter::with_openapi(
+            scan::docs::HandRouted::openapi(),
+        ))
         .routes(routes!(scan::rescan_all))
         .routes(routes!(scan::vulndb_get, scan::vulndb_upload))
         .routes(routes!(audit))

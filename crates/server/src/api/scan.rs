@@ -228,7 +228,9 @@ pub async fn report(
                 .map(|i| i.status.clone())
                 .unwrap_or_else(|| "not_scanned".into()),
             error: inventory.as_ref().and_then(|i| i.error.clone()),
-            os: inventory.as_ref().and_then(|i| os_name(i.os_json.as_deref())),
+            os: inventory
+                .as_ref()
+                .and_then(|i| os_name(i.os_json.as_deref())),
             scanned_at_ms: inventory.as_ref().map(|i| i.scanned_at_ms),
             scanner_version: inventory.as_ref().map(|i| i.scanner_version.clone()),
             db_version: summary.and_then(|s| s.db_version),
@@ -396,11 +398,9 @@ pub enum UploadError {
 impl std::fmt::Display for UploadError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            UploadError::TooLarge => write!(
-                f,
-                "the archive is larger than {} GiB",
-                UPLOAD_LIMIT >> 30
-            ),
+            UploadError::TooLarge => {
+                write!(f, "the archive is larger than {} GiB", UPLOAD_LIMIT >> 30)
+            }
             UploadError::Empty => write!(f, "the archive is empty"),
             UploadError::Read(e) => write!(f, "the upload could not be read: {e}"),
             UploadError::Store(e) => write!(f, "the blob store refused the archive: {e}"),
@@ -783,14 +783,21 @@ pub async fn post(
     axum::extract::Path(rest): axum::extract::Path<String>,
     req: Request,
 ) -> ApiResult {
-    let bad = || not_found(format!("no such endpoint: POST /api/v0/repositories/{rest}"));
+    let bad = || {
+        not_found(format!(
+            "no such endpoint: POST /api/v0/repositories/{rest}"
+        ))
+    };
     let (repo, form) = parse(&rest).ok_or_else(bad)??;
     let Form::Scan(reference) = form else {
         return Err(bad());
     };
     let (actor, access) = access(&st, req.headers(), auth::client_addr(&req), &repo).await?;
     if !access.push {
-        return Err(denied(&actor, &format!("scan images of {repo} (push access)")));
+        return Err(denied(
+            &actor,
+            &format!("scan images of {repo} (push access)"),
+        ));
     }
     let digest = find(&st, &repo, &reference).await?;
     let job = queue_scan(&st, &actor, &repo, &digest, "API").await?;
@@ -926,7 +933,7 @@ pub(super) mod docs {
 
     use utoipa::OpenApi;
 
-    use super::{VulnerabilityReport, VulndbStatus};
+    use super::{VulndbStatus, VulnerabilityReport};
     use crate::api::jobs::JobView;
     use crate::error::ErrorBody;
 

@@ -214,7 +214,11 @@ pub async fn dispatch(
             delete_tag(&st, &visitor, &repo, &tag, req).await
         }
         (Some("settings"), _) => super::settings::page(&st, &visitor, &repo, &access, req).await,
-        (Some(r), _) if r.starts_with("vulnerabilities/") || r.starts_with("scan/") || r.starts_with("sbom/") => {
+        (Some(r), _)
+            if r.starts_with("vulnerabilities/")
+                || r.starts_with("scan/")
+                || r.starts_with("sbom/") =>
+        {
             let (what, digest) = r.split_once('/').unwrap_or_default();
             let digest: Digest = digest
                 .parse()
@@ -228,7 +232,9 @@ pub async fn dispatch(
                 ("sbom", &Method::GET) => {
                     super::vulns::sbom(&st, &repo, &digest, &vq, req.headers()).await
                 }
-                ("scan", _) => super::vulns::scan_now(&st, &visitor, &repo, &digest, &access, req).await,
+                ("scan", _) => {
+                    super::vulns::scan_now(&st, &visitor, &repo, &digest, &access, req).await
+                }
                 _ => Err(UiError::NotFound("no such page".into())),
             }
         }

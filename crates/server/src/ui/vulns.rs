@@ -198,7 +198,10 @@ pub async fn page(
     Ok(render(&VulnsPage {
         l: visitor.layout(
             st,
-            format!("Vulnerabilities of {repo}@{}", short_digest(&digest.to_string())),
+            format!(
+                "Vulnerabilities of {repo}@{}",
+                short_digest(&digest.to_string())
+            ),
             "repos",
         ),
         repo: repo.to_string(),
@@ -209,7 +212,9 @@ pub async fn page(
         severities,
         may_scan: access.push,
         message: match q.done.as_str() {
-            "scan-queued" => Some("A scan is queued; reload this page in a moment to see its results."),
+            "scan-queued" => {
+                Some("A scan is queued; reload this page in a moment to see its results.")
+            }
             _ => None,
         },
         current_db,
@@ -283,7 +288,12 @@ pub async fn sbom(
     let file = format!(
         "{}-{}.spdx.json",
         repo.as_str().replace('/', "_"),
-        hex.rsplit(':').next().unwrap_or("").chars().take(12).collect::<String>()
+        hex.rsplit(':')
+            .next()
+            .unwrap_or("")
+            .chars()
+            .take(12)
+            .collect::<String>()
     );
     Ok((
         [
@@ -337,7 +347,10 @@ fn version_row(v: api::VulndbVersionView) -> VersionRow {
         started: time(v.started_at_ms),
         finished: opt_time(v.finished_at_ms),
         status: v.status,
-        records: v.records.map(|n| n.to_string()).unwrap_or_else(|| "—".into()),
+        records: v
+            .records
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| "—".into()),
         ecosystems: v
             .ecosystems
             .as_object()
@@ -420,7 +433,11 @@ pub async fn vulndb_action(
     }
     Ok(see_other(&format!(
         "/vulndb?done={}",
-        if what == "rematch" { "rematch" } else { "rescan" }
+        if what == "rematch" {
+            "rematch"
+        } else {
+            "rescan"
+        }
     )))
 }
 
