@@ -2078,6 +2078,39 @@ async fn the_database_is_uploaded_images_scanned_and_their_findings_shown() {
     assert!(b.text("p.notice").await.contains("A scan is queued"));
     assert_eq!(digest_shown, vulnerable.manifest.digest);
 
+    // The upload form is refused without the session's form token (a forged form), and
+    // the page sends anonymous visitors to sign in; nothing was imported.
+    let cookie = session_cookie(&b, SESSION_COOKIE)
+        .await
+        .expect("session")
+        .value;
+    let boundary = "wharf-test-boundary";
+    let body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"_csrf\"\r\n\r\nnot-the-token\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"archive\"; filename=\"osv.zip\"\r\n\
+         Content-Type: application/zip\r\n\r\nPK\r\n--{boundary}--\r\n"
+    );
+    let r = secure::send(
+        secure::client()
+            .post(w.url("/vulndb/upload"))
+            .header("cookie", format!("{SESSION_COOKIE}={cookie}"))
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .body(body),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.describe());
+    assert!(r.text().contains("security token"), "{}", r.describe());
+    let r = get_with_cookie(&w.url("/vulndb"), None).await;
+    assert!(r.status.is_redirection(), "{}", r.describe());
+    assert_eq!(r.header("location"), Some("/login"), "{}", r.describe());
+    let db = request(&w, Method::GET, "/api/v0/vulndb", &admin(), None)
+        .await
+        .json();
+    assert_eq!(db["versions"].as_array().map(Vec::len), Some(1), "{db}");
+
     // The pages pass axe.
     for url in [
         w.url("/vulndb"),

@@ -4,6 +4,9 @@
 //! - `GET|PUT <name>/_settings` `{"visibility": "public"|"private"}`
 //! - `PUT|DELETE <name>/_grants/user/<user>` `{"level": "read"|"write"|"admin"}`
 //! - `PUT|DELETE <name>/_grants/team/<org>/<team>` `{"level": …}`
+//!
+//! `GET <name>/_vulnerabilities/<ref>`, `GET <name>/_sbom/<ref>` and `POST
+//! <name>/_scan/<ref>` are answered by `scan.rs` (see [`super::scan::get`]).
 
 use std::net::IpAddr;
 
