@@ -364,6 +364,33 @@ async fn upload_rescan_findings_sbom_scan_now_and_a_refused_archive() {
     );
     let still = vulns(&w, &admin(), "base/alpine", "3.12").await.json();
     assert_eq!(only_image(&still)["findings"].as_array().unwrap().len(), 1);
+
+    // Each action is in the audit log, by whom and on what.
+    let audit = get(&w, "/api/v0/audit?limit=100", &admin()).await.json();
+    let entries: Vec<(String, String, String)> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["actor"].as_str().unwrap_or_default().to_string(),
+                e["action"].as_str().unwrap_or_default().to_string(),
+                e["target"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    for (action, target) in [
+        ("vulndb.upload", ""),
+        ("scanning.rescan_all", ""),
+        ("image.scan", format!("base/alpine@{vulnerable}").as_str()),
+    ] {
+        assert!(
+            entries
+                .iter()
+                .any(|(a, act, t)| a == "admin" && act == action && t.contains(target)),
+            "{action} on {target:?} in {entries:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -444,4 +471,96 @@ async fn who_may_read_scan_upload_and_rescan() {
     // Nothing was queued by the refused requests.
     let jobs = get(&w, "/api/v0/jobs", &admin()).await.json();
     assert_eq!(jobs["jobs"], serde_json::json!([]), "{jobs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_is_reported_per_platform() {
+    let w = TestServer::start_secure();
+    let r = upload(&w, &admin(), "osv.zip", scan_fixture::vulndb_zip()).await;
+    expect(&r, 202, None, "uploading the fixture database");
+    let done = wait_job(&w, r.json()["id"].as_i64().unwrap()).await;
+    assert_eq!(done["status"], "done", "{done}");
+
+    // amd64 vulnerable, arm64 fixed, under one index.
+    let amd64 = scan_fixture::alpine_image_for("0.6.20-r0", "amd64");
+    let arm64 = scan_fixture::alpine_image_for("0.6.21-r0", "arm64");
+    for img in [&amd64, &arm64] {
+        push_image(&w, "base/multi", &img.manifest.digest, img).await;
+    }
+    let index = oci_layout::index_of(&[("amd64", &amd64), ("arm64", &arm64)]);
+    let put = client()
+        .put(format!("{}/v2/base/multi/manifests/1.0", w.base))
+        .header("content-type", oci_layout::OCI_INDEX)
+        .body(index.bytes.clone());
+    expect(
+        &send(admin().apply(put)).await,
+        201,
+        None,
+        "pushing the index",
+    );
+
+    let r = request(
+        &w,
+        Method::POST,
+        "/api/v0/repositories/base/multi/_scan/1.0",
+        &admin(),
+        None,
+    )
+    .await;
+    expect(&r, 202, None, "scan now, on the index");
+    let done = wait_job(&w, r.json()["id"].as_i64().unwrap()).await;
+    assert_eq!(done["status"], "done", "{done}");
+
+    let report = vulns(&w, &admin(), "base/multi", "1.0").await.json();
+    assert_eq!(report["digest"], index.digest.as_str(), "{report}");
+    let images = report["images"].as_array().unwrap();
+    let platforms: Vec<(&str, &str, usize)> = images
+        .iter()
+        .map(|i| {
+            (
+                i["platform"].as_str().unwrap(),
+                i["status"].as_str().unwrap(),
+                i["findings"].as_array().unwrap().len(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        platforms,
+        [("linux/amd64", "scanned", 1), ("linux/arm64", "scanned", 0)],
+        "{report}"
+    );
+    assert_eq!(images[0]["digest"], amd64.manifest.digest.as_str());
+    assert_eq!(images[0]["findings"][0]["advisory_id"], "CVE-2012-2812");
+
+    // The SBOM of each platform, by its name.
+    for (platform, libexif) in [("linux/amd64", "0.6.20-r0"), ("linux/arm64", "0.6.21-r0")] {
+        let r = get(
+            &w,
+            &format!("/api/v0/repositories/base/multi/_sbom/1.0?platform={platform}"),
+            &admin(),
+        )
+        .await;
+        expect(&r, 200, None, &format!("the SBOM of {platform}"));
+        let doc = r.json();
+        assert!(
+            doc["packages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == "libexif" && p["versionInfo"] == libexif),
+            "{platform}: {doc}"
+        );
+    }
+    let r = get(
+        &w,
+        "/api/v0/repositories/base/multi/_sbom/1.0?platform=linux/s390x",
+        &admin(),
+    )
+    .await;
+    expect(
+        &r,
+        404,
+        None,
+        "the SBOM of a platform the index does not have",
+    );
 }

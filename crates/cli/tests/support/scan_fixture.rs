@@ -33,6 +33,11 @@ const OS_RELEASE: &str = "NAME=\"Alpine Linux\"\nID=alpine\nVERSION_ID=3.12.12\n
 
 /// The Alpine image, with libexif at `libexif` (`0.6.20-r0`: vulnerable).
 pub fn alpine_image(libexif: &str) -> Image {
+    alpine_image_for(libexif, "amd64")
+}
+
+/// [`alpine_image`] for the architecture `arch`.
+pub fn alpine_image_for(libexif: &str, arch: &str) -> Image {
     let installed = apk_installed(libexif);
     let tarball = oci_layout::tar(&[
         TarEntry::Dir {
@@ -71,7 +76,7 @@ pub fn alpine_image(libexif: &str) -> Image {
         oci_layout::OCI_CONFIG,
         &json!({
             "created": "2026-01-02T03:04:05Z",
-            "architecture": "amd64",
+            "architecture": arch,
             "os": "linux",
             "config": {"Cmd": ["/bin/sh"]},
             "rootfs": {"type": "layers", "diff_ids": diff_ids},
