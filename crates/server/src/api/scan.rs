@@ -434,14 +434,31 @@ where
     E: std::fmt::Display,
 {
     let blobs = st.registry.blobs();
+    let meta = st.registry.meta();
     let id = wharf_oci::UploadId::new_unchecked(uuid::Uuid::new_v4().to_string());
+    // An upload session in the metadata store owns the data while it streams in, so
+    // that `purge_uploads` does not take it for orphaned data; its size is recorded now
+    // and then, so that a long upload does not look abandoned.
+    let now = wharf_metastore::now_ms();
+    let session = wharf_metastore::UploadSession {
+        id: id.clone(),
+        repo: UPLOAD_SESSION_REPO
+            .parse()
+            .map_err(|e: wharf_oci::NameError| UploadError::Store(e.to_string()))?,
+        size: 0,
+        created_at_ms: now,
+        updated_at_ms: now,
+    };
+    meta.create_upload(&session)
+        .await
+        .map_err(|e| UploadError::Store(e.to_string()))?;
     let result = async {
         let mut writer = blobs
             .upload_writer(&id, 0)
             .await
             .map_err(|e| UploadError::Store(e.to_string()))?;
         let mut hasher = Sha256::new();
-        let mut total = 0u64;
+        let (mut total, mut recorded) = (0u64, 0u64);
         while let Some(chunk) = chunks.next().await {
             let chunk = chunk.map_err(|e| UploadError::Read(e.to_string()))?;
             total += chunk.len() as u64;
@@ -453,6 +470,12 @@ where
                 .write(chunk)
                 .await
                 .map_err(|e| UploadError::Store(e.to_string()))?;
+            if total - recorded >= 64 << 20 {
+                meta.advance_upload(&id, recorded, total)
+                    .await
+                    .map_err(|e| UploadError::Store(e.to_string()))?;
+                recorded = total;
+            }
         }
         writer
             .finish()
@@ -472,8 +495,13 @@ where
     }
     .await;
     let _ = blobs.upload_delete(&id).await;
+    let _ = meta.delete_upload(&id).await;
     result
 }
+
+/// The repository named by the upload sessions of database archives (they are never
+/// linked to it; the name only satisfies the sessions' table).
+const UPLOAD_SESSION_REPO: &str = "wharf/vulndb-upload";
 
 /// Queues the import of an uploaded archive and audits it.
 pub async fn queue_import(
