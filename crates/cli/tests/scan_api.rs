@@ -564,3 +564,65 @@ async fn an_index_is_reported_per_platform() {
         "the SBOM of a platform the index does not have",
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_database_version_lists_the_images_it_newly_affects() {
+    let w = TestServer::start_secure();
+    // Version 1 without the Alpine records: the image has no findings.
+    let r = upload(
+        &w,
+        &admin(),
+        "PyPI.zip",
+        scan_fixture::vulndb_zip_of(&["PyPI"]),
+    )
+    .await;
+    expect(&r, 202, None, "uploading the PyPI records");
+    let done = wait_job(&w, r.json()["id"].as_i64().unwrap()).await;
+    assert_eq!(done["status"], "done", "{done}");
+    let digest = push_image(
+        &w,
+        "base/alpine",
+        "3.12",
+        &scan_fixture::alpine_image("0.6.20-r0"),
+    )
+    .await;
+    let r = request(
+        &w,
+        Method::POST,
+        "/api/v0/repositories/base/alpine/_scan/3.12",
+        &admin(),
+        None,
+    )
+    .await;
+    expect(&r, 202, None, "scan now");
+    wait_job(&w, r.json()["id"].as_i64().unwrap()).await;
+    let report = wait_scanned(&w, "base/alpine", "3.12").await;
+    assert_eq!(only_image(&report)["findings"], serde_json::json!([]));
+    let db = get(&w, "/api/v0/vulndb", &admin()).await.json();
+    assert_eq!(
+        db["current"]["ecosystems"],
+        serde_json::json!({"PyPI": 143}),
+        "{db}"
+    );
+
+    // Version 2 with them: the image is newly affected, and its report says so.
+    let r = upload(&w, &admin(), "osv.zip", scan_fixture::vulndb_zip()).await;
+    expect(&r, 202, None, "uploading the whole database");
+    let done = wait_job(&w, r.json()["id"].as_i64().unwrap()).await;
+    assert_eq!(done["status"], "done", "{done}");
+    let db = get(&w, "/api/v0/vulndb", &admin()).await.json();
+    assert_eq!(db["current"]["id"], 2, "{db}");
+    assert_eq!(db["versions"][1]["status"], "superseded", "{db}");
+    assert_eq!(
+        db["changes"],
+        serde_json::json!([{"manifest_digest": digest, "advisory_id": "CVE-2012-2812", "change": "added"}]),
+        "{db}"
+    );
+    let report = vulns(&w, &admin(), "base/alpine", "3.12").await.json();
+    let image = only_image(&report);
+    assert_eq!(image["db_version"], 2, "{image}");
+    assert_eq!(
+        image["findings"][0]["advisory_id"], "CVE-2012-2812",
+        "{image}"
+    );
+}

@@ -102,6 +102,11 @@ pub fn alpine_image_for(libexif: &str, arch: &str) -> Image {
 
 /// The fixture database's records (`osv/<Ecosystem>/*.json`) as one zip, in folders.
 pub fn vulndb_zip() -> Vec<u8> {
+    vulndb_zip_of(&[])
+}
+
+/// [`vulndb_zip`] with only the records of `only` (every ecosystem if empty).
+pub fn vulndb_zip_of(only: &[&str]) -> Vec<u8> {
     let mut out = std::io::Cursor::new(Vec::new());
     {
         let mut zip = zip::ZipWriter::new(&mut out);
@@ -115,6 +120,9 @@ pub fn vulndb_zip() -> Vec<u8> {
         ecosystems.sort();
         for dir in ecosystems {
             let eco = dir.file_name().unwrap().to_string_lossy().into_owned();
+            if !only.is_empty() && !only.contains(&eco.as_str()) {
+                continue;
+            }
             let mut files: Vec<_> = std::fs::read_dir(&dir)
                 .expect("ecosystem dir")
                 .map(|e| e.expect("entry").path())
