@@ -9,7 +9,10 @@
 //!   and the Content-Security-Policy on every page (7);
 //! - forged cross-site and same-site form posts, session fixation, cookie flags (plain
 //!   and TLS), markup in labels and job logs shown as text, sign-out (8);
-//! - a session started on one replica used on another (PostgreSQL, 9).
+//! - a session started on one replica used on another (PostgreSQL, 9);
+//! - vulnerability scanning: the database uploaded through its page, "Scan now" and
+//!   "Rescan all images", the tag list's counts, an image's findings and their
+//!   severity filter (10).
 //!
 //! Every test starts its own registry and browser; chromedriver, Chromium, the
 //! registries and the temp dirs are removed on drop, also when a test fails. Without
@@ -26,6 +29,9 @@ mod oci_layout;
 
 #[path = "support/browser.rs"]
 mod browser;
+
+#[path = "support/scan_fixture.rs"]
+mod scan_fixture;
 
 use std::collections::BTreeSet;
 use std::ops::Deref;
@@ -301,6 +307,17 @@ async fn wait_job(server: &TestServer, id: i64) -> Value {
         }
     })
     .await
+}
+
+/// Uploads the fixture advisory database through the API; the import job's id.
+async fn upload_vulndb(server: &TestServer) -> i64 {
+    let rb = secure::client()
+        .post(server.url("/api/v0/vulndb?name=osv.zip"))
+        .header("content-type", "application/zip")
+        .body(scan_fixture::vulndb_zip());
+    let r = secure::send(admin().apply(rb)).await;
+    secure::expect(&r, 202, None, "uploading the advisory database");
+    r.json()["id"].as_i64().expect("job id")
 }
 
 async fn start_job(server: &TestServer, body: Value) -> i64 {
@@ -909,6 +926,17 @@ async fn tour() -> Tour {
         ],
     );
     skopeo_push(&w, "shop/web-app", "1.4.2", &image).await;
+    // A vulnerable image, scanned against the fixture database, for the scanning pages.
+    let alpine = scan_fixture::alpine_image("0.6.20-r0");
+    skopeo_push(&w, "base/alpine", "3.12", &alpine).await;
+    let imported = upload_vulndb(&w).await;
+    assert_eq!(wait_job(&w, imported).await["status"], "done");
+    let scan = start_job(
+        &w,
+        json!({"action": "scan", "params": {"repository": "base/alpine", "digest": alpine.manifest.digest}}),
+    )
+    .await;
+    assert_eq!(wait_job(&w, scan).await["status"], "done");
     push_tiny(&w, "shop/web-app", "latest").await;
     push_tiny(&w, "library/alpine", "3.20").await;
     set_visibility(&w, &admin(), "library/alpine", "public").await;
@@ -971,6 +999,17 @@ async fn tour() -> Tour {
         page("orgs", "/admin/orgs".into(), true, 200),
         page("org", "/admin/orgs/shop".into(), true, 200),
         page("audit", "/audit".into(), true, 200),
+        page("repository-scanned", "/repos/base/alpine".into(), true, 200),
+        page(
+            "vulnerabilities",
+            format!(
+                "/repos/base/alpine/-/vulnerabilities/{}",
+                alpine.manifest.digest
+            ),
+            true,
+            200,
+        ),
+        page("vulndb", "/vulndb".into(), true, 200),
         page("not-found", "/no/such/page".into(), true, 404),
     ];
     Tour { w, pages }
@@ -1815,4 +1854,284 @@ async fn a_session_started_on_one_replica_works_on_another() {
     );
     b.quit().await;
     drop((a, bb));
+}
+
+// =================================================================================
+// 10. vulnerability scanning
+
+/// Reloads `path` until `css` holds `wanted` (a job behind it has finished).
+async fn reload_until(b: &Browser, url: &str, css: &str, wanted: &str) {
+    wait_for(
+        &format!("{css} to say {wanted:?} at {url}"),
+        JOB_DEADLINE,
+        || async {
+            b.goto(url).await;
+            let found = b
+                .driver()
+                .find_all(By::Css(css))
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut texts = Vec::new();
+            for e in found {
+                texts.push(e.text().await.map_err(|e| e.to_string())?);
+            }
+            if texts.iter().any(|t| t.contains(wanted)) {
+                Ok(Some(()))
+            } else {
+                Err(format!("{texts:?}"))
+            }
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_is_uploaded_images_scanned_and_their_findings_shown() {
+    if !browser::available() || !support::require_tool("skopeo") {
+        return;
+    }
+    let w = Wharf::start(&[]);
+    let vulnerable = scan_fixture::alpine_image("0.6.20-r0");
+    let fixed = scan_fixture::alpine_image("0.6.21-r0");
+    skopeo_push(&w, "base/alpine", "3.12", &vulnerable).await;
+    skopeo_push(&w, "base/alpine", "3.12-fixed", &fixed).await;
+    let archive_dir = tempfile::tempdir().expect("temp dir");
+    let archive = archive_dir.path().join("osv.zip");
+    std::fs::write(&archive, scan_fixture::vulndb_zip()).expect("write the archive");
+
+    let b = Browser::start().await;
+    b.viewport(1280, 900, false).await;
+    sign_in(&b, &w.base, "admin", ADMIN_PASSWORD).await;
+
+    // The database page, from the menu: nothing imported yet.
+    b.find("nav a[href='/vulndb']").await.click().await.unwrap();
+    b.wait_url("the database page", |u| u.ends_with("/vulndb"))
+        .await;
+    assert!(
+        b.text("#current")
+            .await
+            .contains("No database imported yet"),
+        "{}",
+        b.text("#current").await
+    );
+
+    // Upload the archive through the form; the import job makes it version 1.
+    b.find("#archive")
+        .await
+        .send_keys(archive.to_str().unwrap())
+        .await
+        .expect("choose the file");
+    b.find("form[action='/vulndb/upload'] button[type=submit]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    b.wait_url("back on the database page", |u| u.contains("done=uploaded"))
+        .await;
+    assert!(b.text("p.notice").await.contains("import queued"));
+    reload_until(&b, &w.url("/vulndb"), "#current", "upload:osv.zip").await;
+    let current = b.text("#current").await;
+    assert!(
+        current.contains("Version\n1") || current.contains("Version 1"),
+        "{current}"
+    );
+    assert!(
+        current.contains(&format!(
+            "{} (osv {})",
+            scan_fixture::VULNDB_RECORDS,
+            scan_fixture::VULNDB_RECORDS
+        )),
+        "{current}"
+    );
+    let versions = table(&b, "#versions").await;
+    assert_eq!(versions[0][0], "1", "{versions:?}");
+    assert_eq!(versions[0][1], "current", "{versions:?}");
+
+    // The tag list says neither image is scanned yet.
+    b.goto(&w.url("/repos/base/alpine")).await;
+    let tags = table(&b, "#tags").await;
+    let column = |tags: &Vec<Vec<String>>, tag: &str| {
+        tags.iter()
+            .find(|r| r[0] == tag)
+            .unwrap_or_else(|| panic!("{tag} in {tags:?}"))[6]
+            .clone()
+    };
+    assert!(column(&tags, "3.12").starts_with("not scanned"), "{tags:?}");
+
+    // Rescan all from the database page: both images get scanned.
+    b.goto(&w.url("/vulndb")).await;
+    b.find("form[action='/vulndb/rescan'] button[type=submit]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    b.wait_url("back on the database page", |u| u.contains("done=rescan"))
+        .await;
+    reload_until(
+        &b,
+        &w.url("/repos/base/alpine"),
+        "#tags td.vulns",
+        "none known",
+    )
+    .await;
+    reload_until(
+        &b,
+        &w.url("/repos/base/alpine"),
+        "#tags td.vulns",
+        "1 unknown",
+    )
+    .await;
+    let tags = table(&b, "#tags").await;
+    assert!(column(&tags, "3.12").starts_with("1 unknown"), "{tags:?}");
+    assert!(
+        column(&tags, "3.12-fixed").starts_with("none known"),
+        "{tags:?}"
+    );
+
+    // The vulnerable image's page, through its badge: the advisory with its fix.
+    b.find("#tags td.vulns a[href*='vulnerabilities']")
+        .await
+        .click()
+        .await
+        .unwrap();
+    let page = b
+        .wait_url("the vulnerabilities page", |u| {
+            u.contains("/-/vulnerabilities/")
+        })
+        .await;
+    assert_eq!(b.text("h1").await, "Vulnerabilities");
+    let facts = b.text("dl.facts").await;
+    for wanted in ["scanned", "Alpine Linux v3.12", "Database version\n1"] {
+        assert!(
+            facts.contains(wanted) || facts.contains(&wanted.replace('\n', " ")),
+            "{wanted}: {facts}"
+        );
+    }
+    let digest_shown = page.rsplit('/').next().unwrap().to_string();
+    let rows = table(&b, "table.findings").await;
+    let row = rows
+        .iter()
+        .find(|r| r[1] == "CVE-2012-2812")
+        .unwrap_or_else(|| panic!("CVE-2012-2812 in {rows:?}"));
+    assert_eq!(
+        (row[3].as_str(), row[4].as_str(), row[5].as_str()),
+        ("libexif (Alpine:v3.12)", "0.6.20-r0", "0.6.21-r0"),
+        "{row:?}"
+    );
+    let link = b
+        .find("table.findings a[href^='https://osv.dev/vulnerability/']")
+        .await
+        .attr("href")
+        .await
+        .unwrap();
+    assert_eq!(
+        link.as_deref(),
+        Some("https://osv.dev/vulnerability/CVE-2012-2812")
+    );
+    let sbom = b
+        .find("a[href*='/-/sbom/']")
+        .await
+        .attr("href")
+        .await
+        .unwrap()
+        .expect("the SBOM link");
+    let r = get_with_cookie(
+        &w.url(&sbom),
+        session_cookie(&b, SESSION_COOKIE)
+            .await
+            .as_ref()
+            .map(|c| (SESSION_COOKIE, c.value.as_str())),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.describe());
+    assert_eq!(r.header("content-type"), Some("application/spdx+json"));
+    assert_eq!(r.json()["spdxVersion"], "SPDX-2.3");
+
+    // The severity filter: nothing critical; the finding under its own severity.
+    b.find("nav[aria-label='Filter by severity'] a[href$='severity=critical']")
+        .await
+        .click()
+        .await
+        .unwrap();
+    b.wait_url("the critical filter", |u| u.ends_with("severity=critical"))
+        .await;
+    assert!(b
+        .text("section.image-vulns")
+        .await
+        .contains("No critical vulnerabilities known."));
+    assert_eq!(b.find_all("table.findings").await.len(), 0);
+
+    // Scan now: queued, said so, and the results are there again.
+    b.goto(&w.url(&format!(
+        "/repos/base/alpine/-/vulnerabilities/{digest_shown}"
+    )))
+    .await;
+    b.find("form[action*='/-/scan/'] button[type=submit]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    b.wait_url("back on the vulnerabilities page", |u| {
+        u.contains("done=scan-queued")
+    })
+    .await;
+    assert!(b.text("p.notice").await.contains("A scan is queued"));
+    assert_eq!(digest_shown, vulnerable.manifest.digest);
+
+    // The upload form is refused without the session's form token (a forged form), and
+    // the page sends anonymous visitors to sign in; nothing was imported.
+    let cookie = session_cookie(&b, SESSION_COOKIE)
+        .await
+        .expect("session")
+        .value;
+    let boundary = "wharf-test-boundary";
+    let body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"_csrf\"\r\n\r\nnot-the-token\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"archive\"; filename=\"osv.zip\"\r\n\
+         Content-Type: application/zip\r\n\r\nPK\r\n--{boundary}--\r\n"
+    );
+    let r = secure::send(
+        secure::client()
+            .post(w.url("/vulndb/upload"))
+            .header("cookie", format!("{SESSION_COOKIE}={cookie}"))
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .body(body),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.describe());
+    assert!(r.text().contains("security token"), "{}", r.describe());
+    let r = get_with_cookie(&w.url("/vulndb"), None).await;
+    assert!(r.status.is_redirection(), "{}", r.describe());
+    assert_eq!(r.header("location"), Some("/login"), "{}", r.describe());
+    let db = request(&w, Method::GET, "/api/v0/vulndb", &admin(), None)
+        .await
+        .json();
+    assert_eq!(db["versions"].as_array().map(Vec::len), Some(1), "{db}");
+
+    // The pages pass axe.
+    for url in [
+        w.url("/vulndb"),
+        w.url(&format!(
+            "/repos/base/alpine/-/vulnerabilities/{digest_shown}"
+        )),
+        w.url("/repos/base/alpine"),
+    ] {
+        b.goto(&url).await;
+        let violations: Vec<String> = b
+            .axe()
+            .await
+            .into_iter()
+            .map(|v| format!("{}: {}", v.id, v.help))
+            .collect();
+        assert!(violations.is_empty(), "{url}: {violations:?}");
+    }
+    assert_eq!(
+        b.severe_console().await,
+        Vec::<String>::new(),
+        "console errors"
+    );
+    b.quit().await;
 }

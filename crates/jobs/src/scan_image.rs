@@ -33,20 +33,19 @@ const IMAGE_CONFIGS: [&str; 2] = [
     "application/vnd.docker.container.image.v1+json",
 ];
 
-/// Scans the manifest `digest` of `repo`: one [`ImageScan`] per image it stands for
-/// (none for an artifact). Errors are for what makes the whole job fail (the manifest
-/// is gone, the store is down); a layer that cannot be read fails only its image.
-pub async fn scan_image(
+/// The images the manifest `digest` of `repo` stands for, with their platforms: itself
+/// for an image, each platform's image for an index (BuildKit's `unknown/unknown`
+/// attestations and artifacts left out), none for an artifact. What [`scan_image`]
+/// scans, and what the API and web UI report on.
+pub async fn images_in(
     meta: &dyn MetaStore,
-    blobs: Arc<dyn BlobStore>,
     repo: &RepoName,
     digest: &Digest,
-    limits: &Limits,
-) -> anyhow::Result<Vec<ImageScan>> {
+) -> anyhow::Result<Vec<(Digest, Option<String>, Manifest)>> {
     let manifest = read_manifest(meta, repo, digest).await?;
     match manifest.kind {
         ManifestKind::Index => {
-            let mut scans = Vec::new();
+            let mut images = Vec::new();
             for child in &manifest.manifests {
                 // BuildKit's attestations sit in indexes as unknown/unknown images.
                 let platform = child.platform.as_ref().map(|p| match &p.variant {
@@ -60,25 +59,36 @@ pub async fn scan_image(
                 if image.kind != ManifestKind::Image || !is_image(&image) {
                     continue;
                 }
-                let outcome = scan_layers_of(&image, blobs.clone(), limits).await;
-                scans.push(ImageScan {
-                    manifest: child.digest.clone(),
-                    platform,
-                    outcome,
-                });
+                images.push((child.digest.clone(), platform, image));
             }
-            Ok(scans)
+            Ok(images)
         }
         _ if !is_image(&manifest) => Ok(Vec::new()),
-        _ => {
-            let outcome = scan_layers_of(&manifest, blobs, limits).await;
-            Ok(vec![ImageScan {
-                manifest: digest.clone(),
-                platform: None,
-                outcome,
-            }])
-        }
+        _ => Ok(vec![(digest.clone(), None, manifest)]),
     }
+}
+
+/// Scans the manifest `digest` of `repo`: one [`ImageScan`] per image it stands for
+/// (none for an artifact; see [`images_in`]). Errors are for what makes the whole job
+/// fail (the manifest is gone, the store is down); a layer that cannot be read fails
+/// only its image.
+pub async fn scan_image(
+    meta: &dyn MetaStore,
+    blobs: Arc<dyn BlobStore>,
+    repo: &RepoName,
+    digest: &Digest,
+    limits: &Limits,
+) -> anyhow::Result<Vec<ImageScan>> {
+    let mut scans = Vec::new();
+    for (manifest, platform, image) in images_in(meta, repo, digest).await? {
+        let outcome = scan_layers_of(&image, blobs.clone(), limits).await;
+        scans.push(ImageScan {
+            manifest,
+            platform,
+            outcome,
+        });
+    }
+    Ok(scans)
 }
 
 async fn read_manifest(

@@ -144,3 +144,47 @@ proptest! {
         })?;
     }
 }
+
+/// Path segments of the scanning API (`/api/v0/repositories/<name>/_vulnerabilities/…`,
+/// `_sbom`, `_scan`, `/api/v0/vulndb`, `/api/v0/scanning/rescan_all`).
+fn scan_segment() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("repositories".to_string()),
+        Just("_vulnerabilities".to_string()),
+        Just("_sbom".to_string()),
+        Just("_scan".to_string()),
+        Just("vulndb".to_string()),
+        Just("scanning".to_string()),
+        Just("rescan_all".to_string()),
+        Just("library".to_string()),
+        Just(D.to_string()),
+        Just("latest".to_string()),
+        Just("".to_string()),
+        "[a-z0-9._:-]{1,12}",
+        "[ -~]{0,16}".prop_map(|s| s.replace(['?', '#', ' '], "")),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+    #[test]
+    fn no_scanning_request_makes_the_server_fail(
+        method in prop_oneof![Just(Method::GET), Just(Method::POST), Just(Method::PUT), Just(Method::DELETE)],
+        segments in proptest::collection::vec(scan_segment(), 1..6),
+        q in prop_oneof![Just(String::new()), Just("?all=maybe".to_string()), Just("?all=true".to_string()), Just("?platform=linux/arm64".to_string()), Just("?name=../x.zip".to_string())],
+        body in proptest::collection::vec(any::<u8>(), 0..64),
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let (app, _dir) = app().await;
+            let uri = format!("/api/v0/{}{q}", segments.join("/"));
+            let Ok(req) = Request::builder().method(method.clone()).uri(&uri).body(Body::from(body.clone())) else {
+                return Ok(());
+            };
+            let resp = app.oneshot(req).await.unwrap();
+            let status = resp.status();
+            prop_assert!(status.as_u16() < 500, "{method} {uri} -> {status}");
+            Ok(())
+        })?;
+    }
+}

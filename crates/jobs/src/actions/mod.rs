@@ -15,7 +15,7 @@ pub mod scan;
 pub use gc::GarbageCollect;
 pub use migration::MetadataStoreMigration;
 pub use purge_uploads::PurgeUploads;
-pub use scan::{Scan, VulndbImport, VulndbRematch};
+pub use scan::{Scan, ScanAll, VulndbImport, VulndbRematch};
 
 /// What the actions work on.
 #[derive(Clone)]
@@ -37,6 +37,7 @@ pub fn all(stores: &Stores) -> Vec<Arc<dyn Action>> {
         Arc::new(MetadataStoreMigration::new(stores.clone())),
         Arc::new(PurgeUploads::new(stores.clone())),
         Arc::new(Scan::new(stores.clone())),
+        Arc::new(ScanAll::new(stores.clone())),
         Arc::new(VulndbImport::new(stores.clone())),
         Arc::new(VulndbRematch::new(stores.clone())),
     ]
@@ -49,6 +50,7 @@ pub const WITHOUT_PARAMS: &[&str] = &[
     "gc",
     "metadatastoremigration",
     "purge_uploads",
+    "scan_all",
     "vulndb_rematch",
 ];
 
@@ -57,6 +59,7 @@ pub const NAMES: &[&str] = &[
     "metadatastoremigration",
     "purge_uploads",
     "scan",
+    "scan_all",
     "vulndb_import",
     "vulndb_rematch",
 ];

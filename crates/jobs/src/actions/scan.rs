@@ -3,7 +3,12 @@
 //!   platform of an index), stores its inventory, and matches the packages the registry
 //!   did not hold yet;
 //! - `vulndb_import` (`{"path": "..."}`): imports OSV archives or record directories
-//!   from the replica's disk as a new database version, then re-matches;
+//!   from the replica's disk as a new database version, then re-matches; or
+//!   (`{"blob": "sha256:...", "name": "osv.zip"}`) a zip archive uploaded into the blob
+//!   store (`POST /api/v0/vulndb`), which every replica can read;
+//! - `scan_all` (`{"all": false}`): queues a `scan` job for every tagged image whose
+//!   images have no inventory yet (every tagged image with `"all": true`), page by
+//!   page;
 //! - `vulndb_rematch` (`{}`): re-matches every distinct package against the current
 //!   database.
 
@@ -184,10 +189,56 @@ impl crate::Action for Scan {
     }
 }
 
+/// Where to import from: a path on the replica's disk, or a blob (with the uploaded
+/// file's name, which names the ecosystem as for a path: `PyPI.zip`, `osv-PyPI.zip`).
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ImportParams {
-    path: String,
+    #[serde(default)]
+    path: Option<String>,
+    #[serde(default)]
+    blob: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+/// An uploaded archive's name as a safe file name ending in `.zip`.
+fn upload_file_name(name: Option<&str>) -> String {
+    let base = name
+        .unwrap_or("")
+        .rsplit(['/', '\\'])
+        .next()
+        .unwrap_or("")
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "._-".contains(*c))
+        .collect::<String>();
+    let base = base.trim_start_matches('.');
+    let base = if base.is_empty() { "upload" } else { base };
+    if base.to_ascii_lowercase().ends_with(".zip") {
+        base.to_string()
+    } else {
+        format!("{base}.zip")
+    }
+}
+
+/// Copies the blob `digest` into `dir/<name>`.
+async fn blob_to_file(
+    blobs: &dyn wharf_blobstore::BlobStore,
+    digest: &Digest,
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
+    use futures_util::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    let mut stream = blobs
+        .read(digest, None)
+        .await
+        .map_err(|e| anyhow::anyhow!("the uploaded archive {digest}: {e}"))?;
+    let mut file = tokio::fs::File::create(path).await?;
+    while let Some(chunk) = stream.next().await {
+        file.write_all(&chunk?).await?;
+    }
+    file.flush().await?;
+    Ok(())
 }
 
 pub struct VulndbImport {
@@ -216,14 +267,56 @@ impl crate::Action for VulndbImport {
 
     async fn run(&self, ctx: &JobContext) -> anyhow::Result<Finished> {
         let params: ImportParams = ctx.params()?;
-        let path = std::path::PathBuf::from(&params.path);
+        match (&params.path, &params.blob) {
+            (Some(path), None) => {
+                let path = std::path::PathBuf::from(path);
+                let source = format!("file:{}", path.display());
+                self.import(ctx, &path, &source).await
+            }
+            (None, Some(blob)) => {
+                let digest: Digest = blob
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("blob {blob:?}: {e}"))?;
+                // Copied to a temporary file, removed when the import ends.
+                let tmp = tempfile::tempdir()?;
+                let name = upload_file_name(params.name.as_deref());
+                let path = tmp.path().join(&name);
+                blob_to_file(self.stores.blobs.as_ref(), &digest, &path).await?;
+                let result = self.import(ctx, &path, &format!("upload:{name}")).await;
+                // The upload is not a registry blob (no repository links it, so garbage
+                // collection never sees it): once imported or refused, it goes, unless
+                // it happens to be a blob the registry holds. An interrupted import
+                // keeps it for the job's next attempt.
+                if !matches!(result, Ok(Finished::Stopped(..)))
+                    && self.stores.meta.blob_size(&digest).await?.is_none()
+                {
+                    if let Err(e) = self.stores.blobs.delete(&digest).await {
+                        ctx.log(format!(
+                            "the uploaded archive {digest} could not be removed: {e}"
+                        ))
+                        .await;
+                    }
+                }
+                result
+            }
+            _ => anyhow::bail!("give either \"path\" or \"blob\" (with \"name\")"),
+        }
+    }
+}
+
+impl VulndbImport {
+    async fn import(
+        &self,
+        ctx: &JobContext,
+        path: &std::path::Path,
+        source: &str,
+    ) -> anyhow::Result<Finished> {
         let archives = {
-            let path = path.clone();
+            let path = path.to_path_buf();
             tokio::task::spawn_blocking(move || vulndb::archives_in(&path)).await??
         };
         let meta = self.stores.meta.as_ref();
-        let source = format!("file:{}", path.display());
-        let imported = match vulndb::import_archives(meta, &source, &archives, ctx).await {
+        let imported = match vulndb::import_archives(meta, source, &archives, ctx).await {
             Ok(s) => s,
             Err(e) => return stopped_or(e, "import abandoned; the current database stays"),
         };
@@ -280,5 +373,134 @@ impl crate::Action for VulndbRematch {
             ))),
             Err(e) => stopped_or(e, "re-match stopped; run it again"),
         }
+    }
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ScanAllParams {
+    /// Every tagged image, not only those without an inventory.
+    #[serde(default)]
+    all: bool,
+}
+
+/// Repositories and tags read per page.
+const SCAN_ALL_PAGE: usize = 200;
+
+pub struct ScanAll {
+    stores: Stores,
+}
+
+impl ScanAll {
+    pub fn new(stores: Stores) -> Self {
+        ScanAll { stores }
+    }
+}
+
+#[async_trait]
+impl crate::Action for ScanAll {
+    fn name(&self) -> &'static str {
+        "scan_all"
+    }
+
+    /// Pages through repositories and their tags (memory: one page of each, and the
+    /// digests already queued for the repository at hand), queueing one `scan` job per
+    /// tagged manifest that needs one.
+    async fn run(&self, ctx: &JobContext) -> anyhow::Result<Finished> {
+        let params: ScanAllParams = ctx.params()?;
+        let meta = self.stores.meta.as_ref();
+        let (mut queued, mut skipped, mut repos) = (0u64, 0u64, 0u64);
+        let mut after_repo: Option<String> = None;
+        loop {
+            let page = meta
+                .list_repositories(after_repo.as_deref(), SCAN_ALL_PAGE)
+                .await?;
+            let Some(last) = page.last() else { break };
+            after_repo = Some(last.as_str().to_string());
+            for repo in &page {
+                repos += 1;
+                let mut seen = std::collections::HashSet::new();
+                let mut after_tag = String::new();
+                loop {
+                    if let Some(why) = ctx.should_stop() {
+                        return Ok(Finished::Stopped(
+                            why,
+                            format!("{queued} scans queued, stopped in {repo}"),
+                        ));
+                    }
+                    let tags = meta
+                        .tag_details(repo.as_str(), Some(&after_tag), SCAN_ALL_PAGE)
+                        .await?
+                        .unwrap_or_default();
+                    let Some(last) = tags.last() else { break };
+                    after_tag = last.name.clone();
+                    let mut wanted = Vec::new();
+                    for t in &tags {
+                        let Ok(digest) = t.digest.parse::<Digest>() else {
+                            continue;
+                        };
+                        if !seen.insert(digest.clone()) {
+                            continue;
+                        }
+                        let images = match crate::scan_image::images_in(meta, repo, &digest).await {
+                            Ok(images) => images,
+                            Err(e) => {
+                                ctx.log(format!("{repo}@{digest}: skipped: {e:#}")).await;
+                                continue;
+                            }
+                        };
+                        if images.is_empty() {
+                            continue; // an artifact
+                        }
+                        wanted.push((
+                            digest,
+                            images
+                                .into_iter()
+                                .map(|(d, _, _)| d.to_string())
+                                .collect::<Vec<_>>(),
+                        ));
+                    }
+                    let scanned: std::collections::HashSet<String> = if params.all {
+                        Default::default()
+                    } else {
+                        let all: Vec<String> =
+                            wanted.iter().flat_map(|(_, i)| i.iter().cloned()).collect();
+                        meta.summaries(&all)
+                            .await?
+                            .into_iter()
+                            .map(|(d, _)| d)
+                            .collect()
+                    };
+                    for (digest, images) in wanted {
+                        if images.iter().all(|i| scanned.contains(i)) && !params.all {
+                            skipped += 1;
+                            continue;
+                        }
+                        let job = crate::enqueue(
+                            meta,
+                            "scan",
+                            &serde_json::json!({
+                                "repository": repo.as_str(),
+                                "digest": digest.to_string(),
+                            })
+                            .to_string(),
+                        )
+                        .await?;
+                        ctx.log(format!("{repo}@{digest}: scan queued as job {}", job.id))
+                            .await;
+                        queued += 1;
+                    }
+                    if tags.len() < SCAN_ALL_PAGE {
+                        break;
+                    }
+                }
+            }
+            if page.len() < SCAN_ALL_PAGE {
+                break;
+            }
+        }
+        Ok(Finished::Done(format!(
+            "{queued} scans queued over {repos} repositories; {skipped} images already scanned"
+        )))
     }
 }

@@ -33,6 +33,7 @@ use crate::{AppState, ServerInfo};
 mod jobs;
 mod orgs;
 mod repos;
+pub(crate) mod scan;
 mod users;
 
 /// The management API's routes, relative to `/api/v0`.
@@ -66,8 +67,16 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(orgs::add_team_member, orgs::remove_team_member))
         .route(
             "/repositories/{*rest}",
-            get(repos::get).put(repos::put).delete(repos::delete),
+            get(repos::get)
+                .put(repos::put)
+                .delete(repos::delete)
+                .post(scan::post),
         )
+        .merge(OpenApiRouter::with_openapi(
+            scan::docs::HandRouted::openapi(),
+        ))
+        .routes(routes!(scan::rescan_all))
+        .routes(routes!(scan::vulndb_get, scan::vulndb_upload))
         .routes(routes!(audit))
         .routes(routes!(jobs::list, jobs::create))
         .routes(routes!(jobs::get, jobs::cancel))
@@ -99,6 +108,7 @@ Errors have the OCI distribution spec's body: `{\"errors\":[{\"code\",\"message\
         (name = "audit", description = "The log of administrative actions"),
         (name = "jobs", description = "Background jobs and the workers that run them"),
         (name = "schedules", description = "Schedules that queue jobs"),
+        (name = "scanning", description = "Vulnerability scanning: images' findings and SBOMs, and the advisory database"),
     )
 )]
 struct ApiDoc;

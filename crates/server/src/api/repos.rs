@@ -4,6 +4,9 @@
 //! - `GET|PUT <name>/_settings` `{"visibility": "public"|"private"}`
 //! - `PUT|DELETE <name>/_grants/user/<user>` `{"level": "read"|"write"|"admin"}`
 //! - `PUT|DELETE <name>/_grants/team/<org>/<team>` `{"level": …}`
+//!
+//! `GET <name>/_vulnerabilities/<ref>`, `GET <name>/_sbom/<ref>` and `POST
+//! <name>/_scan/<ref>` are answered by `scan.rs` (see [`super::scan::get`]).
 
 use std::net::IpAddr;
 
@@ -103,6 +106,10 @@ pub struct RepoSettings {
 
 /// `GET <name>/_settings` (see [`docs`] for each form).
 pub async fn get(State(st): State<AppState>, Path(rest): Path<String>, req: Request) -> ApiResult {
+    let (headers, addr) = (req.headers(), auth::client_addr(&req));
+    if let Some(scan) = super::scan::get(&st, &rest, headers, addr, req.uri().query()).await {
+        return scan; // `_vulnerabilities/…`, `_sbom/…`
+    }
     let (repo, target) = parse(&rest)?;
     let Target::Settings = target else {
         return Err(not_found("only _settings can be read"));

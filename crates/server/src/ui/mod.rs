@@ -23,14 +23,16 @@ mod explorer;
 mod headers;
 mod image;
 mod jobs;
-mod page;
+pub(crate) mod page;
 mod repos;
 pub mod session;
 mod settings;
 mod system;
 mod users;
+mod vulns;
 
 pub use headers::CONTENT_SECURITY_POLICY;
+pub(crate) use repos::registry_host;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -54,6 +56,9 @@ pub fn router() -> Router<AppState> {
         .route("/static/{*name}", get(assets::serve))
         .route("/favicon.ico", get(assets::favicon))
         .route("/explorer", get(explorer::page))
+        .route("/vulndb", get(vulns::vulndb))
+        .route("/vulndb/upload", post(vulns::vulndb_upload))
+        .route("/vulndb/{what}", post(vulns::vulndb_action))
         .fallback(not_found)
         .layer(axum::middleware::from_fn(headers::security_headers))
 }

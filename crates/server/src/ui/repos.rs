@@ -214,11 +214,50 @@ pub async fn dispatch(
             delete_tag(&st, &visitor, &repo, &tag, req).await
         }
         (Some("settings"), _) => super::settings::page(&st, &visitor, &repo, &access, req).await,
+        (Some(r), _)
+            if r.starts_with("vulnerabilities/")
+                || r.starts_with("scan/")
+                || r.starts_with("sbom/") =>
+        {
+            let (what, digest) = r.split_once('/').unwrap_or_default();
+            let digest: Digest = digest
+                .parse()
+                .map_err(|_| UiError::NotFound("not a digest".into()))?;
+            let vq: super::vulns::VulnsQuery =
+                serde_urlencoded_lite(req.uri().query().unwrap_or(""));
+            match (what, &method) {
+                ("vulnerabilities", &Method::GET) => {
+                    super::vulns::page(&st, &visitor, &repo, &digest, &access, &vq).await
+                }
+                ("sbom", &Method::GET) => {
+                    super::vulns::sbom(&st, &repo, &digest, &vq, req.headers()).await
+                }
+                ("scan", _) => {
+                    super::vulns::scan_now(&st, &visitor, &repo, &digest, &access, req).await
+                }
+                _ => Err(UiError::NotFound("no such page".into())),
+            }
+        }
         _ => Err(UiError::NotFound("no such page".into())),
     }
 }
 
+/// The vulnerabilities page's query (`severity`, `done`, `platform`), leniently.
+fn serde_urlencoded_lite(query: &str) -> super::vulns::VulnsQuery {
+    let mut q = super::vulns::VulnsQuery::default();
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        match &*k {
+            "severity" => q.severity = v.into_owned(),
+            "done" => q.done = v.into_owned(),
+            "platform" => q.platform = v.into_owned(),
+            _ => {}
+        }
+    }
+    q
+}
+
 struct TagRow {
+    vulns: super::vulns::TagBadge,
     name: String,
     digest: String,
     short_digest: String,
@@ -245,7 +284,7 @@ struct RepoPage {
 }
 
 /// The address clients pull from: the one this page was asked for.
-fn registry_host(headers: &HeaderMap) -> String {
+pub(crate) fn registry_host(headers: &HeaderMap) -> String {
     headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
@@ -277,6 +316,7 @@ async fn repository(
     details.truncate(PAGE);
     let tag_count = meta.tag_count(repo.as_str()).await?;
     let mut tags = Vec::with_capacity(details.len());
+    let mut badges = super::vulns::tag_badges(st, &details).await?.into_iter();
     for t in &details {
         let s = image::summarize(st, &t.media_type, &t.payload).await;
         let referrers = match t.digest.parse::<Digest>() {
@@ -284,6 +324,10 @@ async fn repository(
             Err(_) => 0,
         };
         tags.push(TagRow {
+            vulns: badges.next().unwrap_or(super::vulns::TagBadge {
+                state: "not_scanned",
+                parts: Vec::new(),
+            }),
             name: t.name.clone(),
             short_digest: short_digest(&t.digest),
             digest: t.digest.clone(),
@@ -360,6 +404,8 @@ struct ImagePage {
     referrers: Vec<(String, Vec<String>)>,
     manifest_json: String,
     config_json: Option<String>,
+    /// An image or an index of images: it has a vulnerabilities page.
+    is_image: bool,
 }
 
 async fn manifest_page(
@@ -438,7 +484,9 @@ async fn manifest_page(
             .or_default()
             .push(r.digest.to_string());
     }
+    let is_image = !children.is_empty() || config.is_some();
     Ok(render(&ImagePage {
+        is_image,
         l: visitor.layout(
             st,
             format!("{repo}@{}", short_digest(&digest.to_string())),
