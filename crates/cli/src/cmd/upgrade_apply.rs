@@ -500,7 +500,10 @@ pub(crate) async fn background(
 }
 
 /// The job `action` waiting or running already, else a new one.
-async fn queue_once(meta: &dyn MetaStore, action: &str) -> anyhow::Result<wharf_metastore::jobs::Job> {
+async fn queue_once(
+    meta: &dyn MetaStore,
+    action: &str,
+) -> anyhow::Result<wharf_metastore::jobs::Job> {
     let active = meta
         .jobs(Some(action), None, None, 20)
         .await?
