@@ -96,7 +96,7 @@ async fn archive(
 /// Serves the mirror on 127.0.0.1; its base URL. The server ends with the test.
 async fn start_mirror(mirror: Arc<Mirror>) -> String {
     let app = axum::Router::new()
-        .route("/{ecosystem}/all.zip", axum::routing::get(archive))
+        .route("/osv/{ecosystem}/all.zip", axum::routing::get(archive))
         .with_state(mirror);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
