@@ -114,7 +114,7 @@ pub fn run(args: ScanArgs) -> anyhow::Result<()> {
             return Ok(());
         }
         if scans.is_empty() {
-            println!("{}@{digest} is not an image (an artifact): nothing to scan", repo);
+            println!("{repo}@{digest} is not an image (an artifact): nothing to scan");
             return Ok(());
         }
         if db.is_none() {
