@@ -155,7 +155,7 @@ pub fn run(args: VulndbArgs) -> anyhow::Result<()> {
                     return Ok(());
                 }
                 match &current {
-                    None => println!("no vulnerability database yet: import one with `wharf vulndb import PATH`"),
+                    None => println!("no vulnerability database yet: download one with `wharf vulndb update` (or set vulndb_url), or import one with `wharf vulndb import PATH`"),
                     Some(v) => println!(
                         "current: version {} from {}, imported {} ({} advisories: {})",
                         v.id,
