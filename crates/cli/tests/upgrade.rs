@@ -964,3 +964,61 @@ async fn apply_killed_at_every_step_boundary_resumes_to_the_same_result() {
         );
     }
 }
+
+/// Data from 1.1.0 (no scanning tables): `upgrade check` warns that stored images have no
+/// inventory; `upgrade apply` with `vulndb_url` configured queues the database refresh
+/// in its background step.
+#[tokio::test]
+async fn an_upgrade_to_scanning_warns_and_queues_the_database_refresh() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut server = TestServer::start_in(&data, &[], &[]);
+    let c = http::client();
+    http::push_image(&c, &server.base, "team/app", "v1", "before scanning").await;
+    assert!(server.signal_and_wait("TERM").success());
+    as_release_1_1_0(&data.join("metadata.db"));
+    let dir = data.to_str().unwrap();
+
+    let (_, report) = check(dir, &[]).await;
+    let c = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "vulnerability-database")
+        .unwrap_or_else(|| panic!("{report}"));
+    assert_eq!(c["status"], "warn", "{report}");
+    assert_eq!(
+        c["measured"],
+        "the target brings vulnerability scanning (schema level 3): images stored before have no inventory and are scanned only when pushed again or on \"rescan all\"",
+        "{report}"
+    );
+
+    let config = tmp.path().join("wharf.toml");
+    std::fs::write(
+        &config,
+        format!("data_dir = {dir:?}\nvulndb_url = \"http://127.0.0.1:9/osv\"\n"),
+    )
+    .unwrap();
+    let out = run(
+        wharf_cmd(&[
+            "upgrade",
+            "apply",
+            "--yes",
+            "--config",
+            config.to_str().unwrap(),
+        ]),
+        None,
+        Duration::from_secs(60),
+    )
+    .await;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("[5/5] background: no background migration needed; vulndb_update queued as job 1 to refresh the vulnerability database"),
+        "{text}"
+    );
+}

@@ -656,3 +656,77 @@ async fn plan_and_check_take_a_catalog_file_and_refuse_a_bad_one() {
         "{out}"
     );
 }
+
+// ---------------------------------------------------------------------------------
+// vulnerability-database
+
+/// A failed database import shows as a warning with its error and the way to refresh;
+/// a warning is never counted as a failure.
+#[tokio::test]
+async fn vulnerability_database_warns_and_never_fails() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = registry_data(tmp.path()).await;
+    let dir = data.to_str().unwrap();
+
+    let (_, report) = check_json(&["--data-dir", dir]).await;
+    assert_eq!(
+        one(&report, "vulnerability-database"),
+        (
+            "pass".to_string(),
+            "no database and no scanned images".to_string(),
+            String::new()
+        )
+    );
+
+    // An import refused for an invalid record: recorded as a failed version.
+    let bad = tmp.path().join("bad/PyPI");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(
+        bad.join("TEST-BAD-1.json"),
+        r#"{"id": "TEST-BAD-1", "modified": "2026-01-01T00:00:00Z", "affected": [{"package": {"ecosystem": "PyPI"}}]}"#,
+    )
+    .unwrap();
+    let import = run(
+        wharf_cmd(&[
+            "vulndb",
+            "--data-dir",
+            dir,
+            "import",
+            tmp.path().join("bad").to_str().unwrap(),
+        ]),
+        None,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(!import.status.success());
+
+    let (code, report) = check_json(&["--data-dir", dir]).await;
+    let (status, measured, fix) = one(&report, "vulnerability-database");
+    assert_eq!(status, "warn", "{report}");
+    assert!(
+        measured.starts_with("no vulnerability database has been imported")
+            && measured.contains(
+                "; the latest vulnerability database update failed (version 1 from file:"
+            )
+            && measured.contains("TEST-BAD-1: affected[0].package has no name")
+            && measured.ends_with("the database in use is none"),
+        "{measured}"
+    );
+    assert!(fix.contains("wharf vulndb import PATH"), "{fix}");
+    let fails = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["status"] == "fail")
+        .count();
+    assert_eq!(report["failed"], fails, "{report}");
+    assert_eq!(code, i32::from(fails > 0), "{report}");
+
+    let (_, text) = check_text(&["--data-dir", dir]).await;
+    let (line, fix) = text_lines(&text, "WARN", "vulnerability-database");
+    assert!(line.contains("TEST-BAD-1"), "{line}");
+    assert!(
+        fix.contains("fix: the upgrade queues vulndb_rematch"),
+        "{fix}"
+    );
+}

@@ -23,6 +23,7 @@ pub mod scan_image;
 pub mod schedule;
 pub mod vulndb;
 pub mod vulndb_fetch;
+pub mod vulndb_update;
 
 /// Attempts in all for a job queued without saying otherwise (the first and two retries).
 pub const DEFAULT_ATTEMPTS: u32 = 3;

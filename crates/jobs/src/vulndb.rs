@@ -268,6 +268,19 @@ pub async fn import_archives(
     archives: &[(String, PathBuf)],
     log: &dyn Log,
 ) -> anyhow::Result<ImportSummary> {
+    import_archives_with_validators(meta, source, archives, "{}", log).await
+}
+
+/// [`import_archives`], recording with the new version the HTTP validators of the
+/// downloaded archives (JSON, [`crate::vulndb_fetch::ValidatorsByEcosystem`]), for the
+/// next conditional download.
+pub async fn import_archives_with_validators(
+    meta: &dyn MetaStore,
+    source: &str,
+    archives: &[(String, PathBuf)],
+    validators_json: &str,
+    log: &dyn Log,
+) -> anyhow::Result<ImportSummary> {
     let version_id = meta.begin_vulndb_import(source).await?;
     log.line(format!(
         "importing the advisory database from {source} as version {version_id}"
@@ -277,7 +290,7 @@ pub async fn import_archives(
         Ok(per_ecosystem) => {
             let ecosystems_json = serde_json::to_string(&per_ecosystem)?;
             let records = match meta
-                .commit_vulndb_import(version_id, &ecosystems_json, "{}")
+                .commit_vulndb_import(version_id, &ecosystems_json, validators_json)
                 .await
             {
                 Ok(n) => n,

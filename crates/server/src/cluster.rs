@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
+use wharf_metastore::scan::VulndbVersion;
 use wharf_metastore::{now_ms, MetaStore, ReplicaReport, ReplicaRow};
 
 /// When a replica counts as gone, and what counts as a problem.
@@ -20,6 +21,8 @@ pub struct Thresholds {
     pub max_clock_drift: Duration,
     /// Less free disk than this fraction is a problem.
     pub min_free_disk_fraction: f64,
+    /// A vulnerability database older than this is a problem (`vulndb_stale_after_secs`).
+    pub vulndb_stale_after: Duration,
 }
 
 impl Thresholds {
@@ -29,7 +32,14 @@ impl Thresholds {
             expire_after: Duration::from_secs(600).max(heartbeat * 10),
             max_clock_drift: Duration::from_secs(1),
             min_free_disk_fraction: 0.05,
+            vulndb_stale_after: Duration::from_secs(7 * 24 * 3600),
         }
+    }
+
+    /// With the configured age after which the vulnerability database is stale.
+    pub fn with_vulndb_stale_after(mut self, stale_after: Duration) -> Thresholds {
+        self.vulndb_stale_after = stale_after;
+        self
     }
 }
 
@@ -148,6 +158,95 @@ pub fn assess(rows: Vec<ReplicaRow>, now: i64, t: &Thresholds) -> ClusterStatus 
         });
     }
     ClusterStatus { replicas, issues }
+}
+
+/// What the cluster status needs to know of the vulnerability database.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VulndbFacts {
+    /// Images have been scanned (the registry holds packages from inventories).
+    pub scanning_in_use: bool,
+    /// The version in use.
+    pub current: Option<VulndbVersion>,
+    /// The newest update or import, whatever its outcome.
+    pub latest: Option<VulndbVersion>,
+}
+
+impl VulndbFacts {
+    /// Reads them from the store.
+    pub async fn read(meta: &dyn MetaStore) -> wharf_metastore::Result<VulndbFacts> {
+        Ok(VulndbFacts {
+            scanning_in_use: !meta.packages_page(0, 1).await?.is_empty(),
+            current: meta.current_vulndb().await?,
+            latest: meta.vulndb_versions(1).await?.into_iter().next(),
+        })
+    }
+}
+
+/// The vulnerability database's issues at the store's time `now`: none imported while
+/// images are scanned, the current one older than the threshold, the latest update or
+/// import failed. Warnings, not critical: the registry serves, its findings are old.
+pub fn assess_vulndb(facts: &VulndbFacts, now: i64, t: &Thresholds) -> Vec<Issue> {
+    let mut issues = Vec::new();
+    let warn = |description: String| Issue {
+        critical: false,
+        description,
+    };
+    match &facts.current {
+        None if facts.scanning_in_use || facts.latest.is_some() => issues.push(warn(
+            "no vulnerability database has been imported: scanned images show no vulnerabilities; set vulndb_url for the online update, or import one with `wharf vulndb import PATH`".into(),
+        )),
+        None => {}
+        Some(v) => {
+            let at = v.finished_at_ms.unwrap_or(v.started_at_ms);
+            let age = now - at;
+            if age > t.vulndb_stale_after.as_millis() as i64 {
+                issues.push(warn(format!(
+                    "the vulnerability database is stale: version {} from {} was imported {} ago (more than {}); newer advisories are not matched",
+                    v.id,
+                    v.source,
+                    age_text(age),
+                    age_text(t.vulndb_stale_after.as_millis() as i64)
+                )));
+            }
+        }
+    }
+    if let Some(v) = facts.latest.as_ref().filter(|v| v.status == "failed") {
+        issues.push(warn(format!(
+            "the latest vulnerability database update failed (version {} from {}): {}; the database in use is {}",
+            v.id,
+            v.source,
+            v.error.as_deref().unwrap_or("no error recorded"),
+            facts
+                .current
+                .as_ref()
+                .map_or("none".to_string(), |c| format!("version {}", c.id))
+        )));
+    }
+    issues
+}
+
+/// `12 days`, `5 hours`, `3 minutes`.
+fn age_text(ms: i64) -> String {
+    let secs = ms.max(0) / 1000;
+    match secs {
+        s if s >= 2 * 86400 => format!("{} days", s / 86400),
+        s if s >= 2 * 3600 => format!("{} hours", s / 3600),
+        s if s >= 120 => format!("{} minutes", s / 60),
+        s => format!("{s} seconds"),
+    }
+}
+
+/// The whole status as the API, `wharf cluster status` and the web UI show it: the
+/// replicas ([`assess`]) and the vulnerability database ([`assess_vulndb`]).
+pub async fn cluster_status(
+    meta: &dyn MetaStore,
+    t: &Thresholds,
+) -> wharf_metastore::Result<ClusterStatus> {
+    let (rows, now) = meta.replicas().await?;
+    let facts = VulndbFacts::read(meta).await?;
+    let mut status = assess(rows, now, t);
+    status.issues.extend(assess_vulndb(&facts, now, t));
+    Ok(status)
 }
 
 /// Free and total bytes of the filesystem holding `path`.
@@ -319,6 +418,83 @@ mod tests {
         assert!(
             d.iter().any(|(c, t)| *c && t.contains("elsewhere")),
             "a dead replica nobody replaced stays critical: {d:?}"
+        );
+    }
+
+    fn version(id: i64, status: &str, at: i64, error: Option<&str>) -> VulndbVersion {
+        VulndbVersion {
+            id,
+            source: "https://osv.example".into(),
+            started_at_ms: at,
+            finished_at_ms: Some(at),
+            status: status.into(),
+            records: Some(10),
+            ecosystems_json: None,
+            validators_json: None,
+            error: error.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn vulndb_missing_stale_and_failed_are_warnings() {
+        const DAY: i64 = 86_400_000;
+        let t = Thresholds::for_interval(Duration::from_secs(5))
+            .with_vulndb_stale_after(Duration::from_secs(7 * 86_400));
+        let now = 30 * DAY;
+        // No scanning, no database: nothing to say.
+        assert!(assess_vulndb(&VulndbFacts::default(), now, &t).is_empty());
+        // Images scanned, no database.
+        let issues = assess_vulndb(
+            &VulndbFacts {
+                scanning_in_use: true,
+                ..VulndbFacts::default()
+            },
+            now,
+            &t,
+        );
+        assert_eq!(issues.len(), 1, "{issues:?}");
+        assert!(!issues[0].critical);
+        assert!(
+            issues[0]
+                .description
+                .starts_with("no vulnerability database has been imported"),
+            "{issues:?}"
+        );
+        // Fresh: nothing.
+        let fresh = version(3, "current", now - DAY, None);
+        let facts = VulndbFacts {
+            scanning_in_use: true,
+            current: Some(fresh.clone()),
+            latest: Some(fresh),
+        };
+        assert!(assess_vulndb(&facts, now, &t).is_empty());
+        // Ten days old, and the update after it failed.
+        let old = version(3, "current", now - 10 * DAY, None);
+        let failed = version(
+            4,
+            "failed",
+            now - DAY,
+            Some("PyPI: https://osv.example/PyPI/all.zip: the server answered 503"),
+        );
+        let issues = assess_vulndb(
+            &VulndbFacts {
+                scanning_in_use: true,
+                current: Some(old),
+                latest: Some(failed),
+            },
+            now,
+            &t,
+        );
+        let d: Vec<&str> = issues.iter().map(|i| i.description.as_str()).collect();
+        assert_eq!(d.len(), 2, "{d:?}");
+        assert!(issues.iter().all(|i| !i.critical));
+        assert_eq!(
+            d[0],
+            "the vulnerability database is stale: version 3 from https://osv.example was imported 10 days ago (more than 7 days); newer advisories are not matched"
+        );
+        assert_eq!(
+            d[1],
+            "the latest vulnerability database update failed (version 4 from https://osv.example): PyPI: https://osv.example/PyPI/all.zip: the server answered 503; the database in use is version 3"
         );
     }
 

@@ -87,6 +87,20 @@ pub struct Config {
     /// Allow plain HTTP on a non-loopback address, e.g. behind a proxy that terminates
     /// TLS. Without TLS, plain HTTP is otherwise only served on loopback addresses.
     pub insecure_http: bool,
+    /// Base URL of the vulnerability database's OSV archives
+    /// (`<vulndb_url>/<ecosystem>/all.zip`, as `https://osv-vulnerabilities.storage.googleapis.com`
+    /// lays them out, or a mirror of it). Unset (the default): no online update, for
+    /// air-gapped registries (`wharf vulndb import`).
+    pub vulndb_url: Option<String>,
+    /// The ecosystems to download, as OSV names their folders.
+    pub vulndb_ecosystems: Vec<String>,
+    /// How often the scheduled `vulndb_update` runs, in seconds (rounded to a cron
+    /// schedule: minutes, hours or days).
+    pub vulndb_update_interval_secs: u64,
+    /// A proxy for the downloads (default: `HTTPS_PROXY` / `HTTP_PROXY` / `NO_PROXY`).
+    pub vulndb_proxy: Option<String>,
+    /// The cluster status warns when the current database is older than this.
+    pub vulndb_stale_after_secs: u64,
 }
 
 /// A metadata-store URL. It may hold a database password, so `Debug` hides it.
@@ -203,6 +217,14 @@ impl Default for Config {
             tls_key: None,
             tls_self_signed: false,
             insecure_http: false,
+            vulndb_url: None,
+            vulndb_ecosystems: wharf_jobs::vulndb_update::DEFAULT_ECOSYSTEMS
+                .iter()
+                .map(|e| e.to_string())
+                .collect(),
+            vulndb_update_interval_secs: 24 * 3600,
+            vulndb_proxy: None,
+            vulndb_stale_after_secs: 7 * 24 * 3600,
         }
     }
 }
@@ -279,6 +301,19 @@ impl Config {
         if self.token_ttl_secs == 0 {
             return Err("token_ttl_secs must be at least 1".into());
         }
+        if let Some(url) = &self.vulndb_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(format!(
+                    "vulndb_url {url:?} is not an http:// or https:// URL"
+                ));
+            }
+            if self.vulndb_ecosystems.is_empty() {
+                return Err("vulndb_ecosystems is empty: name at least one ecosystem".into());
+            }
+        }
+        if self.vulndb_update_interval_secs < 60 {
+            return Err("vulndb_update_interval_secs must be at least 60".into());
+        }
         Ok(())
     }
 
@@ -315,6 +350,32 @@ impl Config {
         names.0
     }
 
+    /// The schedule (a cron expression, UTC) that runs `vulndb_update` every
+    /// `vulndb_update_interval_secs`, rounded: under an hour, every N minutes; under a
+    /// day, every N hours; otherwise every N days (at 03:17 UTC, off the full hour).
+    pub fn vulndb_schedule(&self) -> String {
+        let secs = self.vulndb_update_interval_secs.max(60);
+        if secs < 3600 {
+            format!("*/{} * * * *", (secs / 60).clamp(1, 59))
+        } else if secs < 24 * 3600 {
+            format!("17 */{} * * *", (secs / 3600).clamp(1, 23))
+        } else {
+            match secs / (24 * 3600) {
+                1 => "17 3 * * *".to_string(),
+                days => format!("17 3 */{} * *", days.min(31)),
+            }
+        }
+    }
+
+    /// The online update's settings, for the `vulndb_update` job.
+    pub fn vulndb_settings(&self) -> wharf_jobs::vulndb_update::UpdateSettings {
+        wharf_jobs::vulndb_update::UpdateSettings {
+            url: self.vulndb_url.clone(),
+            ecosystems: self.vulndb_ecosystems.clone(),
+            proxy: self.vulndb_proxy.clone(),
+        }
+    }
+
     /// Reads a TOML file; unknown keys are an error, so a typo is never ignored.
     pub fn from_toml_file(path: &std::path::Path) -> Result<Config, String> {
         let text = std::fs::read_to_string(path)
@@ -332,7 +393,27 @@ mod tests {
         let keys = Config::keys();
         assert_eq!(keys.first(), Some(&"listen"));
         assert!(keys.contains(&"gc_busy_percent") && keys.contains(&"insecure_http"));
-        assert_eq!(keys.len(), 24, "{keys:?}");
+        assert_eq!(keys.len(), 29, "{keys:?}");
+    }
+
+    #[test]
+    fn vulndb_schedules_from_intervals() {
+        let at = |secs| {
+            Config {
+                vulndb_update_interval_secs: secs,
+                ..Config::default()
+            }
+            .vulndb_schedule()
+        };
+        assert_eq!(Config::default().vulndb_schedule(), "17 3 * * *");
+        assert_eq!(at(600), "*/10 * * * *");
+        assert_eq!(at(6 * 3600), "17 */6 * * *");
+        assert_eq!(at(3 * 24 * 3600), "17 3 */3 * *");
+        let bad = Config {
+            vulndb_url: Some("ftp://mirror".into()),
+            ..Config::default()
+        };
+        assert!(bad.validate().unwrap_err().contains("vulndb_url"));
     }
 
     #[test]

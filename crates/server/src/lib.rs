@@ -60,6 +60,8 @@ pub struct Settings {
     pub heartbeat_interval: std::time::Duration,
     /// The job workers' heartbeat interval (a worker silent for three is dead).
     pub job_heartbeat: std::time::Duration,
+    /// The cluster status warns when the vulnerability database is older than this.
+    pub vulndb_stale_after: std::time::Duration,
 }
 
 /// Shared by every request.

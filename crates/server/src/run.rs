@@ -112,7 +112,61 @@ pub fn job_stores(
             );
             wharf_jobs::actions::gc::default_busy_percent(on_postgres)
         }),
+        vulndb: config.vulndb_settings(),
     }
+}
+
+/// The name of the schedule `serve` keeps for the online database update.
+pub const VULNDB_SCHEDULE: &str = "vulndb_update";
+
+/// With `vulndb_url` set, makes sure the schedule [`VULNDB_SCHEDULE`] exists and runs
+/// as often as configured; with no database imported yet, it is made due now, so the
+/// first update runs soon after the start. Replicas starting together may all do this:
+/// the schedule is one row by name (written whole, with the same values), and a due
+/// schedule queues its job once across the cluster. An operator's `enabled` switch and
+/// parameters are kept.
+pub async fn ensure_vulndb_schedule(meta: &dyn MetaStore, config: &Config) -> anyhow::Result<()> {
+    if config.vulndb_url.is_none() {
+        return Ok(());
+    }
+    let schedule = config.vulndb_schedule();
+    let now = meta.store_now().await?;
+    let existing = meta
+        .crons()
+        .await?
+        .into_iter()
+        .find(|c| c.name == VULNDB_SCHEDULE);
+    let never_imported = meta.vulndb_versions(1).await?.is_empty();
+    let next = if never_imported {
+        now
+    } else {
+        wharf_jobs::schedule::next_after(&schedule, now)?
+    };
+    let cron = match existing {
+        // As configured already, and nothing to run now: leave it (its next run too).
+        Some(c) if c.schedule == schedule && c.action == VULNDB_SCHEDULE && !never_imported => {
+            return Ok(())
+        }
+        Some(c) => wharf_metastore::jobs::Cron {
+            schedule: schedule.clone(),
+            action: VULNDB_SCHEDULE.into(),
+            next_run_at_ms: next,
+            ..c
+        },
+        None => wharf_metastore::jobs::Cron {
+            name: VULNDB_SCHEDULE.into(),
+            action: VULNDB_SCHEDULE.into(),
+            params: "{}".into(),
+            schedule: schedule.clone(),
+            run_for_minutes: None,
+            enabled: true,
+            next_run_at_ms: next,
+            last_job_id: None,
+        },
+    };
+    meta.put_cron(&cron).await?;
+    tracing::info!(schedule = %schedule, first_run_now = never_imported, "vulndb_update is scheduled");
+    Ok(())
 }
 
 /// Opens the stores the configuration names and builds the shared state; the caller
@@ -146,6 +200,7 @@ async fn open(config: &Config, version: &str, commit: &str) -> anyhow::Result<Ap
             token_realm: config.token_realm.clone(),
             heartbeat_interval: Duration::from_secs(config.heartbeat_interval_secs),
             job_heartbeat: Duration::from_secs(config.job_heartbeat_secs),
+            vulndb_stale_after: Duration::from_secs(config.vulndb_stale_after_secs),
         }),
         info: Arc::new(ServerInfo {
             version: version.into(),
@@ -243,6 +298,10 @@ pub async fn serve(
         ),
     );
     let worker = tokio::spawn(worker.run(stop_rx.clone()));
+    // A failure here is logged, not fatal: the registry serves without the update.
+    if let Err(e) = ensure_vulndb_schedule(state.registry.meta().as_ref(), &config).await {
+        tracing::warn!(error = %format!("{e:#}"), "could not schedule vulndb_update");
+    }
     // The last step before serving, so nothing after it can fail and lose the password.
     if config.insecure_no_auth {
         tracing::warn!("authentication is OFF (insecure_no_auth): anyone who can connect may push, pull and delete");

@@ -99,6 +99,7 @@ async fn app() -> (axum::Router, tempfile::TempDir) {
             token_realm: None,
             heartbeat_interval: std::time::Duration::from_secs(5),
             job_heartbeat: std::time::Duration::from_secs(5),
+            vulndb_stale_after: std::time::Duration::from_secs(7 * 24 * 3600),
         }),
         info: Arc::new(ServerInfo {
             version: "test".into(),

@@ -491,6 +491,7 @@ impl Ctx {
             upload_expiry: Duration::from_secs(24 * 3600),
             gc_grace: Duration::from_secs(24 * 3600),
             gc_busy_percent: self.busy_percent(b),
+            vulndb: Default::default(),
         }
     }
 

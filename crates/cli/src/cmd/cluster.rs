@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use clap::Subcommand;
-use wharf_server::cluster::{assess, Thresholds};
+use wharf_server::cluster::{cluster_status, Thresholds};
 
 use super::StoreArgs;
 
@@ -34,10 +34,10 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<()> {
         .build()?;
     let status = runtime.block_on(async {
         let store = wharf_server::run::open_metastore(&config).await?;
-        let (rows, now) = store.replicas().await?;
         let thresholds =
-            Thresholds::for_interval(Duration::from_secs(config.heartbeat_interval_secs));
-        anyhow::Ok(assess(rows, now, &thresholds))
+            Thresholds::for_interval(Duration::from_secs(config.heartbeat_interval_secs))
+                .with_vulndb_stale_after(Duration::from_secs(config.vulndb_stale_after_secs));
+        anyhow::Ok(cluster_status(store.as_ref(), &thresholds).await?)
     })?;
     let ClusterCommand::Status { json } = args.command;
     if json {

@@ -31,10 +31,20 @@ use wharf_server::Config;
 ///   delete_requires = "admin"
 ///   tls_cert = "/etc/wharf/tls.crt"
 ///   tls_key = "/etc/wharf/tls.key"
+///   vulndb_url = "https://osv-vulnerabilities.storage.googleapis.com"
+///   vulndb_ecosystems = ["Debian", "Alpine", "PyPI", "npm"]
+///   vulndb_update_interval_secs = 86400
+///   vulndb_proxy = "http://proxy.internal:3128"
+///   vulndb_stale_after_secs = 604800
 ///
 /// TLS: with tls_cert and tls_key (or tls_self_signed) wharf serves HTTPS. Without TLS it
 /// serves plain HTTP only on loopback addresses, unless insecure_http is set (for a proxy
 /// that terminates TLS in front of it).
+///
+/// Vulnerability database: with vulndb_url set, wharf keeps a schedule `vulndb_update`
+/// that downloads the OSV archives and imports them when they changed (the first run soon
+/// after start when there is no database yet). Without it (the default, air-gapped), import
+/// with `wharf vulndb import`.
 ///
 /// Security: every request is authenticated. On the first start of an empty registry the
 /// user `admin` is created with the password in WHARF_ADMIN_PASSWORD, or with a generated
@@ -125,6 +135,29 @@ pub struct ServeArgs {
     /// Allow plain HTTP on a non-loopback address (behind a TLS-terminating proxy)
     #[arg(long, env = "WHARF_INSECURE_HTTP", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     insecure_http: Option<bool>,
+    /// Base URL of the OSV archives (URL/ECOSYSTEM/all.zip), e.g.
+    /// https://osv-vulnerabilities.storage.googleapis.com [default: none: no online update]
+    #[arg(long, env = "WHARF_VULNDB_URL", value_name = "URL")]
+    vulndb_url: Option<String>,
+    /// Ecosystems to download, comma-separated, as OSV names them [default: AlmaLinux,
+    /// Alpine, Debian, Go, Maven, PyPI, Red Hat, Rocky Linux, RubyGems, Ubuntu, crates.io, npm]
+    #[arg(
+        long,
+        env = "WHARF_VULNDB_ECOSYSTEMS",
+        value_name = "LIST",
+        value_delimiter = ','
+    )]
+    vulndb_ecosystems: Option<Vec<String>>,
+    /// How often to update the vulnerability database, in seconds [default: 86400]
+    #[arg(long, env = "WHARF_VULNDB_UPDATE_INTERVAL_SECS", value_name = "SECS")]
+    vulndb_update_interval_secs: Option<u64>,
+    /// Proxy for the database downloads [default: HTTPS_PROXY / HTTP_PROXY / NO_PROXY]
+    #[arg(long, env = "WHARF_VULNDB_PROXY", value_name = "URL")]
+    vulndb_proxy: Option<String>,
+    /// Warn in the cluster status when the database is older than this, in seconds
+    /// [default: 604800]
+    #[arg(long, env = "WHARF_VULNDB_STALE_AFTER_SECS", value_name = "SECS")]
+    vulndb_stale_after_secs: Option<u64>,
 }
 
 impl ServeArgs {
@@ -206,6 +239,21 @@ impl ServeArgs {
         }
         if let Some(v) = self.insecure_http {
             c.insecure_http = v;
+        }
+        if let Some(v) = &self.vulndb_url {
+            c.vulndb_url = Some(v.clone());
+        }
+        if let Some(v) = &self.vulndb_ecosystems {
+            c.vulndb_ecosystems = v.iter().map(|e| e.trim().to_string()).collect();
+        }
+        if let Some(v) = self.vulndb_update_interval_secs {
+            c.vulndb_update_interval_secs = v;
+        }
+        if let Some(v) = &self.vulndb_proxy {
+            c.vulndb_proxy = Some(v.clone());
+        }
+        if let Some(v) = self.vulndb_stale_after_secs {
+            c.vulndb_stale_after_secs = v;
         }
         Ok(c)
     }
@@ -310,6 +358,11 @@ mod tests {
             ("tls_key", "/etc/k.pem"),
             ("tls_self_signed", "true"),
             ("insecure_http", "true"),
+            ("vulndb_url", "http://127.0.0.1:8000/osv"),
+            ("vulndb_ecosystems", "PyPI,npm"),
+            ("vulndb_update_interval_secs", "3600"),
+            ("vulndb_proxy", "http://127.0.0.1:3128"),
+            ("vulndb_stale_after_secs", "60"),
         ];
         let default = format!("{:?}", Config::default());
         for key in Config::keys() {

@@ -387,7 +387,7 @@ async fn steps(
                     format!("the data belongs to {to} (schema levels finalised: {levels:?})"),
                 )
             }
-            _ if hop.last => ("done", background(location).await?),
+            _ if hop.last => ("done", background(config, location).await?),
             _ => (
                 "done",
                 background_here(config, meta.clone(), level, report).await?,
@@ -475,28 +475,71 @@ pub(crate) async fn backup(
     ))
 }
 
-pub(crate) async fn background(location: &MetadataLocation) -> anyhow::Result<String> {
+pub(crate) async fn background(
+    config: &wharf_server::Config,
+    location: &MetadataLocation,
+) -> anyhow::Result<String> {
     let meta: Box<dyn MetaStore> = match location {
         MetadataLocation::Sqlite(p) => Box::new(SqliteMetaStore::open(p).await?),
         MetadataLocation::Postgres(u) => Box::new(PgMetaStore::open(&u.0).await?),
     };
     let pending = meta.count_manifests_without_refs().await?;
-    if pending == 0 {
-        return Ok("no background migration needed".into());
-    }
+    let migration = if pending == 0 {
+        "no background migration needed".to_string()
+    } else {
+        let job = queue_once(meta.as_ref(), "metadatastoremigration").await?;
+        format!(
+            "metadatastoremigration queued as job {} for {pending} manifests (garbage collection waits for it; follow it with `wharf jobs logs {} --follow`)",
+            job.id, job.id
+        )
+    };
+    Ok(match refresh_vulndb(config, meta.as_ref()).await? {
+        Some(refresh) => format!("{migration}; {refresh}"),
+        None => migration,
+    })
+}
+
+/// The job `action` waiting or running already, else a new one.
+async fn queue_once(
+    meta: &dyn MetaStore,
+    action: &str,
+) -> anyhow::Result<wharf_metastore::jobs::Job> {
     let active = meta
-        .jobs(Some("metadatastoremigration"), None, None, 20)
+        .jobs(Some(action), None, None, 20)
         .await?
         .into_iter()
         .find(|j| !j.status.is_final());
-    let job = match active {
+    Ok(match active {
         Some(j) => j,
-        None => wharf_jobs::enqueue(meta.as_ref(), "metadatastoremigration", "{}").await?,
+        None => wharf_jobs::enqueue(meta, action, "{}").await?,
+    })
+}
+
+/// After an upgrade the vulnerability database is refreshed (the guide's "download the
+/// vulnerability database again"; the new release may match differently): with
+/// `vulndb_url` set, a `vulndb_update` job; otherwise, with a database imported, a
+/// `vulndb_rematch` job; neither without a database. Nothing below schema level 3 (no
+/// scanning data).
+pub(crate) async fn refresh_vulndb(
+    config: &wharf_server::Config,
+    meta: &dyn MetaStore,
+) -> anyhow::Result<Option<String>> {
+    if meta.schema_level().await? < 3 {
+        return Ok(None);
+    }
+    let action = if config.vulndb_url.is_some() {
+        "vulndb_update"
+    } else if meta.current_vulndb().await?.is_some() {
+        "vulndb_rematch"
+    } else {
+        // Nothing imported, nothing to refresh (the cluster status says so).
+        return Ok(None);
     };
-    Ok(format!(
-        "metadatastoremigration queued as job {} for {pending} manifests (garbage collection waits for it; follow it with `wharf jobs logs {} --follow`)",
-        job.id, job.id
-    ))
+    let job = queue_once(meta, action).await?;
+    Ok(Some(format!(
+        "{action} queued as job {} to refresh the vulnerability database",
+        job.id
+    )))
 }
 
 /// How long an intermediate hop's background migrations may take here.

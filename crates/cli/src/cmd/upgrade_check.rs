@@ -22,11 +22,13 @@ use wharf_upgrade::{Catalog, Release};
 pub const PASS: &str = "pass";
 pub const FAIL: &str = "fail";
 pub const SKIPPED: &str = "skipped";
+/// Worth knowing, not a reason to stop: never counted as a failure.
+pub const WARN: &str = "warn";
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Check {
     pub name: &'static str,
-    /// [`PASS`], [`FAIL`], [`SKIPPED`], or (`upgrade verify` only) `warn`
+    /// [`PASS`], [`WARN`], [`FAIL`] or [`SKIPPED`]
     pub status: &'static str,
     pub measured: String,
     pub fix: Option<String>,
@@ -82,6 +84,7 @@ pub const NAMES: &[&str] = &[
     "memory",
     "background-migrations",
     "gc",
+    "vulnerability-database",
 ];
 
 /// Largest tolerated difference between a replica's clock and the metadata store's.
@@ -276,6 +279,29 @@ pub async fn run_checks(
             out.push(not_measured("gc"));
         }
     }
+    match &meta {
+        Ok(meta) => {
+            let target_level = catalog
+                .release(to)
+                .map(|r| r.schema_level)
+                .unwrap_or(wharf_metastore::schema::SCHEMA_LEVEL);
+            let level = meta.schema_level().await?;
+            let facts = if level >= SCAN_LEVEL {
+                Some(wharf_server::cluster::VulndbFacts::read(meta.as_ref()).await?)
+            } else {
+                None
+            };
+            let now = meta.store_now().await?;
+            out.push(vulndb_check(
+                config,
+                level,
+                target_level,
+                facts.as_ref(),
+                now,
+            ));
+        }
+        Err(_) => out.push(not_measured("vulnerability-database")),
+    }
 
     // Recorded skips.
     let from_text = from
@@ -310,6 +336,58 @@ pub async fn run_checks(
         }
     }
     Ok(out)
+}
+
+/// The schema level that brings vulnerability scanning (inventories, advisories).
+const SCAN_LEVEL: u32 = 3;
+
+/// Warnings about vulnerability scanning after the upgrade: a target that builds the
+/// scanning tables anew (images stored before have no inventory), and a database that
+/// is missing, stale or whose last update failed (the cluster status's own words).
+/// Never a failure: the registry works without it.
+fn vulndb_check(
+    config: &wharf_server::Config,
+    level: u32,
+    target_level: u32,
+    facts: Option<&wharf_server::cluster::VulndbFacts>,
+    now: i64,
+) -> Check {
+    let mut warnings = Vec::new();
+    if level < SCAN_LEVEL && target_level >= SCAN_LEVEL {
+        warnings.push(format!(
+            "the target brings vulnerability scanning (schema level {SCAN_LEVEL}): images stored before have no inventory and are scanned only when pushed again or on \"rescan all\""
+        ));
+    }
+    if let Some(facts) = facts {
+        let t = wharf_server::cluster::Thresholds::for_interval(Duration::from_secs(
+            config.heartbeat_interval_secs,
+        ))
+        .with_vulndb_stale_after(Duration::from_secs(config.vulndb_stale_after_secs));
+        warnings.extend(
+            wharf_server::cluster::assess_vulndb(facts, now, &t)
+                .into_iter()
+                .map(|i| i.description),
+        );
+    }
+    if warnings.is_empty() {
+        let measured = match facts.and_then(|f| f.current.as_ref()) {
+            Some(v) => format!("database version {} from {}", v.id, v.source),
+            None if level < SCAN_LEVEL => "no scanning data at this schema level".into(),
+            None => "no database and no scanned images".into(),
+        };
+        return check("vulnerability-database", true, measured, "");
+    }
+    let refresh = if config.vulndb_url.is_some() {
+        "the upgrade queues vulndb_update; run it now with `wharf vulndb update`"
+    } else {
+        "the upgrade queues vulndb_rematch; import a current database with `wharf vulndb import PATH`, or set vulndb_url"
+    };
+    Check {
+        name: "vulnerability-database",
+        status: WARN,
+        measured: warnings.join("; "),
+        fix: Some(refresh.into()),
+    }
 }
 
 /// A check that needs the metadata store, which did not open.
@@ -567,7 +645,7 @@ mod tests {
 
     /// What `upgrade check` can say of a check; its help and docs/upgrading.md list
     /// them, and these tests keep the three in step.
-    const STATES: &[&str] = &[PASS, FAIL, SKIPPED];
+    const STATES: &[&str] = &[PASS, WARN, FAIL, SKIPPED];
 
     /// Uppercase words of `text` that are check states (of `upgrade check` or `verify`).
     fn states_in(text: &str) -> std::collections::BTreeSet<String> {

@@ -452,7 +452,7 @@ async fn steps(
                     format!("the cluster is at {to} (schema levels finalised: {levels:?}); rollback is no longer possible"),
                 )
             }
-            _ => ("done", background(location).await?),
+            _ => ("done", background(config, location).await?),
         };
         record(step.to_string(), status, detail.clone()).await?;
         report.say(

@@ -1,7 +1,8 @@
 //! `wharf vulndb`: the vulnerability database in the metadata store, which every
 //! replica shares. `import` is the air-gapped path: OSV archives or records copied in
 //! by hand, validated in full before anything is replaced, then every stored image
-//! inventory matched again (no image is rescanned).
+//! inventory matched again (no image is rescanned). `update` is the online path, the
+//! `vulndb_update` job run here: download, import if anything changed, match again.
 
 use std::path::PathBuf;
 
@@ -11,7 +12,7 @@ use wharf_jobs::vulndb::{archives_in, import_archives, rematch, Log};
 
 use super::StoreArgs;
 
-/// The vulnerability database: import OSV advisories (air-gapped), show its status
+/// The vulnerability database: update it online, import OSV advisories (air-gapped), show its status
 #[derive(clap::Args)]
 pub struct VulndbArgs {
     #[command(flatten)]
@@ -30,6 +31,31 @@ enum VulndbCommand {
     /// current database is replaced; one invalid record refuses the whole import and
     /// leaves the current database as it was.
     Import { path: PathBuf },
+    /// Download the OSV archives, import them if they changed, then match every stored
+    /// image inventory against them
+    ///
+    /// Downloads URL/ECOSYSTEM/all.zip for each ecosystem (URL and ecosystems from the
+    /// configuration's vulndb_url and vulndb_ecosystems unless given here), asking only
+    /// for what changed since the current database came from the same URL. When nothing
+    /// changed, nothing is imported. A failed download or import leaves the current
+    /// database in place, is recorded as a failed version (see `wharf vulndb status`)
+    /// and exits non-zero with the ecosystem, the URL and the cause. Runs on the
+    /// metadata store directly, as the scheduled `vulndb_update` job does; progress goes
+    /// to stderr.
+    Update {
+        /// Base URL of the archives, e.g. https://osv-vulnerabilities.storage.googleapis.com
+        /// [default: the configured vulndb_url]
+        #[arg(long, env = "WHARF_VULNDB_URL", value_name = "URL")]
+        url: Option<String>,
+        /// An ecosystem to download, as OSV names its folder (repeat for several)
+        /// [default: the configured vulndb_ecosystems]
+        #[arg(long = "ecosystem", value_name = "ECOSYSTEM")]
+        ecosystems: Vec<String>,
+        /// Proxy for the downloads [default: the configured vulndb_proxy, else
+        /// HTTPS_PROXY / HTTP_PROXY / NO_PROXY]
+        #[arg(long, env = "WHARF_VULNDB_PROXY", value_name = "URL")]
+        proxy: Option<String>,
+    },
     /// The current database (source, time, records per ecosystem) and the last imports
     Status {
         /// Print JSON
@@ -81,6 +107,28 @@ pub fn run(args: VulndbArgs) -> anyhow::Result<()> {
                     m.packages, m.added, m.removed, m.newly_affected_images
                 );
             }
+            VulndbCommand::Update {
+                url,
+                ecosystems,
+                proxy,
+            } => {
+                let Some(url) = url.or_else(|| config.vulndb_url.clone()) else {
+                    anyhow::bail!(
+                        "no URL to update from: pass --url URL or set vulndb_url in the configuration (an air-gapped registry uses `wharf vulndb import PATH`)"
+                    );
+                };
+                let ecosystems = if ecosystems.is_empty() {
+                    config.vulndb_ecosystems.clone()
+                } else {
+                    ecosystems
+                };
+                let mut fetch = wharf_jobs::vulndb_fetch::FetchConfig::new(url, ecosystems);
+                fetch.proxy = proxy.or_else(|| config.vulndb_proxy.clone());
+                let outcome = wharf_jobs::vulndb_update::update(store.as_ref(), &fetch, &Stderr)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("the update failed: {e:#}; the current database stays"))?;
+                println!("{}", outcome.summary());
+            }
             VulndbCommand::Status { json, limit } => {
                 let versions = store.vulndb_versions(limit).await?;
                 let current = store.current_vulndb().await?;
@@ -107,7 +155,7 @@ pub fn run(args: VulndbArgs) -> anyhow::Result<()> {
                     return Ok(());
                 }
                 match &current {
-                    None => println!("no vulnerability database yet: import one with `wharf vulndb import PATH`"),
+                    None => println!("no vulnerability database yet: download one with `wharf vulndb update` (or set vulndb_url), or import one with `wharf vulndb import PATH`"),
                     Some(v) => println!(
                         "current: version {} from {}, imported {} ({} advisories: {})",
                         v.id,

@@ -15,7 +15,7 @@ pub mod scan;
 pub use gc::GarbageCollect;
 pub use migration::MetadataStoreMigration;
 pub use purge_uploads::PurgeUploads;
-pub use scan::{Scan, ScanAll, VulndbImport, VulndbRematch};
+pub use scan::{Scan, ScanAll, VulndbImport, VulndbRematch, VulndbUpdate};
 
 /// What the actions work on.
 #[derive(Clone)]
@@ -28,6 +28,8 @@ pub struct Stores {
     pub gc_grace: std::time::Duration,
     /// A GC run's share of wall time, unless its parameters say otherwise.
     pub gc_busy_percent: u8,
+    /// The online update's settings (`vulndb_update`'s defaults).
+    pub vulndb: crate::vulndb_update::UpdateSettings,
 }
 
 /// Every action this build has.
@@ -40,18 +42,21 @@ pub fn all(stores: &Stores) -> Vec<Arc<dyn Action>> {
         Arc::new(ScanAll::new(stores.clone())),
         Arc::new(VulndbImport::new(stores.clone())),
         Arc::new(VulndbRematch::new(stores.clone())),
+        Arc::new(VulndbUpdate::new(stores.clone())),
     ]
 }
 
 /// The names of [`all`], for validating requests.
 /// The actions that run without parameters: what the web UI's start and schedule forms
-/// offer (`scan` and `vulndb_import` need an image or a path).
+/// offer (`scan` and `vulndb_import` need an image or a path; `vulndb_update` takes its
+/// URL and ecosystems from the configuration).
 pub const WITHOUT_PARAMS: &[&str] = &[
     "gc",
     "metadatastoremigration",
     "purge_uploads",
     "scan_all",
     "vulndb_rematch",
+    "vulndb_update",
 ];
 
 pub const NAMES: &[&str] = &[
@@ -62,6 +67,7 @@ pub const NAMES: &[&str] = &[
     "scan_all",
     "vulndb_import",
     "vulndb_rematch",
+    "vulndb_update",
 ];
 
 #[cfg(test)]
@@ -81,6 +87,7 @@ mod tests {
             upload_expiry: std::time::Duration::from_secs(60),
             gc_grace: std::time::Duration::from_secs(60),
             gc_busy_percent: 50,
+            vulndb: Default::default(),
         };
         let names: Vec<&str> = all(&stores).iter().map(|a| a.name()).collect();
         assert_eq!(names, NAMES);

@@ -10,7 +10,10 @@
 //!   images have no inventory yet (every tagged image with `"all": true`), page by
 //!   page;
 //! - `vulndb_rematch` (`{}`): re-matches every distinct package against the current
-//!   database.
+//!   database;
+//! - `vulndb_update` (`{}`, or `{"url": "...", "ecosystems": [...]}` to override the
+//!   configuration): downloads the OSV archives, imports them if anything changed, then
+//!   re-matches ([`crate::vulndb_update`]).
 
 use async_trait::async_trait;
 use wharf_metastore::scan::{InventoryRow, PackageRow};
@@ -502,5 +505,55 @@ impl crate::Action for ScanAll {
         Ok(Finished::Done(format!(
             "{queued} scans queued over {repos} repositories; {skipped} images already scanned"
         )))
+    }
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct UpdateParams {
+    url: Option<String>,
+    ecosystems: Option<Vec<String>>,
+}
+
+pub struct VulndbUpdate {
+    stores: Stores,
+}
+
+impl VulndbUpdate {
+    pub fn new(stores: Stores) -> Self {
+        VulndbUpdate { stores }
+    }
+}
+
+#[async_trait]
+impl crate::Action for VulndbUpdate {
+    fn name(&self) -> &'static str {
+        "vulndb_update"
+    }
+
+    async fn run(&self, ctx: &JobContext) -> anyhow::Result<Finished> {
+        let params: UpdateParams = ctx.params()?;
+        let settings = &self.stores.vulndb;
+        let Some(url) = params.url.or_else(|| settings.url.clone()) else {
+            anyhow::bail!(
+                "no vulnerability database URL: set vulndb_url in the configuration (or give {{\"url\": ...}}); an air-gapped registry imports with vulndb_import"
+            );
+        };
+        let mut config = crate::vulndb_fetch::FetchConfig::new(
+            url,
+            params
+                .ecosystems
+                .unwrap_or_else(|| settings.ecosystems.clone()),
+        );
+        config.proxy = settings.proxy.clone();
+        let meta = self.stores.meta.as_ref();
+        match crate::vulndb_update::update(meta, &config, ctx).await {
+            Ok(outcome) => {
+                let summary = outcome.summary();
+                ctx.log(summary.clone()).await;
+                Ok(Finished::Done(summary))
+            }
+            Err(e) => stopped_or(e, "update abandoned; the current database stays"),
+        }
     }
 }

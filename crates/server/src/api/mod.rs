@@ -206,9 +206,12 @@ async fn cluster_status(State(st): State<AppState>, req: Request) -> ApiResult {
     if st.settings.auth_enabled {
         admin(&st, req.headers(), auth::client_addr(&req)).await?;
     }
-    let (rows, now) = st.registry.meta().replicas().await.map_err(store_error)?;
-    let thresholds = crate::cluster::Thresholds::for_interval(st.settings.heartbeat_interval);
-    Ok(Json(crate::cluster::assess(rows, now, &thresholds)).into_response())
+    let thresholds = crate::cluster::Thresholds::for_interval(st.settings.heartbeat_interval)
+        .with_vulndb_stale_after(st.settings.vulndb_stale_after);
+    let status = crate::cluster::cluster_status(st.registry.meta().as_ref(), &thresholds)
+        .await
+        .map_err(store_error)?;
+    Ok(Json(status).into_response())
 }
 
 pub async fn healthz() -> &'static str {

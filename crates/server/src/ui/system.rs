@@ -86,9 +86,9 @@ struct SystemPage {
 pub async fn system(State(st): State<AppState>, visitor: Visitor) -> UiResult {
     visitor.require_admin()?;
     let meta = st.registry.meta();
-    let (rows, now) = meta.replicas().await?;
-    let thresholds = crate::cluster::Thresholds::for_interval(st.settings.heartbeat_interval);
-    let cluster = crate::cluster::assess(rows, now, &thresholds);
+    let thresholds = crate::cluster::Thresholds::for_interval(st.settings.heartbeat_interval)
+        .with_vulndb_stale_after(st.settings.vulndb_stale_after);
+    let cluster = crate::cluster::cluster_status(meta.as_ref(), &thresholds).await?;
     let own = wharf_upgrade::Version::parse(&st.info.version).map_err(super::page::internal)?;
     let status = wharf_upgrade::status::status(meta.as_ref(), &own).await?;
     // Worded as `wharf upgrade status` words it.
