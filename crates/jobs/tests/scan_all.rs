@@ -20,6 +20,7 @@ fn stores(reg: &TestRegistry) -> Stores {
         upload_expiry: Duration::from_secs(3600),
         gc_grace: Duration::from_secs(3600),
         gc_busy_percent: 50,
+        vulndb: Default::default(),
     }
 }
 
