@@ -51,6 +51,7 @@ fn manifest(payload: &str, blobs: Vec<Digest>, manifests: Vec<Digest>) -> NewMan
         annotations_json: None,
         required_blobs: blobs,
         required_manifests: manifests,
+        scan: None,
     }
 }
 

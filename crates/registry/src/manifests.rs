@@ -78,6 +78,7 @@ impl Registry {
             .annotations
             .as_ref()
             .map(|a| serde_json::to_string(a).expect("string maps serialise"));
+        let scan = self.scan_on_push(repo, &digest, &manifest).await?;
         let record = NewManifest {
             digest: digest.clone(),
             media_type: manifest.media_type.to_string(),
@@ -87,6 +88,7 @@ impl Registry {
             annotations_json,
             required_blobs: manifest.required_blobs().cloned().collect(),
             required_manifests: manifest.required_manifests().cloned().collect(),
+            scan,
         };
         let tag = match reference {
             Reference::Tag(t) => Some(t),
@@ -122,6 +124,7 @@ impl Registry {
         let always = stored.media_type == media::DOCKER_MANIFEST
             || (!by_tag && stored.media_type == media::DOCKER_MANIFEST_LIST);
         if always || media::accepts(accept, &stored.media_type) {
+            self.check_pull_of(repo, &stored).await?;
             return Ok(stored.into());
         }
         let is_index = stored.media_type == media::OCI_INDEX
@@ -162,7 +165,20 @@ impl Registry {
             .get_manifest(repo, &Reference::Digest(child.digest.clone()), with_payload)
             .await?
             .ok_or_else(unknown)?;
+        self.check_pull_of(repo, &m).await?;
         Ok(m.into())
+    }
+
+    /// The pull policy's check of a manifest about to be served. An index is always
+    /// served: it has no findings of its own, and each platform's manifest, which the
+    /// client fetches next, is checked on its own (a client that wants one platform is
+    /// not refused for another's vulnerabilities).
+    async fn check_pull_of(&self, repo: &RepoName, m: &StoredManifest) -> Result<()> {
+        if m.media_type == media::OCI_INDEX || m.media_type == media::DOCKER_MANIFEST_LIST {
+            return Ok(());
+        }
+        self.check_pull(repo, &m.digest, &m.media_type, m.payload.as_deref())
+            .await
     }
 
     /// Deletes a tag, or a manifest (and its tags) by digest.
