@@ -41,7 +41,7 @@ fn parse(rest: &str) -> Result<(RepoName, Target), ApiError> {
 }
 
 /// The caller, if it administers the repository.
-async fn repo_admin(
+pub(super) async fn repo_admin(
     st: &AppState,
     headers: &HeaderMap,
     addr: Option<IpAddr>,
@@ -103,6 +103,9 @@ pub struct RepoSettings {
 
 /// `GET <name>/_settings` (see [`docs`] for each form).
 pub async fn get(State(st): State<AppState>, Path(rest): Path<String>, req: Request) -> ApiResult {
+    if super::scan_policy::handles(&rest) {
+        return super::scan_policy::repo_form(&st, &rest, req).await;
+    }
     let (repo, target) = parse(&rest)?;
     let Target::Settings = target else {
         return Err(not_found("only _settings can be read"));
@@ -139,6 +142,9 @@ pub struct GrantBody {
 
 /// `PUT <name>/_settings` and `PUT <name>/_grants/…` (see [`docs`] for each form).
 pub async fn put(State(st): State<AppState>, Path(rest): Path<String>, req: Request) -> ApiResult {
+    if super::scan_policy::handles(&rest) {
+        return super::scan_policy::repo_form(&st, &rest, req).await;
+    }
     let (repo, target) = parse(&rest)?;
     let actor = repo_admin(&st, req.headers(), auth::client_addr(&req), &repo).await?;
     let store = st.auth.store();
@@ -185,6 +191,9 @@ pub async fn delete(
     Path(rest): Path<String>,
     req: Request,
 ) -> ApiResult {
+    if super::scan_policy::handles(&rest) {
+        return super::scan_policy::repo_form(&st, &rest, req).await;
+    }
     let (repo, target) = parse(&rest)?;
     if let Target::Settings = target {
         return Err(invalid(
