@@ -29,7 +29,8 @@ const ADVISORY: &str = "PYSEC-2023-74";
 const CVE: &str = "CVE-2023-32681";
 /// `wharf_registry::POLICY_CACHE_TTL`, as docs/scanning.md states it.
 const POLICY_BOUND: Duration = Duration::from_secs(5);
-const METADATA_PATH: &str = "usr/local/lib/python3.11/site-packages/requests-2.25.1.dist-info/METADATA";
+const METADATA_PATH: &str =
+    "usr/local/lib/python3.11/site-packages/requests-2.25.1.dist-info/METADATA";
 
 fn vulndb_fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scan/tests/fixtures/vulndb")
@@ -54,9 +55,7 @@ fn requests_metadata() -> Vec<u8> {
             })
         });
         if let Some(path) = entry.and_then(|e| e["path"].as_str()) {
-            let file = dir
-                .join(path)
-                .join("requests-2.25.1.dist-info/METADATA");
+            let file = dir.join(path).join("requests-2.25.1.dist-info/METADATA");
             if let Ok(bytes) = std::fs::read(&file) {
                 return bytes;
             }
@@ -169,7 +168,10 @@ async fn api(server: &TestServer, method: Method, path: &str, body: Option<&Valu
 
 async fn manifest(server: &TestServer, method: Method, repo: &str, reference: &str) -> Reply {
     let rb = client()
-        .request(method, server.url(&format!("/v2/{repo}/manifests/{reference}")))
+        .request(
+            method,
+            server.url(&format!("/v2/{repo}/manifests/{reference}")),
+        )
         .header("accept", oci_layout::OCI_MANIFEST);
     send(admin().apply(rb)).await
 }
@@ -187,7 +189,8 @@ async fn wait_for_job(server: &TestServer, id: i64) -> Value {
         let r = api(server, Method::GET, &format!("/jobs/{id}"), None).await;
         expect(&r, 200, None, "reading a job");
         let job = r.json();
-        if ["done", "error", "cancelled", "worker_dead"].contains(&job["status"].as_str().unwrap_or(""))
+        if ["done", "error", "cancelled", "worker_dead"]
+            .contains(&job["status"].as_str().unwrap_or(""))
         {
             return job;
         }
@@ -210,7 +213,12 @@ async fn set_policy(server: &TestServer, repo: &str, policy: Value) {
         Some(&policy),
     )
     .await;
-    expect(&r, 204, None, &format!("setting {repo}'s policy to {policy}"));
+    expect(
+        &r,
+        204,
+        None,
+        &format!("setting {repo}'s policy to {policy}"),
+    );
 }
 
 fn stderr(out: &std::process::Output) -> String {
@@ -251,7 +259,10 @@ async fn scan_on_push_and_pull_policies_on_a_vulnerable_image() {
     let job = wait_for_job(&server, jobs[0]["id"].as_i64().unwrap()).await;
     assert_eq!(job["status"], "done", "{job}");
     let log = job_log(&server, jobs[0]["id"].as_i64().unwrap()).await;
-    assert!(log.contains("1 packages") && log.contains("1 findings"), "{log}");
+    assert!(
+        log.contains("1 packages") && log.contains("1 findings"),
+        "{log}"
+    );
 
     // The same image again, under another tag and in another repository: no new job.
     skopeo_push(&server, &src, "team/app:v2").await;
@@ -297,7 +308,12 @@ async fn scan_on_push_and_pull_policies_on_a_vulnerable_image() {
     let r = manifest(&server, Method::HEAD, "team/app", "v2").await;
     assert_eq!(r.status, 403, "{}", r.describe());
     let r = manifest(&server, Method::GET, "team/other", "v1").await;
-    expect(&r, 200, None, "the same image in a repository without a policy");
+    expect(
+        &r,
+        200,
+        None,
+        "the same image in a repository without a policy",
+    );
 
     // Each refusal is audited: who, which image, why.
     let r = api(&server, Method::GET, "/audit?limit=20", None).await;
@@ -310,11 +326,11 @@ async fn scan_on_push_and_pull_policies_on_a_vulnerable_image() {
         .collect();
     assert!(denied.len() >= 3, "{entries:#}");
     assert_eq!(denied[0]["actor"], "admin");
-    assert_eq!(
-        denied[0]["target"],
-        format!("team/app@{}", image.digest())
+    assert_eq!(denied[0]["target"], format!("team/app@{}", image.digest()));
+    assert!(
+        denied[0]["details"].as_str().unwrap().contains(CVE),
+        "{entries:#}"
     );
-    assert!(denied[0]["details"].as_str().unwrap().contains(CVE), "{entries:#}");
     assert!(
         entries
             .as_array()
@@ -335,7 +351,13 @@ async fn scan_on_push_and_pull_policies_on_a_vulnerable_image() {
     expect(&r, 204, None, "allowlisting");
     let out = skopeo_pull(&server, "team/app:v1", &tmp.path().join("p3")).await;
     assert!(out.status.success(), "{}", secure::output_text(&out));
-    let r = api(&server, Method::GET, "/repositories/team/app/_scan_allowlist", None).await;
+    let r = api(
+        &server,
+        Method::GET,
+        "/repositories/team/app/_scan_allowlist",
+        None,
+    )
+    .await;
     expect(&r, 200, None, "reading the allowlist");
     assert_eq!(r.json()[0]["vuln_id"], CVE, "{}", r.text());
     assert_eq!(r.json()[0]["expired"], false, "{}", r.text());
@@ -359,12 +381,22 @@ async fn scan_on_push_and_pull_policies_on_a_vulnerable_image() {
         if r.status == 403 {
             break;
         }
-        assert!(Instant::now() < deadline, "still allowed after expiry: {}", r.describe());
+        assert!(
+            Instant::now() < deadline,
+            "still allowed after expiry: {}",
+            r.describe()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let out = skopeo_pull(&server, "team/app:v1", &tmp.path().join("p4")).await;
     assert!(!out.status.success(), "{}", secure::output_text(&out));
-    let r = api(&server, Method::GET, "/repositories/team/app/_scan_allowlist", None).await;
+    let r = api(
+        &server,
+        Method::GET,
+        "/repositories/team/app/_scan_allowlist",
+        None,
+    )
+    .await;
     assert_eq!(r.json()[0]["expired"], true, "{}", r.text());
     let r = api(
         &server,
@@ -418,11 +450,18 @@ async fn scan_on_push_and_pull_policies_on_a_vulnerable_image() {
     let r = manifest(&server, Method::GET, "team/other", "v1").await;
     expect(&r, 403, Some("DENIED"), "under the registry's default");
     assert!(
-        r.text().contains("the registry's default vulnerability policy"),
+        r.text()
+            .contains("the registry's default vulnerability policy"),
         "{}",
         r.text()
     );
-    let r = api(&server, Method::GET, "/repositories/team/other/_scan_policy", None).await;
+    let r = api(
+        &server,
+        Method::GET,
+        "/repositories/team/other/_scan_policy",
+        None,
+    )
+    .await;
     assert_eq!(r.json()["source"], "registry", "{}", r.text());
     assert_eq!(r.json()["block_severity"], "unknown", "{}", r.text());
     let r = api(
@@ -445,7 +484,11 @@ async fn scan_on_push_and_pull_policies_on_a_vulnerable_image() {
     )
     .await;
     expect(&r, 400, None, "an unknown severity");
-    assert!(r.text().contains("unknown variant `severe`"), "{}", r.text());
+    assert!(
+        r.text().contains("unknown variant `severe`"),
+        "{}",
+        r.text()
+    );
     let r = api(
         &server,
         Method::PUT,
@@ -566,11 +609,21 @@ async fn a_policy_change_reaches_every_replica_within_the_bound() {
     secure::push(&a, &admin(), repo, "v1", "replicated").await;
     // Both replicas have read (and cached) the policy that allows it.
     for r in [&a, &b] {
-        expect(&manifest(r, Method::GET, repo, "v1").await, 200, None, "before");
+        expect(
+            &manifest(r, Method::GET, repo, "v1").await,
+            200,
+            None,
+            "before",
+        );
     }
 
     // Changed through A: A refuses at once, B within the bound.
-    set_policy(&a, repo, json!({"scan_on_push": false, "unscanned": "refuse"})).await;
+    set_policy(
+        &a,
+        repo,
+        json!({"scan_on_push": false, "unscanned": "refuse"}),
+    )
+    .await;
     let on_a = until_status(&a, repo, "v1", 403).await;
     let on_b = until_status(&b, repo, "v1", 403).await;
     println!("refused by A after {on_a:?}, by B after {on_b:?}");
@@ -578,7 +631,12 @@ async fn a_policy_change_reaches_every_replica_within_the_bound() {
     assert!(on_b <= POLICY_BOUND + Duration::from_secs(1), "{on_b:?}");
 
     // And back through B.
-    set_policy(&b, repo, json!({"scan_on_push": false, "unscanned": "allow"})).await;
+    set_policy(
+        &b,
+        repo,
+        json!({"scan_on_push": false, "unscanned": "allow"}),
+    )
+    .await;
     let on_a = until_status(&a, repo, "v1", 200).await;
     println!("allowed again by A after {on_a:?}");
     assert!(on_a <= POLICY_BOUND + Duration::from_secs(1), "{on_a:?}");
