@@ -79,7 +79,7 @@ struct Image {
 impl Image {
     fn new(files: &[(&str, &[u8])], nonce: &str) -> Image {
         let mut entries = Vec::new();
-        for (path, data) in files {
+        for &(path, data) in files {
             entries.push(TarEntry::File {
                 path,
                 mode: 0o644,
@@ -241,13 +241,13 @@ async fn scan_on_push_and_pull_policies_on_a_vulnerable_image() {
         Some(&json!({"action": "vulndb_import", "params": {"path": vulndb_fixtures()}})),
     )
     .await;
-    expect(&r, 201, None, "queueing the import");
+    expect(&r, 202, None, "queueing the import");
     let job = wait_for_job(&server, r.json()["id"].as_i64().unwrap()).await;
     assert_eq!(job["status"], "done", "{job}");
 
     // Push: one scan job, which finds the advisory.
     let metadata = requests_metadata();
-    let image = Image::new(&[(METADATA_PATH, &metadata)], "vulnerable");
+    let image = Image::new(&[(METADATA_PATH, &metadata[..])], "vulnerable");
     let src = image.layout(&tmp.path().join("src"));
     skopeo_push(&server, &src, "team/app:v1").await;
     let jobs = scan_jobs(&server).await;
@@ -414,7 +414,7 @@ async fn scan_on_push_and_pull_policies_on_a_vulnerable_image() {
         json!({"scan_on_push": false, "unscanned": "refuse"}),
     )
     .await;
-    let fresh = Image::new(&[(METADATA_PATH, &metadata)], "unscanned");
+    let fresh = Image::new(&[(METADATA_PATH, &metadata[..])], "unscanned");
     skopeo_push(
         &server,
         &fresh.layout(&tmp.path().join("fresh")),
