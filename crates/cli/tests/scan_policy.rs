@@ -78,6 +78,10 @@ struct Image {
 
 impl Image {
     fn new(files: &[(&str, &[u8])], nonce: &str) -> Image {
+        Image::for_arch(files, nonce, "amd64")
+    }
+
+    fn for_arch(files: &[(&str, &[u8])], nonce: &str, arch: &str) -> Image {
         let mut entries = Vec::new();
         for &(path, data) in files {
             entries.push(TarEntry::File {
@@ -91,7 +95,7 @@ impl Image {
         let config = Blob::json(
             OCI_CONFIG,
             &json!({
-                "architecture": "amd64", "os": "linux",
+                "architecture": arch, "os": "linux",
                 "config": {"Labels": {"org.wharf.test.nonce": nonce}},
                 "rootfs": {"type": "layers", "diff_ids": [oci_layout::sha256(&tarball)]},
             }),
@@ -474,6 +478,90 @@ async fn scan_on_push_and_pull_policies_on_a_vulnerable_image() {
     expect(&r, 204, None, "resetting the default");
     let r = manifest(&server, Method::GET, "team/other", "v1").await;
     expect(&r, 200, None, "the default no longer blocks");
+
+    // A multi-platform image, pushed with `skopeo copy --all`: a clean amd64 image and
+    // the vulnerable one for arm64. Each platform queues its own scan as it is pushed;
+    // the index, whose platforms are then covered, queues none.
+    let clean = Image::for_arch(&[("etc/motd", b"nothing installed\n")], "clean", "amd64");
+    let vulnerable = Image::for_arch(&[(METADATA_PATH, &metadata[..])], "arm64", "arm64");
+    let index = Blob::json(
+        oci_layout::OCI_INDEX,
+        &json!({
+            "schemaVersion": 2, "mediaType": oci_layout::OCI_INDEX,
+            "manifests": [
+                {"mediaType": oci_layout::OCI_MANIFEST, "digest": clean.digest(),
+                 "size": clean.manifest.size(), "platform": {"os": "linux", "architecture": "amd64"}},
+                {"mediaType": oci_layout::OCI_MANIFEST, "digest": vulnerable.digest(),
+                 "size": vulnerable.manifest.size(), "platform": {"os": "linux", "architecture": "arm64"}},
+            ],
+        }),
+    );
+    let multi = tmp.path().join("multi");
+    write_layout(
+        &multi,
+        &[
+            &clean.config,
+            &clean.layer,
+            &clean.manifest,
+            &vulnerable.config,
+            &vulnerable.layer,
+            &vulnerable.manifest,
+        ],
+        &[("v1", &index)],
+    );
+    let out = skopeo(&[
+        "copy",
+        "--all",
+        "--preserve-digests",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        &creds(),
+        &format!("oci:{}:v1", multi.display()),
+        &format!("docker://{}/team/multi:v1", server.addr),
+    ])
+    .await;
+    assert!(out.status.success(), "{}", secure::output_text(&out));
+    let jobs = scan_jobs(&server).await;
+    let digests: Vec<&str> = jobs
+        .iter()
+        .filter_map(|j| j["params"]["digest"].as_str())
+        .collect();
+    assert_eq!(jobs.len(), 3, "{jobs:#?}");
+    assert!(digests.contains(&clean.digest()) && digests.contains(&vulnerable.digest()));
+    assert!(!digests.contains(&index.digest.as_str()), "{jobs:#?}");
+    for job in &jobs[..2] {
+        let done = wait_for_job(&server, job["id"].as_i64().unwrap()).await;
+        assert_eq!(done["status"], "done", "{done}");
+    }
+    set_policy(&server, "team/multi", json!({"block_severity": "unknown"})).await;
+    // The index is served; the clean platform pulls, the vulnerable one is refused.
+    let rb = client()
+        .get(server.url("/v2/team/multi/manifests/v1"))
+        .header("accept", oci_layout::OCI_INDEX);
+    expect(&send(admin().apply(rb)).await, 200, None, "the index");
+    let out = skopeo(&[
+        "--override-arch", "amd64", "copy", "--src-tls-verify=false", "--src-creds", &creds(),
+        &format!("docker://{}/team/multi:v1", server.addr),
+        &format!("oci:{}:amd64", tmp.path().join("m1").display()),
+    ])
+    .await;
+    assert!(out.status.success(), "{}", secure::output_text(&out));
+    let out = skopeo(&[
+        "--override-arch", "arm64", "copy", "--src-tls-verify=false", "--src-creds", &creds(),
+        &format!("docker://{}/team/multi:v1", server.addr),
+        &format!("oci:{}:arm64", tmp.path().join("m2").display()),
+    ])
+    .await;
+    assert!(!out.status.success(), "{}", secure::output_text(&out));
+    assert!(stderr(&out).contains(ADVISORY), "{}", stderr(&out));
+    let out = skopeo(&[
+        "copy", "--all", "--src-tls-verify=false", "--src-creds", &creds(),
+        &format!("docker://{}/team/multi:v1", server.addr),
+        &format!("oci:{}:all", tmp.path().join("m3").display()),
+    ])
+    .await;
+    assert!(!out.status.success(), "{}", secure::output_text(&out));
+    assert!(stderr(&out).contains(ADVISORY), "{}", stderr(&out));
 
     // Bad input is refused clearly; only administrators manage policies.
     let r = api(
