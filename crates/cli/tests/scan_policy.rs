@@ -741,3 +741,50 @@ async fn a_policy_change_reaches_every_replica_within_the_bound() {
         .collect();
     assert_eq!(jobs.len(), 1, "{jobs:#?}");
 }
+
+/// A store without the scanning tables (what `wharf upgrade rollback` leaves of schema
+/// level 3, while this build may still run): pulls are served, pushes go on, nothing
+/// is refused or scanned, and the policy API says why it cannot answer.
+#[tokio::test]
+async fn without_the_scanning_tables_pushes_and_pulls_go_on() {
+    if !support::require_tool("sqlite3") {
+        return;
+    }
+    let server = TestServer::start_secure();
+    let repo = "old/app";
+    set_policy(
+        &server,
+        repo,
+        json!({"scan_on_push": false, "unscanned": "refuse"}),
+    )
+    .await;
+    secure::push(&server, &admin(), repo, "v1", "before the rollback").await;
+    let r = manifest(&server, Method::GET, repo, "v1").await;
+    expect(&r, 403, Some("DENIED"), "unscanned, refused");
+
+    // Level 3's undo, run under the running replica.
+    let undo = include_str!("../../metastore/src/sql/sqlite/0003_scanning.undo.sql");
+    let mut cmd = tokio::process::Command::new("sqlite3");
+    cmd.arg(server.data_dir.join("metadata.db"));
+    let out = run(cmd, Some(&format!(".timeout 10000\n{undo}")), Duration::from_secs(60)).await;
+    assert!(out.status.success(), "{}", secure::output_text(&out));
+
+    // Within the cache's bound the policy is gone with its table: the pull is served.
+    let took = until_status(&server, repo, "v1", 200).await;
+    assert!(took <= POLICY_BOUND + Duration::from_secs(1), "{took:?}");
+    secure::push(&server, &admin(), repo, "v2", "after the rollback").await;
+    let r = manifest(&server, Method::HEAD, repo, "v2").await;
+    expect(&r, 200, None, "a push after the rollback");
+    let r = api(
+        &server,
+        Method::GET,
+        &format!("/repositories/{repo}/_scan_policy"),
+        None,
+    )
+    .await;
+    assert!(
+        r.text().contains("no vulnerability scanning tables"),
+        "{}",
+        r.describe()
+    );
+}
