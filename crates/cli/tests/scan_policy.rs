@@ -540,14 +540,24 @@ async fn scan_on_push_and_pull_policies_on_a_vulnerable_image() {
         .header("accept", oci_layout::OCI_INDEX);
     expect(&send(admin().apply(rb)).await, 200, None, "the index");
     let out = skopeo(&[
-        "--override-arch", "amd64", "copy", "--src-tls-verify=false", "--src-creds", &creds(),
+        "--override-arch",
+        "amd64",
+        "copy",
+        "--src-tls-verify=false",
+        "--src-creds",
+        &creds(),
         &format!("docker://{}/team/multi:v1", server.addr),
         &format!("oci:{}:amd64", tmp.path().join("m1").display()),
     ])
     .await;
     assert!(out.status.success(), "{}", secure::output_text(&out));
     let out = skopeo(&[
-        "--override-arch", "arm64", "copy", "--src-tls-verify=false", "--src-creds", &creds(),
+        "--override-arch",
+        "arm64",
+        "copy",
+        "--src-tls-verify=false",
+        "--src-creds",
+        &creds(),
         &format!("docker://{}/team/multi:v1", server.addr),
         &format!("oci:{}:arm64", tmp.path().join("m2").display()),
     ])
@@ -555,7 +565,11 @@ async fn scan_on_push_and_pull_policies_on_a_vulnerable_image() {
     assert!(!out.status.success(), "{}", secure::output_text(&out));
     assert!(stderr(&out).contains(ADVISORY), "{}", stderr(&out));
     let out = skopeo(&[
-        "copy", "--all", "--src-tls-verify=false", "--src-creds", &creds(),
+        "copy",
+        "--all",
+        "--src-tls-verify=false",
+        "--src-creds",
+        &creds(),
         &format!("docker://{}/team/multi:v1", server.addr),
         &format!("oci:{}:all", tmp.path().join("m3").display()),
     ])
@@ -766,7 +780,12 @@ async fn without_the_scanning_tables_pushes_and_pulls_go_on() {
     let undo = include_str!("../../metastore/src/sql/sqlite/0003_scanning.undo.sql");
     let mut cmd = tokio::process::Command::new("sqlite3");
     cmd.arg(server.data_dir.join("metadata.db"));
-    let out = run(cmd, Some(&format!(".timeout 10000\n{undo}")), Duration::from_secs(60)).await;
+    let out = run(
+        cmd,
+        Some(&format!(".timeout 10000\n{undo}")),
+        Duration::from_secs(60),
+    )
+    .await;
     assert!(out.status.success(), "{}", secure::output_text(&out));
 
     // Within the cache's bound the policy is gone with its table: the pull is served.

@@ -262,9 +262,9 @@ fn scan_store_error(e: wharf_metastore::MetaError) -> ApiError {
         || (text.contains("relation") && text.contains("does not exist"))
     {
         return ApiError::new(
-            wharf_oci::ErrorCode::Unsupported,
+            wharf_oci::ErrorCode::Unavailable,
             "the metadata store has no vulnerability scanning tables yet (schema level below 3): \
-             finish the upgrade first",
+             finish the upgrade first (or, during a rollback, use the release it goes back to)",
         );
     }
     store_error(e)
