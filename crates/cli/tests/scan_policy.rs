@@ -776,6 +776,10 @@ async fn without_the_scanning_tables_pushes_and_pulls_go_on() {
     let r = manifest(&server, Method::GET, repo, "v1").await;
     expect(&r, 403, Some("DENIED"), "unscanned, refused");
 
+    // A repository that scans on push, its policy read just before the tables go.
+    set_policy(&server, "old/scanned", json!({})).await;
+    secure::push(&server, &admin(), "old/scanned", "v1", "scanned before").await;
+
     // Level 3's undo, run under the running replica.
     let undo = include_str!("../../metastore/src/sql/sqlite/0003_scanning.undo.sql");
     let mut cmd = tokio::process::Command::new("sqlite3");
@@ -787,6 +791,8 @@ async fn without_the_scanning_tables_pushes_and_pulls_go_on() {
     )
     .await;
     assert!(out.status.success(), "{}", secure::output_text(&out));
+    // Pushed while this replica still holds that policy: stored, without its scan.
+    secure::push(&server, &admin(), "old/scanned", "v2", "scanned after").await;
 
     // Within the cache's bound the policy is gone with its table: the pull is served.
     let took = until_status(&server, repo, "v1", 200).await;

@@ -79,7 +79,7 @@ impl Registry {
             .as_ref()
             .map(|a| serde_json::to_string(a).expect("string maps serialise"));
         let scan = self.scan_on_push(repo, &digest, &manifest).await?;
-        let record = NewManifest {
+        let mut record = NewManifest {
             digest: digest.clone(),
             media_type: manifest.media_type.to_string(),
             payload: body,
@@ -94,7 +94,16 @@ impl Registry {
             Reference::Tag(t) => Some(t),
             Reference::Digest(_) => None,
         };
-        self.meta.put_manifest(repo, &record, tag).await?;
+        match self.meta.put_manifest(repo, &record, tag).await {
+            // The scanning tables went (a rollback under way) since the policy was
+            // read: the push goes on without its scan, as on an older schema.
+            Err(e) if record.scan.is_some() && crate::scan_policy::is_missing_table(&e) => {
+                self.policies.warn_missing(&e);
+                record.scan = None;
+                self.meta.put_manifest(repo, &record, tag).await?;
+            }
+            other => other?,
+        }
         Ok(PushedManifest {
             digest,
             subject: record.subject,

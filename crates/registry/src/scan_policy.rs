@@ -78,7 +78,7 @@ fn finding_from_row(row: FindingRow) -> Finding {
 }
 
 /// The error of a store without the scanning tables (schema level below 3).
-fn is_missing_table(e: &MetaError) -> bool {
+pub(crate) fn is_missing_table(e: &MetaError) -> bool {
     let text = e.to_string();
     text.contains("no such table") || (text.contains("relation") && text.contains("does not exist"))
 }
@@ -93,7 +93,7 @@ pub(crate) struct PolicyCache {
 }
 
 impl PolicyCache {
-    fn warn_missing(&self, e: &MetaError) {
+    pub(crate) fn warn_missing(&self, e: &MetaError) {
         if !self.warned.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 error = %e,
