@@ -95,7 +95,25 @@ pub struct NewManifest {
     /// Blobs and manifests that must be in the repository for the manifest to be stored.
     pub required_blobs: Vec<Digest>,
     pub required_manifests: Vec<Digest>,
+    /// Queue a `scan` job with the manifest, in its transaction (scan on push).
+    pub scan: Option<ScanOnPush>,
 }
+
+/// The `scan` job a manifest push queues, in the push's own transaction: a pushed image
+/// is never stored without its scan queued, whatever happens to the replica after.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanOnPush {
+    /// The job's parameters (`{"repository","digest"}`).
+    pub params: String,
+    /// The image manifests the job would scan: the manifest itself, or an index's
+    /// platform images. No job is queued when each of them already has an inventory or
+    /// a waiting or running `scan` job naming its digest (dedupe across repositories
+    /// and replicas: pushes of the same digest are serialised on it).
+    pub covers: Vec<Digest>,
+}
+
+/// The attempts a scan-on-push job gets.
+pub const SCAN_ON_PUSH_ATTEMPTS: u32 = 3;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredManifest {

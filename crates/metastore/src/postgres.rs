@@ -634,6 +634,9 @@ impl MetaStore for PgMetaStore {
             .execute(&mut *tx)
             .await?;
         }
+        if let Some(scan) = &m.scan {
+            queue_scan_on_push(&mut tx, scan).await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -1375,4 +1378,34 @@ impl crate::replicas::ReplicaStore for PgMetaStore {
             .await?
             .rows_affected())
     }
+}
+
+/// Queues `scan`'s job unless every image it covers has an inventory or a waiting or
+/// running scan job already. Pushes of the same image (to two repositories, through two
+/// replicas) are serialised on its digest by a transaction-scoped advisory lock, so the
+/// second sees the first's job: one statement under one small lock.
+async fn queue_scan_on_push(c: &mut PgConnection, scan: &crate::ScanOnPush) -> Result<()> {
+    let covers: Vec<String> = scan.covers.iter().map(|d| d.to_string()).collect();
+    let Some(first) = covers.first() else {
+        return Ok(());
+    };
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('wharf-scan:' || $1, 0))")
+        .bind(first)
+        .execute(&mut *c)
+        .await?;
+    sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO jobs (action, params, status, max_attempts, not_before, created_at)
+         SELECT 'scan', $1, 'waiting', $2, {DB_NOW_MS}, {DB_NOW_MS}
+         WHERE EXISTS (
+           SELECT 1 FROM UNNEST($3::TEXT[]) AS c(d)
+           WHERE NOT EXISTS (SELECT 1 FROM inventories i WHERE i.manifest_digest = c.d)
+             AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.status IN ('waiting', 'running')
+                               AND j.action = 'scan' AND strpos(j.params, '\"' || c.d || '\"') > 0))"
+    )))
+    .bind(&scan.params)
+    .bind(crate::SCAN_ON_PUSH_ATTEMPTS as i64)
+    .bind(&covers)
+    .execute(&mut *c)
+    .await?;
+    Ok(())
 }

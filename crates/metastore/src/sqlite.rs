@@ -672,6 +672,9 @@ impl MetaStore for SqliteMetaStore {
                 )?
                 .execute(params![rid, tag, digest, now_ms()])?;
             }
+            if let Some(scan) = &m.scan {
+                queue_scan_on_push(tx, scan)?;
+            }
             Ok(())
         })
         .await
@@ -797,4 +800,28 @@ impl MetaStore for SqliteMetaStore {
         })
         .await
     }
+}
+
+/// Queues `scan`'s job unless every image it covers has an inventory or a waiting or
+/// running scan job already (writes are serialised, so two pushes cannot both miss).
+fn queue_scan_on_push(tx: &Connection, scan: &crate::ScanOnPush) -> Result<()> {
+    let mut covered = tx.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM inventories WHERE manifest_digest = ?1)
+             OR EXISTS (SELECT 1 FROM jobs WHERE status IN ('waiting', 'running') AND action = 'scan'
+                          AND instr(params, '\"' || ?1 || '\"') > 0)",
+    )?;
+    for d in &scan.covers {
+        if !covered.query_row(params![d.to_string()], |r| r.get::<_, bool>(0))? {
+            let job = crate::jobs::NewJob {
+                action: "scan".into(),
+                params: scan.params.clone(),
+                max_attempts: crate::SCAN_ON_PUSH_ATTEMPTS,
+                deadline_ms: None,
+                cron: None,
+            };
+            jobs::insert_job(tx, &job, now_ms())?;
+            return Ok(());
+        }
+    }
+    Ok(())
 }

@@ -51,6 +51,7 @@ fn manifest(payload: &str, blobs: Vec<Digest>, manifests: Vec<Digest>) -> NewMan
         annotations_json: None,
         required_blobs: blobs,
         required_manifests: manifests,
+        scan: None,
     }
 }
 
@@ -322,6 +323,7 @@ macro_rules! metastore_testsuite {
             scan_matches_findings_summaries_and_changes,
             scan_policies_and_allowlist_round_trip,
             scan_gc_removes_orphan_inventories_and_packages,
+            scan_on_push_queues_one_job_per_image,
         );
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {
@@ -2484,4 +2486,96 @@ pub async fn scan_scale(store: &dyn MetaStore) {
     let t = Instant::now();
     store.refresh_all_summaries(v).await.unwrap();
     eprintln!("scale: 1,000 summaries refreshed in {:.2?}", t.elapsed());
+}
+
+/// A manifest that queues its scan, as the registry pushes it.
+fn scanning(payload: &str, r: &RepoName, covers: Vec<Digest>) -> NewManifest {
+    let mut m = manifest(payload, vec![], vec![]);
+    let covers = if covers.is_empty() {
+        vec![m.digest.clone()]
+    } else {
+        covers
+    };
+    m.scan = Some(crate::ScanOnPush {
+        params: format!(r#"{{"digest":"{}","repository":"{r}"}}"#, m.digest),
+        covers,
+    });
+    m
+}
+
+async fn scan_jobs(store: &dyn MetaStore) -> Vec<crate::jobs::Job> {
+    store.jobs(Some("scan"), None, None, 1000).await.unwrap()
+}
+
+pub async fn scan_on_push_queues_one_job_per_image(store: &dyn MetaStore) {
+    let (r1, r2) = (repo("push/one"), repo("push/two"));
+    let m = scanning("scanned on push", &r1, vec![]);
+    store.put_manifest(&r1, &m, Some(&tag("v1"))).await.unwrap();
+    let jobs = scan_jobs(store).await;
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].status, crate::jobs::JobStatus::Waiting);
+    assert_eq!(jobs[0].params, m.scan.as_ref().unwrap().params);
+    assert_eq!(jobs[0].max_attempts, crate::SCAN_ON_PUSH_ATTEMPTS);
+    // Again, under another tag and in another repository: its job is waiting.
+    store.put_manifest(&r1, &m, Some(&tag("v2"))).await.unwrap();
+    let again = scanning("scanned on push", &r2, vec![]);
+    store.put_manifest(&r2, &again, None).await.unwrap();
+    assert_eq!(scan_jobs(store).await.len(), 1);
+
+    // Running: still covered. Done without an inventory (an artifact after all, say):
+    // a push queues it again; with an inventory, never.
+    let job = store.claim("w", &["scan"]).await.unwrap().unwrap();
+    store.put_manifest(&r2, &again, None).await.unwrap();
+    assert_eq!(scan_jobs(store).await.len(), 1);
+    store
+        .finish_job(job.id, "w", &crate::jobs::Outcome::Done)
+        .await
+        .unwrap();
+    store.put_manifest(&r2, &again, None).await.unwrap();
+    assert_eq!(scan_jobs(store).await.len(), 2);
+    let job = store.claim("w", &["scan"]).await.unwrap().unwrap();
+    store
+        .store_inventory(&m.digest.to_string(), &scanned(vec![]))
+        .await
+        .unwrap();
+    store
+        .finish_job(job.id, "w", &crate::jobs::Outcome::Done)
+        .await
+        .unwrap();
+    store.put_manifest(&r1, &m, Some(&tag("v3"))).await.unwrap();
+    assert_eq!(scan_jobs(store).await.len(), 2);
+
+    // An index covers its platforms: one scanned, one with its job waiting, nothing
+    // to queue; one platform neither, one job for the index.
+    let waiting = scanning("a platform pushed first", &r1, vec![]);
+    store.put_manifest(&r1, &waiting, None).await.unwrap();
+    assert_eq!(scan_jobs(store).await.len(), 3);
+    let covered = scanning(
+        "an index",
+        &r1,
+        vec![m.digest.clone(), waiting.digest.clone()],
+    );
+    store
+        .put_manifest(&r1, &covered, Some(&tag("multi")))
+        .await
+        .unwrap();
+    assert_eq!(scan_jobs(store).await.len(), 3);
+    let uncovered = scanning(
+        "another index",
+        &r1,
+        vec![m.digest.clone(), Digest::sha256_of(b"never pushed")],
+    );
+    store.put_manifest(&r1, &uncovered, None).await.unwrap();
+    let jobs = scan_jobs(store).await;
+    assert_eq!(jobs.len(), 4);
+    assert!(jobs[0].params.contains(&uncovered.digest.to_string()));
+
+    // Pushes of one new image into many repositories at once: one job.
+    let pushes = (0..8).map(|i| async move {
+        let r = repo(&format!("push/many{i}"));
+        let m = scanning("pushed everywhere at once", &r, vec![]);
+        store.put_manifest(&r, &m, None).await.unwrap();
+    });
+    futures_util::future::join_all(pushes).await;
+    assert_eq!(scan_jobs(store).await.len(), 5);
 }

@@ -33,6 +33,9 @@ pub enum RegistryError {
     TagInvalid,
     #[error("repository {0} is not known to this registry")]
     NameUnknown(RepoName),
+    /// A vulnerability policy refuses the pull of this image manifest.
+    #[error("{message}")]
+    PullDenied { digest: Digest, message: String },
     #[error("internal storage error: {0}")]
     Storage(String),
 }
@@ -54,6 +57,7 @@ impl RegistryError {
             ManifestBlobUnknown(_) => ErrorCode::ManifestBlobUnknown,
             TagInvalid => ErrorCode::TagInvalid,
             NameUnknown(_) => ErrorCode::NameUnknown,
+            PullDenied { .. } => ErrorCode::Denied,
             Storage(_) => ErrorCode::Unknown,
         }
     }

@@ -16,12 +16,14 @@ mod error;
 mod ingest;
 mod listing;
 mod manifests;
+mod scan_policy;
 mod uploads;
 
 pub use blobs::{BlobBody, BlobInfo};
 pub use error::{RegistryError, Result};
 pub use listing::Page;
 pub use manifests::{ManifestContent, PushedManifest};
+pub use scan_policy::{policy_from_row, EffectivePolicy, POLICY_CACHE_TTL};
 pub use uploads::{Chunk, ChunkRange, UploadStarted};
 pub use wharf_blobstore::{ByteRange, ByteStream};
 pub use wharf_metastore::UploadSession;
@@ -54,6 +56,7 @@ pub struct Registry {
     blobs: Arc<dyn BlobStore>,
     limits: Limits,
     uploads: Arc<uploads::LiveUploads>,
+    policies: Arc<scan_policy::PolicyCache>,
 }
 
 impl Registry {
@@ -63,6 +66,7 @@ impl Registry {
             blobs,
             limits,
             uploads: Default::default(),
+            policies: Default::default(),
         }
     }
 

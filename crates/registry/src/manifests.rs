@@ -78,7 +78,8 @@ impl Registry {
             .annotations
             .as_ref()
             .map(|a| serde_json::to_string(a).expect("string maps serialise"));
-        let record = NewManifest {
+        let scan = self.scan_on_push(repo, &digest, &manifest).await?;
+        let mut record = NewManifest {
             digest: digest.clone(),
             media_type: manifest.media_type.to_string(),
             payload: body,
@@ -87,12 +88,22 @@ impl Registry {
             annotations_json,
             required_blobs: manifest.required_blobs().cloned().collect(),
             required_manifests: manifest.required_manifests().cloned().collect(),
+            scan,
         };
         let tag = match reference {
             Reference::Tag(t) => Some(t),
             Reference::Digest(_) => None,
         };
-        self.meta.put_manifest(repo, &record, tag).await?;
+        match self.meta.put_manifest(repo, &record, tag).await {
+            // The scanning tables went (a rollback under way) since the policy was
+            // read: the push goes on without its scan, as on an older schema.
+            Err(e) if record.scan.is_some() && crate::scan_policy::is_missing_table(&e) => {
+                self.policies.warn_missing(&e);
+                record.scan = None;
+                self.meta.put_manifest(repo, &record, tag).await?;
+            }
+            other => other?,
+        }
         Ok(PushedManifest {
             digest,
             subject: record.subject,
@@ -122,6 +133,7 @@ impl Registry {
         let always = stored.media_type == media::DOCKER_MANIFEST
             || (!by_tag && stored.media_type == media::DOCKER_MANIFEST_LIST);
         if always || media::accepts(accept, &stored.media_type) {
+            self.check_pull_of(repo, &stored).await?;
             return Ok(stored.into());
         }
         let is_index = stored.media_type == media::OCI_INDEX
@@ -162,7 +174,20 @@ impl Registry {
             .get_manifest(repo, &Reference::Digest(child.digest.clone()), with_payload)
             .await?
             .ok_or_else(unknown)?;
+        self.check_pull_of(repo, &m).await?;
         Ok(m.into())
+    }
+
+    /// The pull policy's check of a manifest about to be served. An index is always
+    /// served: it has no findings of its own, and each platform's manifest, which the
+    /// client fetches next, is checked on its own (a client that wants one platform is
+    /// not refused for another's vulnerabilities).
+    async fn check_pull_of(&self, repo: &RepoName, m: &StoredManifest) -> Result<()> {
+        if m.media_type == media::OCI_INDEX || m.media_type == media::DOCKER_MANIFEST_LIST {
+            return Ok(());
+        }
+        self.check_pull(repo, &m.digest, &m.media_type, m.payload.as_deref())
+            .await
     }
 
     /// Deletes a tag, or a manifest (and its tags) by digest.

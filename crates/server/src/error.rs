@@ -19,8 +19,9 @@ pub struct ErrorItem {
     /// The distribution spec's code, e.g. `DENIED`, `UNAUTHORIZED`, `NAME_INVALID`.
     #[schema(example = "DENIED")]
     pub code: &'static str,
-    /// The code's fixed message.
-    pub message: &'static str,
+    /// The code's fixed message, or what refused the request where clients show only
+    /// this (a vulnerability policy's refusal names the vulnerabilities here).
+    pub message: String,
     /// What went wrong here.
     pub detail: String,
 }
@@ -32,6 +33,8 @@ pub struct ApiError {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// A status other than the code's own (a DENIED that must stay a 401 challenge).
     pub status_override: Option<StatusCode>,
+    /// A message instead of the code's fixed one.
+    pub message: Option<String>,
 }
 
 impl ApiError {
@@ -41,6 +44,7 @@ impl ApiError {
             detail: detail.into(),
             headers: Vec::new(),
             status_override: None,
+            message: None,
         }
     }
 
@@ -61,6 +65,11 @@ impl From<RegistryError> for ApiError {
             return ApiError::new(code, "internal error; the registry's log has the details");
         }
         let mut err = ApiError::new(code, e.to_string());
+        if let RegistryError::PullDenied { message, .. } = &e {
+            // Registry clients (Docker, containers/image) print `code: message`, not
+            // the detail: the refusal's reason goes where they show it.
+            err.message = Some(message.clone());
+        }
         if let RegistryError::RangeInvalid { size, .. } = e {
             err = err.with_header(axum::http::header::CONTENT_RANGE, format!("bytes */{size}"));
         }
@@ -95,7 +104,9 @@ impl IntoResponse for ApiError {
         let body = ErrorBody {
             errors: vec![ErrorItem {
                 code: self.code.code(),
-                message: self.code.message(),
+                message: self
+                    .message
+                    .unwrap_or_else(|| self.code.message().to_string()),
                 detail: self.detail,
             }],
         };

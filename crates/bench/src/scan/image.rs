@@ -757,6 +757,7 @@ pub async fn build(
                 annotations_json: None,
                 required_blobs: required,
                 required_manifests: vec![],
+                scan: None,
             },
             Some(&tag),
         )

@@ -43,7 +43,7 @@ fn get_job(c: &Connection, id: i64) -> rusqlite::Result<Option<Job>> {
         .optional()
 }
 
-fn insert_job(c: &Connection, job: &NewJob, now: i64) -> Result<Job> {
+pub(super) fn insert_job(c: &Connection, job: &NewJob, now: i64) -> Result<Job> {
     c.execute(
         "INSERT INTO jobs (action, params, status, max_attempts, cron, deadline, not_before, created_at)
          VALUES (?, ?, 'waiting', ?, ?, ?, ?, ?)",

@@ -34,6 +34,7 @@ mod jobs;
 mod orgs;
 mod repos;
 pub(crate) mod scan;
+mod scan_policy;
 mod users;
 
 /// The management API's routes, relative to `/api/v0`.
@@ -51,7 +52,9 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// Every route with its documentation. `/repositories/{*rest}` is the one routed by
 /// hand (a repository name holds `/`): [`repos::docs`] documents each form it serves.
 fn documented() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(repos::docs::HandRouted::openapi())
+    let mut hand_routed = repos::docs::HandRouted::openapi();
+    hand_routed.merge(scan_policy::docs::HandRouted::openapi());
+    OpenApiRouter::with_openapi(hand_routed)
         .routes(routes!(openapi_json))
         .routes(routes!(version))
         .routes(routes!(cluster_status))
@@ -84,6 +87,12 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(jobs::workers))
         .routes(routes!(jobs::list_crons))
         .routes(routes!(jobs::get_cron, jobs::put_cron, jobs::delete_cron))
+        .routes(routes!(scan_policy::get_default, scan_policy::put_default))
+        .routes(routes!(scan_policy::get_registry_allowlist))
+        .routes(routes!(
+            scan_policy::put_registry_allow,
+            scan_policy::delete_registry_allow
+        ))
 }
 
 /// The document's frame: what the paths are nested in.
@@ -108,7 +117,7 @@ Errors have the OCI distribution spec's body: `{\"errors\":[{\"code\",\"message\
         (name = "audit", description = "The log of administrative actions"),
         (name = "jobs", description = "Background jobs and the workers that run them"),
         (name = "schedules", description = "Schedules that queue jobs"),
-        (name = "scanning", description = "Vulnerability scanning: images' findings and SBOMs, and the advisory database"),
+        (name = "scanning", description = "Vulnerability scanning: images' findings and SBOMs, the advisory database, scan policies and allowlists"),
     )
 )]
 struct ApiDoc;

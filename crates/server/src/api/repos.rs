@@ -44,7 +44,7 @@ fn parse(rest: &str) -> Result<(RepoName, Target), ApiError> {
 }
 
 /// The caller, if it administers the repository.
-async fn repo_admin(
+pub(super) async fn repo_admin(
     st: &AppState,
     headers: &HeaderMap,
     addr: Option<IpAddr>,
@@ -106,6 +106,9 @@ pub struct RepoSettings {
 
 /// `GET <name>/_settings` (see [`docs`] for each form).
 pub async fn get(State(st): State<AppState>, Path(rest): Path<String>, req: Request) -> ApiResult {
+    if super::scan_policy::handles(&rest) {
+        return super::scan_policy::repo_form(&st, &rest, req).await;
+    }
     let (headers, addr) = (req.headers(), auth::client_addr(&req));
     if let Some(scan) = super::scan::get(&st, &rest, headers, addr, req.uri().query()).await {
         return scan; // `_vulnerabilities/…`, `_sbom/…`
@@ -146,6 +149,9 @@ pub struct GrantBody {
 
 /// `PUT <name>/_settings` and `PUT <name>/_grants/…` (see [`docs`] for each form).
 pub async fn put(State(st): State<AppState>, Path(rest): Path<String>, req: Request) -> ApiResult {
+    if super::scan_policy::handles(&rest) {
+        return super::scan_policy::repo_form(&st, &rest, req).await;
+    }
     let (repo, target) = parse(&rest)?;
     let actor = repo_admin(&st, req.headers(), auth::client_addr(&req), &repo).await?;
     let store = st.auth.store();
@@ -192,6 +198,9 @@ pub async fn delete(
     Path(rest): Path<String>,
     req: Request,
 ) -> ApiResult {
+    if super::scan_policy::handles(&rest) {
+        return super::scan_policy::repo_form(&st, &rest, req).await;
+    }
     let (repo, target) = parse(&rest)?;
     if let Target::Settings = target {
         return Err(invalid(

@@ -5,8 +5,10 @@ use axum::extract::Request;
 use axum::http::{header, StatusCode};
 use axum::response::Response;
 use wharf_oci::{ErrorCode, Reference, RepoName};
+use wharf_registry::RegistryError;
 
 use super::{empty, HandlerResult};
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::http::{
     body_bytes, content_length, header_str, set, BodyError, DOCKER_CONTENT_DIGEST, OCI_SUBJECT,
@@ -15,6 +17,7 @@ use crate::AppState;
 
 pub async fn get(
     st: &AppState,
+    caller: &Caller,
     repo: &RepoName,
     reference: &Reference,
     req: Request,
@@ -26,10 +29,33 @@ pub async fn get(
         .iter()
         .filter_map(|v| v.to_str().ok())
         .collect();
-    let m = st
+    let m = match st
         .registry
         .get_manifest(repo, reference, &accept, with_body)
-        .await?;
+        .await
+    {
+        Ok(m) => m,
+        Err(RegistryError::PullDenied { digest, message }) => {
+            // Every refusal is audited: who, which image, why. A failure to record
+            // does not turn the refusal into an answer.
+            let target = format!("{repo}@{digest}");
+            if let Err(e) = st
+                .auth
+                .store()
+                .audit(
+                    caller.principal.name(),
+                    "pull.denied",
+                    &target,
+                    Some(&message),
+                )
+                .await
+            {
+                tracing::error!(error = %e, %target, "could not audit a refused pull");
+            }
+            return Err(RegistryError::PullDenied { digest, message }.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
     let mut resp = Response::new(m.payload.map(Body::from).unwrap_or_default());
     let h = resp.headers_mut();
     set(h, header::CONTENT_TYPE, &m.media_type);

@@ -160,8 +160,12 @@ async fn dispatch(st: &AppState, endpoint: Endpoint, req: Request) -> HandlerRes
         (E::Catalog, Method::GET) => listing::catalog(st, &caller, req).await,
         (E::Tags(repo), Method::GET) => listing::tags(st, &repo, req).await,
         (E::Referrers(repo, d), Method::GET) => listing::referrers(st, &repo, &d, req).await,
-        (E::Manifest(repo, r), Method::GET) => manifests::get(st, &repo, &r, req, true).await,
-        (E::Manifest(repo, r), Method::HEAD) => manifests::get(st, &repo, &r, req, false).await,
+        (E::Manifest(repo, r), Method::GET) => {
+            manifests::get(st, &caller, &repo, &r, req, true).await
+        }
+        (E::Manifest(repo, r), Method::HEAD) => {
+            manifests::get(st, &caller, &repo, &r, req, false).await
+        }
         (E::Manifest(repo, r), Method::PUT) => manifests::put(st, &repo, &r, req).await,
         (E::Manifest(repo, r), Method::DELETE) => manifests::delete(st, &repo, &r).await,
         (E::Blob(repo, d), Method::GET) => blobs::get(st, &repo, &d, req, true).await,
