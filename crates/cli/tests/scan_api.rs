@@ -147,6 +147,19 @@ fn pyspdxtools() -> Option<std::path::PathBuf> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upload_rescan_findings_sbom_scan_now_and_a_refused_archive() {
     let w = TestServer::start_secure();
+    // Pushes are not scanned here: "rescan all" and "scan now" do it.
+    let no_scan_on_push = serde_json::json!({
+        "scan_on_push": false, "block_severity": null, "unscanned": "allow", "attach_sbom": false,
+    });
+    let r = request(
+        &w,
+        Method::PUT,
+        "/api/v0/scan_policy",
+        &admin(),
+        Some(&no_scan_on_push),
+    )
+    .await;
+    expect(&r, 204, None, "turning scan on push off");
 
     // No database yet.
     let r = get(&w, "/api/v0/vulndb", &admin()).await;
@@ -468,9 +481,15 @@ async fn who_may_read_scan_upload_and_rescan() {
         None,
         "anonymous reads the database's status",
     );
-    // Nothing was queued by the refused requests.
+    // Nothing was queued by the refused requests: the push's own scan only.
     let jobs = get(&w, "/api/v0/jobs", &admin()).await.json();
-    assert_eq!(jobs["jobs"], serde_json::json!([]), "{jobs}");
+    let actions: Vec<&str> = jobs["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|j| j["action"].as_str())
+        .collect();
+    assert_eq!(actions, ["scan"], "{jobs}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -625,4 +644,125 @@ async fn a_new_database_version_lists_the_images_it_newly_affects() {
         image["findings"][0]["advisory_id"], "CVE-2012-2812",
         "{image}"
     );
+}
+
+/// The SPDX referrers of `repo@digest`, as the referrers API lists them.
+async fn sbom_referrers(w: &TestServer, repo: &str, digest: &str) -> Vec<Value> {
+    let r = get(w, &format!("/v2/{repo}/referrers/{digest}"), &admin()).await;
+    expect(&r, 200, None, "listing referrers");
+    r.json()["manifests"]
+        .as_array()
+        .expect("manifests")
+        .iter()
+        .filter(|m| m["artifactType"] == "application/spdx+json")
+        .cloned()
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_with_attach_sbom_pushes_the_sbom_as_a_referrer() {
+    let w = TestServer::start_secure();
+    let r = upload(&w, &admin(), "osv.zip", scan_fixture::vulndb_zip()).await;
+    expect(&r, 202, None, "uploading the database");
+    let done = wait_job(&w, r.json()["id"].as_i64().unwrap()).await;
+    assert_eq!(done["status"], "done", "{done}");
+    let policy = serde_json::json!({
+        "scan_on_push": true, "block_severity": null, "unscanned": "allow", "attach_sbom": true,
+    });
+    let r = request(
+        &w,
+        Method::PUT,
+        "/api/v0/repositories/base/alpine/_scan_policy",
+        &admin(),
+        Some(&policy),
+    )
+    .await;
+    expect(&r, 204, None, "setting the policy");
+
+    // The push queues the scan, which attaches the SBOM when it is done.
+    let digest = push_image(
+        &w,
+        "base/alpine",
+        "3.12",
+        &scan_fixture::alpine_image("0.6.20-r0"),
+    )
+    .await;
+    let report = wait_scanned(&w, "base/alpine", "3.12").await;
+
+    // The metrics count it under its worst finding's severity.
+    let severity = only_image(&report)["findings"][0]["severity"]
+        .as_str()
+        .expect("a finding")
+        .to_string();
+    let metrics = get(&w, "/metrics", &admin()).await;
+    expect(&metrics, 200, None, "metrics");
+    let text = metrics.text();
+    for line in [
+        "wharf_vulndb_version 1".to_string(),
+        "wharf_vulndb_last_import_failed 0".to_string(),
+        "wharf_scanned_images{status=\"scanned\"} 1".to_string(),
+        format!("wharf_images_by_worst_severity{{severity=\"{severity}\"}} 1"),
+        "wharf_images_by_worst_severity{severity=\"none\"} 0".to_string(),
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
+    }
+
+    let first = poll("the SBOM referrer", JOB_DEADLINE, || async {
+        match sbom_referrers(&w, "base/alpine", &digest).await.as_slice() {
+            [one] => Ok(one.clone()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let referrer = first["digest"].as_str().unwrap().to_string();
+    let r = client()
+        .get(format!("{}/v2/base/alpine/manifests/{referrer}", w.base))
+        .header("accept", "application/vnd.oci.image.manifest.v1+json");
+    let manifest = send(admin().apply(r)).await;
+    expect(&manifest, 200, None, "reading the referrer");
+    let manifest = manifest.json();
+    assert_eq!(manifest["subject"]["digest"], digest.as_str(), "{manifest}");
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap();
+    let blob = get(&w, &format!("/v2/base/alpine/blobs/{layer}"), &admin()).await;
+    expect(&blob, 200, None, "reading the SBOM blob");
+    let doc = blob.json();
+    assert_eq!(doc["spdxVersion"], "SPDX-2.3", "{doc}");
+    let names: Vec<&str> = doc["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert!(names.contains(&"libexif"), "{names:?}");
+    if let Some(tool) = pyspdxtools() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("referrer.spdx.json");
+        std::fs::write(&file, serde_json::to_vec(&doc).unwrap()).unwrap();
+        let out = std::process::Command::new(tool)
+            .arg("-i")
+            .arg(&file)
+            .output()
+            .expect("run pyspdxtools");
+        assert!(
+            out.status.success(),
+            "pyspdxtools rejected the referrer's SBOM:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // A later scan replaces it: still one SBOM of wharf's on the image.
+    let r = request(
+        &w,
+        Method::POST,
+        "/api/v0/repositories/base/alpine/_scan/3.12",
+        &admin(),
+        None,
+    )
+    .await;
+    expect(&r, 202, None, "scan now");
+    let done = wait_job(&w, r.json()["id"].as_i64().unwrap()).await;
+    assert_eq!(done["status"], "done", "{done}");
+    let after = sbom_referrers(&w, "base/alpine", &digest).await;
+    assert_eq!(after.len(), 1, "{after:?}");
 }

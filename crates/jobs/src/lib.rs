@@ -19,6 +19,7 @@ use wharf_metastore::jobs::{Job, Lease, NewJob, Outcome};
 use wharf_metastore::MetaStore;
 
 pub mod actions;
+pub mod sbom;
 pub mod scan_image;
 pub mod schedule;
 pub mod vulndb;

@@ -1,6 +1,6 @@
 //! `scan_all` ("Rescan all images"): it pages through repositories and their tags
 //! (more tags than one page here), queues one `scan` job per tagged image that has no
-//! inventory (each image once per repository, however many tags name it), and with
+//! inventory and no scan queued (each image once, however many tags name it), and with
 //! `{"all": true}` one per tagged image whatever was scanned.
 
 mod support;
@@ -21,6 +21,7 @@ fn stores(reg: &TestRegistry) -> Stores {
         gc_grace: Duration::from_secs(3600),
         gc_busy_percent: 50,
         vulndb: Default::default(),
+        registry_address: Default::default(),
     }
 }
 
@@ -64,6 +65,18 @@ fn tiny(n: usize) -> TestImage {
 async fn queues_each_unscanned_image_once_across_pages() {
     let reg = TestRegistry::new().await;
     let meta: &dyn MetaStore = &**reg.registry.meta();
+    // Pushes queue no scans here (the registry default says so): scan_all does.
+    meta.set_scan_policy(
+        "",
+        &wharf_metastore::scan::ScanPolicy {
+            scan_on_push: false,
+            block_severity: None,
+            unscanned: "allow".into(),
+            attach_sbom: false,
+        },
+    )
+    .await
+    .unwrap();
     // 450 tags over 9 images in one repository (more than two pages of tags), and one
     // image in each of two more repositories.
     let images: Vec<TestImage> = (0..11).map(tiny).collect();
@@ -101,6 +114,20 @@ async fn queues_each_unscanned_image_once_across_pages() {
         ])
         .collect();
     assert_eq!(set, expected);
+
+    // Run again while those jobs wait: nothing is queued twice.
+    let Finished::Done(summary) = run(&reg, "scan_all", serde_json::json!({})).await else {
+        panic!("scan_all did not finish");
+    };
+    assert!(
+        summary
+            .starts_with("0 scans queued over 3 repositories; 11 images already scanned or queued"),
+        "{summary}"
+    );
+    assert_eq!(queued_scans(meta).await.1, 11);
+    for job in meta.jobs(Some("scan"), None, None, 100).await.unwrap() {
+        meta.cancel_job(job.id).await.unwrap();
+    }
 
     // Scan three of them; a second run queues only the other eight.
     for i in [0, 1, 9] {

@@ -32,6 +32,7 @@ fn stores(reg: &TestRegistry) -> Stores {
         gc_grace: Duration::from_secs(3600),
         gc_busy_percent: 50,
         vulndb: Default::default(),
+        registry_address: Default::default(),
     }
 }
 

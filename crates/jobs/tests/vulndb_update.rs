@@ -215,6 +215,7 @@ async fn update_imports_then_asks_only_if_changed_and_records_failures() {
         upload_expiry: Duration::from_secs(3600),
         gc_grace: Duration::from_secs(3600),
         gc_busy_percent: 50,
+        registry_address: Default::default(),
         vulndb: UpdateSettings {
             url: Some(base.clone()),
             ecosystems: ECOSYSTEMS.iter().map(|e| e.to_string()).collect(),
@@ -386,6 +387,7 @@ async fn without_a_url_the_job_says_how_to_configure_it() {
         upload_expiry: Duration::from_secs(3600),
         gc_grace: Duration::from_secs(3600),
         gc_busy_percent: 50,
+        registry_address: Default::default(),
         vulndb: UpdateSettings::default(),
     };
     let action = actions::all(&stores)

@@ -112,6 +112,15 @@ pub struct ScanOnPush {
     pub covers: Vec<Digest>,
 }
 
+impl ScanOnPush {
+    /// The pushed manifest's digest, from the job's parameters: a waiting or running job
+    /// naming it covers it too (an index's job names the index, not its platforms).
+    pub fn own_digest(&self) -> Option<String> {
+        let params: serde_json::Value = serde_json::from_str(&self.params).ok()?;
+        params["digest"].as_str().map(str::to_string)
+    }
+}
+
 /// The attempts a scan-on-push job gets.
 pub const SCAN_ON_PUSH_ATTEMPTS: u32 = 3;
 
@@ -206,6 +215,11 @@ pub trait MetaStore:
         manifest: &NewManifest,
         tag: Option<&Tag>,
     ) -> Result<()>;
+    /// Queues `scan`'s job on its own, with the same dedupe as a push's (every image it
+    /// covers already has an inventory or a waiting or running scan job: nothing is
+    /// queued). `true` if a job was queued. For "rescan all", which must not queue a
+    /// second scan of an image a push has queued already.
+    async fn queue_scan(&self, scan: &ScanOnPush) -> Result<bool>;
     async fn get_manifest(
         &self,
         repo: &RepoName,

@@ -532,6 +532,13 @@ impl MetaStore for PgMetaStore {
         Ok(())
     }
 
+    async fn queue_scan(&self, scan: &crate::ScanOnPush) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let queued = queue_scan_on_push(&mut tx, scan).await?;
+        tx.commit().await?;
+        Ok(queued)
+    }
+
     async fn put_manifest(
         &self,
         repo: &RepoName,
@@ -1384,19 +1391,21 @@ impl crate::replicas::ReplicaStore for PgMetaStore {
 /// running scan job already. Pushes of the same image (to two repositories, through two
 /// replicas) are serialised on its digest by a transaction-scoped advisory lock, so the
 /// second sees the first's job: one statement under one small lock.
-async fn queue_scan_on_push(c: &mut PgConnection, scan: &crate::ScanOnPush) -> Result<()> {
+async fn queue_scan_on_push(c: &mut PgConnection, scan: &crate::ScanOnPush) -> Result<bool> {
     let covers: Vec<String> = scan.covers.iter().map(|d| d.to_string()).collect();
     let Some(first) = covers.first() else {
-        return Ok(());
+        return Ok(false);
     };
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('wharf-scan:' || $1, 0))")
         .bind(first)
         .execute(&mut *c)
         .await?;
-    sqlx::query(AssertSqlSafe(format!(
+    let queued = sqlx::query(AssertSqlSafe(format!(
         "INSERT INTO jobs (action, params, status, max_attempts, not_before, created_at)
          SELECT 'scan', $1, 'waiting', $2, {DB_NOW_MS}, {DB_NOW_MS}
-         WHERE EXISTS (
+         WHERE NOT EXISTS (SELECT 1 FROM jobs j WHERE j.status IN ('waiting', 'running')
+                             AND j.action = 'scan' AND strpos(j.params, '\"' || $4 || '\"') > 0)
+           AND EXISTS (
            SELECT 1 FROM UNNEST($3::TEXT[]) AS c(d)
            WHERE NOT EXISTS (SELECT 1 FROM inventories i WHERE i.manifest_digest = c.d)
              AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.status IN ('waiting', 'running')
@@ -1405,7 +1414,8 @@ async fn queue_scan_on_push(c: &mut PgConnection, scan: &crate::ScanOnPush) -> R
     .bind(&scan.params)
     .bind(crate::SCAN_ON_PUSH_ATTEMPTS as i64)
     .bind(&covers)
+    .bind(scan.own_digest())
     .execute(&mut *c)
     .await?;
-    Ok(())
+    Ok(queued.rows_affected() > 0)
 }

@@ -602,6 +602,11 @@ impl MetaStore for SqliteMetaStore {
         .await
     }
 
+    async fn queue_scan(&self, scan: &crate::ScanOnPush) -> Result<bool> {
+        let scan = scan.clone();
+        self.write(move |tx| queue_scan_on_push(tx, &scan)).await
+    }
+
     async fn put_manifest(
         &self,
         repo: &RepoName,
@@ -804,7 +809,19 @@ impl MetaStore for SqliteMetaStore {
 
 /// Queues `scan`'s job unless every image it covers has an inventory or a waiting or
 /// running scan job already (writes are serialised, so two pushes cannot both miss).
-fn queue_scan_on_push(tx: &Connection, scan: &crate::ScanOnPush) -> Result<()> {
+fn queue_scan_on_push(tx: &Connection, scan: &crate::ScanOnPush) -> Result<bool> {
+    // A job for the pushed manifest itself (an index's, say) covers it too.
+    if let Some(own) = scan.own_digest() {
+        let queued: bool = tx
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM jobs WHERE status IN ('waiting', 'running') AND action = 'scan'
+                              AND instr(params, '\"' || ?1 || '\"') > 0)",
+            )?
+            .query_row(params![own], |r| r.get(0))?;
+        if queued {
+            return Ok(false);
+        }
+    }
     let mut covered = tx.prepare_cached(
         "SELECT EXISTS (SELECT 1 FROM inventories WHERE manifest_digest = ?1)
              OR EXISTS (SELECT 1 FROM jobs WHERE status IN ('waiting', 'running') AND action = 'scan'
@@ -820,8 +837,8 @@ fn queue_scan_on_push(tx: &Connection, scan: &crate::ScanOnPush) -> Result<()> {
                 cron: None,
             };
             jobs::insert_job(tx, &job, now_ms())?;
-            return Ok(());
+            return Ok(true);
         }
     }
-    Ok(())
+    Ok(false)
 }

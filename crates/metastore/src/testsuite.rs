@@ -2568,6 +2568,25 @@ pub async fn scan_on_push_queues_one_job_per_image(store: &dyn MetaStore) {
     store.put_manifest(&r1, &uncovered, None).await.unwrap();
     let jobs = scan_jobs(store).await;
     assert_eq!(jobs.len(), 4);
+    // Queued on its own ("rescan all"): the same dedupe, and it says what it did.
+    assert!(!store
+        .queue_scan(covered.scan.as_ref().unwrap())
+        .await
+        .unwrap());
+    assert!(!store
+        .queue_scan(uncovered.scan.as_ref().unwrap())
+        .await
+        .unwrap());
+    let alone = scanning("queued without a push", &r1, vec![]);
+    assert!(store
+        .queue_scan(alone.scan.as_ref().unwrap())
+        .await
+        .unwrap());
+    assert!(!store
+        .queue_scan(alone.scan.as_ref().unwrap())
+        .await
+        .unwrap());
+    assert_eq!(scan_jobs(store).await.len(), 5);
     assert!(jobs[0].params.contains(&uncovered.digest.to_string()));
 
     // Pushes of one new image into many repositories at once: one job.
@@ -2577,5 +2596,5 @@ pub async fn scan_on_push_queues_one_job_per_image(store: &dyn MetaStore) {
         store.put_manifest(&r, &m, None).await.unwrap();
     });
     futures_util::future::join_all(pushes).await;
-    assert_eq!(scan_jobs(store).await.len(), 5);
+    assert_eq!(scan_jobs(store).await.len(), 6);
 }

@@ -76,6 +76,10 @@ pub struct Config {
     /// The token endpoint to advertise in challenges, when clients reach the registry
     /// through a proxy under another name (default: derived from each request).
     pub token_realm: Option<String>,
+    /// The registry's address as clients use it (`https://registry.example.com`): the
+    /// SBOMs that scans attach to images name them by it (default: this replica's
+    /// host name and port).
+    pub public_url: Option<String>,
     /// Access level needed to delete manifests, tags and blobs: `admin` or `write`.
     pub delete_requires: DeleteLevel,
     /// PEM certificate chain for TLS (with `tls_key`).
@@ -212,6 +216,7 @@ impl Default for Config {
             insecure_no_auth: false,
             token_ttl_secs: 300,
             token_realm: None,
+            public_url: None,
             delete_requires: DeleteLevel::Admin,
             tls_cert: None,
             tls_key: None,
@@ -286,6 +291,14 @@ impl Config {
                 "refusing plain HTTP on {}: give tls_cert and tls_key (or tls_self_signed), listen on a loopback address, or set insecure_http behind a TLS-terminating proxy",
                 self.listen
             ));
+        }
+        if let Some(url) = &self.public_url {
+            let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
+            if !scheme_ok || wharf_jobs::sbom::RegistryAddress::from_url(url).is_none() {
+                return Err(format!(
+                    "public_url {url:?} is not an http(s) URL with a host, such as https://registry.example.com"
+                ));
+            }
         }
         if self.heartbeat_interval_secs == 0 {
             return Err("heartbeat_interval_secs must be at least 1".into());
@@ -365,6 +378,31 @@ impl Config {
                 days => format!("17 3 */{} * *", days.min(31)),
             }
         }
+    }
+
+    /// Where SBOMs say the registry is: `public_url`, else this machine's host name
+    /// with the port it listens on.
+    pub fn registry_address(&self) -> wharf_jobs::sbom::RegistryAddress {
+        let scheme = if self.tls_cert.is_some() || self.tls_self_signed {
+            "https"
+        } else {
+            "http"
+        };
+        self.public_url
+            .as_deref()
+            .and_then(wharf_jobs::sbom::RegistryAddress::from_url)
+            .unwrap_or_else(|| {
+                let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|h| h.trim().to_string())
+                    .ok()
+                    .filter(|h| !h.is_empty())
+                    .unwrap_or_else(|| "localhost".into());
+                let host = format!("{host}:{}", self.listen.port());
+                wharf_jobs::sbom::RegistryAddress {
+                    base_url: format!("{scheme}://{host}"),
+                    host,
+                }
+            })
     }
 
     /// The online update's settings, for the `vulndb_update` job.

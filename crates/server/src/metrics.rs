@@ -113,8 +113,16 @@ async fn scanning(meta: &dyn wharf_metastore::MetaStore) -> wharf_metastore::Res
     );
     let stats = meta.scan_stats().await?;
     out.push_str("# HELP wharf_scanned_images Images with a stored scan, by outcome.\n# TYPE wharf_scanned_images gauge\n");
-    let _ = writeln!(out, "wharf_scanned_images{{status=\"scanned\"}} {}", stats.scanned);
-    let _ = writeln!(out, "wharf_scanned_images{{status=\"failed\"}} {}", stats.failed);
+    let _ = writeln!(
+        out,
+        "wharf_scanned_images{{status=\"scanned\"}} {}",
+        stats.scanned
+    );
+    let _ = writeln!(
+        out,
+        "wharf_scanned_images{{status=\"failed\"}} {}",
+        stats.failed
+    );
     out.push_str("# HELP wharf_images_by_worst_severity Scanned images by their most severe vulnerability (none: no finding).\n# TYPE wharf_images_by_worst_severity gauge\n");
     for (severity, n) in wharf_metastore::scan::SEVERITIES.iter().zip(stats.worst) {
         let _ = writeln!(

@@ -113,6 +113,7 @@ pub fn job_stores(
             wharf_jobs::actions::gc::default_busy_percent(on_postgres)
         }),
         vulndb: config.vulndb_settings(),
+        registry_address: config.registry_address(),
     }
 }
 

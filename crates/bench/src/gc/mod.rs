@@ -492,6 +492,7 @@ impl Ctx {
             gc_grace: Duration::from_secs(24 * 3600),
             gc_busy_percent: self.busy_percent(b),
             vulndb: Default::default(),
+            registry_address: Default::default(),
         }
     }
 

@@ -467,9 +467,10 @@ impl Ctx {
             .tempdir_in(&self.work_dir)?;
         let pools = advisories::Pools::for_distinct(self.sizes.distinct);
         let (path, total) = (dir.path().to_path_buf(), self.sizes.advisories);
-        let (paths, zip_bytes) =
-            tokio::task::spawn_blocking(move || advisories::write_archives(&path, total, &pools, 0))
-                .await??;
+        let (paths, zip_bytes) = tokio::task::spawn_blocking(move || {
+            advisories::write_archives(&path, total, &pools, 0)
+        })
+        .await??;
         let setup_secs = t_setup.elapsed().as_secs_f64();
         eprintln!(
             "{} archives, {:.1} MB of zip, written in {setup_secs:.1} s",
@@ -513,8 +514,7 @@ impl Ctx {
             let (archives, inventories) = tokio::task::spawn_blocking(move || {
                 let pools = advisories::Pools::for_distinct(s.distinct);
                 let archives = store::Archives::write(&path, s.advisories, &pools)?;
-                let inventories =
-                    rematch::Inventories::generate(s.inventories, os, lang, &pools);
+                let inventories = rematch::Inventories::generate(s.inventories, os, lang, &pools);
                 anyhow::Ok((archives, inventories))
             })
             .await??;

@@ -28,6 +28,7 @@ use wharf_server::Config;
 ///   gc_busy_percent = 10
 ///   token_ttl_secs = 300
 ///   token_realm = "https://registry.example.com/auth/token"
+///   public_url = "https://registry.example.com"
 ///   delete_requires = "admin"
 ///   tls_cert = "/etc/wharf/tls.crt"
 ///   tls_key = "/etc/wharf/tls.key"
@@ -120,6 +121,10 @@ pub struct ServeArgs {
     /// Token endpoint to advertise when clients come through a proxy [default: from the request]
     #[arg(long, env = "WHARF_TOKEN_REALM", value_name = "URL")]
     token_realm: Option<String>,
+    /// The registry's address as clients use it; scans' SBOMs name images by it
+    /// [default: this machine's host name and port]
+    #[arg(long, env = "WHARF_PUBLIC_URL", value_name = "URL")]
+    public_url: Option<String>,
     /// Level needed to delete manifests, tags and blobs: admin or write [default: admin]
     #[arg(long, env = "WHARF_DELETE_REQUIRES", value_name = "LEVEL")]
     delete_requires: Option<wharf_server::config::DeleteLevel>,
@@ -224,6 +229,9 @@ impl ServeArgs {
         }
         if let Some(v) = &self.token_realm {
             c.token_realm = Some(v.clone());
+        }
+        if let Some(v) = &self.public_url {
+            c.public_url = Some(v.clone());
         }
         if let Some(v) = self.delete_requires {
             c.delete_requires = v;
@@ -353,6 +361,7 @@ mod tests {
             ("insecure_no_auth", "true"),
             ("token_ttl_secs", "19"),
             ("token_realm", "https://r.example/auth/token"),
+            ("public_url", "https://r.example"),
             ("delete_requires", "write"),
             ("tls_cert", "/etc/c.pem"),
             ("tls_key", "/etc/k.pem"),

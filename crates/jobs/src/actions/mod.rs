@@ -30,6 +30,8 @@ pub struct Stores {
     pub gc_busy_percent: u8,
     /// The online update's settings (`vulndb_update`'s defaults).
     pub vulndb: crate::vulndb_update::UpdateSettings,
+    /// The registry's address as clients use it, for the SBOMs that scans attach.
+    pub registry_address: crate::sbom::RegistryAddress,
 }
 
 /// Every action this build has.
@@ -88,6 +90,7 @@ mod tests {
             gc_grace: std::time::Duration::from_secs(60),
             gc_busy_percent: 50,
             vulndb: Default::default(),
+            registry_address: Default::default(),
         };
         let names: Vec<&str> = all(&stores).iter().map(|a| a.name()).collect();
         assert_eq!(names, NAMES);

@@ -125,6 +125,17 @@ pub async fn store_scan(meta: &dyn MetaStore, scan: &ImageScan) -> anyhow::Resul
     })
 }
 
+/// Whether `repo`'s policy (else the registry default) asks scans to attach SBOMs.
+async fn attach_sbom(meta: &dyn MetaStore, repo: &RepoName) -> anyhow::Result<bool> {
+    Ok(match meta.scan_policy(repo.as_str()).await? {
+        Some(p) => p.policy.attach_sbom,
+        None => meta
+            .scan_policy("")
+            .await?
+            .is_some_and(|p| p.policy.attach_sbom),
+    })
+}
+
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ScanParams {
@@ -159,6 +170,16 @@ impl crate::Action for Scan {
             .parse()
             .map_err(|e| anyhow::anyhow!("digest {:?}: {e}", params.digest))?;
         let meta = self.stores.meta.as_ref();
+        // Pushed, then deleted (or collected) before its scan came up: nothing to do,
+        // and no reason to fail and retry.
+        let present = meta
+            .get_manifest(&repo, &wharf_oci::Reference::Digest(digest.clone()), false)
+            .await?;
+        if present.is_none() {
+            return Ok(Finished::Done(format!(
+                "{repo}@{digest} is no longer in the repository: nothing to scan"
+            )));
+        }
         let scans = scan_image(
             meta,
             self.stores.blobs.clone(),
@@ -172,6 +193,7 @@ impl crate::Action for Scan {
                 "{repo}@{digest} is not an image (an artifact): nothing to scan"
             )));
         }
+        let attach = attach_sbom(meta, &repo).await?;
         let (mut failed, mut findings) = (0usize, 0usize);
         for (i, scan) in scans.iter().enumerate() {
             if let Some(why) = ctx.should_stop() {
@@ -180,10 +202,36 @@ impl crate::Action for Scan {
                     format!("{i} of {} images stored", scans.len()),
                 ));
             }
+            // The SBOM an earlier scan attached: storing this scan forgets it.
+            let previous_sbom = match attach {
+                true => meta
+                    .inventory(&scan.manifest.to_string())
+                    .await?
+                    .and_then(|i| i.sbom_digest),
+                false => None,
+            };
             let stored = store_scan(meta, scan).await?;
             ctx.log(stored.line()).await;
             failed += usize::from(stored.error.is_some());
             findings += stored.findings;
+            if attach && stored.error.is_none() {
+                let referrer = crate::sbom::attach(
+                    self.stores.meta.clone(),
+                    self.stores.blobs.clone(),
+                    &self.stores.registry_address,
+                    &repo,
+                    &scan.manifest,
+                    previous_sbom,
+                )
+                .await?;
+                if let Some(d) = referrer {
+                    ctx.log(format!(
+                        "{}: SBOM attached to {repo} as referrer {d}",
+                        scan.manifest
+                    ))
+                    .await;
+                }
+            }
         }
         Ok(Finished::Done(format!(
             "{repo}@{digest}: {} images scanned, {failed} failed, {findings} findings",
@@ -479,18 +527,29 @@ impl crate::Action for ScanAll {
                             skipped += 1;
                             continue;
                         }
-                        let job = crate::enqueue(
-                            meta,
-                            "scan",
-                            &serde_json::json!({
-                                "repository": repo.as_str(),
-                                "digest": digest.to_string(),
-                            })
-                            .to_string(),
-                        )
-                        .await?;
-                        ctx.log(format!("{repo}@{digest}: scan queued as job {}", job.id))
-                            .await;
+                        let job_params = serde_json::json!({
+                            "repository": repo.as_str(),
+                            "digest": digest.to_string(),
+                        })
+                        .to_string();
+                        if params.all {
+                            let job = crate::enqueue(meta, "scan", &job_params).await?;
+                            ctx.log(format!("{repo}@{digest}: scan queued as job {}", job.id))
+                                .await;
+                        } else {
+                            // With the push's dedupe: an image whose scan a push (or an
+                            // earlier run) queued is not queued twice.
+                            let covers = images.iter().filter_map(|i| i.parse().ok()).collect();
+                            let scan = wharf_metastore::ScanOnPush {
+                                params: job_params,
+                                covers,
+                            };
+                            if !meta.queue_scan(&scan).await? {
+                                skipped += 1;
+                                continue;
+                            }
+                            ctx.log(format!("{repo}@{digest}: scan queued")).await;
+                        }
                         queued += 1;
                     }
                     if tags.len() < SCAN_ALL_PAGE {
@@ -503,7 +562,7 @@ impl crate::Action for ScanAll {
             }
         }
         Ok(Finished::Done(format!(
-            "{queued} scans queued over {repos} repositories; {skipped} images already scanned"
+            "{queued} scans queued over {repos} repositories; {skipped} images already scanned or queued"
         )))
     }
 }

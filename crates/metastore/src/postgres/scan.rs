@@ -18,10 +18,9 @@ use sqlx::{AssertSqlSafe, PgConnection, Row};
 use super::PgMetaStore;
 use crate::scan::{
     aliases_json, check_severity, package_key, parse_aliases, severity_sums, sorted_packages,
-    stats_from, ScanStats,
-    AdvisoryRow, AffectedEntry, AffectedRow, AllowRow, FindingRow, InventoryDetail, InventoryRow,
-    MatchChanges, MatchDiff, NewMatch, PackageRow, ScanGc, ScanPolicy, ScanStore, StoredInventory,
-    StoredPolicy, SummaryRow, VulnChange, VulndbVersion,
+    stats_from, AdvisoryRow, AffectedEntry, AffectedRow, AllowRow, FindingRow, InventoryDetail,
+    InventoryRow, MatchChanges, MatchDiff, NewMatch, PackageRow, ScanGc, ScanPolicy, ScanStats,
+    ScanStore, StoredInventory, StoredPolicy, SummaryRow, VulnChange, VulndbVersion,
 };
 use crate::{now_ms, MetaError, Result};
 

@@ -8,10 +8,9 @@ use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 use super::{connect, SqliteMetaStore};
 use crate::scan::{
     aliases_json, check_severity, package_key, parse_aliases, severity_sums, sorted_packages,
-    stats_from, ScanStats,
-    AdvisoryRow, AffectedEntry, AffectedRow, AllowRow, FindingRow, InventoryDetail, InventoryRow,
-    MatchChanges, MatchDiff, NewMatch, PackageRow, ScanGc, ScanPolicy, ScanStore, StoredInventory,
-    StoredPolicy, SummaryRow, VulnChange, VulndbVersion,
+    stats_from, AdvisoryRow, AffectedEntry, AffectedRow, AllowRow, FindingRow, InventoryDetail,
+    InventoryRow, MatchChanges, MatchDiff, NewMatch, PackageRow, ScanGc, ScanPolicy, ScanStats,
+    ScanStore, StoredInventory, StoredPolicy, SummaryRow, VulnChange, VulndbVersion,
 };
 use crate::{now_ms, MetaError, Result};
 

@@ -159,12 +159,7 @@ pub struct VulnerabilityReport {
 
 /// The OS's pretty name out of a stored inventory's `os_json`.
 fn os_name(os_json: Option<&str>) -> Option<String> {
-    let v: Value = serde_json::from_str(os_json?).ok()?;
-    v["pretty_name"]
-        .as_str()
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .or_else(|| v["ecosystem"].as_str().map(str::to_string))
+    wharf_jobs::sbom::os_name(os_json)
 }
 
 /// The manifest `reference` names in `repo`, as a digest; `None` if there is none.
@@ -248,13 +243,6 @@ pub async fn report(
     })
 }
 
-/// `created` for SPDX: RFC 3339 UTC to the second.
-fn rfc3339(ms: i64) -> String {
-    // "YYYY-MM-DD HH:MM:SS UTC"
-    let t = crate::ui::page::time(ms);
-    format!("{}T{}Z", &t[..10], &t[11..19])
-}
-
 /// The SPDX document of the image `image` (a digest with an inventory) of `repo`.
 pub async fn sbom(
     meta: &dyn MetaStore,
@@ -264,40 +252,11 @@ pub async fn sbom(
     reference: &str,
     image: &str,
 ) -> anyhow::Result<Option<Value>> {
-    let Some(inventory) = meta.inventory(image).await? else {
-        return Ok(None);
+    let address = wharf_jobs::sbom::RegistryAddress {
+        host: host.to_string(),
+        base_url: base_url.to_string(),
     };
-    if inventory.status != "scanned" {
-        return Ok(None);
-    }
-    let packages: Vec<wharf_scan::Package> = inventory
-        .packages
-        .iter()
-        .map(|(_, p)| wharf_scan::Package {
-            ecosystem: p.ecosystem.clone(),
-            name: p.name.clone(),
-            version: p.version.clone(),
-            match_name: p.match_name.clone(),
-            match_version: p.match_version.clone(),
-            purl: p.purl.clone(),
-            location: p.location.clone(),
-        })
-        .collect();
-    let os = os_name(inventory.os_json.as_deref());
-    let subject = wharf_scan::sbom::SbomSubject {
-        registry: host,
-        repository: repo.as_str(),
-        reference,
-        manifest_digest: image,
-        os: os.as_deref(),
-    };
-    Ok(Some(wharf_scan::sbom::spdx(
-        &subject,
-        &packages,
-        &rfc3339(inventory.scanned_at_ms),
-        env!("CARGO_PKG_VERSION"),
-        base_url,
-    )))
+    wharf_jobs::sbom::document(meta, &address, repo, reference, image).await
 }
 
 /// Queues a scan of `repo@digest` and audits it.
