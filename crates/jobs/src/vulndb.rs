@@ -87,10 +87,9 @@ pub struct RematchSummary {
     pub packages: u64,
     pub added: u64,
     pub removed: u64,
-    /// Images that gained an advisory, summed over pages (an image gaining advisories
-    /// through packages of two pages counts twice).
+    /// Images that gained an advisory they did not have, each counted once.
     pub newly_affected_images: u64,
-    /// Images that lost every match of some advisory, summed likewise.
+    /// Images that lost every match of some advisory, counted likewise.
     pub unaffected_images: u64,
 }
 
@@ -428,14 +427,6 @@ pub async fn rematch(meta: &dyn MetaStore, log: &dyn Log) -> anyhow::Result<Rema
         return Ok(RematchSummary::default());
     };
     let db_version = current.id;
-    // Against the first database there is nothing to compare with: every finding would
-    // be "newly affected" (one change row per image and advisory), which tells an
-    // operator nothing and costs a lookup per pair.
-    let record_changes = meta
-        .vulndb_versions(usize::MAX >> 1)
-        .await?
-        .iter()
-        .any(|v| v.status == "superseded");
     let index = index_of(meta.all_affected().await?)?;
     log.line(format!(
         "re-matching the registry's packages against version {db_version} ({} advisories)",
@@ -464,7 +455,7 @@ pub async fn rematch(meta: &dyn MetaStore, log: &dyn Log) -> anyhow::Result<Rema
             .collect();
         let mut diff = MatchDiff {
             db_version,
-            record_changes,
+            record_changes: true,
             refresh_summaries: false,
             ..MatchDiff::default()
         };
@@ -492,6 +483,10 @@ pub async fn rematch(meta: &dyn MetaStore, log: &dyn Log) -> anyhow::Result<Rema
         }
     }
     meta.refresh_all_summaries(db_version).await?;
+    // The pages' own counts add up an image once per page it gained something in.
+    let (newly, un) = meta.vuln_change_counts(db_version).await?;
+    summary.newly_affected_images = newly;
+    summary.unaffected_images = un;
     log.line(format!(
         "re-match done: {} packages, {} matches added, {} removed, {} newly affected images",
         summary.packages, summary.added, summary.removed, summary.newly_affected_images

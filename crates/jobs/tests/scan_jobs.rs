@@ -351,9 +351,19 @@ async fn scan_import_rematch_and_failed_import() {
     assert_eq!(findings(&reg, &a).await, after_a);
     assert_eq!(findings(&reg, &b).await, after_b);
 
-    // A scan of a manifest the registry does not hold fails the job.
+    // A scan of a manifest the repository no longer holds (deleted after its push
+    // queued the scan) has nothing to do: done, saying so, and nothing stored.
     let missing: Digest = format!("sha256:{}", "0".repeat(64)).parse().unwrap();
-    assert!(run(&reg, "scan", params("app/a", &missing)).await.is_err());
+    let done = run(&reg, "scan", params("app/a", &missing)).await.unwrap();
+    let Finished::Done(summary) = done else {
+        panic!("{done:?}")
+    };
+    assert!(summary.contains("no longer in the repository"), "{summary}");
+    assert!(meta(&reg)
+        .inventory(&missing.to_string())
+        .await
+        .unwrap()
+        .is_none());
 }
 
 /// An image whose layer cannot be read is stored as a failed scan, with why; the job

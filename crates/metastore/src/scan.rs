@@ -362,6 +362,10 @@ pub trait ScanStore {
     /// and advisory.
     async fn vuln_changes(&self, db_version: i64, limit: usize) -> Result<Vec<VulnChange>>;
 
+    /// The images that `db_version`'s re-match newly affected and unaffected, each
+    /// counted once (distinct images in `vuln_changes`).
+    async fn vuln_change_counts(&self, db_version: i64) -> Result<(u64, u64)>;
+
     /// Every image's scan outcome and worst severity, counted (one aggregate query).
     async fn scan_stats(&self) -> Result<ScanStats>;
 

@@ -2114,6 +2114,11 @@ pub async fn scan_matches_findings_summaries_and_changes(store: &dyn MetaStore) 
         .collect();
     assert_eq!(got, expected);
     assert_eq!(store.vuln_changes(v2, 1).await.unwrap().len(), 1);
+    assert_eq!(
+        store.vuln_change_counts(v2).await.unwrap(),
+        (1, 2),
+        "a newly affected by A-4; a and b no longer by A-1"
+    );
     let s = store.summaries(&[a.clone(), b.clone()]).await.unwrap();
     assert_eq!(summary(&s[0].1), (0, 2, 1, 1, 0));
     assert_eq!(summary(&s[1].1), (0, 1, 0, 0, 0));

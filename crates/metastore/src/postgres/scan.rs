@@ -822,6 +822,18 @@ impl ScanStore for PgMetaStore {
             .collect())
     }
 
+    async fn vuln_change_counts(&self, db_version: i64) -> Result<(u64, u64)> {
+        let r = sqlx::query(
+            "SELECT COUNT(DISTINCT inventory_id) FILTER (WHERE change = 'added'),
+                        COUNT(DISTINCT inventory_id) FILTER (WHERE change = 'removed')
+                 FROM vuln_changes WHERE db_version = $1",
+        )
+        .bind(db_version)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((r.get::<i64, _>(0) as u64, r.get::<i64, _>(1) as u64))
+    }
+
     async fn scan_stats(&self) -> Result<ScanStats> {
         let r = sqlx::query(
             "SELECT

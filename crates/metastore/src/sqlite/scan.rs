@@ -753,6 +753,20 @@ impl ScanStore for SqliteMetaStore {
         .await
     }
 
+    async fn vuln_change_counts(&self, db_version: i64) -> Result<(u64, u64)> {
+        self.read(move |c| {
+            let (added, removed): (i64, i64) = c
+                .prepare_cached(
+                    "SELECT COUNT(DISTINCT inventory_id) FILTER (WHERE change = 'added'),
+                        COUNT(DISTINCT inventory_id) FILTER (WHERE change = 'removed')
+                 FROM vuln_changes WHERE db_version = ?",
+                )?
+                .query_row([db_version], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok((added as u64, removed as u64))
+        })
+        .await
+    }
+
     async fn scan_stats(&self) -> Result<ScanStats> {
         self.read(move |c| {
             let mut st = c.prepare_cached(
