@@ -324,6 +324,7 @@ macro_rules! metastore_testsuite {
             scan_policies_and_allowlist_round_trip,
             scan_gc_removes_orphan_inventories_and_packages,
             scan_on_push_queues_one_job_per_image,
+            scans_are_claimed_after_other_jobs,
         );
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {
@@ -876,6 +877,32 @@ pub async fn jobs_are_claimed_in_order_one_per_action(store: &dyn MetaStore) {
     assert_eq!(
         store.jobs(None, None, Some(gc2.id), 10).await.unwrap()[0].id,
         gc1.id
+    );
+}
+
+/// Scans wait for every other kind of job: scan on push queues many, and a garbage
+/// collection or an upgrade's migration must not queue behind them.
+pub async fn scans_are_claimed_after_other_jobs(store: &dyn MetaStore) {
+    let scan1 = store.enqueue(&new_job("scan")).await.unwrap();
+    let scan2 = store.enqueue(&new_job("scan")).await.unwrap();
+    let migration = store
+        .enqueue(&new_job("metadatastoremigration"))
+        .await
+        .unwrap();
+    let actions = ["scan", "metadatastoremigration"];
+    let first = store.claim("w1", &actions).await.unwrap().unwrap();
+    assert_eq!(first.id, migration.id, "the migration goes first");
+    let second = store.claim("w2", &actions).await.unwrap().unwrap();
+    assert_eq!(second.id, scan1.id, "then scans, in order");
+    assert!(store.claim("w3", &actions).await.unwrap().is_none());
+    store
+        .finish_job(second.id, "w2", &Outcome::Done)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        store.claim("w2", &actions).await.unwrap().unwrap().id,
+        scan2.id
     );
 }
 

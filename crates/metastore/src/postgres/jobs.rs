@@ -141,7 +141,7 @@ impl JobStore for PgMetaStore {
              WHERE id = (SELECT id FROM jobs
                          WHERE status = 'waiting' AND not_before <= {DB_NOW_MS} AND action = ANY($2)
                            AND action NOT IN (SELECT action FROM jobs WHERE status IN ('running', 'cancel_request'))
-                         ORDER BY id FOR UPDATE SKIP LOCKED LIMIT 1)
+                         ORDER BY status, (action = 'scan'), id FOR UPDATE SKIP LOCKED LIMIT 1)
              RETURNING {JOB_COLUMNS}"
         )))
         .bind(worker_id)

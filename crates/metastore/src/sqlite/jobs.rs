@@ -125,7 +125,7 @@ impl JobStore for SqliteMetaStore {
             let sql = format!(
                 "SELECT id FROM jobs WHERE status = 'waiting' AND not_before <= ? AND action IN ({list})
                    AND action NOT IN (SELECT action FROM jobs WHERE status IN ('running', 'cancel_request'))
-                 ORDER BY id LIMIT 1"
+                 ORDER BY status, (action = 'scan'), id LIMIT 1"
             );
             let mut values: Vec<rusqlite::types::Value> = vec![now.into()];
             values.extend(actions.iter().map(|a| a.clone().into()));

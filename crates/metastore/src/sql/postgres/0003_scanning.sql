@@ -155,3 +155,7 @@ CREATE TABLE scan_allowlist (
     created_at BIGINT NOT NULL,
     PRIMARY KEY (repository, vuln_id)
 );
+
+-- Workers take scans after every other kind of job: scan on push can queue thousands,
+-- and a garbage collection or an upgrade's migration must not wait behind them.
+CREATE INDEX jobs_waiting_scans_last ON jobs (status, (action = 'scan'), id);
