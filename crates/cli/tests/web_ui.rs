@@ -1891,6 +1891,18 @@ async fn the_database_is_uploaded_images_scanned_and_their_findings_shown() {
         return;
     }
     let w = Wharf::start(&[]);
+    // Pushes are not scanned here: "Rescan all images" does it, from the page.
+    let r = request(
+        &w,
+        Method::PUT,
+        "/api/v0/scan_policy",
+        &admin(),
+        Some(&json!({
+            "scan_on_push": false, "block_severity": null, "unscanned": "allow", "attach_sbom": false,
+        })),
+    )
+    .await;
+    secure::expect(&r, 204, None, "turning scan on push off");
     let vulnerable = scan_fixture::alpine_image("0.6.20-r0");
     let fixed = scan_fixture::alpine_image("0.6.21-r0");
     skopeo_push(&w, "base/alpine", "3.12", &vulnerable).await;
