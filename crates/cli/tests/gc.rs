@@ -575,16 +575,18 @@ async fn gc_under_load(base: &str) -> (Vec<Pushed>, Vec<Pushed>) {
     let c = client();
     let repo = "load/app";
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pushed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let writer = {
-        let (c, base, stop) = (c.clone(), base.to_string(), stop.clone());
+        let (c, base, stop, pushed) = (c.clone(), base.to_string(), stop.clone(), pushed.clone());
         tokio::spawn(async move {
             let (mut kept, mut dropped) = (Vec::new(), Vec::new());
-            // Bounded: GC's five runs end long before.
+            // Bounded: GC's runs end long before.
             for n in 0..5_000 {
                 if stop.load(std::sync::atomic::Ordering::SeqCst) {
                     break;
                 }
                 let p = push_unique(&c, &base, repo, n).await;
+                pushed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 if n % 2 == 1 {
                     let r = c
                         .delete(format!("{base}/v2/{repo}/manifests/{}", p.tag))
@@ -600,10 +602,13 @@ async fn gc_under_load(base: &str) -> (Vec<Pushed>, Vec<Pushed>) {
             (kept, dropped)
         })
     };
-    // GC again and again with a short grace period while the writer works.
-    let runs = 5;
-    for _ in 0..runs {
+    // GC again and again with a short grace period while the writer works: five runs,
+    // and more (at most 50) until ten images were pushed meanwhile (a GC run can take
+    // less time than a push).
+    let mut runs = 0;
+    while runs < 5 || (pushed.load(std::sync::atomic::Ordering::SeqCst) < 10 && runs < 50) {
         run_gc_job(&c, base, 2).await;
+        runs += 1;
     }
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let (kept, dropped) = writer.await.unwrap();
