@@ -431,7 +431,7 @@ mod tests {
         let keys = Config::keys();
         assert_eq!(keys.first(), Some(&"listen"));
         assert!(keys.contains(&"gc_busy_percent") && keys.contains(&"insecure_http"));
-        assert_eq!(keys.len(), 29, "{keys:?}");
+        assert_eq!(keys.len(), 30, "{keys:?}");
     }
 
     #[test]
