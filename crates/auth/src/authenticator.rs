@@ -120,6 +120,12 @@ impl Authenticator {
         })
     }
 
+    /// Seeds for keys of another purpose, derived from the token-signing keys (see
+    /// [`crate::jwt::Keys::derived`]).
+    pub fn derived_keys(&self, context: &str) -> Vec<(String, [u8; 32])> {
+        self.keys.derived(context)
+    }
+
     pub fn config(&self) -> &AuthConfig {
         &self.config
     }

@@ -76,6 +76,20 @@ impl Keys {
         Keys { keys }
     }
 
+    /// Each key stretched into a 32-byte seed for another purpose (`context`), newest
+    /// first, with its id: keys for that purpose that every replica derives alike and
+    /// that rotate with these.
+    pub fn derived(&self, context: &str) -> Vec<(String, [u8; 32])> {
+        self.keys
+            .iter()
+            .map(|k| {
+                let mut m = mac(&k.secret);
+                m.update(context.as_bytes());
+                (k.id.clone(), m.finalize().into_bytes().into())
+            })
+            .collect()
+    }
+
     pub fn sign(&self, claims: &Claims) -> String {
         let key = &self.keys[0];
         let header = Header {

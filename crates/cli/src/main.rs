@@ -23,6 +23,7 @@ struct Cli {
 enum Command {
     Serve(cmd::serve::ServeArgs),
     User(cmd::user::UserArgs),
+    Cache(cmd::cache::CacheArgs),
     Cluster(cmd::cluster::ClusterArgs),
     Backup(cmd::backup::BackupArgs),
     Jobs(cmd::jobs::JobsArgs),
@@ -54,6 +55,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => cmd::serve::run(args),
         Command::User(args) => cmd::user::run(args),
+        Command::Cache(args) => cmd::cache::run(args),
         Command::Cluster(args) => cmd::cluster::run(args),
         Command::Backup(args) => cmd::backup::backup(args),
         Command::Jobs(args) => cmd::jobs::run(args),

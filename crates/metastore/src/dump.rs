@@ -38,6 +38,8 @@ pub const TABLES: &[&str] = &[
     "crons",
     "scan_policies",
     "scan_allowlist",
+    "content_caches",
+    "content_cache_choices",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -11,6 +11,7 @@ use wharf_oci::{Digest, Reference, RepoName, Tag, UploadId};
 
 pub mod accounts;
 pub mod browse;
+pub mod content_caches;
 pub mod dump;
 pub mod gc;
 pub mod jobs;
@@ -24,6 +25,7 @@ pub mod testsuite;
 
 pub use accounts::AccountStore;
 pub use browse::BrowseStore;
+pub use content_caches::{ContentCacheRow, ContentCacheStore};
 pub use dump::{BackupRecord, BackupStore};
 pub use gc::GcStore;
 pub use jobs::JobStore;
@@ -151,6 +153,7 @@ pub trait MetaStore:
     + JobStore
     + GcStore
     + ScanStore
+    + ContentCacheStore
     + UpgradeJournal
     + Send
     + Sync

@@ -14,6 +14,7 @@ use wharf_oci::{Digest, Reference, RepoName, Tag, UploadId};
 use crate::accounts::*;
 
 mod browse;
+mod content_caches;
 mod dump;
 mod gc;
 mod holds;

@@ -24,6 +24,7 @@ use crate::{
 
 mod accounts;
 mod browse;
+mod content_caches;
 mod dump;
 mod gc;
 mod group_commit;

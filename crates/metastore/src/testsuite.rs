@@ -304,6 +304,7 @@ macro_rules! metastore_testsuite {
             the_first_signing_key_wins,
             audit_log_is_newest_first_and_paginated,
             replicas_heartbeat_and_expire,
+            content_caches_tokens_heartbeats_and_routes,
             backup_export_and_import_round_trip,
             backup_export_is_one_snapshot,
             backups_are_recorded_newest_first,
@@ -573,6 +574,120 @@ pub async fn replicas_heartbeat_and_expire(store: &dyn MetaStore) {
     assert!(store.replicas().await.unwrap().0.is_empty());
 }
 
+pub async fn content_caches_tokens_heartbeats_and_routes(store: &dyn MetaStore) {
+    store
+        .create_content_cache("eu", "http://127.0.0.1:1", "eu-west", "hash-eu")
+        .await
+        .unwrap();
+    store
+        .create_content_cache("us", "http://127.0.0.1:2", "us-east", "hash-us")
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .create_content_cache("eu", "http://x", "r", "hash-other")
+            .await,
+        Err(MetaError::Conflict(_))
+    ));
+    let found = store.content_cache_by_token("hash-us").await.unwrap();
+    assert_eq!(found.map(|c| c.name).as_deref(), Some("us"));
+    assert!(store
+        .content_cache_by_token("nope")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .set_content_cache_token("us", "hash-us-2")
+        .await
+        .unwrap());
+    assert!(store
+        .content_cache_by_token("hash-us")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .update_content_cache("us", "http://127.0.0.1:3", "us-west")
+        .await
+        .unwrap());
+    assert!(!store.update_content_cache("none", "u", "r").await.unwrap());
+
+    let before = now_ms();
+    assert!(store
+        .content_cache_heartbeat("eu", r#"{"state":"serving"}"#)
+        .await
+        .unwrap());
+    assert!(!store.content_cache_heartbeat("gone", "{}").await.unwrap());
+    let (rows, now) = store.content_caches().await.unwrap();
+    assert_eq!(
+        rows.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+        ["eu", "us"]
+    );
+    let at = rows[0].heartbeat_at_ms.unwrap();
+    assert!(at >= before - 1000 && at <= now + 1000);
+    assert_eq!(rows[0].report.as_deref(), Some(r#"{"state":"serving"}"#));
+    assert_eq!(
+        (rows[1].url.as_str(), rows[1].region.as_str()),
+        ("http://127.0.0.1:3", "us-west")
+    );
+    assert!(rows[1].heartbeat_at_ms.is_none());
+
+    // Routes: a user's own choice wins over a team's; a team's reaches its members.
+    let alice = store.create_user("alice", "h", false).await.unwrap();
+    let bob = store.create_user("bob", "h", false).await.unwrap();
+    let carol = store.create_user("carol", "h", false).await.unwrap();
+    let org = store.create_org("acme").await.unwrap();
+    let team = store.create_team(org.id, "ops").await.unwrap();
+    store.add_team_member(team.id, alice.id).await.unwrap();
+    store.add_team_member(team.id, bob.id).await.unwrap();
+    store
+        .choose_content_cache(Subject::Team(team.id), Some("us"))
+        .await
+        .unwrap();
+    store
+        .choose_content_cache(Subject::User(alice.id), Some("eu"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .choose_content_cache(Subject::User(carol.id), Some("mars"))
+            .await,
+        Err(MetaError::Conflict(_))
+    ));
+    let mut routes = store.content_cache_routes().await.unwrap();
+    routes.sort();
+    assert_eq!(
+        routes,
+        [(alice.id, "eu".to_string()), (bob.id, "us".to_string())]
+    );
+    assert_eq!(
+        store
+            .content_cache_choice(Subject::User(alice.id))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("eu")
+    );
+    store
+        .choose_content_cache(Subject::User(alice.id), None)
+        .await
+        .unwrap();
+    let mut routes = store.content_cache_routes().await.unwrap();
+    routes.sort();
+    assert_eq!(
+        routes,
+        [(alice.id, "us".to_string()), (bob.id, "us".to_string())]
+    );
+    // Deleting a cache forgets the choices of it.
+    assert!(store.delete_content_cache("us").await.unwrap());
+    assert!(!store.delete_content_cache("us").await.unwrap());
+    assert!(store.content_cache_routes().await.unwrap().is_empty());
+    assert!(store
+        .content_cache_choice(Subject::Team(team.id))
+        .await
+        .unwrap()
+        .is_none());
+}
+
 // ---------------------------------------------------------------- backups
 
 use crate::dump::{BackupRecord, DumpItem, TABLES};
@@ -668,6 +783,18 @@ async fn populate(store: &dyn MetaStore) {
         .unwrap();
     store
         .grant("team/app", Subject::Team(team.id), Level::Write)
+        .await
+        .unwrap();
+    store
+        .create_content_cache("eu", "https://cache-eu.example", "eu-west", "cache-hash")
+        .await
+        .unwrap();
+    store
+        .content_cache_heartbeat("eu", r#"{"state":"serving"}"#)
+        .await
+        .unwrap();
+    store
+        .choose_content_cache(Subject::Team(team.id), Some("eu"))
         .await
         .unwrap();
     store

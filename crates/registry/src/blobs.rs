@@ -9,6 +9,9 @@ use crate::{ByteRange, ByteStream, Registry};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlobInfo {
     pub size: u64,
+    /// Whether its bytes are in the blob store (a manifest read as a blob is not): only
+    /// those can be sent to a content cache.
+    pub in_store: bool,
 }
 
 pub enum BlobBody {
@@ -22,14 +25,20 @@ impl Registry {
     /// The size of a blob `repo` may serve.
     pub async fn stat_blob(&self, repo: &RepoName, digest: &Digest) -> Result<BlobInfo> {
         if let Some(size) = self.meta.repo_blob(repo, digest).await? {
-            return Ok(BlobInfo { size });
+            return Ok(BlobInfo {
+                size,
+                in_store: true,
+            });
         }
         match self
             .meta
             .get_manifest(repo, &Reference::Digest(digest.clone()), false)
             .await?
         {
-            Some(m) => Ok(BlobInfo { size: m.size }),
+            Some(m) => Ok(BlobInfo {
+                size: m.size,
+                in_store: false,
+            }),
             None => Err(RegistryError::BlobUnknown(digest.clone())),
         }
     }

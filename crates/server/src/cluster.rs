@@ -61,6 +61,8 @@ pub struct Issue {
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ClusterStatus {
     pub replicas: Vec<ReplicaView>,
+    /// The registered content caches.
+    pub caches: Vec<crate::content_cache::CacheView>,
     /// Empty when all is well.
     pub issues: Vec<Issue>,
 }
@@ -157,7 +159,11 @@ pub fn assess(rows: Vec<ReplicaRow>, now: i64, t: &Thresholds) -> ClusterStatus 
             description: format!("replicas run different versions: {}", versions.join(", ")),
         });
     }
-    ClusterStatus { replicas, issues }
+    ClusterStatus {
+        replicas,
+        caches: Vec::new(),
+        issues,
+    }
 }
 
 /// What the cluster status needs to know of the vulnerability database.
@@ -246,7 +252,62 @@ pub async fn cluster_status(
     let facts = VulndbFacts::read(meta).await?;
     let mut status = assess(rows, now, t);
     status.issues.extend(assess_vulndb(&facts, now, t));
+    // A store without the caches' table (a rollback window) has none to show.
+    status.caches = crate::content_cache::cache_views(meta)
+        .await
+        .unwrap_or_default();
+    status
+        .issues
+        .extend(assess_caches(&status.replicas, &status.caches));
     Ok(status)
+}
+
+/// A cache that stopped reporting, or runs another version than the replicas: its
+/// users are served by the registry meanwhile, so neither is critical.
+pub fn assess_caches(
+    replicas: &[ReplicaView],
+    caches: &[crate::content_cache::CacheView],
+) -> Vec<Issue> {
+    let versions: Vec<&str> = replicas
+        .iter()
+        .filter(|r| r.healthy)
+        .map(|r| r.row.report.version.as_str())
+        .collect();
+    let mut issues = Vec::new();
+    for c in caches {
+        match c.state.as_str() {
+            "silent" => issues.push(Issue {
+                critical: false,
+                description: format!(
+                    "content cache {} ({}) has not reported for {} s; its users download from the registry",
+                    c.name,
+                    c.url,
+                    c.silent_for_ms.unwrap_or(0) / 1000
+                ),
+            }),
+            "unseen" => issues.push(Issue {
+                critical: false,
+                description: format!(
+                    "content cache {} ({}) is registered but has never reported; start it with its token",
+                    c.name, c.url
+                ),
+            }),
+            _ => {}
+        }
+        if let Some(v) = &c.version {
+            if c.state != "silent" && !versions.is_empty() && !versions.contains(&v.as_str()) {
+                issues.push(Issue {
+                    critical: false,
+                    description: format!(
+                        "content cache {} runs {v}, the replicas {}: upgrade it with the cluster",
+                        c.name,
+                        versions.join(", ")
+                    ),
+                });
+            }
+        }
+    }
+    issues
 }
 
 /// Free and total bytes of the filesystem holding `path`.

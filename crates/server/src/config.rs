@@ -105,6 +105,28 @@ pub struct Config {
     pub vulndb_proxy: Option<String>,
     /// The cluster status warns when the current database is older than this.
     pub vulndb_stale_after_secs: u64,
+    /// Run as a content cache of these upstreams (the registry's URL, or other caches'
+    /// in front of it), tried in order, instead of as a registry replica. A cache keeps
+    /// blobs under `data_dir` and holds no metadata store.
+    pub cache_for: Vec<String>,
+    /// The cache's token, from `wharf cache add` (or the API).
+    pub cache_token: Option<CacheToken>,
+    /// The most bytes of blobs a cache keeps; least recently used blobs go first.
+    pub cache_max_bytes: u64,
+    /// How long the redirects to content caches that a replica signs are valid, in
+    /// seconds (the caches' clocks must be within this of the replicas').
+    pub cache_redirect_ttl_secs: u64,
+}
+
+/// A content cache's token: a secret, so `Debug` hides it.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct CacheToken(pub String);
+
+impl std::fmt::Debug for CacheToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"***\"")
+    }
 }
 
 /// A metadata-store URL. It may hold a database password, so `Debug` hides it.
@@ -230,6 +252,10 @@ impl Default for Config {
             vulndb_update_interval_secs: 24 * 3600,
             vulndb_proxy: None,
             vulndb_stale_after_secs: 7 * 24 * 3600,
+            cache_for: Vec::new(),
+            cache_token: None,
+            cache_max_bytes: 10 << 30,
+            cache_redirect_ttl_secs: 120,
         }
     }
 }
@@ -323,6 +349,24 @@ impl Config {
             if self.vulndb_ecosystems.is_empty() {
                 return Err("vulndb_ecosystems is empty: name at least one ecosystem".into());
             }
+        }
+        for url in &self.cache_for {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(format!(
+                    "cache_for {url:?} is not an http:// or https:// URL (the registry's, or another cache's)"
+                ));
+            }
+        }
+        if !self.cache_for.is_empty() {
+            if self.cache_token.as_ref().is_none_or(|t| t.0.is_empty()) {
+                return Err("a cache needs its token (cache_token, WHARF_CACHE_TOKEN or --cache-token): `wharf cache add NAME --url URL --region REGION` prints it".into());
+            }
+            if self.cache_max_bytes < 1 << 20 {
+                return Err("cache_max_bytes must be at least 1 MiB".into());
+            }
+        }
+        if self.cache_redirect_ttl_secs == 0 {
+            return Err("cache_redirect_ttl_secs must be at least 1".into());
         }
         if self.vulndb_update_interval_secs < 60 {
             return Err("vulndb_update_interval_secs must be at least 60".into());
@@ -431,7 +475,7 @@ mod tests {
         let keys = Config::keys();
         assert_eq!(keys.first(), Some(&"listen"));
         assert!(keys.contains(&"gc_busy_percent") && keys.contains(&"insecure_http"));
-        assert_eq!(keys.len(), 30, "{keys:?}");
+        assert_eq!(keys.len(), 34, "{keys:?}");
     }
 
     #[test]

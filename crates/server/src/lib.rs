@@ -22,6 +22,7 @@ pub mod api;
 pub mod auth;
 pub mod cluster;
 pub mod config;
+pub mod content_cache;
 pub mod drain;
 pub mod endpoint;
 pub mod error;
@@ -73,6 +74,8 @@ pub struct AppState {
     pub info: Arc<ServerInfo>,
     /// False while draining, so a load balancer stops sending new requests.
     pub ready: Arc<AtomicBool>,
+    /// Which content cache each user is redirected to, and the redirects' signer.
+    pub caches: Arc<content_cache::CacheRouting>,
 }
 
 impl AppState {
@@ -90,6 +93,10 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
         .route("/metrics", get(metrics::metrics))
+        .route(
+            &format!("{}/{{digest}}", wharf_cache::CACHE_BLOB_PATH),
+            get(content_cache::fill),
+        )
         .nest("/api/v0", api::router())
         .merge(ui::router())
         .layer(axum::middleware::from_fn(log_request))

@@ -77,6 +77,10 @@ pub async fn metrics(State(st): State<AppState>, req: Request) -> ApiResult {
         Ok(text) => out.push_str(&text),
         Err(e) => tracing::warn!("scanning metrics left out: {e}"),
     }
+    match crate::content_cache::cache_views(meta.as_ref()).await {
+        Ok(views) => out.push_str(&content_caches(&views, &st.caches.redirect_counts())),
+        Err(e) => tracing::warn!("content cache metrics left out: {e}"),
+    }
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
 }
 
@@ -136,4 +140,106 @@ async fn scanning(meta: &dyn wharf_metastore::MetaStore) -> wharf_metastore::Res
         stats.clean
     );
     Ok(out)
+}
+
+/// Each content cache's state and counters as its last heartbeat gave them, and this
+/// replica's redirects to it.
+fn content_caches(
+    views: &[crate::content_cache::CacheView],
+    redirects: &[(String, u64)],
+) -> String {
+    let mut out = String::new();
+    if views.is_empty() && redirects.is_empty() {
+        return out;
+    }
+    out.push_str("# HELP wharf_content_cache_up Whether the registry redirects to the cache now (serving and heartbeating).\n# TYPE wharf_content_cache_up gauge\n");
+    for v in views {
+        let _ = writeln!(
+            out,
+            "wharf_content_cache_up{{cache=\"{}\"}} {}",
+            v.name,
+            u8::from(v.routed)
+        );
+    }
+    type Field = fn(&wharf_cache::report::CacheReport) -> u64;
+    let series: [(&str, &str, &str, Field); 10] = [
+        (
+            "hits_total",
+            "counter",
+            "Downloads the cache served from what it held.",
+            |r| r.counters.hits,
+        ),
+        (
+            "misses_total",
+            "counter",
+            "Downloads of blobs the cache did not hold.",
+            |r| r.counters.misses,
+        ),
+        (
+            "upstream_bytes_total",
+            "counter",
+            "Bytes the cache fetched from its upstreams.",
+            |r| r.counters.bytes_from_upstream,
+        ),
+        (
+            "client_bytes_total",
+            "counter",
+            "Bytes the cache sent to clients.",
+            |r| r.counters.bytes_to_clients,
+        ),
+        (
+            "evictions_total",
+            "counter",
+            "Blobs the cache removed to stay under its size bound.",
+            |r| r.counters.evictions,
+        ),
+        (
+            "upstream_errors_total",
+            "counter",
+            "The cache's failed upstream requests.",
+            |r| r.counters.upstream_errors,
+        ),
+        (
+            "rejected_fills_total",
+            "counter",
+            "Fills whose bytes did not match digest or size.",
+            |r| r.counters.rejected_fills,
+        ),
+        (
+            "refused_total",
+            "counter",
+            "Requests the cache refused for a bad or expired signature.",
+            |r| r.counters.refused,
+        ),
+        (
+            "stored_bytes",
+            "gauge",
+            "Bytes of blobs the cache holds.",
+            |r| r.stored_bytes,
+        ),
+        ("max_bytes", "gauge", "The cache's size bound.", |r| {
+            r.max_bytes
+        }),
+    ];
+    for (name, kind, help, field) in series {
+        let _ = writeln!(out, "# HELP wharf_content_cache_{name} {help} (from its last heartbeat)\n# TYPE wharf_content_cache_{name} {kind}");
+        for v in views {
+            if let Some(r) = &v.report {
+                let _ = writeln!(
+                    out,
+                    "wharf_content_cache_{name}{{cache=\"{}\"}} {}",
+                    v.name,
+                    field(r)
+                );
+            }
+        }
+    }
+    out.push_str("# HELP wharf_content_cache_redirects_total Blob downloads this replica redirected to each cache.\n# TYPE wharf_content_cache_redirects_total counter\n");
+    for (name, n) in redirects {
+        let _ = writeln!(
+            out,
+            "wharf_content_cache_redirects_total{{cache=\"{name}\"}} {n}"
+        );
+    }
+    out
 }

@@ -192,6 +192,10 @@ async fn open(config: &Config, version: &str, commit: &str) -> anyhow::Result<Ap
         ..AuthConfig::default()
     };
     let auth = Authenticator::new(meta.clone(), auth_config).await?;
+    let caches = Arc::new(crate::content_cache::CacheRouting::new(
+        &crate::content_cache::seeds(&auth),
+        Duration::from_secs(config.cache_redirect_ttl_secs),
+    ));
     Ok(AppState {
         registry: Registry::new(meta, blobs, limits),
         auth: Arc::new(auth),
@@ -209,6 +213,7 @@ async fn open(config: &Config, version: &str, commit: &str) -> anyhow::Result<Ap
             schema_level,
         }),
         ready: Arc::new(AtomicBool::new(false)),
+        caches,
     })
 }
 
@@ -282,6 +287,11 @@ pub async fn serve(
         .await
         .context("cannot register this replica")?;
     let heartbeats = tokio::spawn(membership.clone().run(state.registry.meta().clone()));
+    // Content caches: loaded once before serving, then kept fresh.
+    if let Err(e) = state.caches.refresh(state.registry.meta().as_ref()).await {
+        tracing::warn!(error = %e, "could not load the content caches; blobs are served here until they load");
+    }
+    let cache_routing = tokio::spawn(state.caches.clone().run(state.registry.meta().clone()));
     // The job worker: stops claiming on the stop signal and hands its job back.
     let stores = job_stores(
         &config,
@@ -340,6 +350,7 @@ pub async fn serve(
         }
     }
     heartbeats.abort();
+    cache_routing.abort();
     // The worker saw the stop signal too; give its job a moment to be handed back.
     if tokio::time::timeout(Duration::from_secs(10), worker)
         .await
@@ -412,4 +423,102 @@ impl StopSignals {
             _ = self.int.recv() => {}
         }
     }
+}
+
+/// How long a content cache keeps serving after telling the registry it drains: the
+/// replicas stop redirecting to it within one routing refresh, and the clients they
+/// already redirected still arrive.
+const CACHE_DRAIN_GRACE: Duration = Duration::from_secs(3);
+
+/// Runs a content cache (`cache_for` set) until SIGTERM or SIGINT: registers with the
+/// upstreams, heartbeats, serves the redirected downloads; on the signal tells the
+/// registry it drains, keeps serving for a moment, then finishes in-flight downloads.
+pub async fn serve_cache(config: Config, version: &str, commit: &str) -> anyhow::Result<()> {
+    config.validate().map_err(anyhow::Error::msg)?;
+    let tcp = bind(config.listen).await?;
+    let addr = tcp.local_addr()?;
+    let tls = tls_config(&config)?;
+    let node = wharf_cache::node::Node::open(wharf_cache::node::NodeConfig {
+        dir: config.data_dir.clone(),
+        max_bytes: config.cache_max_bytes,
+        upstreams: config.cache_for.clone(),
+        token: config
+            .cache_token
+            .as_ref()
+            .map(|t| t.0.clone())
+            .unwrap_or_default(),
+        version: version.into(),
+        commit: commit.into(),
+        heartbeat_interval: Duration::from_secs(config.heartbeat_interval_secs),
+    })?;
+    match node.announce(false).await {
+        Ok(reg) => tracing::info!(name = %reg.name, "registered"),
+        // Not fatal: it serves what it holds with the keys it kept, and registers
+        // with the next heartbeat that gets through.
+        Err(e) => match node.registration() {
+            Some(reg) => {
+                tracing::warn!(name = %reg.name, error = %format!("{e:#}"), "cannot reach the registry; serving with the keys kept from the last registration")
+            }
+            None => {
+                tracing::warn!(error = %format!("{e:#}"), "cannot register with the registry yet; retrying with every heartbeat")
+            }
+        },
+    }
+    let mut signals = StopSignals::install()?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let draining = node.clone();
+    tokio::spawn(async move {
+        signals.recv().await;
+        tracing::info!("signal received: draining (the registry stops redirecting here)");
+        draining.drain().await;
+        tokio::time::sleep(CACHE_DRAIN_GRACE).await;
+        let _ = stop_tx.send(true);
+    });
+    let mut graceful_rx = stop_rx.clone();
+    let graceful = async move {
+        let _ = graceful_rx.wait_for(|stop| *stop).await;
+        tracing::info!("no new connections; finishing in-flight downloads");
+    };
+    let app = node.router();
+    type ServerFuture =
+        std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>>;
+    let (server, url): (ServerFuture, String) = match tls {
+        Some(tls) => {
+            let listener = crate::tls::TlsListener::new(tcp, tls)?;
+            let fut = axum::serve(listener, app)
+                .with_graceful_shutdown(graceful)
+                .into_future();
+            (Box::pin(fut), format!("https://{addr}"))
+        }
+        None => {
+            let listener = tcp.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            let fut = axum::serve(listener, app)
+                .with_graceful_shutdown(graceful)
+                .into_future();
+            (Box::pin(fut), format!("http://{addr}"))
+        }
+    };
+    let heartbeats = tokio::spawn(node.clone().heartbeats());
+    let mut server = tokio::spawn(server);
+    let (stored, max, blobs) = node.cache.usage();
+    tracing::info!(url, data_dir = %config.data_dir.display(), upstreams = ?config.cache_for, stored_bytes = stored, max_bytes = max, blobs, version, "wharf content cache is serving");
+    println!("wharf {version} content cache listening on {url}");
+    let timeout = Duration::from_secs(config.shutdown_timeout_secs);
+    let mut deadline_rx = stop_rx;
+    tokio::select! {
+        result = &mut server => {
+            result.context("server task failed")?.context("server failed")?;
+            tracing::info!("stopped cleanly");
+        }
+        _ = async {
+            let _ = deadline_rx.wait_for(|stop| *stop).await;
+            tokio::time::sleep(timeout).await;
+        } => {
+            tracing::warn!(timeout_secs = timeout.as_secs(), "in-flight downloads did not finish in time; stopping anyway");
+        }
+    }
+    heartbeats.abort();
+    Ok(())
 }

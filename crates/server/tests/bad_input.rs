@@ -88,6 +88,10 @@ async fn app() -> (axum::Router, tempfile::TempDir) {
         .await
         .unwrap();
     let registry = Registry::new(meta, Arc::new(MemoryBlobStore::new()), Limits::default());
+    let caches = Arc::new(wharf_server::content_cache::CacheRouting::new(
+        &wharf_server::content_cache::seeds(&auth),
+        std::time::Duration::from_secs(120),
+    ));
     let state = AppState {
         registry,
         auth: Arc::new(auth),
@@ -107,6 +111,7 @@ async fn app() -> (axum::Router, tempfile::TempDir) {
             schema_level: 1,
         }),
         ready: Arc::new(AtomicBool::new(true)),
+        caches,
     };
     (router(state), dir)
 }

@@ -1,4 +1,5 @@
 pub mod backup;
+pub mod cache;
 pub mod cluster;
 pub mod gc;
 pub mod jobs;

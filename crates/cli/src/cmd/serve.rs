@@ -37,6 +37,11 @@ use wharf_server::Config;
 ///   vulndb_update_interval_secs = 86400
 ///   vulndb_proxy = "http://proxy.internal:3128"
 ///   vulndb_stale_after_secs = 604800
+///   # A content cache instead of a registry replica:
+///   cache_for = ["https://registry.example.com"]
+///   cache_token = "wharf_cache_…"
+///   cache_max_bytes = 107374182400
+///   cache_redirect_ttl_secs = 120   # on the registry: how long its redirects are valid
 ///
 /// TLS: with tls_cert and tls_key (or tls_self_signed) wharf serves HTTPS. Without TLS it
 /// serves plain HTTP only on loopback addresses, unless insecure_http is set (for a proxy
@@ -46,6 +51,12 @@ use wharf_server::Config;
 /// that downloads the OSV archives and imports them when they changed (the first run soon
 /// after start when there is no database yet). Without it (the default, air-gapped), import
 /// with `wharf vulndb import`.
+///
+/// Content cache: with cache_for set, this process is a content cache, not a replica: it
+/// serves the blob downloads that the registry redirects its chosen users to, keeps at most
+/// cache_max_bytes of blobs under data_dir (least recently used out first), and fetches each
+/// missing blob once from its upstreams. Register it first with `wharf cache add` (which
+/// prints its token); see docs/caches.md.
 ///
 /// Security: every request is authenticated. On the first start of an empty registry the
 /// user `admin` is created with the password in WHARF_ADMIN_PASSWORD, or with a generated
@@ -163,6 +174,31 @@ pub struct ServeArgs {
     /// [default: 604800]
     #[arg(long, env = "WHARF_VULNDB_STALE_AFTER_SECS", value_name = "SECS")]
     vulndb_stale_after_secs: Option<u64>,
+    /// Run as a content cache of these upstreams, comma-separated and tried in order:
+    /// the registry's URL, or other caches' in front of it [default: none: a registry]
+    #[arg(
+        long,
+        env = "WHARF_CACHE_FOR",
+        value_name = "URL,…",
+        value_delimiter = ','
+    )]
+    cache_for: Option<Vec<String>>,
+    /// The content cache's token, printed by `wharf cache add` (prefer the variable:
+    /// flags show in `ps`)
+    #[arg(
+        long,
+        env = "WHARF_CACHE_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    cache_token: Option<String>,
+    /// The most bytes of blobs a content cache keeps, least recently used out first
+    /// [default: 10737418240 (10 GiB)]
+    #[arg(long, env = "WHARF_CACHE_MAX_BYTES", value_name = "BYTES")]
+    cache_max_bytes: Option<u64>,
+    /// How long the redirects to content caches are valid, in seconds [default: 120]
+    #[arg(long, env = "WHARF_CACHE_REDIRECT_TTL_SECS", value_name = "SECS")]
+    cache_redirect_ttl_secs: Option<u64>,
 }
 
 impl ServeArgs {
@@ -263,6 +299,22 @@ impl ServeArgs {
         if let Some(v) = self.vulndb_stale_after_secs {
             c.vulndb_stale_after_secs = v;
         }
+        if let Some(v) = &self.cache_for {
+            c.cache_for = v
+                .iter()
+                .map(|u| u.trim().to_string())
+                .filter(|u| !u.is_empty())
+                .collect();
+        }
+        if let Some(v) = &self.cache_token {
+            c.cache_token = Some(wharf_server::config::CacheToken(v.clone()));
+        }
+        if let Some(v) = self.cache_max_bytes {
+            c.cache_max_bytes = v;
+        }
+        if let Some(v) = self.cache_redirect_ttl_secs {
+            c.cache_redirect_ttl_secs = v;
+        }
         Ok(c)
     }
 }
@@ -283,6 +335,14 @@ fn init_logging(config: &Config) -> anyhow::Result<()> {
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    // A server must outlive its clients: a client that hangs up in the middle of a
+    // download makes the next write fail with EPIPE, which is handled, instead of
+    // SIGPIPE killing the process (main restores SIGPIPE for the other commands, so
+    // that `wharf … | head` ends quietly). A content cache died of exactly this.
+    // SAFETY: before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
     let config = args.to_config()?;
     init_logging(&config)?;
     tracing::debug!(?config, "configuration");
@@ -293,6 +353,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let admin_password = std::env::var("WHARF_ADMIN_PASSWORD")
         .ok()
         .filter(|p| !p.is_empty());
+    if !config.cache_for.is_empty() {
+        return runtime.block_on(wharf_server::run::serve_cache(
+            config,
+            crate::VERSION,
+            crate::COMMIT,
+        ));
+    }
     runtime.block_on(wharf_server::run::serve(
         config,
         crate::VERSION,
@@ -372,6 +439,10 @@ mod tests {
             ("vulndb_update_interval_secs", "3600"),
             ("vulndb_proxy", "http://127.0.0.1:3128"),
             ("vulndb_stale_after_secs", "60"),
+            ("cache_for", "http://127.0.0.1:5000,http://127.0.0.1:5001"),
+            ("cache_token", "wharf_cache_x"),
+            ("cache_max_bytes", "2000000"),
+            ("cache_redirect_ttl_secs", "30"),
         ];
         let default = format!("{:?}", Config::default());
         for key in Config::keys() {

@@ -32,13 +32,19 @@ impl TestServer {
     /// A fresh registry with authentication on, as it ships; the initial administrator
     /// is `admin` with [`ADMIN_PASSWORD`].
     pub fn start_secure() -> TestServer {
+        Self::start_secure_with(&[])
+    }
+
+    /// [`TestServer::start_secure`] with extra `serve` flags.
+    pub fn start_secure_with(args: &[&str]) -> TestServer {
         let tmp = tempfile::tempdir().expect("temp dir");
         let data_dir = tmp.path().join("data");
         let mut cmd = serve_command();
         cmd.arg("--listen")
             .arg("127.0.0.1:0")
             .arg("--data-dir")
-            .arg(&data_dir);
+            .arg(&data_dir)
+            .args(args);
         cmd.env("WHARF_ADMIN_PASSWORD", ADMIN_PASSWORD);
         let mut s = Self::launch(cmd, &data_dir);
         s._tmp = Some(tmp);
@@ -83,6 +89,12 @@ impl TestServer {
             data_dir: data_dir.to_path_buf(),
             _tmp: None,
         }
+    }
+
+    /// Removes `tmp` when this server is dropped (after the process is stopped).
+    pub fn owning(mut self, tmp: tempfile::TempDir) -> TestServer {
+        self._tmp = Some(tmp);
+        self
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -30,6 +30,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::http::{body_bytes, BodyError};
 use crate::{AppState, ServerInfo};
 
+mod content_caches;
 mod jobs;
 mod orgs;
 mod repos;
@@ -80,6 +81,16 @@ fn documented() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(scan::rescan_all))
         .routes(routes!(scan::vulndb_get, scan::vulndb_upload))
+        .routes(routes!(content_caches::list, content_caches::create))
+        .routes(routes!(content_caches::update, content_caches::delete))
+        .routes(routes!(content_caches::rotate_token))
+        .routes(routes!(content_caches::own_registration))
+        .routes(routes!(content_caches::heartbeat))
+        .routes(routes!(
+            content_caches::get_user_choice,
+            content_caches::put_user_choice
+        ))
+        .routes(routes!(content_caches::put_team_choice))
         .routes(routes!(audit))
         .routes(routes!(jobs::list, jobs::create))
         .routes(routes!(jobs::get, jobs::cancel))
@@ -117,6 +128,7 @@ Errors have the OCI distribution spec's body: `{\"errors\":[{\"code\",\"message\
         (name = "audit", description = "The log of administrative actions"),
         (name = "jobs", description = "Background jobs and the workers that run them"),
         (name = "schedules", description = "Schedules that queue jobs"),
+        (name = "caches", description = "Content caches near distant users, and which one each user or team downloads from"),
         (name = "scanning", description = "Vulnerability scanning: images' findings and SBOMs, the advisory database, scan policies and allowlists"),
     )
 )]
@@ -137,6 +149,10 @@ impl utoipa::Modify for SecuritySchemes {
             "an access token (`wharf_…`), or a registry bearer token from `/auth/token`".into(),
         );
         components.add_security_scheme("bearer", SecurityScheme::Http(bearer));
+        let mut cache = Http::new(HttpAuthScheme::Bearer);
+        cache.description =
+            Some("a content cache's own token (`wharf_cache_…`), from `wharf cache add`".into());
+        components.add_security_scheme("cache_token", SecurityScheme::Http(cache));
     }
 }
 

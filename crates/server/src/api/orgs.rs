@@ -51,7 +51,11 @@ pub async fn create(State(st): State<AppState>, req: Request) -> ApiResult {
 }
 
 /// The organisation, if the caller administers it (or the registry).
-async fn managed_org(st: &AppState, actor: &Principal, org: &str) -> Result<Org, ApiError> {
+pub(super) async fn managed_org(
+    st: &AppState,
+    actor: &Principal,
+    org: &str,
+) -> Result<Org, ApiError> {
     let store = st.auth.store();
     let found = store
         .org_by_name(org)

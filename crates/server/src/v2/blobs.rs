@@ -8,17 +8,31 @@ use wharf_oci::{Digest, RepoName};
 use wharf_registry::BlobBody;
 
 use super::{empty, HandlerResult};
+use crate::auth::Caller;
 use crate::http::{header_str, parse_range, set, DOCKER_CONTENT_DIGEST};
 use crate::AppState;
 
 pub async fn get(
     st: &AppState,
+    caller: &Caller,
     repo: &RepoName,
     digest: &Digest,
     req: Request,
     with_body: bool,
 ) -> HandlerResult {
     let info = st.registry.stat_blob(repo, digest).await?;
+    // A user with a content cache downloads from it: the access check is done, the
+    // signed URL carries the permission there (HEAD is answered here: it is cheap).
+    if let (true, true, Some(user)) = (with_body, info.in_store, caller.principal.user()) {
+        if let Some(url) = st.caches.redirect(user.id, digest, info.size) {
+            let mut resp = empty(StatusCode::TEMPORARY_REDIRECT);
+            let h = resp.headers_mut();
+            set(h, header::LOCATION, url);
+            set(h, DOCKER_CONTENT_DIGEST, digest.to_string());
+            set(h, header::CACHE_CONTROL, "no-store");
+            return Ok(resp);
+        }
+    }
     let range = parse_range(header_str(req.headers(), &header::RANGE), info.size)?;
     let body = if with_body {
         match st.registry.read_blob(repo, digest, range).await? {

@@ -168,8 +168,8 @@ async fn dispatch(st: &AppState, endpoint: Endpoint, req: Request) -> HandlerRes
         }
         (E::Manifest(repo, r), Method::PUT) => manifests::put(st, &repo, &r, req).await,
         (E::Manifest(repo, r), Method::DELETE) => manifests::delete(st, &repo, &r).await,
-        (E::Blob(repo, d), Method::GET) => blobs::get(st, &repo, &d, req, true).await,
-        (E::Blob(repo, d), Method::HEAD) => blobs::get(st, &repo, &d, req, false).await,
+        (E::Blob(repo, d), Method::GET) => blobs::get(st, &caller, &repo, &d, req, true).await,
+        (E::Blob(repo, d), Method::HEAD) => blobs::get(st, &caller, &repo, &d, req, false).await,
         (E::Blob(repo, d), Method::DELETE) => blobs::delete(st, &repo, &d).await,
         (E::UploadStart(repo), Method::POST) => uploads::start(st, &caller, &repo, req).await,
         (E::Upload(repo, id), Method::GET | Method::HEAD) => uploads::status(st, &repo, &id).await,

@@ -159,3 +159,26 @@ CREATE TABLE scan_allowlist (
 -- Workers take scans after every other kind of job: scan on push can queue thousands,
 -- and a garbage collection or an upgrade's migration must not wait behind them.
 CREATE INDEX jobs_waiting_scans_last ON jobs (status, (action = 'scan'), id);
+
+-- Content caches: nodes near distant users that the registry redirects blob
+-- downloads to. Registered by an administrator; a cache proves who it is with its
+-- token (only the token's SHA-256 is kept) and reports itself on every heartbeat.
+CREATE TABLE content_caches (
+    name         TEXT PRIMARY KEY,
+    url          TEXT NOT NULL,
+    region       TEXT NOT NULL,
+    token_hash   TEXT NOT NULL UNIQUE,
+    created_at   INTEGER NOT NULL,
+    -- The last heartbeat: when (store clock) and what it said (JSON), if any.
+    heartbeat_at INTEGER,
+    report       TEXT
+) WITHOUT ROWID;
+
+-- Which cache a user, or the members of a team, are redirected to ('user' or
+-- 'team' and the id). A user's own choice wins over their teams'.
+CREATE TABLE content_cache_choices (
+    subject_kind TEXT NOT NULL CHECK (subject_kind IN ('user', 'team')),
+    subject_id   INTEGER NOT NULL,
+    cache        TEXT NOT NULL REFERENCES content_caches(name) ON DELETE CASCADE,
+    PRIMARY KEY (subject_kind, subject_id)
+) WITHOUT ROWID;

@@ -1,0 +1,495 @@
+//! The cache's blobs on disk: bounded in size, least recently used out first, never a
+//! blob being served; one fill per missing blob however many clients want it.
+//!
+//! Layout under the cache's directory: `blobs/sha256/<hex>` for kept blobs, `tmp/` for
+//! fills in progress (emptied at start: a fill that a crash cut short is never kept).
+//!
+//! A fill writes into a temporary file with positioned writes and publishes how far it
+//! got; readers read the same file with positioned reads up to that point, so every
+//! client waiting for a blob streams it while it arrives. When the fill ends, its bytes
+//! are kept (renamed into place) only if they hash to the digest and have the signed
+//! size; a reader's open file survives the rename or the removal.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures_util::Stream;
+use tokio::sync::watch;
+use wharf_oci::Digest;
+
+use crate::metrics::Metrics;
+
+/// How far a fill got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FillProgress {
+    /// Bytes written so far.
+    Writing(u64),
+    /// All `size` bytes are written and verified.
+    Done,
+    Failed(Arc<str>),
+}
+
+/// A blob being fetched from upstream.
+pub struct Fill {
+    pub digest: Digest,
+    pub size: u64,
+    file: Arc<std::fs::File>,
+    temp: PathBuf,
+    /// Whether space was reserved for it (else it is served and then dropped).
+    keep: bool,
+    progress: watch::Sender<FillProgress>,
+}
+
+impl Fill {
+    /// Appends `data` at `offset` and tells the readers.
+    pub async fn write_at(&self, offset: u64, data: Bytes) -> io::Result<()> {
+        let file = self.file.clone();
+        let len = data.len() as u64;
+        tokio::task::spawn_blocking(move || file.write_all_at(&data, offset))
+            .await
+            .map_err(io::Error::other)??;
+        self.progress
+            .send_replace(FillProgress::Writing(offset + len));
+        Ok(())
+    }
+
+    pub fn progress(&self) -> watch::Receiver<FillProgress> {
+        self.progress.subscribe()
+    }
+
+    /// Waits until the fill has its first bytes (or ended): a client is answered with a
+    /// status only once the upstream answered.
+    pub async fn started(&self) -> Result<(), Arc<str>> {
+        let mut rx = self.progress();
+        loop {
+            match &*rx.borrow_and_update() {
+                FillProgress::Writing(n) if *n > 0 => return Ok(()),
+                FillProgress::Done => return Ok(()),
+                FillProgress::Failed(e) => return Err(e.clone()),
+                FillProgress::Writing(_) => {}
+            }
+            if rx.changed().await.is_err() {
+                return Err("the fill stopped".into());
+            }
+        }
+    }
+
+    /// The bytes `start..end`, as they arrive.
+    pub fn reader(
+        self: &Arc<Self>,
+        start: u64,
+        end: u64,
+    ) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
+        let fill = self.clone();
+        let rx = self.progress();
+        futures_util::stream::try_unfold((start, rx), move |(pos, mut rx)| {
+            let fill = fill.clone();
+            async move {
+                if pos >= end {
+                    return Ok(None);
+                }
+                // The blob's last byte waits for the verification: a client reading to
+                // the end never gets a complete body that did not match its digest.
+                let limit = if end == fill.size { end - 1 } else { end };
+                let available = loop {
+                    let p = rx.borrow_and_update().clone();
+                    match p {
+                        FillProgress::Writing(n) if n.min(limit) > pos => break n.min(limit),
+                        FillProgress::Done => break end,
+                        FillProgress::Failed(e) => {
+                            return Err(io::Error::other(format!("the upstream fetch failed: {e}")))
+                        }
+                        FillProgress::Writing(_) => {}
+                    }
+                    rx.changed()
+                        .await
+                        .map_err(|_| io::Error::other("the fill stopped"))?;
+                };
+                let want = (available - pos).min(CHUNK) as usize;
+                let file = fill.file.clone();
+                let chunk = tokio::task::spawn_blocking(move || {
+                    let mut buf = vec![0u8; want];
+                    file.read_exact_at(&mut buf, pos).map(|_| buf)
+                })
+                .await
+                .map_err(io::Error::other)??;
+                Ok(Some((Bytes::from(chunk), (pos + want as u64, rx))))
+            }
+        })
+    }
+}
+
+const CHUNK: u64 = 256 * 1024;
+
+struct Entry {
+    size: u64,
+    last_used: u64,
+    /// Responses reading it now: it is not evicted while any are.
+    readers: u32,
+}
+
+#[derive(Default)]
+struct State {
+    entries: HashMap<Digest, Entry>,
+    /// Bytes of kept blobs.
+    stored: u64,
+    /// Bytes reserved for fills in progress that will be kept.
+    reserved: u64,
+    /// The LRU clock: each use takes the next tick.
+    clock: u64,
+    fills: HashMap<Digest, Arc<Fill>>,
+}
+
+/// What a request for a blob found.
+pub enum Lookup {
+    Hit(Held),
+    /// Another request's fill is under way: read it.
+    Join(Arc<Fill>),
+    /// This request started the fill: the caller runs it (see [`BlobCache::finish`]).
+    Start(Arc<Fill>),
+}
+
+/// A kept blob held open for a response: not evicted until dropped.
+pub struct Held {
+    cache: Arc<BlobCache>,
+    pub digest: Digest,
+    pub size: u64,
+    pub path: PathBuf,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut st = self.cache.lock();
+        if let Some(e) = st.entries.get_mut(&self.digest) {
+            e.readers = e.readers.saturating_sub(1);
+        }
+    }
+}
+
+pub struct BlobCache {
+    dir: PathBuf,
+    max_bytes: u64,
+    pub metrics: Arc<Metrics>,
+    state: Mutex<State>,
+}
+
+impl BlobCache {
+    /// Opens the cache at `dir`: kept blobs are found again (oldest file first out),
+    /// leftovers of cut-short fills removed, and the bound enforced.
+    pub fn open(dir: &Path, max_bytes: u64, metrics: Arc<Metrics>) -> io::Result<Arc<BlobCache>> {
+        let blobs = dir.join("blobs");
+        std::fs::create_dir_all(blobs.join("sha256"))?;
+        let tmp = dir.join("tmp");
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp)?;
+        }
+        std::fs::create_dir_all(&tmp)?;
+        let mut found = Vec::new();
+        for algorithm in std::fs::read_dir(&blobs)? {
+            let algorithm = algorithm?;
+            let alg = algorithm.file_name().to_string_lossy().into_owned();
+            for entry in std::fs::read_dir(algorithm.path())? {
+                let entry = entry?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let Ok(digest) = format!("{alg}:{name}").parse::<Digest>() else {
+                    continue;
+                };
+                let meta = entry.metadata()?;
+                found.push((meta.modified().ok(), digest, meta.len()));
+            }
+        }
+        found.sort_by_key(|f| f.0);
+        let mut st = State::default();
+        for (_, digest, size) in found {
+            st.clock += 1;
+            st.stored += size;
+            st.entries.insert(
+                digest,
+                Entry {
+                    size,
+                    last_used: st.clock,
+                    readers: 0,
+                },
+            );
+        }
+        let cache = Arc::new(BlobCache {
+            dir: dir.to_path_buf(),
+            max_bytes,
+            metrics,
+            state: Mutex::new(st),
+        });
+        let evicted = {
+            let mut st = cache.lock();
+            cache.evict_for(&mut st, 0)
+        };
+        cache.remove_files(evicted);
+        Ok(cache)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn blob_path(&self, digest: &Digest) -> PathBuf {
+        let text = digest.to_string();
+        let (algorithm, hex) = text.split_once(':').expect("a digest has an algorithm");
+        self.dir.join("blobs").join(algorithm).join(hex)
+    }
+
+    /// Kept bytes, the bound, and how many blobs.
+    pub fn usage(&self) -> (u64, u64, u64) {
+        let st = self.lock();
+        (st.stored, self.max_bytes, st.entries.len() as u64)
+    }
+
+    /// Whether `digest` is kept (for tests and HEAD requests).
+    pub fn holds(&self, digest: &Digest) -> bool {
+        self.lock().entries.contains_key(digest)
+    }
+
+    /// A kept blob, without counting a hit or a miss (HEAD requests).
+    pub fn size_of(&self, digest: &Digest) -> Option<u64> {
+        self.lock().entries.get(digest).map(|e| e.size)
+    }
+
+    /// Finds `digest`, or joins or starts its fill (`size` is the signed size).
+    pub fn lookup(self: &Arc<Self>, digest: &Digest, size: u64) -> io::Result<Lookup> {
+        let evicted;
+        let found = {
+            let mut st = self.lock();
+            st.clock += 1;
+            let tick = st.clock;
+            if let Some(e) = st.entries.get_mut(digest) {
+                e.last_used = tick;
+                e.readers += 1;
+                let size = e.size;
+                Metrics::add(&self.metrics.hits, 1);
+                return Ok(Lookup::Hit(Held {
+                    cache: self.clone(),
+                    digest: digest.clone(),
+                    size,
+                    path: self.blob_path(digest),
+                }));
+            }
+            Metrics::add(&self.metrics.misses, 1);
+            if let Some(f) = st.fills.get(digest) {
+                return Ok(Lookup::Join(f.clone()));
+            }
+            evicted = self.evict_for(&mut st, size);
+            let keep = st.stored + st.reserved + size <= self.max_bytes;
+            if keep {
+                st.reserved += size;
+            }
+            let temp = self
+                .dir
+                .join("tmp")
+                .join(uuid::Uuid::new_v4().simple().to_string());
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&temp);
+            match file {
+                Ok(file) => {
+                    let (progress, _) = watch::channel(FillProgress::Writing(0));
+                    let fill = Arc::new(Fill {
+                        digest: digest.clone(),
+                        size,
+                        file: Arc::new(file),
+                        temp,
+                        keep,
+                        progress,
+                    });
+                    st.fills.insert(digest.clone(), fill.clone());
+                    Metrics::add(&self.metrics.fills, 1);
+                    Ok(Lookup::Start(fill))
+                }
+                Err(e) => {
+                    if keep {
+                        st.reserved -= size;
+                    }
+                    Err(e)
+                }
+            }
+        };
+        self.remove_files(evicted);
+        found
+    }
+
+    /// Evicts least recently used blobs no one reads until `extra` more bytes fit;
+    /// returns the files to remove (outside the lock).
+    fn evict_for(&self, st: &mut State, extra: u64) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        while st.stored + st.reserved + extra > self.max_bytes {
+            let victim = st
+                .entries
+                .iter()
+                .filter(|(_, e)| e.readers == 0)
+                .min_by_key(|(_, e)| e.last_used)
+                .map(|(d, _)| d.clone());
+            let Some(d) = victim else { break };
+            let e = st.entries.remove(&d).expect("just found");
+            st.stored -= e.size;
+            Metrics::add(&self.metrics.evictions, 1);
+            out.push(self.blob_path(&d));
+        }
+        out
+    }
+
+    fn remove_files(&self, paths: Vec<PathBuf>) {
+        for p in paths {
+            if let Err(e) = std::fs::remove_file(&p) {
+                if e.kind() != io::ErrorKind::NotFound {
+                    tracing::warn!(path = %p.display(), error = %e, "could not remove an evicted blob");
+                }
+            }
+        }
+    }
+
+    /// Ends a fill: `Ok` when all its bytes were written and verified (then it is kept
+    /// if space was reserved), `Err` otherwise (nothing is kept). Readers are told.
+    pub fn finish(&self, fill: &Arc<Fill>, outcome: Result<(), String>) {
+        let kept = match &outcome {
+            Ok(()) if fill.keep => {
+                let path = self.blob_path(&fill.digest);
+                fill.file
+                    .sync_data()
+                    .and_then(|_| std::fs::create_dir_all(path.parent().expect("under blobs/")))
+                    .and_then(|_| std::fs::rename(&fill.temp, &path))
+                    .map_err(|e| tracing::warn!(digest = %fill.digest, error = %e, "a verified blob could not be kept"))
+                    .is_ok()
+            }
+            _ => false,
+        };
+        {
+            let mut st = self.lock();
+            st.fills.remove(&fill.digest);
+            if fill.keep {
+                st.reserved -= fill.size;
+            }
+            if kept {
+                st.clock += 1;
+                let tick = st.clock;
+                st.stored += fill.size;
+                st.entries.insert(
+                    fill.digest.clone(),
+                    Entry {
+                        size: fill.size,
+                        last_used: tick,
+                        readers: 0,
+                    },
+                );
+            }
+        }
+        if !kept {
+            let _ = std::fs::remove_file(&fill.temp);
+        }
+        fill.progress.send_replace(match outcome {
+            Ok(()) => FillProgress::Done,
+            Err(e) => FillProgress::Failed(e.into()),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+
+    fn digest_of(data: &[u8]) -> Digest {
+        Digest::sha256_of(data)
+    }
+
+    async fn fill(cache: &Arc<BlobCache>, data: &[u8], outcome: Result<(), String>) {
+        let d = digest_of(data);
+        let Lookup::Start(f) = cache.lookup(&d, data.len() as u64).unwrap() else {
+            panic!("expected a new fill");
+        };
+        f.write_at(0, Bytes::copy_from_slice(data)).await.unwrap();
+        cache.finish(&f, outcome);
+    }
+
+    fn open(dir: &Path, max: u64) -> Arc<BlobCache> {
+        BlobCache::open(dir, max, Arc::new(Metrics::default())).unwrap()
+    }
+
+    #[tokio::test]
+    async fn least_recently_used_goes_first_but_never_one_being_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = open(tmp.path(), 30);
+        let (a, b, c) = (vec![1u8; 10], vec![2u8; 10], vec![3u8; 10]);
+        fill(&cache, &a, Ok(())).await;
+        fill(&cache, &b, Ok(())).await;
+        fill(&cache, &c, Ok(())).await;
+        // a is the oldest, but a response holds it: b goes instead.
+        let Lookup::Hit(held) = cache.lookup(&digest_of(&a), 10).unwrap() else {
+            panic!("a is kept")
+        };
+        fill(&cache, &[4u8; 10], Ok(())).await;
+        assert!(cache.holds(&digest_of(&a)) && !cache.holds(&digest_of(&b)));
+        drop(held);
+        // Now a was used after c: c is the least recently used.
+        fill(&cache, &[5u8; 10], Ok(())).await;
+        assert!(cache.holds(&digest_of(&a)) && !cache.holds(&digest_of(&c)));
+        assert_eq!(cache.usage().0, 30);
+        // Reopened, it finds the same blobs again.
+        drop(cache);
+        let again = open(tmp.path(), 30);
+        assert_eq!(again.usage(), (30, 30, 3));
+    }
+
+    #[tokio::test]
+    async fn a_failed_fill_keeps_nothing_and_tells_its_readers() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = open(tmp.path(), 1000);
+        let data = vec![9u8; 100];
+        let d = digest_of(&data);
+        let Lookup::Start(f) = cache.lookup(&d, 100).unwrap() else {
+            panic!()
+        };
+        let Lookup::Join(joined) = cache.lookup(&d, 100).unwrap() else {
+            panic!("a second request joins the fill")
+        };
+        let reader = joined.reader(0, 100);
+        f.write_at(0, Bytes::copy_from_slice(&data)).await.unwrap();
+        cache.finish(&f, Err("bytes hash to something else".into()));
+        let read: Vec<_> = reader.collect::<Vec<_>>().await;
+        assert!(read.iter().any(|r| r.is_err()), "the reader is told");
+        let whole: usize = read
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .map(|b| b.len())
+            .sum();
+        assert!(whole < 100, "the last byte waits for the verification");
+        assert_eq!(cache.usage(), (0, 1000, 0));
+        assert_eq!(
+            std::fs::read_dir(tmp.path().join("tmp")).unwrap().count(),
+            0
+        );
+    }
+
+    #[tokio::test]
+    async fn a_blob_larger_than_the_bound_is_served_but_not_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = open(tmp.path(), 10);
+        let data = vec![7u8; 50];
+        let d = digest_of(&data);
+        let Lookup::Start(f) = cache.lookup(&d, 50).unwrap() else {
+            panic!()
+        };
+        let reader = f.reader(0, 50);
+        f.write_at(0, Bytes::copy_from_slice(&data)).await.unwrap();
+        cache.finish(&f, Ok(()));
+        let got: Vec<u8> = reader
+            .map(|r| r.unwrap().to_vec())
+            .collect::<Vec<_>>()
+            .await
+            .concat();
+        assert_eq!(got, data);
+        assert_eq!(cache.usage(), (0, 10, 0));
+    }
+}
