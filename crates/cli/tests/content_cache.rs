@@ -742,3 +742,140 @@ fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+// ---------------------------------------------------------------------------------
+// docker
+
+fn docker_cmd(config: &std::path::Path, args: &[&str]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new("docker");
+    // Never the host's ~/.docker/config.json.
+    cmd.env("DOCKER_CONFIG", config).args(args);
+    cmd
+}
+
+/// Removes the test's images however the test ends.
+struct RemoveImages(std::path::PathBuf, Vec<String>);
+
+impl Drop for RemoveImages {
+    fn drop(&mut self) {
+        for image in &self.1 {
+            let _ = std::process::Command::new("docker")
+                .env("DOCKER_CONFIG", &self.0)
+                .args(["rmi", "-f", image])
+                .output();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn docker_pulls_of_a_user_who_chose_a_cache_come_from_it() {
+    if !support::require_tool("docker") {
+        return;
+    }
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = config_dir.path();
+    let ready = secure::run(
+        docker_cmd(config, &["version", "--format", "{{.Server.Version}}"]),
+        None,
+        Duration::from_secs(60),
+    )
+    .await;
+    if !ready.status.success() {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "a running Docker daemon is required under CI=true"
+        );
+        eprintln!("SKIPPED: no running Docker daemon");
+        return;
+    }
+    let busybox = std::path::Path::new("/bin/busybox");
+    if !busybox.is_file() {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "/bin/busybox is required under CI=true"
+        );
+        eprintln!("SKIPPED: no /bin/busybox");
+        return;
+    }
+    let reg = TestServer::start_secure();
+    create_user(&reg, "alice", PASSWORD).await;
+    let id = Rng::seeded().hex(12);
+    let local = format!("wharf-cache-test-{id}:latest");
+    let remote = format!("{}/alice/hello-{id}:v1", reg.addr);
+    let _cleanup = RemoveImages(config.to_path_buf(), vec![local.clone(), remote.clone()]);
+    let message = format!("pulled through a content cache {id}");
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::copy(busybox, ctx.path().join("busybox")).unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("FROM scratch\nCOPY busybox /bin/busybox\nCMD [\"/bin/busybox\", \"echo\", \"{message}\"]\n"),
+    )
+    .unwrap();
+    let mut build = docker_cmd(config, &["build", "--no-cache", "--force-rm", "-t", &local]);
+    build.arg(ctx.path()).env("DOCKER_BUILDKIT", "0");
+    let timeout = Duration::from_secs(180);
+    secure::run_ok(build, None, timeout).await;
+    secure::run_ok(docker_cmd(config, &["tag", &local, &remote]), None, timeout).await;
+    secure::run_ok(
+        docker_cmd(
+            config,
+            &["login", &reg.addr, "-u", "alice", "--password-stdin"],
+        ),
+        Some(&format!("{PASSWORD}\n")),
+        timeout,
+    )
+    .await;
+    secure::run_ok(docker_cmd(config, &["push", &remote]), None, timeout).await;
+    secure::run_ok(docker_cmd(config, &["rmi", &remote, &local]), None, timeout).await;
+
+    let token = register_cache(&reg, "eu").await;
+    let cache = start_cache(&[&reg.base], &token, 1 << 30);
+    set_cache_url(&reg, "eu", &cache.base).await;
+    let alice = Cred::basic("alice", PASSWORD);
+    let r = request(
+        &reg,
+        Method::PUT,
+        "/api/v0/users/alice/content_cache",
+        &alice,
+        Some(&json!({"cache": "eu"})),
+    )
+    .await;
+    expect(&r, 204, None, "alice chooses the cache");
+    // Wait until this replica redirects alice (a blob GET of her image's config).
+    let manifest = secure::get(&reg, &format!("/v2/alice/hello-{id}/manifests/v1"), &alice).await;
+    let manifest: Value = serde_json::from_slice(&manifest.body).unwrap();
+    let config_digest = manifest["config"]["digest"].as_str().unwrap().to_string();
+    eventually(
+        "a redirect to the cache",
+        Duration::from_secs(20),
+        || async {
+            (blob_get(&reg, &alice, &format!("alice/hello-{id}"), &config_digest)
+                .await
+                .status
+                == StatusCode::TEMPORARY_REDIRECT)
+                .then_some(())
+        },
+    )
+    .await;
+    let before = cache_metrics(&cache).await;
+
+    secure::run_ok(docker_cmd(config, &["pull", &remote]), None, timeout).await;
+    let out = secure::run_ok(
+        docker_cmd(config, &["run", "--rm", "--network", "none", &remote]),
+        None,
+        timeout,
+    )
+    .await;
+    assert_eq!(out.trim(), message);
+    let after = cache_metrics(&cache).await;
+    let layer_bytes: u64 = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["size"].as_u64().unwrap())
+        .sum();
+    assert!(
+        after["client_bytes_total"] - before["client_bytes_total"] >= layer_bytes,
+        "docker's layer downloads came from the cache: {before:?} → {after:?} ({layer_bytes} bytes of layers)"
+    );
+}
