@@ -2147,3 +2147,95 @@ async fn the_database_is_uploaded_images_scanned_and_their_findings_shown() {
     );
     b.quit().await;
 }
+
+/// A user picks a content cache on their account page; the registry then redirects
+/// their downloads there; administrators see the cache on the system page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_chooses_a_content_cache_and_the_system_page_lists_it() {
+    if !browser::available() {
+        return;
+    }
+    let w = Wharf::start(&[]);
+    create_user(&w, "alice", "alice-password-1").await;
+    let r = request(
+        &w,
+        Method::POST,
+        "/api/v0/content_caches",
+        &admin(),
+        Some(&json!({"name": "eu", "url": "http://127.0.0.1:1", "region": "eu-west"})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.describe());
+    let token = r.json()["token"].as_str().unwrap().to_string();
+    let cache_tmp = tempfile::tempdir().unwrap();
+    let mut cmd = support::serve_command();
+    cmd.args(["--listen", "127.0.0.1:0", "--heartbeat-interval-secs", "1"])
+        .arg("--data-dir")
+        .arg(cache_tmp.path())
+        .arg("--cache-for")
+        .arg(&w.base)
+        .env("WHARF_CACHE_TOKEN", &token);
+    let cache = TestServer::launch(cmd, cache_tmp.path());
+    let r = request(
+        &w,
+        Method::PUT,
+        "/api/v0/content_caches/eu",
+        &admin(),
+        Some(&json!({"url": cache.base, "region": "eu-west"})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.describe());
+
+    let b = Browser::start().await;
+    sign_in(&b, &w.base, "alice", "alice-password-1").await;
+    reload_until(
+        &b,
+        &w.url("/account"),
+        "#cache option[value='eu']",
+        "eu (eu-west)",
+    )
+    .await;
+    b.find("#cache option[value='eu']")
+        .await
+        .click()
+        .await
+        .unwrap();
+    b.find("#cache-form button[type=submit]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    wait_for(
+        "the choice to be saved",
+        Duration::from_secs(30),
+        || async {
+            let r = secure::get(&w, "/api/v0/users/alice/content_cache", &admin()).await;
+            match r.json()["cache"].as_str() {
+                Some("eu") => Ok(Some(())),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    // The page shows the choice as selected.
+    b.goto(&w.url("/account")).await;
+    let selected = b
+        .js("return document.querySelector('#cache').value", vec![])
+        .await;
+    assert_eq!(selected, json!("eu"));
+    assert!(b.axe().await.is_empty(), "the account page passes axe");
+    sign_out(&b).await;
+
+    sign_in(&b, &w.base, "admin", ADMIN_PASSWORD).await;
+    reload_until(&b, &w.url("/system"), "#caches tbody tr", "serving").await;
+    let rows = table(&b, "#caches").await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        (rows[0][0].as_str(), rows[0][1].as_str()),
+        ("eu", "eu-west"),
+        "{rows:?}"
+    );
+    assert_eq!(rows[0][7], cache.base, "{rows:?}");
+    assert!(b.axe().await.is_empty(), "the system page passes axe");
+    b.quit().await;
+}

@@ -30,6 +30,10 @@ struct AccountPage {
     /// A token just created: shown this once.
     new_token: Option<(String, String)>,
     error: Option<String>,
+    /// The content caches to choose from: name, region, whether it serves now.
+    caches: Vec<(String, String, bool)>,
+    /// The user's own choice.
+    cache_choice: Option<String>,
 }
 
 async fn render_page(
@@ -66,8 +70,22 @@ async fn render_page(
             tokens.push(row);
         }
     }
+    let meta = st.registry.meta();
+    // A store without the caches' tables (a rollback window) offers none.
+    let caches = crate::content_cache::cache_views(meta.as_ref())
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| (c.name, c.region, c.routed))
+        .collect();
+    let cache_choice = meta
+        .content_cache_choice(wharf_metastore::accounts::Subject::User(session.user.id))
+        .await
+        .unwrap_or_default();
     Ok(render(&AccountPage {
         l: visitor.layout(st, "Your account", "account"),
+        caches,
+        cache_choice,
         name: session.user.name.clone(),
         admin: session.user.is_admin,
         tokens,
@@ -165,4 +183,37 @@ pub async fn revoke_token(
     } else {
         "/account"
     }))
+}
+
+/// `POST /account/content_cache`: the cache the user's downloads are redirected to.
+pub async fn choose_cache(State(st): State<AppState>, visitor: Visitor, req: Request) -> UiResult {
+    let session = visitor.require_user()?.clone();
+    let form = signed_form(&visitor, req).await?;
+    let choice = match form.get("cache").trim() {
+        "" => None,
+        c => Some(c.to_string()),
+    };
+    let subject = wharf_metastore::accounts::Subject::User(session.user.id);
+    match st
+        .registry
+        .meta()
+        .choose_content_cache(subject, choice.as_deref())
+        .await
+    {
+        Ok(()) => {}
+        Err(wharf_metastore::MetaError::Conflict(m)) => {
+            return render_page(&st, &visitor, None, Some(m)).await
+        }
+        Err(e) => return Err(e.into()),
+    }
+    st.auth
+        .store()
+        .audit(
+            &session.user.name,
+            "content_cache.choose",
+            &format!("user:{}", session.user.name),
+            Some(choice.as_deref().unwrap_or("none")),
+        )
+        .await?;
+    Ok(see_other("/account"))
 }

@@ -42,6 +42,7 @@ pub fn router() -> Router<AppState> {
         .route("/logout", post(logout))
         .route("/account", get(account::page))
         .route("/account/tokens", post(account::create_token))
+        .route("/account/content_cache", post(account::choose_cache))
         .route("/account/tokens/{id}/revoke", post(account::revoke_token))
         .route("/jobs", get(jobs::list).post(jobs::create))
         .route("/jobs/schedules", axum::routing::post(jobs::schedules))

@@ -58,6 +58,18 @@ struct MigrationRow {
     progress: Option<ProgressView>,
 }
 
+struct CacheRow {
+    name: String,
+    url: String,
+    region: String,
+    state: String,
+    routed: bool,
+    version: String,
+    heartbeat_age: String,
+    stored: String,
+    hit_ratio: String,
+}
+
 struct JournalRow {
     step: String,
     status: String,
@@ -70,6 +82,7 @@ struct JournalRow {
 struct SystemPage {
     l: Layout,
     replicas: Vec<ReplicaRow>,
+    caches: Vec<CacheRow>,
     issues: Vec<crate::cluster::Issue>,
     data_version: String,
     schema_level: u32,
@@ -128,6 +141,31 @@ pub async fn system(State(st): State<AppState>, visitor: Visitor) -> UiResult {
                     size(r.row.report.disk_total_bytes)
                 ),
                 started: time(r.row.report.started_at_ms),
+            })
+            .collect(),
+        caches: cluster
+            .caches
+            .iter()
+            .map(|c| CacheRow {
+                name: c.name.clone(),
+                url: c.url.clone(),
+                region: c.region.clone(),
+                state: c.state.clone(),
+                routed: c.routed,
+                version: c.version.clone().unwrap_or_else(|| "—".into()),
+                heartbeat_age: c
+                    .silent_for_ms
+                    .map(|ms| format!("{:.1} s ago", ms as f64 / 1000.0))
+                    .unwrap_or_else(|| "never".into()),
+                stored: c
+                    .report
+                    .as_ref()
+                    .map(|r| format!("{} of {}", size(r.stored_bytes), size(r.max_bytes)))
+                    .unwrap_or_else(|| "—".into()),
+                hit_ratio: c
+                    .hit_ratio
+                    .map(|h| format!("{:.0}%", h * 100.0))
+                    .unwrap_or_else(|| "—".into()),
             })
             .collect(),
         issues: cluster.issues,
