@@ -1,6 +1,9 @@
 -- Undoes schema level 3 before it is finalised (`wharf upgrade rollback`): the scanning
 -- tables go, with what 1.2.0 replicas wrote into them; nothing 1.1.0 reads is touched.
 DROP INDEX IF EXISTS jobs_waiting_scans_last;
+DROP TABLE IF EXISTS proxy_manifests;
+DROP TABLE IF EXISTS proxy_tags;
+DROP TABLE IF EXISTS proxies;
 DROP TABLE IF EXISTS scan_allowlist;
 DROP TABLE IF EXISTS scan_policies;
 DROP TABLE IF EXISTS vuln_changes;
