@@ -26,6 +26,7 @@ use wharf_metastore::{now_ms, ProxyConfig};
 use wharf_oci::{media, Digest, Reference, RepoName, Tag};
 use wharf_registry::{ByteStream, Registry, RegistryError};
 
+pub mod admin;
 pub mod upstream;
 
 use upstream::{Upstream, UpstreamError};

@@ -63,6 +63,25 @@ pub struct ClusterStatus {
     pub replicas: Vec<ReplicaView>,
     /// Empty when all is well.
     pub issues: Vec<Issue>,
+    /// The pull-through proxy repositories and what each holds.
+    pub proxies: Vec<ProxyStatus>,
+}
+
+/// A pull-through proxy, as `cluster_status` shows it (never its password).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ProxyStatus {
+    /// Repository-name prefix, ending in `/`.
+    pub prefix: String,
+    /// Upstream registries, tried in order.
+    pub upstreams: Vec<String>,
+    pub username: Option<String>,
+    pub revalidate_secs: u64,
+    pub max_bytes: Option<u64>,
+    pub max_idle_days: Option<u32>,
+    /// Manifests the proxy stored and has not evicted.
+    pub images: u64,
+    /// Their bytes (manifests with the blobs they name).
+    pub bytes: u64,
 }
 
 /// Judges the registered replicas at the store's time `now`.
@@ -157,7 +176,11 @@ pub fn assess(rows: Vec<ReplicaRow>, now: i64, t: &Thresholds) -> ClusterStatus 
             description: format!("replicas run different versions: {}", versions.join(", ")),
         });
     }
-    ClusterStatus { replicas, issues }
+    ClusterStatus {
+        replicas,
+        issues,
+        proxies: Vec::new(),
+    }
 }
 
 /// What the cluster status needs to know of the vulnerability database.
@@ -246,7 +269,26 @@ pub async fn cluster_status(
     let facts = VulndbFacts::read(meta).await?;
     let mut status = assess(rows, now, t);
     status.issues.extend(assess_vulndb(&facts, now, t));
+    status.proxies = proxy_status(meta).await?;
     Ok(status)
+}
+
+async fn proxy_status(meta: &dyn MetaStore) -> wharf_metastore::Result<Vec<ProxyStatus>> {
+    let mut out = Vec::new();
+    for p in meta.proxies().await? {
+        let held = meta.proxied_manifests(&p.prefix).await?;
+        out.push(ProxyStatus {
+            images: held.len() as u64,
+            bytes: held.iter().map(|m| m.bytes).sum(),
+            prefix: p.prefix,
+            upstreams: p.upstreams,
+            username: p.username,
+            revalidate_secs: p.revalidate_secs,
+            max_bytes: p.max_bytes,
+            max_idle_days: p.max_idle_days,
+        });
+    }
+    Ok(out)
 }
 
 /// Free and total bytes of the filesystem holding `path`.

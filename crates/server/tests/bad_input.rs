@@ -89,6 +89,7 @@ async fn app() -> (axum::Router, tempfile::TempDir) {
         .unwrap();
     let registry = Registry::new(meta, Arc::new(MemoryBlobStore::new()), Limits::default());
     let state = AppState {
+        proxies: wharf_proxy::Proxies::new(registry.clone()),
         registry,
         auth: Arc::new(auth),
         // Authentication off: the requests must reach every handler, and bad input must

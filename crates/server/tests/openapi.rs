@@ -235,6 +235,7 @@ async fn app() -> (axum::Router, tempfile::TempDir) {
         .unwrap();
     let registry = Registry::new(meta, Arc::new(MemoryBlobStore::new()), Limits::default());
     let state = AppState {
+        proxies: wharf_proxy::Proxies::new(registry.clone()),
         registry,
         auth: Arc::new(auth),
         settings: Arc::new(Settings {

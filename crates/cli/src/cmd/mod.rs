@@ -2,6 +2,7 @@ pub mod backup;
 pub mod cluster;
 pub mod gc;
 pub mod jobs;
+pub mod proxy;
 pub mod scan;
 pub mod serve;
 pub mod upgrade;

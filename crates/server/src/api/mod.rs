@@ -32,6 +32,7 @@ use crate::{AppState, ServerInfo};
 
 mod jobs;
 mod orgs;
+mod proxies;
 mod repos;
 pub(crate) mod scan;
 mod scan_policy;
@@ -87,6 +88,8 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(jobs::workers))
         .routes(routes!(jobs::list_crons))
         .routes(routes!(jobs::get_cron, jobs::put_cron, jobs::delete_cron))
+        .routes(routes!(proxies::list, proxies::create))
+        .routes(routes!(proxies::update, proxies::delete))
         .routes(routes!(scan_policy::get_default, scan_policy::put_default))
         .routes(routes!(scan_policy::get_registry_allowlist))
         .routes(routes!(
@@ -117,6 +120,7 @@ Errors have the OCI distribution spec's body: `{\"errors\":[{\"code\",\"message\
         (name = "audit", description = "The log of administrative actions"),
         (name = "jobs", description = "Background jobs and the workers that run them"),
         (name = "schedules", description = "Schedules that queue jobs"),
+        (name = "proxies", description = "Pull-through proxy repositories of other registries"),
         (name = "scanning", description = "Vulnerability scanning: images' findings and SBOMs, the advisory database, scan policies and allowlists"),
     )
 )]
