@@ -279,4 +279,92 @@ mod tests {
         assert_eq!(b.scheme, "basic");
         assert_eq!(b.params["realm"], "Registry Realm");
     }
+
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+
+    use axum::extract::State;
+    use axum::http::{HeaderMap, StatusCode as Status};
+    use axum::response::IntoResponse;
+    use axum::routing::get;
+
+    /// A registry that wants bearer tokens, and its token server, which wants the
+    /// proxy's basic credentials (`proxy:s3cret` → `cHJveHk6czNjcmV0`).
+    #[derive(Clone, Default)]
+    struct Fake {
+        token_requests: Arc<AtomicUsize>,
+        base: Arc<Mutex<String>>,
+    }
+
+    async fn token(State(f): State<Fake>, headers: HeaderMap, q: axum::extract::RawQuery) -> axum::response::Response {
+        f.token_requests.fetch_add(1, Ordering::SeqCst);
+        let query = q.0.unwrap_or_default();
+        let basic = headers.get("authorization").and_then(|v| v.to_str().ok());
+        if basic != Some("Basic cHJveHk6czNjcmV0") {
+            return (Status::UNAUTHORIZED, "bad credentials").into_response();
+        }
+        assert!(query.contains("service=fake"), "{query}");
+        assert!(query.contains("scope=repository%3Alib%2Fapp%3Apull"), "{query}");
+        axum::Json(serde_json::json!({"token": "tok-1", "expires_in": 300})).into_response()
+    }
+
+    async fn manifest(State(f): State<Fake>, headers: HeaderMap) -> axum::response::Response {
+        if headers.get("authorization").and_then(|v| v.to_str().ok()) == Some("Bearer tok-1") {
+            return ([("docker-content-digest", "sha256:0000")], "{}").into_response();
+        }
+        let base = f.base.lock().unwrap().clone();
+        (
+            Status::UNAUTHORIZED,
+            [(
+                "www-authenticate",
+                format!(r#"Bearer realm="{base}/token",service="fake",scope="repository:lib/app:pull""#),
+            )],
+        )
+            .into_response()
+    }
+
+    async fn start_fake() -> (Fake, String, tokio::task::JoinHandle<()>) {
+        let fake = Fake::default();
+        let app = axum::Router::new()
+            .route("/token", get(token))
+            .route("/v2/lib/app/manifests/{reference}", get(manifest).head(manifest))
+            .with_state(fake.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        *fake.base.lock().unwrap() = base.clone();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        (fake, base, task)
+    }
+
+    #[tokio::test]
+    async fn bearer_tokens_are_fetched_with_the_credentials_and_cached() {
+        let (fake, base, task) = start_fake().await;
+        let up = Upstream::new(reqwest::Client::new(), &base, Some("proxy".into()), Some("s3cret".into()));
+        let scope = "repository:lib/app:pull";
+        for _ in 0..3 {
+            let r = up.send(Method::HEAD, "lib/app/manifests/1", &["application/json"], scope).await.unwrap();
+            assert_eq!(r.headers()["docker-content-digest"], "sha256:0000");
+        }
+        assert_eq!(fake.token_requests.load(Ordering::SeqCst), 1, "the token is cached until it expires");
+
+        let wrong = Upstream::new(reqwest::Client::new(), &base, Some("proxy".into()), Some("wrong".into()));
+        let err = wrong.send(Method::GET, "lib/app/manifests/1", &[], scope).await.unwrap_err();
+        assert!(matches!(err, UpstreamError::Auth { .. }), "{err}");
+        assert!(err.to_string().contains("token server") && err.to_string().contains("401"), "{err}");
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn an_upstream_that_is_down_is_unreachable() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        drop(listener);
+        let up = Upstream::new(reqwest::Client::new(), &base, None, None);
+        let err = up.send(Method::HEAD, "a/manifests/1", &[], "repository:a:pull").await.unwrap_err();
+        assert!(matches!(err, UpstreamError::Unreachable { .. }), "{err}");
+        assert!(err.to_string().contains(&base), "{err}");
+    }
 }
+
