@@ -80,6 +80,10 @@ impl Failure {
     fn all_not_found(&self) -> bool {
         !self.0.is_empty() && self.0.iter().all(UpstreamError::is_not_found)
     }
+
+    fn any_not_found(&self) -> bool {
+        self.0.iter().any(UpstreamError::is_not_found)
+    }
 }
 
 impl std::fmt::Display for Failure {
@@ -521,7 +525,9 @@ impl Proxies {
         {
             Ok(r) => r,
             Err(f) => {
-                let err = if f.all_not_found() {
+                // Content by digest: an upstream that answers "not there" is believed
+                // (clients probe blobs with HEAD before pushing or mounting).
+                let err = if f.any_not_found() {
                     ProxyError::Registry(RegistryError::BlobUnknown(digest.clone()))
                 } else {
                     ProxyError::Upstream {
@@ -570,13 +576,14 @@ impl Proxies {
                 }
                 Err(e) => {
                     tracing::warn!(proxy = %prefix, %repo, %digest, error = %e, "proxied blob not stored");
-                    if let Some(tx) = &client_tx {
-                        let _ = tx.send(Err(io::Error::other(e.to_string()))).await;
-                    }
                     Err(format!("the upstream's blob {digest} was not stored: {e}"))
                 }
             };
-            guard.finish(result);
+            // Published before the client hears of it: whoever asks next starts anew.
+            guard.finish(result.clone());
+            if let (Err(e), Some(tx)) = (result, &client_tx) {
+                let _ = tx.send(Err(io::Error::other(e))).await;
+            }
         });
         Ok(match client_rx {
             Some(rx) => Started::Streaming(BlobFill::Streaming {
