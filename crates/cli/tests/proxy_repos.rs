@@ -665,6 +665,7 @@ mod liar {
     use axum::response::{IntoResponse, Response};
     use axum::routing::get;
     use bytes::Bytes;
+    use futures_util::StreamExt;
 
     /// Serves one manifest whose config is served with the wrong bytes and whose layer
     /// is cut short (its Content-Length promises more than is sent).
@@ -674,6 +675,8 @@ mod liar {
         pub config_digest: String,
         pub layer_digest: String,
         pub layer: Bytes,
+        pub good_digest: String,
+        pub good: Bytes,
         pub blob_gets: Arc<AtomicUsize>,
     }
 
@@ -696,6 +699,17 @@ mod liar {
         if digest == l.config_digest {
             // Right length, wrong bytes.
             return Bytes::from(vec![b'x'; 40]).into_response();
+        }
+        if digest == l.good_digest {
+            // The right bytes, slowly: clients asking meanwhile must wait for this fetch.
+            let chunks: Vec<Bytes> = l.good.chunks(64 * 1024).map(Bytes::copy_from_slice).collect();
+            let stream = futures_util::stream::iter(chunks).then(|c| async move {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                Ok::<_, std::io::Error>(c)
+            });
+            let mut r = Response::new(axum::body::Body::from_stream(stream));
+            r.headers_mut().insert(header::CONTENT_LENGTH, l.good.len().into());
+            return r;
         }
         if digest == l.layer_digest {
             let half = l.layer.slice(..l.layer.len() / 2);
@@ -757,6 +771,8 @@ async fn a_wrong_or_truncated_blob_from_upstream_leaves_nothing_stored() {
         config_digest: image.config.digest.clone(),
         layer_digest: image.layers[0].digest.clone(),
         layer: image.layers[0].bytes.clone().into(),
+        good_digest: String::new(),
+        good: bytes::Bytes::new(),
         blob_gets: Default::default(),
     };
     let gets = liar.blob_gets.clone();
@@ -799,4 +815,49 @@ async fn a_wrong_or_truncated_blob_from_upstream_leaves_nothing_stored() {
         assert!(fetched_again, "a later request fetches from upstream again");
         assert!(!stored_anywhere(&server.data_dir, &b.digest), "{} is on disk", b.digest);
     }
+}
+
+/// Twelve clients asking at once for the same missing blob cause one upstream fetch;
+/// each gets the right bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_misses_of_a_blob_fetch_it_once() {
+    let mut rng = Rng::seeded();
+    let image = random_image(&mut rng, "amd64", &[10]);
+    let good = rng.bytes(1_500_000);
+    let good_digest = sha256(&good);
+    let liar = liar::Liar {
+        manifest: image.manifest.bytes.clone().into(),
+        config_digest: image.config.digest.clone(),
+        layer_digest: image.layers[0].digest.clone(),
+        layer: image.layers[0].bytes.clone().into(),
+        good_digest: good_digest.clone(),
+        good: good.clone().into(),
+        blob_gets: Default::default(),
+    };
+    let gets = liar.blob_gets.clone();
+    let (url, task) = liar::serve(liar).await;
+    struct Abort(tokio::task::JoinHandle<()>);
+    impl Drop for Abort {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let _task = Abort(task);
+
+    let server = TestServer::start();
+    add_proxy(&server, json!({"prefix": "up", "upstreams": [url]})).await;
+    let blob_url = server.url(&format!("/v2/up/x/app/blobs/{good_digest}"));
+    let clients: Vec<_> = (0..12)
+        .map(|_| {
+            let u = blob_url.clone();
+            tokio::spawn(async move { get(&u).await })
+        })
+        .collect();
+    for c in clients {
+        let r = c.await.unwrap();
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        assert!(r.body.as_ref() == good.as_slice(), "a client got other bytes");
+    }
+    assert_eq!(gets.load(std::sync::atomic::Ordering::SeqCst), 1, "one upstream fetch");
+    assert!(stored_anywhere(&server.data_dir, &good_digest), "the blob was kept");
 }
