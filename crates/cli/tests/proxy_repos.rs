@@ -208,7 +208,9 @@ async fn pull_and_compare_as(
     image: &Image,
     into: &Path,
 ) {
-    let creds = creds.map(|c| format!("--src-creds={c}")).unwrap_or_else(|| "--src-tls-verify=false".into());
+    let creds = creds
+        .map(|c| format!("--src-creds={c}"))
+        .unwrap_or_else(|| "--src-tls-verify=false".into());
     skopeo(&[
         "copy",
         "--preserve-digests",
@@ -220,10 +222,21 @@ async fn pull_and_compare_as(
     .await;
     let layout = Layout::open(into);
     let d = layout.descriptor(tag);
-    assert_eq!(d["digest"].as_str(), Some(image.manifest.digest.as_str()), "pulled digest");
-    assert!(layout.blob(&image.manifest.digest) == image.manifest.bytes, "manifest bytes differ");
+    assert_eq!(
+        d["digest"].as_str(),
+        Some(image.manifest.digest.as_str()),
+        "pulled digest"
+    );
+    assert!(
+        layout.blob(&image.manifest.digest) == image.manifest.bytes,
+        "manifest bytes differ"
+    );
     for b in image.content() {
-        assert!(layout.blob(&b.digest) == b.bytes, "blob {} differs", b.digest);
+        assert!(
+            layout.blob(&b.digest) == b.bytes,
+            "blob {} differs",
+            b.digest
+        );
     }
 }
 
@@ -250,7 +263,12 @@ async fn send(method: Method, url: &str, body: Option<Value>) -> Reply {
 }
 
 /// As `user:password` when given (the servers with authentication on).
-async fn send_as(method: Method, url: &str, body: Option<Value>, creds: Option<(&str, &str)>) -> Reply {
+async fn send_as(
+    method: Method,
+    url: &str,
+    body: Option<Value>,
+    creds: Option<(&str, &str)>,
+) -> Reply {
     let mut req = reqwest::Client::new()
         .request(method, url)
         .header("accept", MANIFEST_TYPES)
@@ -265,7 +283,11 @@ async fn send_as(method: Method, url: &str, body: Option<Value>, creds: Option<(
     let (status, headers) = (r.status(), r.headers().clone());
     // A body cut short (a fill that failed midway) reads as what arrived.
     let body = r.bytes().await.unwrap_or_default();
-    Reply { status, headers, body }
+    Reply {
+        status,
+        headers,
+        body,
+    }
 }
 
 async fn get(url: &str) -> Reply {
@@ -321,21 +343,42 @@ async fn pulls_through_revalidates_and_survives_the_upstream_going_down() {
     let tmp = tempfile::tempdir().unwrap();
     let mut upstream = Upstream::start(None).await;
     let first = image_layout(&tmp.path().join("v1"), "3", &[1_200_000, 40_000]);
-    upstream.push(&tmp.path().join("v1"), "3", "library/alpine").await;
+    upstream
+        .push(&tmp.path().join("v1"), "3", "library/alpine")
+        .await;
 
     let server = TestServer::start();
     // Added with the CLI, on the store the server uses; revalidated at most hourly.
     let out = wharf_cli(
         &server,
-        &["proxy", "add", "hub", "--upstream", &upstream.url(), "--revalidate-secs", "3600"],
+        &[
+            "proxy",
+            "add",
+            "hub",
+            "--upstream",
+            &upstream.url(),
+            "--revalidate-secs",
+            "3600",
+        ],
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let listed = wharf_cli(&server, &["proxy", "list", "--json"]);
     let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
     assert_eq!(listed[0]["prefix"], "hub/");
     assert_eq!(listed[0]["upstreams"], json!([upstream.url()]));
 
-    pull_and_compare(&server, "hub/library/alpine", "3", &first, &tmp.path().join("back1")).await;
+    pull_and_compare(
+        &server,
+        "hub/library/alpine",
+        "3",
+        &first,
+        &tmp.path().join("back1"),
+    )
+    .await;
     let gets_before = upstream.logged("GET /v2/library/alpine/manifests/").await;
     let heads_before = upstream.logged("HEAD /v2/library/alpine/manifests/").await;
     let blobs_before = upstream.logged("/blobs/").await;
@@ -346,12 +389,28 @@ async fn pulls_through_revalidates_and_survives_the_upstream_going_down() {
     for _ in 0..3 {
         let m = get(&server.url("/v2/hub/library/alpine/manifests/3")).await;
         assert_eq!(m.status, StatusCode::OK, "{}", m.text());
-        assert_eq!(m.header("docker-content-digest"), Some(first.manifest.digest.as_str()));
+        assert_eq!(
+            m.header("docker-content-digest"),
+            Some(first.manifest.digest.as_str())
+        );
         assert!(m.header("warning").is_none());
     }
-    pull_and_compare(&server, "hub/library/alpine", "3", &first, &tmp.path().join("back2")).await;
-    assert_eq!(upstream.logged("GET /v2/library/alpine/manifests/").await, gets_before);
-    assert_eq!(upstream.logged("HEAD /v2/library/alpine/manifests/").await, heads_before);
+    pull_and_compare(
+        &server,
+        "hub/library/alpine",
+        "3",
+        &first,
+        &tmp.path().join("back2"),
+    )
+    .await;
+    assert_eq!(
+        upstream.logged("GET /v2/library/alpine/manifests/").await,
+        gets_before
+    );
+    assert_eq!(
+        upstream.logged("HEAD /v2/library/alpine/manifests/").await,
+        heads_before
+    );
     assert_eq!(upstream.logged("/blobs/").await, blobs_before);
     assert_eq!(
         metric(&server, "wharf_proxy_revalidations_total", "hub/").await,
@@ -377,8 +436,16 @@ async fn pulls_through_revalidates_and_survives_the_upstream_going_down() {
     let mut stale = None;
     for _ in 0..40 {
         let m = get(&server.url("/v2/hub/library/alpine/manifests/3")).await;
-        assert_eq!(m.status, StatusCode::OK, "cached content is served: {}", m.text());
-        assert_eq!(m.header("docker-content-digest"), Some(first.manifest.digest.as_str()));
+        assert_eq!(
+            m.status,
+            StatusCode::OK,
+            "cached content is served: {}",
+            m.text()
+        );
+        assert_eq!(
+            m.header("docker-content-digest"),
+            Some(first.manifest.digest.as_str())
+        );
         if m.header("warning").is_some() {
             stale = Some(m);
             break;
@@ -387,15 +454,30 @@ async fn pulls_through_revalidates_and_survives_the_upstream_going_down() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let stale = stale.expect("a pull after the interval is marked stale");
-    assert_eq!(stale.header("warning"), Some(r#"110 - "Response is Stale""#));
+    assert_eq!(
+        stale.header("warning"),
+        Some(r#"110 - "Response is Stale""#)
+    );
     assert!(stale.body.as_ref() == first.manifest.bytes);
-    pull_and_compare(&server, "hub/library/alpine", "3", &first, &tmp.path().join("back3")).await;
+    pull_and_compare(
+        &server,
+        "hub/library/alpine",
+        "3",
+        &first,
+        &tmp.path().join("back3"),
+    )
+    .await;
     assert!(metric(&server, "wharf_proxy_stale_serves_total", "hub/").await >= 1);
     assert!(metric(&server, "wharf_proxy_upstream_errors_total", "hub/").await >= 1);
 
     // Nothing cached: a clear error naming the upstream and its failure.
     let missing = get(&server.url("/v2/hub/library/debian/manifests/12")).await;
-    assert_eq!(missing.status, StatusCode::SERVICE_UNAVAILABLE, "{}", missing.text());
+    assert_eq!(
+        missing.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        missing.text()
+    );
     let err = missing.json();
     assert_eq!(err["errors"][0]["code"], "UNAVAILABLE", "{err}");
     let message = err["errors"][0]["message"].as_str().unwrap();
@@ -421,11 +503,17 @@ async fn pulls_through_revalidates_and_survives_the_upstream_going_down() {
         let mut rng = Rng::seeded();
         rng.bytes(7); // another image than `first`
         let image = random_image(&mut rng, "amd64", &[300_000]);
-        write_layout(&tmp.path().join("v2"), &image.content(), &[("3", &image.manifest)]);
+        write_layout(
+            &tmp.path().join("v2"),
+            &image.content(),
+            &[("3", &image.manifest)],
+        );
         image
     };
     assert_ne!(second.manifest.digest, first.manifest.digest);
-    upstream.push(&tmp.path().join("v2"), "3", "library/alpine").await;
+    upstream
+        .push(&tmp.path().join("v2"), "3", "library/alpine")
+        .await;
     let mut moved = false;
     for _ in 0..40 {
         let m = get(&server.url("/v2/hub/library/alpine/manifests/3")).await;
@@ -438,7 +526,14 @@ async fn pulls_through_revalidates_and_survives_the_upstream_going_down() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(moved, "the proxy never served the tag's new image");
-    pull_and_compare(&server, "hub/library/alpine", "3", &second, &tmp.path().join("back4")).await;
+    pull_and_compare(
+        &server,
+        "hub/library/alpine",
+        "3",
+        &second,
+        &tmp.path().join("back4"),
+    )
+    .await;
     // The old image is still there by digest (immutable), without asking upstream.
     upstream.stop();
     let old = get(&server.url(&format!(
@@ -447,7 +542,10 @@ async fn pulls_through_revalidates_and_survives_the_upstream_going_down() {
     )))
     .await;
     assert_eq!(old.status, StatusCode::OK, "{}", old.text());
-    assert!(old.header("warning").is_none(), "content by digest is never stale");
+    assert!(
+        old.header("warning").is_none(),
+        "content by digest is never stale"
+    );
 
     // cluster_status lists the proxy and what it holds, without a password.
     let status = get(&server.url("/api/v0/meta/cluster_status")).await.json();
@@ -466,7 +564,9 @@ async fn pushes_are_refused_and_a_dead_upstream_fails_over() {
     let tmp = tempfile::tempdir().unwrap();
     let upstream = Upstream::start(None).await;
     let image = image_layout(&tmp.path().join("src"), "1", &[50_000]);
-    upstream.push(&tmp.path().join("src"), "1", "team/app").await;
+    upstream
+        .push(&tmp.path().join("src"), "1", "team/app")
+        .await;
 
     // Authentication on: the refusal comes to a user who may push anywhere else.
     let server = TestServer::start_secure();
@@ -482,9 +582,23 @@ async fn pushes_are_refused_and_a_dead_upstream_fails_over() {
     .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
     let anonymous = send(Method::GET, &server.url("/api/v0/proxies"), None).await;
-    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED, "administrators only");
-    pull_and_compare_as(&server, Some(&admin_creds), "mirror/team/app", "1", &image, &tmp.path().join("back")).await;
-    let metrics = send_as(Method::GET, &server.url("/metrics"), None, Some(admin)).await.text();
+    assert_eq!(
+        anonymous.status,
+        StatusCode::UNAUTHORIZED,
+        "administrators only"
+    );
+    pull_and_compare_as(
+        &server,
+        Some(&admin_creds),
+        "mirror/team/app",
+        "1",
+        &image,
+        &tmp.path().join("back"),
+    )
+    .await;
+    let metrics = send_as(Method::GET, &server.url("/metrics"), None, Some(admin))
+        .await
+        .text();
     assert!(
         !metrics.contains("wharf_proxy_upstream_errors_total{proxy=\"mirror/\"} 0"),
         "the dead upstream's failures are counted:\n{metrics}"
@@ -513,7 +627,10 @@ async fn pushes_are_refused_and_a_dead_upstream_fails_over() {
         assert_eq!(e["errors"][0]["code"], "DENIED");
         assert_eq!(
             e["errors"][0]["message"].as_str().unwrap(),
-            format!("mirror/ is a pull-through proxy of {dead}, {}; push to another repository", upstream.url())
+            format!(
+                "mirror/ is a pull-through proxy of {dead}, {}; push to another repository",
+                upstream.url()
+            )
         );
     }
     // Outside the prefix, pushes work as ever.
@@ -535,8 +652,13 @@ async fn pushes_are_refused_and_a_dead_upstream_fails_over() {
     )
     .await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
-    let audit = send_as(Method::GET, &server.url("/api/v0/audit"), None, Some(admin)).await.text();
-    assert!(audit.contains("proxy.create") && audit.contains("mirror/"), "{audit}");
+    let audit = send_as(Method::GET, &server.url("/api/v0/audit"), None, Some(admin))
+        .await
+        .text();
+    assert!(
+        audit.contains("proxy.create") && audit.contains("mirror/"),
+        "{audit}"
+    );
 }
 
 /// An upstream with basic authentication (htpasswd): pulls work with the proxy's
@@ -549,7 +671,9 @@ async fn a_basic_auth_upstream_is_pulled_with_the_proxys_credentials() {
     let tmp = tempfile::tempdir().unwrap();
     let upstream = Upstream::start(Some(("puller", "upstream-secret-pw"))).await;
     let image = image_layout(&tmp.path().join("src"), "1", &[80_000]);
-    upstream.push(&tmp.path().join("src"), "1", "private/app").await;
+    upstream
+        .push(&tmp.path().join("src"), "1", "private/app")
+        .await;
 
     let server = TestServer::start();
     let created = add_proxy(
@@ -564,20 +688,39 @@ async fn a_basic_auth_upstream_is_pulled_with_the_proxys_credentials() {
         json!({"prefix": "wrong", "upstreams": [upstream.url()], "username": "puller", "password": "not-it"}),
     )
     .await;
-    pull_and_compare(&server, "priv/private/app", "1", &image, &tmp.path().join("back")).await;
+    pull_and_compare(
+        &server,
+        "priv/private/app",
+        "1",
+        &image,
+        &tmp.path().join("back"),
+    )
+    .await;
 
     let refused = get(&server.url("/v2/wrong/private/app/manifests/1")).await;
-    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE, "{}", refused.text());
-    let message = refused.json()["errors"][0]["message"].as_str().unwrap().to_string();
+    assert_eq!(
+        refused.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        refused.text()
+    );
+    let message = refused.json()["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(message.contains("credentials"), "{message}");
 
     for shown in [
         get(&server.url("/api/v0/proxies")).await.text(),
         get(&server.url("/api/v0/meta/cluster_status")).await.text(),
-        String::from_utf8_lossy(&wharf_cli(&server, &["proxy", "list", "--json"]).stdout).into_owned(),
+        String::from_utf8_lossy(&wharf_cli(&server, &["proxy", "list", "--json"]).stdout)
+            .into_owned(),
     ] {
         assert!(shown.contains("priv/"), "{shown}");
-        assert!(!shown.contains("upstream-secret-pw"), "a password is shown: {shown}");
+        assert!(
+            !shown.contains("upstream-secret-pw"),
+            "a password is shown: {shown}"
+        );
     }
 }
 
@@ -613,7 +756,14 @@ async fn retention_evicts_the_least_recently_used_images() {
     .await;
     // Pulled b, then a, then c: b is the least recently used.
     for (i, tag) in [(1, "b"), (0, "a"), (2, "c")] {
-        pull_and_compare(&server, "hub/lib/img", tag, &images[i], &tmp.path().join(format!("back-{tag}"))).await;
+        pull_and_compare(
+            &server,
+            "hub/lib/img",
+            tag,
+            &images[i],
+            &tmp.path().join(format!("back-{tag}")),
+        )
+        .await;
     }
     let status = get(&server.url("/api/v0/meta/cluster_status")).await.json();
     assert_eq!(status["proxies"][0]["images"], 3, "{status}");
@@ -629,22 +779,42 @@ async fn retention_evicts_the_least_recently_used_images() {
     let mut done = Value::Null;
     for _ in 0..300 {
         done = get(&server.url(&format!("/api/v0/jobs/{id}"))).await.json();
-        if ["done", "error", "cancelled", "worker_dead"].contains(&done["status"].as_str().unwrap_or("")) {
+        if ["done", "error", "cancelled", "worker_dead"]
+            .contains(&done["status"].as_str().unwrap_or(""))
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(done["status"], "done", "{done}");
-    let logs = get(&server.url(&format!("/api/v0/jobs/{id}/logs"))).await.text();
-    assert!(logs.contains(&images[1].manifest.digest), "b was evicted: {logs}");
-    assert!(!logs.contains(&images[0].manifest.digest), "a stays: {logs}");
+    let logs = get(&server.url(&format!("/api/v0/jobs/{id}/logs")))
+        .await
+        .text();
+    assert!(
+        logs.contains(&images[1].manifest.digest),
+        "b was evicted: {logs}"
+    );
+    assert!(
+        !logs.contains(&images[0].manifest.digest),
+        "a stays: {logs}"
+    );
 
     upstream.stop();
     let b = get(&server.url("/v2/hub/lib/img/manifests/b")).await;
-    assert_eq!(b.status, StatusCode::SERVICE_UNAVAILABLE, "b is no longer cached: {}", b.text());
+    assert_eq!(
+        b.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "b is no longer cached: {}",
+        b.text()
+    );
     for tag in ["a", "c"] {
         let m = get(&server.url(&format!("/v2/hub/lib/img/manifests/{tag}"))).await;
-        assert_eq!(m.status, StatusCode::OK, "{tag} is still cached: {}", m.text());
+        assert_eq!(
+            m.status,
+            StatusCode::OK,
+            "{tag} is still cached: {}",
+            m.text()
+        );
     }
     let status = get(&server.url("/api/v0/meta/cluster_status")).await.json();
     assert_eq!(status["proxies"][0]["images"], 2, "{status}");
@@ -683,7 +853,10 @@ mod liar {
     async fn manifest(State(l): State<Liar>) -> Response {
         (
             [
-                (header::CONTENT_TYPE, "application/vnd.oci.image.manifest.v1+json".to_string()),
+                (
+                    header::CONTENT_TYPE,
+                    "application/vnd.oci.image.manifest.v1+json".to_string(),
+                ),
                 (
                     header::HeaderName::from_static("docker-content-digest"),
                     super::sha256(&l.manifest),
@@ -702,13 +875,18 @@ mod liar {
         }
         if digest == l.good_digest {
             // The right bytes, slowly: clients asking meanwhile must wait for this fetch.
-            let chunks: Vec<Bytes> = l.good.chunks(64 * 1024).map(Bytes::copy_from_slice).collect();
+            let chunks: Vec<Bytes> = l
+                .good
+                .chunks(64 * 1024)
+                .map(Bytes::copy_from_slice)
+                .collect();
             let stream = futures_util::stream::iter(chunks).then(|c| async move {
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
                 Ok::<_, std::io::Error>(c)
             });
             let mut r = Response::new(axum::body::Body::from_stream(stream));
-            r.headers_mut().insert(header::CONTENT_LENGTH, l.good.len().into());
+            r.headers_mut()
+                .insert(header::CONTENT_LENGTH, l.good.len().into());
             return r;
         }
         if digest == l.layer_digest {
@@ -718,7 +896,8 @@ mod liar {
                 Err(std::io::Error::other("connection cut")),
             ]);
             let mut r = Response::new(axum::body::Body::from_stream(stream));
-            r.headers_mut().insert(header::CONTENT_LENGTH, l.layer.len().into());
+            r.headers_mut()
+                .insert(header::CONTENT_LENGTH, l.layer.len().into());
             return r;
         }
         StatusCode::NOT_FOUND.into_response()
@@ -727,7 +906,10 @@ mod liar {
     pub async fn serve(l: Liar) -> (String, tokio::task::JoinHandle<()>) {
         let app = axum::Router::new()
             .route("/v2/", get(|| async { "{}" }))
-            .route("/v2/{ns}/app/manifests/{reference}", get(manifest).head(manifest))
+            .route(
+                "/v2/{ns}/app/manifests/{reference}",
+                get(manifest).head(manifest),
+            )
             .route("/v2/{ns}/app/blobs/{digest}", get(blob))
             .with_state(l);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -752,7 +934,10 @@ fn stored_anywhere(dir: &Path, digest: &str) -> bool {
             let p = e.path();
             if p.is_dir() {
                 stack.push(p);
-            } else if p.file_name().is_some_and(|n| n.to_string_lossy().contains(hex)) {
+            } else if p
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().contains(hex))
+            {
                 return true;
             }
         }
@@ -813,7 +998,11 @@ async fn a_wrong_or_truncated_blob_from_upstream_leaves_nothing_stored() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert!(fetched_again, "a later request fetches from upstream again");
-        assert!(!stored_anywhere(&server.data_dir, &b.digest), "{} is on disk", b.digest);
+        assert!(
+            !stored_anywhere(&server.data_dir, &b.digest),
+            "{} is on disk",
+            b.digest
+        );
     }
 }
 
@@ -856,8 +1045,18 @@ async fn concurrent_misses_of_a_blob_fetch_it_once() {
     for c in clients {
         let r = c.await.unwrap();
         assert_eq!(r.status, StatusCode::OK, "{}", r.text());
-        assert!(r.body.as_ref() == good.as_slice(), "a client got other bytes");
+        assert!(
+            r.body.as_ref() == good.as_slice(),
+            "a client got other bytes"
+        );
     }
-    assert_eq!(gets.load(std::sync::atomic::Ordering::SeqCst), 1, "one upstream fetch");
-    assert!(stored_anywhere(&server.data_dir, &good_digest), "the blob was kept");
+    assert_eq!(
+        gets.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one upstream fetch"
+    );
+    assert!(
+        stored_anywhere(&server.data_dir, &good_digest),
+        "the blob was kept"
+    );
 }

@@ -38,6 +38,9 @@ pub const TABLES: &[&str] = &[
     "crons",
     "scan_policies",
     "scan_allowlist",
+    "proxies",
+    "proxy_tags",
+    "proxy_manifests",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

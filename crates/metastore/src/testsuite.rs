@@ -698,6 +698,29 @@ async fn populate(store: &dyn MetaStore) {
         })
         .await
         .unwrap();
+    store
+        .create_proxy(&crate::proxy::ProxyConfig {
+            prefix: "hub/".into(),
+            upstreams: vec!["https://upstream.example".into()],
+            username: Some("u".into()),
+            password: Some("p".into()),
+            revalidate_secs: 60,
+            max_bytes: None,
+            max_idle_days: Some(30),
+            created_at_ms: 1,
+            updated_at_ms: 1,
+        })
+        .await
+        .unwrap();
+    let (proxied, digest) = (repo("hub/library/alpine"), Digest::sha256_of(b"proxied"));
+    store
+        .set_proxy_tag(&proxied, &tag("3"), &digest, 9)
+        .await
+        .unwrap();
+    store
+        .touch_proxied_manifest("hub/", &proxied, &digest, 123, 9)
+        .await
+        .unwrap();
 }
 
 pub async fn backup_export_and_import_round_trip(store: &dyn MetaStore) {
@@ -2648,7 +2671,10 @@ pub async fn proxies_and_their_bookkeeping(store: &dyn MetaStore) {
         updated_at_ms: 1,
     };
     store.create_proxy(&p).await.unwrap();
-    assert!(matches!(store.create_proxy(&p).await, Err(MetaError::Conflict(_))));
+    assert!(matches!(
+        store.create_proxy(&p).await,
+        Err(MetaError::Conflict(_))
+    ));
     assert!(!format!("{p:?}").contains("secret"));
     assert_eq!(store.proxies().await.unwrap(), vec![p.clone()]);
     let changed = ProxyConfig {
@@ -2666,20 +2692,39 @@ pub async fn proxies_and_their_bookkeeping(store: &dyn MetaStore) {
     assert_eq!(store.proxy_tag(&r, &t).await.unwrap(), None);
     store.set_proxy_tag(&r, &t, &d1, 10).await.unwrap();
     store.set_proxy_tag(&r, &t, &d2, 20).await.unwrap();
-    assert_eq!(store.proxy_tag(&r, &t).await.unwrap(), Some((d2.clone(), 20)));
+    assert_eq!(
+        store.proxy_tag(&r, &t).await.unwrap(),
+        Some((d2.clone(), 20))
+    );
 
-    store.touch_proxied_manifest("hub/", &r, &d1, 100, 50).await.unwrap();
-    store.touch_proxied_manifest("hub/", &r, &d2, 200, 40).await.unwrap();
+    store
+        .touch_proxied_manifest("hub/", &r, &d1, 100, 50)
+        .await
+        .unwrap();
+    store
+        .touch_proxied_manifest("hub/", &r, &d2, 200, 40)
+        .await
+        .unwrap();
     // The last use never moves back.
-    store.touch_proxied_manifest("hub/", &r, &d1, 100, 30).await.unwrap();
+    store
+        .touch_proxied_manifest("hub/", &r, &d1, 100, 30)
+        .await
+        .unwrap();
     let held = store.proxied_manifests("hub/").await.unwrap();
-    let order: Vec<_> = held.iter().map(|m| (m.digest.clone(), m.bytes, m.last_used_at_ms)).collect();
+    let order: Vec<_> = held
+        .iter()
+        .map(|m| (m.digest.clone(), m.bytes, m.last_used_at_ms))
+        .collect();
     assert_eq!(order, vec![(d2.clone(), 200, 40), (d1.clone(), 100, 50)]);
     assert!(store.proxied_manifests("other/").await.unwrap().is_empty());
 
     store.forget_proxied_manifest(&r, &d2).await.unwrap();
     assert_eq!(store.proxied_manifests("hub/").await.unwrap().len(), 1);
-    assert_eq!(store.proxy_tag(&r, &t).await.unwrap(), None, "the tag pointed at the evicted manifest");
+    assert_eq!(
+        store.proxy_tag(&r, &t).await.unwrap(),
+        None,
+        "the tag pointed at the evicted manifest"
+    );
 
     assert!(store.delete_proxy("hub/").await.unwrap());
     assert!(!store.delete_proxy("hub/").await.unwrap());
@@ -2697,6 +2742,10 @@ pub async fn proxied_manifests_need_no_references(store: &dyn MetaStore) {
     ));
     m.references_on_demand = true;
     store.put_manifest(&r, &m, Some(&tag("t"))).await.unwrap();
-    let got = store.get_manifest(&r, &Reference::Tag(tag("t")), false).await.unwrap().unwrap();
+    let got = store
+        .get_manifest(&r, &Reference::Tag(tag("t")), false)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(got.digest, m.digest);
 }

@@ -80,7 +80,8 @@ pub fn config_from(prefix: &str, spec: ProxySpec, now: i64) -> Result<ProxyConfi
     let mut upstreams = Vec::new();
     for u in &spec.upstreams {
         let u = u.trim().trim_end_matches('/');
-        let parsed = reqwest::Url::parse(u).map_err(|e| format!("upstream {u:?} is not a URL: {e}"))?;
+        let parsed =
+            reqwest::Url::parse(u).map_err(|e| format!("upstream {u:?} is not a URL: {e}"))?;
         if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
             return Err(format!("upstream {u:?} must be an http:// or https:// URL"));
         }
@@ -110,14 +111,22 @@ pub fn config_from(prefix: &str, spec: ProxySpec, now: i64) -> Result<ProxyConfi
 pub fn overlap(p: &ProxyConfig, existing: &[ProxyConfig]) -> Option<String> {
     existing
         .iter()
-        .find(|e| e.prefix != p.prefix && (e.prefix.starts_with(&p.prefix) || p.prefix.starts_with(&e.prefix)))
+        .find(|e| {
+            e.prefix != p.prefix
+                && (e.prefix.starts_with(&p.prefix) || p.prefix.starts_with(&e.prefix))
+        })
         .map(|e| format!("prefix {} overlaps the proxy {}", p.prefix, e.prefix))
 }
 
 /// Makes sure the retention schedule exists (it is created with the first proxy, so
 /// registries without proxies run no such job). An operator's changes to it are kept.
 pub async fn ensure_retention_schedule(meta: &dyn MetaStore) -> Result<(), MetaError> {
-    if meta.crons().await?.iter().any(|c| c.name == RETENTION_SCHEDULE) {
+    if meta
+        .crons()
+        .await?
+        .iter()
+        .any(|c| c.name == RETENTION_SCHEDULE)
+    {
         return Ok(());
     }
     let now = meta.store_now().await?;
@@ -165,7 +174,8 @@ pub async fn enforce_retention(
                 break;
             }
             meta.delete_manifest(&m.repository, &m.digest).await?;
-            meta.forget_proxied_manifest(&m.repository, &m.digest).await?;
+            meta.forget_proxied_manifest(&m.repository, &m.digest)
+                .await?;
             size = size.saturating_sub(m.bytes);
             total.images += 1;
             total.bytes += m.bytes;
@@ -175,7 +185,11 @@ pub async fn enforce_retention(
                 m.repository,
                 m.digest,
                 m.bytes,
-                if idle { "idle too long" } else { "over the size bound" }
+                if idle {
+                    "idle too long"
+                } else {
+                    "over the size bound"
+                }
             ));
         }
     }

@@ -110,7 +110,10 @@ impl Proxy {
         let scope = format!("repository:{up_repo}:pull");
         let mut errors = Vec::new();
         for u in &self.upstreams {
-            match u.send(method.clone(), &format!("{up_repo}/{path}"), accept, &scope).await {
+            match u
+                .send(method.clone(), &format!("{up_repo}/{path}"), accept, &scope)
+                .await
+            {
                 Ok(r) => return Ok(r),
                 Err(e) => {
                     if !e.is_not_found() {
@@ -125,10 +128,19 @@ impl Proxy {
     }
 
     /// A manifest's digest upstream, by `HEAD` (`None` if the upstream does not say).
-    async fn head_manifest(&self, up_repo: &str, reference: &str) -> Result<Option<Digest>, Failure> {
+    async fn head_manifest(
+        &self,
+        up_repo: &str,
+        reference: &str,
+    ) -> Result<Option<Digest>, Failure> {
         add(&self.counters.revalidations, 1);
         let resp = self
-            .send(Method::HEAD, up_repo, &format!("manifests/{reference}"), &MANIFEST_TYPES)
+            .send(
+                Method::HEAD,
+                up_repo,
+                &format!("manifests/{reference}"),
+                &MANIFEST_TYPES,
+            )
             .await?;
         Ok(resp
             .headers()
@@ -137,9 +149,18 @@ impl Proxy {
             .and_then(|v| v.parse().ok()))
     }
 
-    async fn get_manifest(&self, up_repo: &str, reference: &str) -> Result<(Option<String>, Bytes), Failure> {
+    async fn get_manifest(
+        &self,
+        up_repo: &str,
+        reference: &str,
+    ) -> Result<(Option<String>, Bytes), Failure> {
         let resp = self
-            .send(Method::GET, up_repo, &format!("manifests/{reference}"), &MANIFEST_TYPES)
+            .send(
+                Method::GET,
+                up_repo,
+                &format!("manifests/{reference}"),
+                &MANIFEST_TYPES,
+            )
             .await?;
         let content_type = resp
             .headers()
@@ -148,7 +169,11 @@ impl Proxy {
             .map(str::to_string);
         let body = resp.bytes().await.map_err(|e| {
             Failure(vec![UpstreamError::Unreachable {
-                url: self.upstreams.first().map(|u| u.url.clone()).unwrap_or_default(),
+                url: self
+                    .upstreams
+                    .first()
+                    .map(|u| u.url.clone())
+                    .unwrap_or_default(),
                 reason: format!("the manifest's body could not be read: {e}"),
             }])
         })?;
@@ -250,7 +275,10 @@ impl Proxies {
         let configs = match self.registry.meta().proxies().await {
             Ok(c) => c,
             // An older schema (a rollback under way) has no proxies.
-            Err(e) if e.to_string().contains("no such table") || e.to_string().contains("does not exist") => {
+            Err(e)
+                if e.to_string().contains("no such table")
+                    || e.to_string().contains("does not exist") =>
+            {
                 Vec::new()
             }
             Err(e) => return Err(e.into()),
@@ -273,7 +301,14 @@ impl Proxies {
                 let upstreams = config
                     .upstreams
                     .iter()
-                    .map(|u| Upstream::new(self.http.clone(), u, config.username.clone(), config.password.clone()))
+                    .map(|u| {
+                        Upstream::new(
+                            self.http.clone(),
+                            u,
+                            config.username.clone(),
+                            config.password.clone(),
+                        )
+                    })
                     .collect();
                 Arc::new(Proxy {
                     config,
@@ -372,7 +407,11 @@ impl Proxies {
         }
         let head = match p.head_manifest(up_repo, tag.as_str()).await {
             Ok(h) => h,
-            Err(f) => return self.fallback(&p, repo, reference, local.map(|l| l.digest), f).await,
+            Err(f) => {
+                return self
+                    .fallback(&p, repo, reference, local.map(|l| l.digest), f)
+                    .await
+            }
         };
         if let (Some(l), Some(d)) = (&local, &head) {
             if &l.digest == d {
@@ -384,14 +423,27 @@ impl Proxies {
         }
         add(&p.counters.misses, 1);
         // By the digest the HEAD named, so what is stored is what was revalidated.
-        let wanted = head.as_ref().map(|d| d.to_string()).unwrap_or_else(|| tag.to_string());
+        let wanted = head
+            .as_ref()
+            .map(|d| d.to_string())
+            .unwrap_or_else(|| tag.to_string());
         let (content_type, body) = match p.get_manifest(up_repo, &wanted).await {
             Ok(m) => m,
-            Err(f) => return self.fallback(&p, repo, reference, local.map(|l| l.digest), f).await,
+            Err(f) => {
+                return self
+                    .fallback(&p, repo, reference, local.map(|l| l.digest), f)
+                    .await
+            }
         };
         let (digest, bytes) = self
             .registry
-            .put_proxied_manifest(repo, Some(tag), head.as_ref(), content_type.as_deref(), body)
+            .put_proxied_manifest(
+                repo,
+                Some(tag),
+                head.as_ref(),
+                content_type.as_deref(),
+                body,
+            )
             .await?;
         meta.set_proxy_tag(repo, tag, &digest, now).await?;
         self.touch(&p, repo, &digest, Some(bytes)).await;
@@ -520,7 +572,12 @@ impl Proxies {
     ) -> Result<Started, ProxyError> {
         add(&p.counters.misses, 1);
         let resp = match p
-            .send(Method::GET, p.upstream_repo(repo), &format!("blobs/{digest}"), &[])
+            .send(
+                Method::GET,
+                p.upstream_repo(repo),
+                &format!("blobs/{digest}"),
+                &[],
+            )
             .await
         {
             Ok(r) => r,
@@ -565,8 +622,12 @@ impl Proxies {
             }
         }));
         let rx = guard.tx.subscribe();
-        let (registry, repo, digest, prefix) =
-            (self.registry.clone(), repo.clone(), digest.clone(), p.config.prefix.clone());
+        let (registry, repo, digest, prefix) = (
+            self.registry.clone(),
+            repo.clone(),
+            digest.clone(),
+            p.config.prefix.clone(),
+        );
         tokio::spawn(async move {
             let result = registry.upload_whole(&repo, &digest, body, size).await;
             let result = match result {
@@ -611,7 +672,11 @@ impl Proxies {
     }
 
     /// Tags of the proxy's tag state, for tests and status.
-    pub async fn tag_state(&self, repo: &RepoName, tag: &Tag) -> Result<Option<(Digest, i64)>, ProxyError> {
+    pub async fn tag_state(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+    ) -> Result<Option<(Digest, i64)>, ProxyError> {
         Ok(self.registry.meta().proxy_tag(repo, tag).await?)
     }
 }

@@ -206,7 +206,9 @@ impl Upstream {
                 req = req.header(ACCEPT, accept.join(", "));
             }
             match &cred {
-                Some(Credential::Bearer(t)) => req = req.header(AUTHORIZATION, format!("Bearer {t}")),
+                Some(Credential::Bearer(t)) => {
+                    req = req.header(AUTHORIZATION, format!("Bearer {t}"))
+                }
                 Some(Credential::Basic) => {
                     if let Some(user) = &self.username {
                         req = req.basic_auth(user, self.password.as_deref());
@@ -244,17 +246,27 @@ impl Upstream {
             }
             cred = match challenge {
                 Some(c) if c.scheme == "bearer" => {
-                    let scope = c.params.get("scope").cloned().unwrap_or_else(|| scope.to_string());
+                    let scope = c
+                        .params
+                        .get("scope")
+                        .cloned()
+                        .unwrap_or_else(|| scope.to_string());
                     Some(Credential::Bearer(self.fetch_token(&c, &scope).await?))
                 }
                 Some(c) if c.scheme == "basic" => {
                     if self.username.is_none() {
-                        return Err(refused("it asks for a user name and password, and the proxy has none"));
+                        return Err(refused(
+                            "it asks for a user name and password, and the proxy has none",
+                        ));
                     }
                     self.basic.store(true, Ordering::Relaxed);
                     Some(Credential::Basic)
                 }
-                _ => return Err(refused("401 Unauthorized without a challenge the proxy understands")),
+                _ => {
+                    return Err(refused(
+                        "401 Unauthorized without a challenge the proxy understands",
+                    ))
+                }
             };
         }
         unreachable!("the loop returns on its second attempt")
@@ -296,7 +308,11 @@ mod tests {
         base: Arc<Mutex<String>>,
     }
 
-    async fn token(State(f): State<Fake>, headers: HeaderMap, q: axum::extract::RawQuery) -> axum::response::Response {
+    async fn token(
+        State(f): State<Fake>,
+        headers: HeaderMap,
+        q: axum::extract::RawQuery,
+    ) -> axum::response::Response {
         f.token_requests.fetch_add(1, Ordering::SeqCst);
         let query = q.0.unwrap_or_default();
         let basic = headers.get("authorization").and_then(|v| v.to_str().ok());
@@ -304,7 +320,10 @@ mod tests {
             return (Status::UNAUTHORIZED, "bad credentials").into_response();
         }
         assert!(query.contains("service=fake"), "{query}");
-        assert!(query.contains("scope=repository%3Alib%2Fapp%3Apull"), "{query}");
+        assert!(
+            query.contains("scope=repository%3Alib%2Fapp%3Apull"),
+            "{query}"
+        );
         axum::Json(serde_json::json!({"token": "tok-1", "expires_in": 300})).into_response()
     }
 
@@ -317,7 +336,9 @@ mod tests {
             Status::UNAUTHORIZED,
             [(
                 "www-authenticate",
-                format!(r#"Bearer realm="{base}/token",service="fake",scope="repository:lib/app:pull""#),
+                format!(
+                    r#"Bearer realm="{base}/token",service="fake",scope="repository:lib/app:pull""#
+                ),
             )],
         )
             .into_response()
@@ -327,7 +348,10 @@ mod tests {
         let fake = Fake::default();
         let app = axum::Router::new()
             .route("/token", get(token))
-            .route("/v2/lib/app/manifests/{reference}", get(manifest).head(manifest))
+            .route(
+                "/v2/lib/app/manifests/{reference}",
+                get(manifest).head(manifest),
+            )
             .with_state(fake.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -341,18 +365,46 @@ mod tests {
     #[tokio::test]
     async fn bearer_tokens_are_fetched_with_the_credentials_and_cached() {
         let (fake, base, task) = start_fake().await;
-        let up = Upstream::new(reqwest::Client::new(), &base, Some("proxy".into()), Some("s3cret".into()));
+        let up = Upstream::new(
+            reqwest::Client::new(),
+            &base,
+            Some("proxy".into()),
+            Some("s3cret".into()),
+        );
         let scope = "repository:lib/app:pull";
         for _ in 0..3 {
-            let r = up.send(Method::HEAD, "lib/app/manifests/1", &["application/json"], scope).await.unwrap();
+            let r = up
+                .send(
+                    Method::HEAD,
+                    "lib/app/manifests/1",
+                    &["application/json"],
+                    scope,
+                )
+                .await
+                .unwrap();
             assert_eq!(r.headers()["docker-content-digest"], "sha256:0000");
         }
-        assert_eq!(fake.token_requests.load(Ordering::SeqCst), 1, "the token is cached until it expires");
+        assert_eq!(
+            fake.token_requests.load(Ordering::SeqCst),
+            1,
+            "the token is cached until it expires"
+        );
 
-        let wrong = Upstream::new(reqwest::Client::new(), &base, Some("proxy".into()), Some("wrong".into()));
-        let err = wrong.send(Method::GET, "lib/app/manifests/1", &[], scope).await.unwrap_err();
+        let wrong = Upstream::new(
+            reqwest::Client::new(),
+            &base,
+            Some("proxy".into()),
+            Some("wrong".into()),
+        );
+        let err = wrong
+            .send(Method::GET, "lib/app/manifests/1", &[], scope)
+            .await
+            .unwrap_err();
         assert!(matches!(err, UpstreamError::Auth { .. }), "{err}");
-        assert!(err.to_string().contains("token server") && err.to_string().contains("401"), "{err}");
+        assert!(
+            err.to_string().contains("token server") && err.to_string().contains("401"),
+            "{err}"
+        );
         task.abort();
     }
 
@@ -362,9 +414,11 @@ mod tests {
         let base = format!("http://{}", listener.local_addr().unwrap());
         drop(listener);
         let up = Upstream::new(reqwest::Client::new(), &base, None, None);
-        let err = up.send(Method::HEAD, "a/manifests/1", &[], "repository:a:pull").await.unwrap_err();
+        let err = up
+            .send(Method::HEAD, "a/manifests/1", &[], "repository:a:pull")
+            .await
+            .unwrap_err();
         assert!(matches!(err, UpstreamError::Unreachable { .. }), "{err}");
         assert!(err.to_string().contains(&base), "{err}");
     }
 }
-

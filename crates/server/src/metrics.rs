@@ -143,16 +143,44 @@ async fn scanning(meta: &dyn wharf_metastore::MetaStore) -> wharf_metastore::Res
 fn proxy_metrics(st: &AppState, out: &mut String) {
     use std::sync::atomic::Ordering::Relaxed;
     let counters = st.proxies.counters();
-    let series: [(&str, &str, fn(&wharf_proxy::Counters) -> u64); 6] = [
-        ("wharf_proxy_hits_total", "Proxied requests answered from the store.", |c| c.hits.load(Relaxed)),
-        ("wharf_proxy_misses_total", "Proxied requests that fetched from upstream.", |c| c.misses.load(Relaxed)),
-        ("wharf_proxy_revalidations_total", "Tag revalidations (HEAD) sent upstream.", |c| c.revalidations.load(Relaxed)),
-        ("wharf_proxy_upstream_bytes_total", "Blob bytes received from upstream.", |c| c.upstream_bytes.load(Relaxed)),
-        ("wharf_proxy_upstream_errors_total", "Upstream requests that failed.", |c| c.upstream_errors.load(Relaxed)),
-        ("wharf_proxy_stale_serves_total", "Manifests served possibly stale (no upstream answered).", |c| c.stale_serves.load(Relaxed)),
+    type Read = fn(&wharf_proxy::Counters) -> u64;
+    let series: [(&str, &str, Read); 6] = [
+        (
+            "wharf_proxy_hits_total",
+            "Proxied requests answered from the store.",
+            |c| c.hits.load(Relaxed),
+        ),
+        (
+            "wharf_proxy_misses_total",
+            "Proxied requests that fetched from upstream.",
+            |c| c.misses.load(Relaxed),
+        ),
+        (
+            "wharf_proxy_revalidations_total",
+            "Tag revalidations (HEAD) sent upstream.",
+            |c| c.revalidations.load(Relaxed),
+        ),
+        (
+            "wharf_proxy_upstream_bytes_total",
+            "Blob bytes received from upstream.",
+            |c| c.upstream_bytes.load(Relaxed),
+        ),
+        (
+            "wharf_proxy_upstream_errors_total",
+            "Upstream requests that failed.",
+            |c| c.upstream_errors.load(Relaxed),
+        ),
+        (
+            "wharf_proxy_stale_serves_total",
+            "Manifests served possibly stale (no upstream answered).",
+            |c| c.stale_serves.load(Relaxed),
+        ),
     ];
     for (name, help, get) in series {
-        let _ = writeln!(out, "# HELP {name} {help} Per proxy, on this replica.\n# TYPE {name} counter");
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help} Per proxy, on this replica.\n# TYPE {name} counter"
+        );
         for (prefix, c) in &counters {
             let _ = writeln!(out, "{name}{{proxy=\"{prefix}\"}} {}", get(c));
         }

@@ -95,7 +95,9 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
                 store.create_proxy(&p).await?;
                 proxy_admin::ensure_retention_schedule(store.as_ref()).await?;
                 let details = serde_json::to_string(&ProxyView::from(&p))?;
-                store.audit("cli", "proxy.create", &p.prefix, Some(&details)).await?;
+                store
+                    .audit("cli", "proxy.create", &p.prefix, Some(&details))
+                    .await?;
                 println!("{} now proxies {}", p.prefix, p.upstreams.join(", "));
             }
             ProxyCommand::List { json } => {
@@ -104,7 +106,10 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
                 if json {
                     println!("{}", serde_json::to_string_pretty(&views)?);
                 } else {
-                    println!("{:<24} {:<10} {:<14} {:<10} UPSTREAMS", "PREFIX", "REVALIDATE", "MAX_BYTES", "IDLE_DAYS");
+                    println!(
+                        "{:<24} {:<10} {:<14} {:<10} UPSTREAMS",
+                        "PREFIX", "REVALIDATE", "MAX_BYTES", "IDLE_DAYS"
+                    );
                     for v in views {
                         let dash = || "-".to_string();
                         println!(

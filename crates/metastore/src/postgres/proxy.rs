@@ -30,9 +30,11 @@ fn row(r: &PgRow) -> Result<ProxyConfig> {
 #[async_trait]
 impl ProxyStore for PgMetaStore {
     async fn proxies(&self) -> Result<Vec<ProxyConfig>> {
-        let rows = sqlx::query(AssertSqlSafe(format!("SELECT {COLUMNS} FROM proxies ORDER BY prefix")))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM proxies ORDER BY prefix"
+        )))
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(row).collect()
     }
 
@@ -99,16 +101,23 @@ impl ProxyStore for PgMetaStore {
     }
 
     async fn proxy_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<(Digest, i64)>> {
-        let r: Option<(String, i64)> =
-            sqlx::query_as("SELECT digest, checked_at FROM proxy_tags WHERE repository = $1 AND tag = $2")
-                .bind(repo.as_str())
-                .bind(tag.as_str())
-                .fetch_optional(&self.pool)
-                .await?;
+        let r: Option<(String, i64)> = sqlx::query_as(
+            "SELECT digest, checked_at FROM proxy_tags WHERE repository = $1 AND tag = $2",
+        )
+        .bind(repo.as_str())
+        .bind(tag.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
         r.map(|(d, at)| Ok((parse(d)?, at))).transpose()
     }
 
-    async fn set_proxy_tag(&self, repo: &RepoName, tag: &Tag, digest: &Digest, checked_at_ms: i64) -> Result<()> {
+    async fn set_proxy_tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        digest: &Digest,
+        checked_at_ms: i64,
+    ) -> Result<()> {
         sqlx::query(
             "INSERT INTO proxy_tags (repository, tag, digest, checked_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (repository, tag) DO UPDATE SET digest = excluded.digest, checked_at = excluded.checked_at",

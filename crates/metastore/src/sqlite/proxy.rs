@@ -29,7 +29,8 @@ fn row(r: &rusqlite::Row) -> rusqlite::Result<ProxyConfig> {
 impl ProxyStore for SqliteMetaStore {
     async fn proxies(&self) -> Result<Vec<ProxyConfig>> {
         self.read(|c| {
-            let mut st = c.prepare_cached(&format!("SELECT {COLUMNS} FROM proxies ORDER BY prefix"))?;
+            let mut st =
+                c.prepare_cached(&format!("SELECT {COLUMNS} FROM proxies ORDER BY prefix"))?;
             let rows = st.query_map([], row)?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
@@ -40,7 +41,9 @@ impl ProxyStore for SqliteMetaStore {
         let p = p.clone();
         self.write(move |tx| {
             let n = tx.execute(
-                &format!("INSERT OR IGNORE INTO proxies ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+                &format!(
+                    "INSERT OR IGNORE INTO proxies ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                ),
                 params![
                     p.prefix,
                     serde_json::to_string(&p.upstreams).expect("strings serialise"),
@@ -54,7 +57,10 @@ impl ProxyStore for SqliteMetaStore {
                 ],
             )?;
             if n == 0 {
-                return Err(MetaError::Conflict(format!("a proxy of prefix {:?} exists already", p.prefix)));
+                return Err(MetaError::Conflict(format!(
+                    "a proxy of prefix {:?} exists already",
+                    p.prefix
+                )));
             }
             Ok(())
         })
@@ -100,14 +106,22 @@ impl ProxyStore for SqliteMetaStore {
     async fn proxy_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<(Digest, i64)>> {
         let (repo, tag) = (repo.to_string(), tag.to_string());
         self.read(move |c| {
-            Ok(c.prepare_cached("SELECT digest, checked_at FROM proxy_tags WHERE repository = ? AND tag = ?")?
-                .query_row(params![repo, tag], |r| Ok((parse(r.get(0)?)?, r.get(1)?)))
-                .optional()?)
+            Ok(c.prepare_cached(
+                "SELECT digest, checked_at FROM proxy_tags WHERE repository = ? AND tag = ?",
+            )?
+            .query_row(params![repo, tag], |r| Ok((parse(r.get(0)?)?, r.get(1)?)))
+            .optional()?)
         })
         .await
     }
 
-    async fn set_proxy_tag(&self, repo: &RepoName, tag: &Tag, digest: &Digest, checked_at_ms: i64) -> Result<()> {
+    async fn set_proxy_tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        digest: &Digest,
+        checked_at_ms: i64,
+    ) -> Result<()> {
         let (repo, tag, digest) = (repo.to_string(), tag.to_string(), digest.to_string());
         // Relaxed: a lost revalidation time only costs one more HEAD upstream.
         self.write_relaxed(move |tx| {
@@ -165,8 +179,14 @@ impl ProxyStore for SqliteMetaStore {
     async fn forget_proxied_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
         let (repo, digest) = (repo.to_string(), digest.to_string());
         self.write(move |tx| {
-            tx.execute("DELETE FROM proxy_manifests WHERE repository = ? AND digest = ?", params![repo, digest])?;
-            tx.execute("DELETE FROM proxy_tags WHERE repository = ? AND digest = ?", params![repo, digest])?;
+            tx.execute(
+                "DELETE FROM proxy_manifests WHERE repository = ? AND digest = ?",
+                params![repo, digest],
+            )?;
+            tx.execute(
+                "DELETE FROM proxy_tags WHERE repository = ? AND digest = ?",
+                params![repo, digest],
+            )?;
             Ok(())
         })
         .await

@@ -127,7 +127,8 @@ pub async fn create(State(st): State<AppState>, req: Request) -> ApiResult {
     let input: ProxyInput = json_body(req).await?;
     let (prefix, spec) = input.spec();
     let prefix = prefix.ok_or_else(|| invalid("a proxy needs a prefix"))?;
-    let config = proxy_admin::config_from(&prefix, spec, wharf_metastore::now_ms()).map_err(invalid)?;
+    let config =
+        proxy_admin::config_from(&prefix, spec, wharf_metastore::now_ms()).map_err(invalid)?;
     let meta = st.registry.meta();
     let existing = meta.proxies().await.map_err(store_error)?;
     if let Some(why) = proxy_admin::overlap(&config, &existing) {
@@ -138,7 +139,14 @@ pub async fn create(State(st): State<AppState>, req: Request) -> ApiResult {
         .await
         .map_err(store_error)?;
     st.proxies.invalidate().await;
-    audit_log(&st, &actor, "proxy.create", &config.prefix, audit_details(&config)).await?;
+    audit_log(
+        &st,
+        &actor,
+        "proxy.create",
+        &config.prefix,
+        audit_details(&config),
+    )
+    .await?;
     Ok(created(view(&config)))
 }
 
@@ -185,7 +193,14 @@ pub async fn update(
         return Err(not_found(format!("no proxy {prefix}")));
     }
     st.proxies.invalidate().await;
-    audit_log(&st, &actor, "proxy.update", &config.prefix, audit_details(&config)).await?;
+    audit_log(
+        &st,
+        &actor,
+        "proxy.update",
+        &config.prefix,
+        audit_details(&config),
+    )
+    .await?;
     Ok(Json(view(&config)).into_response())
 }
 
