@@ -1060,3 +1060,58 @@ async fn concurrent_misses_of_a_blob_fetch_it_once() {
         "the blob was kept"
     );
 }
+
+/// Scanning applies to proxied images: storing a proxied manifest queues its scan, as a
+/// push does, and the scan fetches the layers no client has asked for yet, so it reads
+/// the whole image (and they are then served with the upstream gone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxied_image_is_scanned_whole() {
+    if !Upstream::available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mut upstream = Upstream::start(None).await;
+    let image = image_layout(&tmp.path().join("src"), "1", &[60_000, 20_000]);
+    upstream
+        .push(&tmp.path().join("src"), "1", "lib/scanned")
+        .await;
+    let server = TestServer::start();
+    add_proxy(
+        &server,
+        json!({"prefix": "hub", "upstreams": [upstream.url()]}),
+    )
+    .await;
+    // Only the manifest is pulled.
+    let m = get(&server.url("/v2/hub/lib/scanned/manifests/1")).await;
+    assert_eq!(m.status, StatusCode::OK, "{}", m.text());
+
+    let mut job = Value::Null;
+    for _ in 0..300 {
+        let jobs = get(&server.url("/api/v0/jobs?action=scan")).await.json();
+        if let Some(j) = jobs["jobs"].as_array().and_then(|a| {
+            a.iter()
+                .find(|j| j["params"]["digest"] == image.manifest.digest.as_str())
+        }) {
+            if ["done", "error", "cancelled", "worker_dead"]
+                .contains(&j["status"].as_str().unwrap_or(""))
+            {
+                job = j.clone();
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(job["status"], "done", "the proxied image's scan: {job}");
+    assert_eq!(job["params"]["repository"], "hub/lib/scanned", "{job}");
+    let logs = get(&server.url(&format!("/api/v0/jobs/{}/logs", job["id"])))
+        .await
+        .text();
+    assert!(logs.contains("1 images scanned, 0 failed"), "{logs}");
+
+    upstream.stop();
+    for b in image.content() {
+        let r = get(&server.url(&format!("/v2/hub/lib/scanned/blobs/{}", b.digest))).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        assert!(r.body.as_ref() == b.bytes, "{} differs", b.digest);
+    }
+}
