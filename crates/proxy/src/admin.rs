@@ -195,3 +195,106 @@ pub async fn enforce_retention(
     }
     Ok(total)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wharf_metastore::{ProxyStore, SqliteMetaStore};
+    use wharf_oci::Digest;
+
+    fn proxy(prefix: &str, max_bytes: Option<u64>, max_idle_days: Option<u32>) -> ProxyConfig {
+        let spec = ProxySpec {
+            upstreams: vec!["http://127.0.0.1:1".into()],
+            username: None,
+            password: None,
+            revalidate_secs: None,
+            max_bytes,
+            max_idle_days,
+        };
+        config_from(prefix, spec, 0).unwrap()
+    }
+
+    #[test]
+    fn specs_are_checked() {
+        assert_eq!(proxy("hub", None, None).prefix, "hub/");
+        assert_eq!(
+            proxy("hub", None, None).revalidate_secs,
+            DEFAULT_REVALIDATE_SECS
+        );
+        let bad = |prefix: &str, upstream: &str| {
+            let spec = ProxySpec {
+                upstreams: vec![upstream.into()],
+                username: None,
+                password: None,
+                revalidate_secs: None,
+                max_bytes: None,
+                max_idle_days: None,
+            };
+            config_from(prefix, spec, 0).unwrap_err()
+        };
+        assert!(bad("Hub", "http://x").contains("not a repository-name prefix"));
+        assert!(bad("hub", "ftp://x").contains("http:// or https://"));
+        assert!(bad("hub", "nonsense").contains("not a URL"));
+        let a = proxy("hub", None, None);
+        assert!(overlap(&proxy("hub/library", None, None), &[a.clone()]).is_some());
+        assert!(overlap(&proxy("hubble", None, None), &[a]).is_none());
+    }
+
+    #[tokio::test]
+    async fn retention_evicts_idle_then_least_recently_used_images() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = SqliteMetaStore::open(dir.path().join("m.db"))
+            .await
+            .unwrap();
+        meta.create_proxy(&proxy("idle", None, Some(1)))
+            .await
+            .unwrap();
+        meta.create_proxy(&proxy("full", Some(250), None))
+            .await
+            .unwrap();
+        let day = 86_400_000;
+        let now = now_ms();
+        let r: RepoName = "idle/a".parse().unwrap();
+        let (old, recent) = (Digest::sha256_of(b"old"), Digest::sha256_of(b"recent"));
+        meta.touch_proxied_manifest("idle/", &r, &old, 10, now - 2 * day)
+            .await
+            .unwrap();
+        meta.touch_proxied_manifest("idle/", &r, &recent, 10, now - day / 2)
+            .await
+            .unwrap();
+        let f: RepoName = "full/a".parse().unwrap();
+        let sized: Vec<Digest> = (0..3u8).map(|i| Digest::sha256_of(&[i])).collect();
+        for (i, d) in sized.iter().enumerate() {
+            meta.touch_proxied_manifest("full/", &f, d, 100, now - 1000 + i as i64)
+                .await
+                .unwrap();
+        }
+        let mut lines = Vec::new();
+        let evicted = enforce_retention(&meta, |l| lines.push(l)).await.unwrap();
+        assert_eq!(
+            evicted,
+            Evicted {
+                images: 2,
+                bytes: 110
+            },
+            "{lines:?}"
+        );
+        let left = |p: &'static str| {
+            let meta = &meta;
+            async move {
+                meta.proxied_manifests(p)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|m| m.digest)
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(left("idle/").await, vec![recent]);
+        assert_eq!(
+            left("full/").await,
+            sized[1..].to_vec(),
+            "the least recently used went"
+        );
+    }
+}

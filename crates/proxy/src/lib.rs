@@ -162,10 +162,13 @@ impl Proxy {
                 &MANIFEST_TYPES,
             )
             .await?;
+        // Only a manifest type is passed on: anything else (`application/json`, a
+        // charset) leaves the type to the manifest's own `mediaType`.
         let content_type = resp
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
+            .filter(|t| MANIFEST_TYPES.contains(t))
             .map(str::to_string);
         let body = resp.bytes().await.map_err(|e| {
             Failure(vec![UpstreamError::Unreachable {

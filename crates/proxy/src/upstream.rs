@@ -352,6 +352,14 @@ mod tests {
                 "/v2/lib/app/manifests/{reference}",
                 get(manifest).head(manifest),
             )
+            .route(
+                "/v2/limited/manifests/{reference}",
+                get(|| async { Status::TOO_MANY_REQUESTS }),
+            )
+            .route(
+                "/v2/broken/manifests/{reference}",
+                get(|| async { Status::BAD_GATEWAY }),
+            )
             .with_state(fake.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -405,6 +413,38 @@ mod tests {
             err.to_string().contains("token server") && err.to_string().contains("401"),
             "{err}"
         );
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn rate_limits_and_server_errors_are_told_apart() {
+        let (_fake, base, task) = start_fake().await;
+        let up = Upstream::new(reqwest::Client::new(), &base, None, None);
+        let err = up
+            .send(
+                Method::HEAD,
+                "limited/manifests/1",
+                &[],
+                "repository:limited:pull",
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, UpstreamError::RateLimited { .. }), "{err}");
+        assert!(err.to_string().contains("429"), "{err}");
+        let err = up
+            .send(
+                Method::GET,
+                "broken/manifests/1",
+                &[],
+                "repository:broken:pull",
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, UpstreamError::Status { status: 502, .. }),
+            "{err}"
+        );
+        assert!(!err.is_not_found());
         task.abort();
     }
 
