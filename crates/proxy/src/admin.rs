@@ -236,7 +236,7 @@ mod tests {
         assert!(bad("hub", "ftp://x").contains("http:// or https://"));
         assert!(bad("hub", "nonsense").contains("not a URL"));
         let a = proxy("hub", None, None);
-        assert!(overlap(&proxy("hub/library", None, None), &[a.clone()]).is_some());
+        assert!(overlap(&proxy("hub/library", None, None), std::slice::from_ref(&a)).is_some());
         assert!(overlap(&proxy("hubble", None, None), &[a]).is_none());
     }
 
