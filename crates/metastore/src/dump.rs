@@ -40,6 +40,9 @@ pub const TABLES: &[&str] = &[
     "scan_allowlist",
     "content_caches",
     "content_cache_choices",
+    "proxies",
+    "proxy_tags",
+    "proxy_manifests",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

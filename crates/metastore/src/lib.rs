@@ -17,6 +17,7 @@ pub mod gc;
 pub mod jobs;
 pub mod journal;
 pub mod postgres;
+pub mod proxy;
 pub mod replicas;
 pub mod scan;
 pub mod schema;
@@ -31,6 +32,7 @@ pub use gc::GcStore;
 pub use jobs::JobStore;
 pub use journal::UpgradeJournal;
 pub use postgres::PgMetaStore;
+pub use proxy::{ProxiedManifest, ProxyConfig, ProxyStore};
 pub use replicas::{ReplicaReport, ReplicaRow, ReplicaStore};
 pub use scan::ScanStore;
 pub use sqlite::SqliteMetaStore;
@@ -99,6 +101,9 @@ pub struct NewManifest {
     pub required_manifests: Vec<Digest>,
     /// Queue a `scan` job with the manifest, in its transaction (scan on push).
     pub scan: Option<ScanOnPush>,
+    /// Stored by a pull-through proxy: the references are recorded (for GC) but not
+    /// required, since the proxy fetches them from its upstream when they are asked for.
+    pub references_on_demand: bool,
 }
 
 /// The `scan` job a manifest push queues, in the push's own transaction: a pushed image
@@ -154,6 +159,7 @@ pub trait MetaStore:
     + GcStore
     + ScanStore
     + ContentCacheStore
+    + ProxyStore
     + UpgradeJournal
     + Send
     + Sync

@@ -20,6 +20,7 @@ mod gc;
 mod holds;
 mod jobs;
 mod journal;
+mod proxy;
 mod scan;
 use crate::schema::{MIGRATIONS, SCHEMA_LEVEL};
 use crate::{
@@ -564,7 +565,7 @@ impl MetaStore for PgMetaStore {
             ),
         ];
         for (required, lock) in checks {
-            if required.is_empty() {
+            if required.is_empty() || m.references_on_demand {
                 continue;
             }
             let wanted: Vec<String> = required.iter().map(|d| d.to_string()).collect();

@@ -30,6 +30,7 @@ mod gc;
 mod group_commit;
 mod jobs;
 mod journal;
+mod proxy;
 mod replicas;
 mod scan;
 
@@ -617,7 +618,7 @@ impl MetaStore for SqliteMetaStore {
         let (repo, m, tag) = (repo.to_string(), m.clone(), tag.map(|t| t.to_string()));
         self.write(move |tx| {
             let rid = ensure_repo(tx, &repo)?;
-            {
+            if !m.references_on_demand {
                 let mut blob_q = tx.prepare_cached(
                     "SELECT EXISTS (SELECT 1 FROM repository_blobs WHERE repository_id = ? AND digest = ?)",
                 )?;

@@ -52,6 +52,7 @@ fn manifest(payload: &str, blobs: Vec<Digest>, manifests: Vec<Digest>) -> NewMan
         required_blobs: blobs,
         required_manifests: manifests,
         scan: None,
+        references_on_demand: false,
     }
 }
 
@@ -325,6 +326,8 @@ macro_rules! metastore_testsuite {
             scan_policies_and_allowlist_round_trip,
             scan_gc_removes_orphan_inventories_and_packages,
             scan_on_push_queues_one_job_per_image,
+            proxies_and_their_bookkeeping,
+            proxied_manifests_need_no_references,
             scans_are_claimed_after_other_jobs,
         );
     };
@@ -820,6 +823,29 @@ async fn populate(store: &dyn MetaStore) {
             next_run_at_ms: 5,
             last_job_id: None,
         })
+        .await
+        .unwrap();
+    store
+        .create_proxy(&crate::proxy::ProxyConfig {
+            prefix: "hub/".into(),
+            upstreams: vec!["https://upstream.example".into()],
+            username: Some("u".into()),
+            password: Some("p".into()),
+            revalidate_secs: 60,
+            max_bytes: None,
+            max_idle_days: Some(30),
+            created_at_ms: 1,
+            updated_at_ms: 1,
+        })
+        .await
+        .unwrap();
+    let (proxied, digest) = (repo("hub/library/alpine"), Digest::sha256_of(b"proxied"));
+    store
+        .set_proxy_tag(&proxied, &tag("3"), &digest, 9)
+        .await
+        .unwrap();
+    store
+        .touch_proxied_manifest("hub/", &proxied, &digest, 123, 9)
         .await
         .unwrap();
 }
@@ -2756,4 +2782,97 @@ pub async fn scan_on_push_queues_one_job_per_image(store: &dyn MetaStore) {
     });
     futures_util::future::join_all(pushes).await;
     assert_eq!(scan_jobs(store).await.len(), 6);
+}
+
+pub async fn proxies_and_their_bookkeeping(store: &dyn MetaStore) {
+    use crate::proxy::ProxyConfig;
+    let p = ProxyConfig {
+        prefix: "hub/".into(),
+        upstreams: vec!["http://a.example".into(), "http://b.example".into()],
+        username: Some("u".into()),
+        password: Some("secret".into()),
+        revalidate_secs: 60,
+        max_bytes: Some(1 << 30),
+        max_idle_days: None,
+        created_at_ms: 1,
+        updated_at_ms: 1,
+    };
+    store.create_proxy(&p).await.unwrap();
+    assert!(matches!(
+        store.create_proxy(&p).await,
+        Err(MetaError::Conflict(_))
+    ));
+    assert!(!format!("{p:?}").contains("secret"));
+    assert_eq!(store.proxies().await.unwrap(), vec![p.clone()]);
+    let changed = ProxyConfig {
+        upstreams: vec!["http://c.example".into()],
+        password: None,
+        max_idle_days: Some(7),
+        updated_at_ms: 2,
+        ..p.clone()
+    };
+    assert!(store.update_proxy(&changed).await.unwrap());
+    assert_eq!(store.proxies().await.unwrap(), vec![changed]);
+
+    let (r, t) = (repo("hub/library/alpine"), tag("3"));
+    let (d1, d2) = (Digest::sha256_of(b"one"), Digest::sha256_of(b"two"));
+    assert_eq!(store.proxy_tag(&r, &t).await.unwrap(), None);
+    store.set_proxy_tag(&r, &t, &d1, 10).await.unwrap();
+    store.set_proxy_tag(&r, &t, &d2, 20).await.unwrap();
+    assert_eq!(
+        store.proxy_tag(&r, &t).await.unwrap(),
+        Some((d2.clone(), 20))
+    );
+
+    store
+        .touch_proxied_manifest("hub/", &r, &d1, 100, 50)
+        .await
+        .unwrap();
+    store
+        .touch_proxied_manifest("hub/", &r, &d2, 200, 40)
+        .await
+        .unwrap();
+    // The last use never moves back.
+    store
+        .touch_proxied_manifest("hub/", &r, &d1, 100, 30)
+        .await
+        .unwrap();
+    let held = store.proxied_manifests("hub/").await.unwrap();
+    let order: Vec<_> = held
+        .iter()
+        .map(|m| (m.digest.clone(), m.bytes, m.last_used_at_ms))
+        .collect();
+    assert_eq!(order, vec![(d2.clone(), 200, 40), (d1.clone(), 100, 50)]);
+    assert!(store.proxied_manifests("other/").await.unwrap().is_empty());
+
+    store.forget_proxied_manifest(&r, &d2).await.unwrap();
+    assert_eq!(store.proxied_manifests("hub/").await.unwrap().len(), 1);
+    assert_eq!(
+        store.proxy_tag(&r, &t).await.unwrap(),
+        None,
+        "the tag pointed at the evicted manifest"
+    );
+
+    assert!(store.delete_proxy("hub/").await.unwrap());
+    assert!(!store.delete_proxy("hub/").await.unwrap());
+    assert!(store.proxies().await.unwrap().is_empty());
+    assert!(store.proxied_manifests("hub/").await.unwrap().is_empty());
+}
+
+pub async fn proxied_manifests_need_no_references(store: &dyn MetaStore) {
+    let r = repo("hub/x");
+    let missing = Digest::sha256_of(b"layer not fetched yet");
+    let mut m = manifest(r#"{"proxied":1}"#, vec![missing.clone()], vec![]);
+    assert!(matches!(
+        store.put_manifest(&r, &m, Some(&tag("t"))).await,
+        Err(MetaError::MissingReference(_))
+    ));
+    m.references_on_demand = true;
+    store.put_manifest(&r, &m, Some(&tag("t"))).await.unwrap();
+    let got = store
+        .get_manifest(&r, &Reference::Tag(tag("t")), false)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.digest, m.digest);
 }

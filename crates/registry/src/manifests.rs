@@ -4,7 +4,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use wharf_metastore::{NewManifest, StoredManifest};
 use wharf_oci::manifest::ManifestKind;
-use wharf_oci::{media, Digest, Hasher, Manifest, Reference, RepoName};
+use wharf_oci::{media, Digest, Hasher, Manifest, Reference, RepoName, Tag};
 
 use crate::error::{RegistryError, Result};
 use crate::Registry;
@@ -89,6 +89,7 @@ impl Registry {
             required_blobs: manifest.required_blobs().cloned().collect(),
             required_manifests: manifest.required_manifests().cloned().collect(),
             scan,
+            references_on_demand: false,
         };
         let tag = match reference {
             Reference::Tag(t) => Some(t),
@@ -108,6 +109,77 @@ impl Registry {
             digest,
             subject: record.subject,
         })
+    }
+
+    /// Stores a manifest a pull-through proxy fetched from its upstream (and points
+    /// `tag` at it): verified against `expected` when given, its references recorded
+    /// but not required (the proxy fetches them when they are asked for), and its scan
+    /// queued as a push's would be. Returns the digest and the bytes the image takes
+    /// (the manifest and the blobs it names), for retention.
+    pub async fn put_proxied_manifest(
+        &self,
+        repo: &RepoName,
+        tag: Option<&Tag>,
+        expected: Option<&Digest>,
+        content_type: Option<&str>,
+        body: Bytes,
+    ) -> Result<(Digest, u64)> {
+        let size = body.len() as u64;
+        if size > self.limits.max_manifest_bytes {
+            return Err(RegistryError::ManifestTooLarge {
+                size,
+                limit: self.limits.max_manifest_bytes,
+            });
+        }
+        let digest = match expected {
+            Some(e) => {
+                let mut h = Hasher::new(e.algorithm());
+                h.update(&body);
+                let actual = h.finish();
+                if &actual != e {
+                    return Err(RegistryError::DigestMismatch {
+                        expected: e.clone(),
+                        actual,
+                    });
+                }
+                actual
+            }
+            None => Digest::sha256_of(&body),
+        };
+        let manifest = Manifest::parse(content_type, &body)
+            .map_err(|e| RegistryError::ManifestInvalid(e.to_string()))?;
+        let bytes = size
+            + manifest
+                .config
+                .iter()
+                .chain(manifest.layers.iter())
+                .map(|d| d.size)
+                .sum::<u64>();
+        let scan = self.scan_on_push(repo, &digest, &manifest).await?;
+        let mut record = NewManifest {
+            digest: digest.clone(),
+            media_type: manifest.media_type.to_string(),
+            payload: body,
+            artifact_type: manifest.effective_artifact_type().map(str::to_string),
+            subject: manifest.subject.as_ref().map(|s| s.digest.clone()),
+            annotations_json: manifest
+                .annotations
+                .as_ref()
+                .map(|a| serde_json::to_string(a).expect("string maps serialise")),
+            required_blobs: manifest.required_blobs().cloned().collect(),
+            required_manifests: manifest.required_manifests().cloned().collect(),
+            scan,
+            references_on_demand: true,
+        };
+        match self.meta.put_manifest(repo, &record, tag).await {
+            Err(e) if record.scan.is_some() && crate::scan_policy::is_missing_table(&e) => {
+                self.policies.warn_missing(&e);
+                record.scan = None;
+                self.meta.put_manifest(repo, &record, tag).await?;
+            }
+            other => other?,
+        }
+        Ok((digest, bytes))
     }
 
     /// A manifest in a media type the client accepts. A client that cannot read an

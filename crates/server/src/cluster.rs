@@ -65,6 +65,25 @@ pub struct ClusterStatus {
     pub caches: Vec<crate::content_cache::CacheView>,
     /// Empty when all is well.
     pub issues: Vec<Issue>,
+    /// The pull-through proxy repositories and what each holds.
+    pub proxies: Vec<ProxyStatus>,
+}
+
+/// A pull-through proxy, as `cluster_status` shows it (never its password).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ProxyStatus {
+    /// Repository-name prefix, ending in `/`.
+    pub prefix: String,
+    /// Upstream registries, tried in order.
+    pub upstreams: Vec<String>,
+    pub username: Option<String>,
+    pub revalidate_secs: u64,
+    pub max_bytes: Option<u64>,
+    pub max_idle_days: Option<u32>,
+    /// Manifests the proxy stored and has not evicted.
+    pub images: u64,
+    /// Their bytes (manifests with the blobs they name).
+    pub bytes: u64,
 }
 
 /// Judges the registered replicas at the store's time `now`.
@@ -163,6 +182,7 @@ pub fn assess(rows: Vec<ReplicaRow>, now: i64, t: &Thresholds) -> ClusterStatus 
         replicas,
         caches: Vec::new(),
         issues,
+        proxies: Vec::new(),
     }
 }
 
@@ -259,6 +279,7 @@ pub async fn cluster_status(
     status
         .issues
         .extend(assess_caches(&status.replicas, &status.caches));
+    status.proxies = proxy_status(meta).await?;
     Ok(status)
 }
 
@@ -308,6 +329,24 @@ pub fn assess_caches(
         }
     }
     issues
+}
+
+async fn proxy_status(meta: &dyn MetaStore) -> wharf_metastore::Result<Vec<ProxyStatus>> {
+    let mut out = Vec::new();
+    for p in meta.proxies().await? {
+        let held = meta.proxied_manifests(&p.prefix).await?;
+        out.push(ProxyStatus {
+            images: held.len() as u64,
+            bytes: held.iter().map(|m| m.bytes).sum(),
+            prefix: p.prefix,
+            upstreams: p.upstreams,
+            username: p.username,
+            revalidate_secs: p.revalidate_secs,
+            max_bytes: p.max_bytes,
+            max_idle_days: p.max_idle_days,
+        });
+    }
+    Ok(out)
 }
 
 /// Free and total bytes of the filesystem holding `path`.

@@ -56,6 +56,28 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The same text as code message and detail, for refusals clients must show.
+    pub fn shown(code: ErrorCode, text: impl Into<String>) -> Self {
+        let text = text.into();
+        let mut e = ApiError::new(code, text.clone());
+        e.message = Some(text);
+        e
+    }
+}
+
+impl From<wharf_proxy::ProxyError> for ApiError {
+    fn from(e: wharf_proxy::ProxyError) -> Self {
+        match e {
+            wharf_proxy::ProxyError::Registry(e) => e.into(),
+            // The upstream's failure is what the client needs to see (503).
+            e @ wharf_proxy::ProxyError::Upstream { .. } => {
+                ApiError::shown(ErrorCode::Unavailable, e.to_string())
+            }
+        }
+    }
+}
+
 impl From<RegistryError> for ApiError {
     fn from(e: RegistryError) -> Self {
         let code = e.code();

@@ -69,6 +69,8 @@ pub struct Settings {
 #[derive(Clone)]
 pub struct AppState {
     pub registry: Registry,
+    /// Pull-through proxy repositories (a prefix served from upstream registries).
+    pub proxies: Arc<wharf_proxy::Proxies>,
     pub auth: Arc<Authenticator>,
     pub settings: Arc<Settings>,
     pub info: Arc<ServerInfo>,

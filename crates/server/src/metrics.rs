@@ -71,6 +71,7 @@ pub async fn metrics(State(st): State<AppState>, req: Request) -> ApiResult {
         out,
         "# HELP wharf_manifests_without_refs Manifests waiting for metadatastoremigration (GC is off until 0).\n# TYPE wharf_manifests_without_refs gauge\nwharf_manifests_without_refs {pending}"
     );
+    proxy_metrics(&st, &mut out);
     // Best effort: a store at an older schema level (a rollback in progress) has no
     // scanning tables, and that must not take the other metrics away.
     match scanning(meta.as_ref()).await {
@@ -242,4 +243,52 @@ fn content_caches(
         );
     }
     out
+}
+
+/// Each pull-through proxy's counters on this replica, since it started.
+fn proxy_metrics(st: &AppState, out: &mut String) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let counters = st.proxies.counters();
+    type Read = fn(&wharf_proxy::Counters) -> u64;
+    let series: [(&str, &str, Read); 6] = [
+        (
+            "wharf_proxy_hits_total",
+            "Proxied requests answered from the store.",
+            |c| c.hits.load(Relaxed),
+        ),
+        (
+            "wharf_proxy_misses_total",
+            "Proxied requests that fetched from upstream.",
+            |c| c.misses.load(Relaxed),
+        ),
+        (
+            "wharf_proxy_revalidations_total",
+            "Tag revalidations (HEAD) sent upstream.",
+            |c| c.revalidations.load(Relaxed),
+        ),
+        (
+            "wharf_proxy_upstream_bytes_total",
+            "Blob bytes received from upstream.",
+            |c| c.upstream_bytes.load(Relaxed),
+        ),
+        (
+            "wharf_proxy_upstream_errors_total",
+            "Upstream requests that failed.",
+            |c| c.upstream_errors.load(Relaxed),
+        ),
+        (
+            "wharf_proxy_stale_serves_total",
+            "Manifests served possibly stale (no upstream answered).",
+            |c| c.stale_serves.load(Relaxed),
+        ),
+    ];
+    for (name, help, get) in series {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help} Per proxy, on this replica.\n# TYPE {name} counter"
+        );
+        for (prefix, c) in &counters {
+            let _ = writeln!(out, "{name}{{proxy=\"{prefix}\"}} {}", get(c));
+        }
+    }
 }

@@ -196,8 +196,10 @@ async fn open(config: &Config, version: &str, commit: &str) -> anyhow::Result<Ap
         &crate::content_cache::seeds(&auth),
         Duration::from_secs(config.cache_redirect_ttl_secs),
     ));
+    let registry = Registry::new(meta, blobs, limits);
     Ok(AppState {
-        registry: Registry::new(meta, blobs, limits),
+        proxies: wharf_proxy::Proxies::new(registry.clone()),
+        registry,
         auth: Arc::new(auth),
         settings: Arc::new(Settings {
             auth_enabled: !config.insecure_no_auth,
@@ -309,6 +311,17 @@ pub async fn serve(
         ),
     );
     let worker = tokio::spawn(worker.run(stop_rx.clone()));
+    // With proxies, their retention is scheduled (also made when the first is added).
+    match state.registry.meta().proxies().await {
+        Ok(p) if !p.is_empty() => {
+            if let Err(e) =
+                wharf_proxy::admin::ensure_retention_schedule(state.registry.meta().as_ref()).await
+            {
+                tracing::warn!(error = %e, "could not schedule proxy_retention");
+            }
+        }
+        _ => {}
+    }
     // A failure here is logged, not fatal: the registry serves without the update.
     if let Err(e) = ensure_vulndb_schedule(state.registry.meta().as_ref(), &config).await {
         tracing::warn!(error = %format!("{e:#}"), "could not schedule vulndb_update");

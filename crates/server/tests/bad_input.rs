@@ -93,6 +93,7 @@ async fn app() -> (axum::Router, tempfile::TempDir) {
         std::time::Duration::from_secs(120),
     ));
     let state = AppState {
+        proxies: wharf_proxy::Proxies::new(registry.clone()),
         registry,
         auth: Arc::new(auth),
         // Authentication off: the requests must reach every handler, and bad input must

@@ -244,6 +244,7 @@ async fn app() -> (axum::Router, tempfile::TempDir) {
         std::time::Duration::from_secs(120),
     ));
     let state = AppState {
+        proxies: wharf_proxy::Proxies::new(registry.clone()),
         registry,
         auth: Arc::new(auth),
         settings: Arc::new(Settings {

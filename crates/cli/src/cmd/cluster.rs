@@ -62,6 +62,19 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<()> {
         if status.replicas.is_empty() {
             println!("(no replica is registered)");
         }
+        if !status.proxies.is_empty() {
+            println!();
+            println!("{:<24} {:>8} {:>14}  UPSTREAMS", "PROXY", "IMAGES", "BYTES");
+            for p in &status.proxies {
+                println!(
+                    "{:<24} {:>8} {:>14}  {}",
+                    p.prefix,
+                    p.images,
+                    p.bytes,
+                    p.upstreams.join(", ")
+                );
+            }
+        }
         for i in &status.issues {
             println!(
                 "{}: {}",

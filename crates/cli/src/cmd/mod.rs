@@ -3,6 +3,7 @@ pub mod cache;
 pub mod cluster;
 pub mod gc;
 pub mod jobs;
+pub mod proxy;
 pub mod scan;
 pub mod serve;
 pub mod upgrade;

@@ -9,11 +9,13 @@ use crate::Action;
 
 pub mod gc;
 mod migration;
+mod proxy_retention;
 mod purge_uploads;
 pub mod scan;
 
 pub use gc::GarbageCollect;
 pub use migration::MetadataStoreMigration;
+pub use proxy_retention::ProxyRetention;
 pub use purge_uploads::PurgeUploads;
 pub use scan::{Scan, ScanAll, VulndbImport, VulndbRematch, VulndbUpdate};
 
@@ -39,6 +41,7 @@ pub fn all(stores: &Stores) -> Vec<Arc<dyn Action>> {
     vec![
         Arc::new(GarbageCollect::new(stores.clone())),
         Arc::new(MetadataStoreMigration::new(stores.clone())),
+        Arc::new(ProxyRetention::new(stores.clone())),
         Arc::new(PurgeUploads::new(stores.clone())),
         Arc::new(Scan::new(stores.clone())),
         Arc::new(ScanAll::new(stores.clone())),
@@ -55,6 +58,7 @@ pub fn all(stores: &Stores) -> Vec<Arc<dyn Action>> {
 pub const WITHOUT_PARAMS: &[&str] = &[
     "gc",
     "metadatastoremigration",
+    "proxy_retention",
     "purge_uploads",
     "scan_all",
     "vulndb_rematch",
@@ -64,6 +68,7 @@ pub const WITHOUT_PARAMS: &[&str] = &[
 pub const NAMES: &[&str] = &[
     "gc",
     "metadatastoremigration",
+    "proxy_retention",
     "purge_uploads",
     "scan",
     "scan_all",

@@ -180,6 +180,7 @@ impl crate::Action for Scan {
                 "{repo}@{digest} is no longer in the repository: nothing to scan"
             )));
         }
+        fetch_proxied_content(&self.stores, &repo, &digest).await?;
         let scans = scan_image(
             meta,
             self.stores.blobs.clone(),
@@ -615,4 +616,55 @@ impl crate::Action for VulndbUpdate {
             Err(e) => stopped_or(e, "update abandoned; the current database stays"),
         }
     }
+}
+
+/// A pull-through proxy stores an image's manifest before any client asks for its
+/// layers (or an index before its platforms' manifests): the scan fetches from the
+/// upstream what is still missing, as a pull would, so that it reads the whole image.
+/// Nothing is done for other repositories. An upstream that cannot answer fails the
+/// attempt (retried), rather than storing a scan of an image it could not read.
+async fn fetch_proxied_content(
+    stores: &Stores,
+    repo: &RepoName,
+    digest: &Digest,
+) -> anyhow::Result<()> {
+    use wharf_oci::{Manifest, Reference};
+    let meta = stores.meta.as_ref();
+    // An older schema (a rollback under way) has no proxies.
+    let Ok(proxies) = meta.proxies().await else {
+        return Ok(());
+    };
+    if !proxies.iter().any(|p| repo.as_str().starts_with(&p.prefix)) {
+        return Ok(());
+    }
+    let registry = wharf_registry::Registry::new(
+        stores.meta.clone(),
+        stores.blobs.clone(),
+        wharf_registry::Limits::default(),
+    );
+    let proxy = wharf_proxy::Proxies::new(registry);
+    let mut pending = vec![digest.clone()];
+    // Bounded: an index names its platforms' manifests, which name no further ones.
+    for _ in 0..2 {
+        let mut next = Vec::new();
+        for d in pending.drain(..) {
+            let reference = Reference::Digest(d.clone());
+            proxy.prepare_manifest(repo, &reference).await?;
+            let Some(stored) = meta.get_manifest(repo, &reference, true).await? else {
+                continue;
+            };
+            let Ok(m) = Manifest::parse(
+                Some(&stored.media_type),
+                &stored.payload.unwrap_or_default(),
+            ) else {
+                continue;
+            };
+            for blob in m.required_blobs() {
+                proxy.prepare_blob(repo, blob, false).await?;
+            }
+            next.extend(m.required_manifests().cloned());
+        }
+        pending = next;
+    }
+    Ok(())
 }

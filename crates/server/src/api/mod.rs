@@ -33,6 +33,7 @@ use crate::{AppState, ServerInfo};
 mod content_caches;
 mod jobs;
 mod orgs;
+mod proxies;
 mod repos;
 pub(crate) mod scan;
 mod scan_policy;
@@ -98,6 +99,8 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(jobs::workers))
         .routes(routes!(jobs::list_crons))
         .routes(routes!(jobs::get_cron, jobs::put_cron, jobs::delete_cron))
+        .routes(routes!(proxies::list, proxies::create))
+        .routes(routes!(proxies::update, proxies::delete))
         .routes(routes!(scan_policy::get_default, scan_policy::put_default))
         .routes(routes!(scan_policy::get_registry_allowlist))
         .routes(routes!(
@@ -129,6 +132,7 @@ Errors have the OCI distribution spec's body: `{\"errors\":[{\"code\",\"message\
         (name = "jobs", description = "Background jobs and the workers that run them"),
         (name = "schedules", description = "Schedules that queue jobs"),
         (name = "caches", description = "Content caches near distant users, and which one each user or team downloads from"),
+        (name = "proxies", description = "Pull-through proxy repositories of other registries"),
         (name = "scanning", description = "Vulnerability scanning: images' findings and SBOMs, the advisory database, scan policies and allowlists"),
     )
 )]

@@ -20,6 +20,22 @@ pub async fn get(
     req: Request,
     with_body: bool,
 ) -> HandlerResult {
+    // A pull-through proxy fetches what it lacks; a fetch this request started is
+    // answered as the bytes arrive (no range: they are stored whole first).
+    let whole = with_body && !req.headers().contains_key(header::RANGE);
+    if let wharf_proxy::BlobFill::Streaming { size, body } =
+        st.proxies.prepare_blob(repo, digest, whole).await?
+    {
+        let mut resp = Response::new(Body::from_stream(body));
+        let h = resp.headers_mut();
+        if let Some(size) = size {
+            set(h, header::CONTENT_LENGTH, size.to_string());
+        }
+        set(h, header::CONTENT_TYPE, "application/octet-stream");
+        set(h, header::ETAG, format!("\"{digest}\""));
+        set(h, DOCKER_CONTENT_DIGEST, digest.to_string());
+        return Ok(resp);
+    }
     let info = st.registry.stat_blob(repo, digest).await?;
     // A user with a content cache downloads from it: the access check is done, the
     // signed URL carries the permission there (HEAD is answered here: it is cheap).

@@ -29,6 +29,7 @@ pub async fn get(
         .iter()
         .filter_map(|v| v.to_str().ok())
         .collect();
+    let freshness = st.proxies.prepare_manifest(repo, reference).await?;
     let m = match st
         .registry
         .get_manifest(repo, reference, &accept, with_body)
@@ -62,6 +63,10 @@ pub async fn get(
     set(h, header::CONTENT_LENGTH, m.size.to_string());
     set(h, header::ETAG, format!("\"{}\"", m.digest));
     set(h, DOCKER_CONTENT_DIGEST, m.digest.to_string());
+    if let Some(wharf_proxy::Freshness { stale: Some(_) }) = freshness {
+        // RFC 7234's stale warning: no upstream could revalidate the tag.
+        set(h, header::WARNING, r#"110 - "Response is Stale""#);
+    }
     Ok(resp)
 }
 

@@ -153,6 +153,21 @@ async fn dispatch(st: &AppState, endpoint: Endpoint, req: Request) -> HandlerRes
     let caller = authorize(st, &endpoint, req.method(), req.headers(), addr).await?;
     let method = req.method().clone();
     let allow = allowed_methods(&endpoint);
+    // A pull-through proxy's repositories hold what its upstreams have: nothing else.
+    let pushed_to = match (&endpoint, &method) {
+        (E::Manifest(repo, _), &Method::PUT) | (E::UploadStart(repo) | E::Upload(repo, _), _) => {
+            Some(repo)
+        }
+        _ => None,
+    };
+    if let Some(repo) = pushed_to {
+        if let Some(p) = st.proxies.proxy_for(repo).await? {
+            return Err(ApiError::shown(
+                ErrorCode::Denied,
+                wharf_proxy::Proxies::push_refusal(&p),
+            ));
+        }
+    }
     match (endpoint, method) {
         (E::Base, Method::GET | Method::HEAD) => {
             Ok(([(header::CONTENT_TYPE, "application/json")], "{}").into_response())

@@ -182,3 +182,35 @@ CREATE TABLE content_cache_choices (
     cache        TEXT NOT NULL REFERENCES content_caches(name) ON DELETE CASCADE,
     PRIMARY KEY (subject_kind, subject_id)
 );
+
+-- Pull-through proxy repositories (issue 16): a repository-name prefix served from
+-- upstream registries, tried in order (`upstreams` is a JSON array of URLs).
+CREATE TABLE proxies (
+    prefix          TEXT PRIMARY KEY,
+    upstreams       TEXT NOT NULL,
+    username        TEXT,
+    password        TEXT,
+    revalidate_secs BIGINT NOT NULL,
+    max_bytes       BIGINT,
+    max_idle_days   BIGINT,
+    created_at      BIGINT NOT NULL,
+    updated_at      BIGINT NOT NULL
+);
+-- When each proxied tag was last revalidated against the upstream, and to what.
+CREATE TABLE proxy_tags (
+    repository TEXT NOT NULL,
+    tag        TEXT NOT NULL,
+    digest     TEXT NOT NULL,
+    checked_at BIGINT NOT NULL,
+    PRIMARY KEY (repository, tag)
+);
+-- Each manifest a proxy stored: its size with its blobs and its last use (retention).
+CREATE TABLE proxy_manifests (
+    repository   TEXT NOT NULL,
+    digest       TEXT NOT NULL,
+    prefix       TEXT NOT NULL,
+    bytes        BIGINT NOT NULL,
+    last_used_at BIGINT NOT NULL,
+    PRIMARY KEY (repository, digest)
+);
+CREATE INDEX proxy_manifests_by_use ON proxy_manifests (prefix, last_used_at);

@@ -3,6 +3,9 @@
 DROP TABLE IF EXISTS content_cache_choices;
 DROP TABLE IF EXISTS content_caches;
 DROP INDEX IF EXISTS jobs_waiting_scans_last;
+DROP TABLE IF EXISTS proxy_manifests;
+DROP TABLE IF EXISTS proxy_tags;
+DROP TABLE IF EXISTS proxies;
 DROP TABLE IF EXISTS scan_allowlist;
 DROP TABLE IF EXISTS scan_policies;
 DROP TABLE IF EXISTS vuln_changes;
