@@ -68,6 +68,17 @@
 #                                 target/bench/latest-scan.json; --quick uses a 64 MiB
 #                                 image, 10,000 records and 1,000 inventories, and prints
 #                                 only.
+#   scripts/bench.sh --cache [--quick] [ARGS...]
+#                                 content caches and pull-through proxies (wharf-bench
+#                                 cache): wharf (authentication on), a content cache and
+#                                 the reference on loopback; 256 MiB blob pulls direct from
+#                                 each, through a warm and a cold cache (3 each), 20 clients
+#                                 missing one blob through the cache, and 300 by-tag
+#                                 manifest GETs through a proxy of the reference against a
+#                                 local tag. Without --quick it rewrites the "content
+#                                 caches" generated section of docs/benchmarks.md (appended
+#                                 at the end on the first run); --quick uses 32 MiB blobs,
+#                                 one pull each, 5 clients and 50 GETs, and prints only.
 #
 # Needs wrk, ab and docker-registry (scripts/install-test-deps.sh installs them); --pg-fs
 # also PostgreSQL (server and psql); --pg-s3 PostgreSQL and the moto test venv; --gc and
@@ -81,6 +92,7 @@ pg_s3=0
 gc=0
 ui=0
 scan=0
+cache=0
 extra=()
 for arg in "$@"; do
   case "$arg" in
@@ -90,11 +102,12 @@ for arg in "$@"; do
     --gc) gc=1 ;;
     --ui) ui=1 ;;
     --scan) scan=1 ;;
+    --cache) cache=1 ;;
     *) extra+=("$arg") ;;
   esac
 done
-if [ $((gc + ui + scan + pg_s3 + pg_fs)) -gt 1 ]; then
-  echo "bench.sh: --gc, --ui, --scan, --pg-fs and --pg-s3 are separate runs; give one" >&2
+if [ $((gc + ui + scan + cache + pg_s3 + pg_fs)) -gt 1 ]; then
+  echo "bench.sh: --gc, --ui, --scan, --cache, --pg-fs and --pg-s3 are separate runs; give one" >&2
   exit 2
 fi
 label="scripts/bench.sh${*:+ $*}"
@@ -224,6 +237,27 @@ if [ "$scan" -eq 1 ]; then
   target/release/wharf-bench scan "${scan_args[@]}" "${extra[@]+"${extra[@]}"}" &
   bench_pid=$!
   # `wait` returns early on a trapped signal; the trap then stops the benchmark.
+  status=0
+  wait "$bench_pid" || status=$?
+  bench_pid=""
+  exit "$status"
+fi
+
+if [ "$cache" -eq 1 ]; then
+  command -v docker-registry >/dev/null 2>&1 \
+    || { echo "bench.sh: docker-registry is not installed; run scripts/install-test-deps.sh" >&2; exit 1; }
+  cargo build --release -p wharf -p wharf-bench
+  trap cleanup EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+  cache_args=(--wharf target/release/wharf --command-label "$label")
+  if [ "$quick" -eq 1 ]; then
+    cache_args+=(--blob-mib 32 --repeats 1 --clients 5 --requests 50)
+  else
+    cache_args+=(--update-doc docs/benchmarks.md)
+  fi
+  target/release/wharf-bench cache "${cache_args[@]}" "${extra[@]+"${extra[@]}"}" &
+  bench_pid=$!
   status=0
   wait "$bench_pid" || status=$?
   bench_pid=""

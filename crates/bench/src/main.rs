@@ -18,6 +18,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 mod bench;
+mod cache;
 mod data;
 mod gc;
 mod limits;
@@ -153,6 +154,7 @@ pub enum Command {
     Gc(gc::GcArgs),
     Ui(ui::UiArgs),
     Scan(scan::ScanArgs),
+    Cache(cache::CacheArgs),
 }
 
 /// Which stores the servers under test use.
@@ -192,6 +194,7 @@ fn main() -> ExitCode {
                     Some(Command::Gc(gc_args)) => gc::run(gc_args).await,
                     Some(Command::Ui(ui_args)) => ui::run(ui_args).await,
                     Some(Command::Scan(scan_args)) => scan::run(scan_args).await,
+                    Some(Command::Cache(cache_args)) => cache::run(cache_args).await,
                     None => bench::run(args).await,
                 }
             } => r,
