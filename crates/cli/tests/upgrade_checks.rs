@@ -730,3 +730,55 @@ async fn vulnerability_database_warns_and_never_fails() {
         "{fix}"
     );
 }
+
+// ---------------------------------------------------------------------------------
+// content-caches
+
+/// Registered caches are listed with their versions; one that never reported is a
+/// warning (its users download from the registry), never a failure.
+#[tokio::test]
+async fn content_caches_are_listed_and_an_unseen_one_warns() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = registry_data(tmp.path()).await;
+    let dir = data.to_str().unwrap();
+    let (_, report) = check_json(&["--data-dir", dir]).await;
+    assert_eq!(
+        one(&report, "content-caches"),
+        (
+            "pass".to_string(),
+            "none registered".to_string(),
+            String::new()
+        )
+    );
+    let add = run(
+        wharf_cmd(&[
+            "cache",
+            "--data-dir",
+            dir,
+            "add",
+            "eu",
+            "--url",
+            "https://cache-eu.example",
+            "--region",
+            "eu-west",
+        ]),
+        None,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(add.status.success(), "{}", secure::output_text(&add));
+    assert!(
+        String::from_utf8_lossy(&add.stdout)
+            .trim()
+            .starts_with("wharf_cache_"),
+        "the token is printed"
+    );
+    let (_, report) = check_json(&["--data-dir", dir]).await;
+    let (status, measured, fix) = one(&report, "content-caches");
+    assert_eq!(status, "warn", "a warning, never a failure");
+    assert!(
+        measured.contains("eu version unknown (unseen)"),
+        "{measured}"
+    );
+    assert!(fix.contains("wharf cache remove"), "{fix}");
+}

@@ -85,6 +85,7 @@ pub const NAMES: &[&str] = &[
     "background-migrations",
     "gc",
     "vulnerability-database",
+    "content-caches",
 ];
 
 /// Largest tolerated difference between a replica's clock and the metadata store's.
@@ -302,6 +303,10 @@ pub async fn run_checks(
         }
         Err(_) => out.push(not_measured("vulnerability-database")),
     }
+    match &meta {
+        Ok(meta) => out.push(caches_check(meta.as_ref(), from.as_ref().ok(), to).await),
+        Err(_) => out.push(not_measured("content-caches")),
+    }
 
     // Recorded skips.
     let from_text = from
@@ -387,6 +392,53 @@ fn vulndb_check(
         status: WARN,
         measured: warnings.join("; "),
         fix: Some(refresh.into()),
+    }
+}
+
+/// The content caches and their versions: they are upgraded with the cluster, after the
+/// replicas and before finalising. A cache that is silent, never reported, or runs
+/// neither the data's version nor the target is worth knowing (its users are served by
+/// the registry meanwhile), never a failure.
+async fn caches_check(meta: &dyn MetaStore, from: Option<&Version>, to: &Version) -> Check {
+    // A store below the level that brings caches has none.
+    let Ok(views) = wharf_server::content_cache::cache_views(meta).await else {
+        return check("content-caches", true, "none registered".into(), "");
+    };
+    if views.is_empty() {
+        return check("content-caches", true, "none registered".into(), "");
+    }
+    let listed: Vec<String> = views
+        .iter()
+        .map(|v| {
+            format!(
+                "{} {} ({})",
+                v.name,
+                v.version.as_deref().unwrap_or("version unknown"),
+                v.state
+            )
+        })
+        .collect();
+    let known = |v: &str| Some(v) == from.map(|f| f.to_string()).as_deref() || v == to.to_string();
+    let odd: Vec<&str> = views
+        .iter()
+        .filter(|v| v.state != "serving" || v.version.as_deref().is_none_or(|x| !known(x)))
+        .map(|v| v.name.as_str())
+        .collect();
+    let measured = format!(
+        "{}; upgrade them to {to} after the replicas, before finalising",
+        listed.join(", ")
+    );
+    if odd.is_empty() {
+        return check("content-caches", true, measured, "");
+    }
+    Check {
+        name: "content-caches",
+        status: WARN,
+        measured,
+        fix: Some(format!(
+            "bring {} back (or `wharf cache remove` it): a cache that is down or on another release is skipped, and its users download from the registry",
+            odd.join(", ")
+        )),
     }
 }
 
