@@ -33,6 +33,8 @@ pub struct DockerDriver {
     label: String,
     /// Replaced last (the replica whose node runs the upgrade command).
     last: Option<String>,
+    /// Whether finding no container is fine (content caches are optional).
+    optional: bool,
 }
 
 /// What is saved of a container to recreate it.
@@ -64,7 +66,15 @@ impl DockerDriver {
             docker,
             label: label.to_string(),
             last,
+            optional: false,
         })
+    }
+
+    /// Finding no container with the label is not an error (content caches: a cluster
+    /// may have none).
+    pub fn optional(mut self) -> Self {
+        self.optional = true;
+        self
     }
 
     async fn inspect(&self, name: &str) -> anyhow::Result<Option<ContainerInspectResponse>> {
@@ -177,6 +187,9 @@ impl Driver for DockerDriver {
                 image: config.image.unwrap_or_default(),
                 saved: serde_json::to_value(&saved)?,
             });
+        }
+        if replicas.is_empty() && self.optional {
+            return Ok(replicas);
         }
         if replicas.is_empty() {
             bail!(

@@ -41,7 +41,7 @@ pub fn unfinished_from<'a>(journal: &'a [JournalEntry], steps: &[&str]) -> Optio
 /// The journal's `replicas` entry holds each replica's saved configuration, secrets in
 /// its environment included; shown, it is only names and images.
 pub fn redact(mut e: JournalEntry) -> JournalEntry {
-    if e.step == "replicas" {
+    if e.step == "replicas" || e.step == "caches" {
         if let Ok(serde_json::Value::Array(replicas)) =
             serde_json::from_str::<serde_json::Value>(&e.detail)
         {

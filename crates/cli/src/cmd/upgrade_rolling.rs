@@ -11,7 +11,11 @@
 //! 4. `replicas`: every replica's configuration, saved in the journal before any is
 //!    touched (a resumed run, and a rollback, recreate replicas from it).
 //! 5. `replace`: one replica at a time, through the driver: drain, replace, wait until
-//!    it answers ready with the new version (`replace:NAME` in the journal for each).
+//!    it answers ready with the new version (`replace:NAME` in the journal for each);
+//!    then the content caches, in step with the cluster (docs/caches.md): the docker
+//!    driver replaces the containers labelled `--cache-label` the same way
+//!    (`replace-cache:NAME`; their configuration saved as `caches` with the replicas'),
+//!    the external driver waits until every registered cache reports the new version.
 //! 6. `verify`: with `--url`, the API, cluster status and a canary push/pull through the
 //!    load balancer, and every live replica on the new version.
 //! 7. `finalise`: the expanded schema becomes the data's and this version the cluster's;
@@ -49,6 +53,10 @@ pub struct RollingArgs {
     /// KEY=VALUE); each also needs wharf.url=URL, where it answers
     #[arg(long, default_value = "wharf.replica", value_name = "LABEL")]
     pub label: String,
+    /// docker: the label that marks this cluster's content-cache containers (each also
+    /// needs wharf.url=URL); they are replaced after the replicas, before finalising
+    #[arg(long, default_value = "wharf.cache", value_name = "LABEL")]
+    pub cache_label: String,
     /// docker: the replica (container name) on whose node this command runs, replaced
     /// last
     #[arg(long, value_name = "NAME")]
@@ -86,6 +94,69 @@ async fn driver(args: &RollingArgs, meta: Arc<dyn MetaStore>) -> anyhow::Result<
         "external" => Box::new(wharf_rollout::external::ExternalDriver::new(meta)),
         other => bail!("no rolling driver {other:?}"),
     })
+}
+
+/// docker: the content-cache containers' driver (none found is fine).
+async fn cache_driver(
+    args: &RollingArgs,
+) -> anyhow::Result<Option<wharf_rollout::docker::DockerDriver>> {
+    if args.driver != "docker" {
+        return Ok(None);
+    }
+    Ok(Some(
+        wharf_rollout::docker::DockerDriver::connect(&args.cache_label, None)
+            .await?
+            .optional(),
+    ))
+}
+
+/// external: waits until every content cache that has reported serves `to` (an
+/// orchestrator replaces them); fails after `timeout` naming those that do not.
+async fn wait_for_caches(
+    meta: &dyn MetaStore,
+    to: &Version,
+    timeout: Duration,
+    say: &(dyn Fn(Event) + Send + Sync),
+) -> anyhow::Result<usize> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut announced = false;
+    loop {
+        let views = wharf_server::content_cache::cache_views(meta)
+            .await
+            .unwrap_or_default();
+        let behind: Vec<String> = views
+            .iter()
+            .filter(|v| v.state != "unseen")
+            .filter(|v| v.state != "serving" || v.version.as_deref() != Some(&to.to_string()))
+            .map(|v| {
+                format!(
+                    "{} ({}, {})",
+                    v.name,
+                    v.version.as_deref().unwrap_or("version unknown"),
+                    v.state
+                )
+            })
+            .collect();
+        if behind.is_empty() {
+            return Ok(views.len());
+        }
+        if !announced {
+            say(Event {
+                replica: "content caches".into(),
+                phase: "waiting",
+                detail: format!("for {} to report {to}", behind.join(", ")),
+            });
+            announced = true;
+        }
+        if std::time::Instant::now() > deadline {
+            bail!(
+                "content caches not on {to} after {} s: {}; replace them with the new release (or `wharf cache remove` one that is gone), then run the upgrade again",
+                timeout.as_secs(),
+                behind.join(", ")
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 fn target(args: &RollingArgs, image: &str, version: &Version) -> Target {
@@ -276,11 +347,17 @@ async fn steps(
         async move { meta.record_step(&entry).await }
     };
     let driver = driver(args, meta.clone()).await?;
+    let caches = cache_driver(args).await?;
     // After finalisation the entry holds only names (see the finalise step).
     let mut saved: Option<Vec<Replica>> = done
         .iter()
         .find(|e| e.step == "replicas")
         .and_then(|e| serde_json::from_str(&e.detail).ok());
+    let mut saved_caches: Vec<Replica> = done
+        .iter()
+        .find(|e| e.step == "caches")
+        .and_then(|e| serde_json::from_str(&e.detail).ok())
+        .unwrap_or_default();
     for (i, step) in STEPS.iter().enumerate() {
         let n = i + 1;
         if done.iter().any(|e| e.step == *step) {
@@ -341,6 +418,17 @@ async fn steps(
                 ),
             ),
             "replicas" => {
+                if let Some(caches) = &caches {
+                    saved_caches = caches.discover().await?;
+                    // Recorded before the step itself: a run that resumes after
+                    // `replicas` finds both.
+                    record(
+                        "caches".into(),
+                        "done",
+                        serde_json::to_string(&saved_caches)?,
+                    )
+                    .await?;
+                }
                 let found = driver.discover().await?;
                 let text = serde_json::to_string(&found)?;
                 let names: Vec<String> = found
@@ -380,7 +468,37 @@ async fn steps(
                     driver.confirm(r, &t, &say).await?;
                     record(key, "done", format!("{} runs {} ({})", r.name, to, t.image)).await?;
                 }
-                ("done", format!("{} replica(s) on {to}", replicas.len()))
+                // The content caches, after the replicas and before finalising.
+                let cache_count = match &caches {
+                    Some(cache_driver) => {
+                        for c in &saved_caches {
+                            let key = format!("replace-cache:{}", c.name);
+                            if done.iter().any(|e| e.step == key) {
+                                continue;
+                            }
+                            if let Err(other) = meta.take_upgrade_lock(holder, 5 * 60_000).await? {
+                                bail!("the upgrade lock was taken over by {other}");
+                            }
+                            cache_driver.converge(c, &t, &say).await?;
+                            cache_driver.confirm(c, &t, &say).await?;
+                            record(
+                                key,
+                                "done",
+                                format!("content cache {} runs {} ({})", c.name, to, t.image),
+                            )
+                            .await?;
+                        }
+                        saved_caches.len()
+                    }
+                    None => wait_for_caches(meta.as_ref(), to, t.timeout, &say).await?,
+                };
+                (
+                    "done",
+                    format!(
+                        "{} replica(s) and {cache_count} content cache(s) on {to}",
+                        replicas.len()
+                    ),
+                )
             }
             "verify" => {
                 let others = replicas_not_on(meta.as_ref(), to).await?;
@@ -432,6 +550,25 @@ async fn steps(
                 let levels = finalise(location, to).await?;
                 // Rollback is over: the saved configurations (secrets in their
                 // environment) leave the store; their names and images stay.
+                for e in done.iter().filter(|e| e.step == "caches") {
+                    meta.record_step(&wharf_upgrade::status::redact(e.clone()))
+                        .await?;
+                }
+                if !done.iter().any(|e| e.step == "caches") && !saved_caches.is_empty() {
+                    record(
+                        "caches".into(),
+                        "done",
+                        format!(
+                            "saved the configuration of {}",
+                            saved_caches
+                                .iter()
+                                .map(|r| format!("{} ({})", r.name, r.image))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    )
+                    .await?;
+                }
                 if let Some(e) = done.iter().find(|e| e.step == "replicas") {
                     meta.record_step(&wharf_upgrade::status::redact(e.clone()))
                         .await?;
@@ -524,6 +661,23 @@ pub fn rollback(
                 serde_json::json!({"step": "expand", "status": "undone", "detail": format!("schema levels undone: {undone:?}")}),
                 || format!("expand: schema levels undone: {undone:?}"),
             );
+            let saved_caches: Vec<Replica> = journal
+                .iter()
+                .find(|e| e.from_version == from && e.step == "caches")
+                .and_then(|e| serde_json::from_str(&e.detail).ok())
+                .unwrap_or_default();
+            if let (Some(cache_driver), false) = (cache_driver(args).await?, saved_caches.is_empty()) {
+                let say = replica_event(report);
+                for c in saved_caches.iter().rev() {
+                    let t = target(args, &c.image, &from_v);
+                    cache_driver.converge(c, &t, &say).await?;
+                }
+                report.say(
+                    "step",
+                    serde_json::json!({"step": "caches", "status": "done", "detail": format!("{} content cache(s) back on {from}", saved_caches.len())}),
+                    || format!("caches: {} back on {from}", saved_caches.len()),
+                );
+            }
             if let (Some(replicas), false) = (&saved, args.driver == "local") {
                 let driver = driver(args, meta.clone()).await?;
                 let say = replica_event(report);
