@@ -20,6 +20,7 @@ mod secure;
 mod oci_layout;
 
 use std::collections::HashMap;
+use std::process::Command as StdCommand;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -877,5 +878,206 @@ async fn docker_pulls_of_a_user_who_chose_a_cache_come_from_it() {
     assert!(
         after["client_bytes_total"] - before["client_bytes_total"] >= layer_bytes,
         "docker's layer downloads came from the cache: {before:?} → {after:?} ({layer_bytes} bytes of layers)"
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// upgrades in step
+
+/// Removes the test's container and image tags however the test ends.
+struct RemoveContainer(String, Vec<String>);
+
+impl Drop for RemoveContainer {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["rm", "-f", &self.0])
+            .output();
+        for t in &self.1 {
+            let _ = std::process::Command::new("docker")
+                .args(["rmi", t])
+                .output();
+        }
+    }
+}
+
+/// What `wharf upgrade apply --driver docker` does to content caches after the
+/// replicas: finds the containers by their label, drains one (SIGTERM: it tells the
+/// registry it drains), recreates it from the new image with the same configuration,
+/// and waits until it is registered and ready on the target version. Its blobs (a
+/// volume) survive: the next download is a hit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_docker_driver_replaces_a_cache_container_which_serves_again() {
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    let image = match std::env::var("WHARF_TEST_IMAGE_DEBUG") {
+        Ok(i) if !i.is_empty() => i,
+        _ => {
+            assert!(
+                !ci,
+                "WHARF_TEST_IMAGE_DEBUG is required under CI=true (scripts/test.sh)"
+            );
+            eprintln!("SKIPPED: no WHARF_TEST_IMAGE_DEBUG (run the suite with scripts/test.sh)");
+            return;
+        }
+    };
+    let reg = TestServer::start_secure();
+    create_user(&reg, "alice", PASSWORD).await;
+    let alice = Cred::basic("alice", PASSWORD);
+    let blob = Rng::seeded().bytes(2_000_000);
+    let digest = sha256_hex(&blob);
+    secure::try_push_blob(&reg.base, &alice, "alice/data", &blob)
+        .await
+        .unwrap_or_else(|r| panic!("push: {}", r.describe()));
+    let token = register_cache(&reg, "eu").await;
+    let id = Rng::seeded().hex(10);
+    let (old_tag, new_tag) = (
+        format!("wharf-cache-old-{id}:test"),
+        format!("wharf-cache-new-{id}:test"),
+    );
+    let name = format!("wharf-cache-{id}");
+    let label = format!("wharf.cache-test={id}");
+    let _cleanup = RemoveContainer(name.clone(), vec![old_tag.clone(), new_tag.clone()]);
+    for tag in [&old_tag, &new_tag] {
+        let out = StdCommand::new("docker")
+            .args(["tag", &image, tag])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "docker tag: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let volume = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        volume.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let out = StdCommand::new("docker")
+        .args([
+            "run",
+            "--detach",
+            "--pull",
+            "never",
+            "--name",
+            &name,
+            "--network",
+            "host",
+        ])
+        .args(["--label", &label, "--label", &format!("wharf.url={url}")])
+        .args(["--env", &format!("WHARF_CACHE_TOKEN={token}")])
+        .args([
+            "--volume",
+            &format!("{}:/var/lib/wharf", volume.path().display()),
+        ])
+        .arg(&old_tag)
+        .args([
+            "serve",
+            "--cache-for",
+            &reg.base,
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--heartbeat-interval-secs",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "docker run: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    set_cache_url(&reg, "eu", &url).await;
+    let r = request(
+        &reg,
+        Method::PUT,
+        "/api/v0/users/alice/content_cache",
+        &alice,
+        Some(&json!({"cache": "eu"})),
+    )
+    .await;
+    expect(&r, 204, None, "alice chooses the cache");
+    let follow = reqwest::Client::new();
+    let fetch = || async {
+        let r = follow
+            .get(reg.url(&format!("/v2/alice/data/blobs/{digest}")))
+            .basic_auth("alice", Some(PASSWORD))
+            .send()
+            .await
+            .ok()?;
+        let from = r.url().to_string();
+        let body = r.bytes().await.ok()?;
+        (from.starts_with(&url) && sha256_hex(&body) == digest).then_some(())
+    };
+    eventually(
+        "a download through the cache container",
+        Duration::from_secs(60),
+        fetch,
+    )
+    .await;
+
+    // The driver, as `upgrade apply` runs it for caches.
+    let driver = wharf_rollout::docker::DockerDriver::connect(&label, None)
+        .await
+        .unwrap()
+        .optional();
+    let found = wharf_rollout::Driver::discover(&driver).await.unwrap();
+    assert_eq!(
+        found
+            .iter()
+            .map(|r| (r.name.as_str(), r.url.as_str()))
+            .collect::<Vec<_>>(),
+        [(name.as_str(), url.as_str())]
+    );
+    let none =
+        wharf_rollout::docker::DockerDriver::connect(&format!("wharf.cache-test=none-{id}"), None)
+            .await
+            .unwrap()
+            .optional();
+    assert!(
+        wharf_rollout::Driver::discover(&none)
+            .await
+            .unwrap()
+            .is_empty(),
+        "no cache container is fine"
+    );
+    let target = wharf_rollout::Target {
+        image: new_tag.clone(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        timeout: Duration::from_secs(120),
+        drain: Duration::from_secs(30),
+    };
+    let phases = std::sync::Mutex::new(Vec::new());
+    let say = |e: wharf_rollout::Event| phases.lock().unwrap().push(e.phase.to_string());
+    wharf_rollout::Driver::converge(&driver, &found[0], &target, &say)
+        .await
+        .unwrap();
+    let phases = phases.into_inner().unwrap();
+    for p in ["draining", "created", "started", "ready"] {
+        assert!(phases.iter().any(|x| x == p), "no {p} in {phases:?}");
+    }
+    let out = StdCommand::new("docker")
+        .args(["inspect", "--format", "{{.Config.Image}}", &name])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), new_tag);
+    // Registered again and routed to; the blob it held is a hit.
+    eventually(
+        "a download through the replaced cache",
+        Duration::from_secs(60),
+        fetch,
+    )
+    .await;
+    let m = reqwest::get(format!("{url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains("wharf_cache_hits_total 1"),
+        "the kept blob was served from the volume:\n{m}"
     );
 }
