@@ -594,6 +594,10 @@ fn markdown(
 ) -> String {
     let mib = f.size >> 20;
     let agg = f.size as f64 * args.clients as f64 / MB / f.fanout_secs;
+    let machine = format!(
+        "{} cores ({}), {} RAM, kernel {}, disk {}",
+        m.nproc, m.cpu_model, m.memory, m.kernel, m.disk
+    );
     format!(
         "{BEGIN}\n### Content caches and pull-through proxies\n\n\
 Run {date} on {machine}, wharf source tree {tree}, with `{command}`. Everything on loopback: \
@@ -610,10 +614,6 @@ registry's redirect and counts the bytes.\n\n\
 | the same on the reference, direct | {rm:.2} ms median, {rp:.2} ms p95 | | |\n\
 | proxy revalidations upstream during those {n} GETs | **{rv}** | | (target 0: no upstream round trip) |\n\n\
 Reproduce: `scripts/bench.sh --cache` (release build; about two minutes).\n{END}",
-        machine = format!(
-            "{} cores ({}), {} RAM, kernel {}, disk {}",
-            m.nproc, m.cpu_model, m.memory, m.kernel, m.disk
-        ),
         rep = args.repeats,
         wd = f.wharf_direct,
         rd = f.reference_direct,

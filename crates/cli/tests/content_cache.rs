@@ -327,6 +327,40 @@ async fn pulls_of_a_user_who_chose_a_cache_land_on_it_byte_for_byte() {
     )
     .await;
 
+    // `wharf upgrade verify` fetches a probe through every serving cache.
+    let mut verify = secure::wharf_cmd(&[
+        "upgrade",
+        "verify",
+        "--url",
+        &reg.base,
+        "--username",
+        "admin",
+        "--format",
+        "json",
+    ]);
+    verify
+        .arg("--data-dir")
+        .arg(&reg.data_dir)
+        .env("WHARF_PASSWORD", support::ADMIN_PASSWORD);
+    let out = secure::run(verify, None, Duration::from_secs(120)).await;
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{}", secure::output_text(&out)));
+    let caches_check = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "content-caches")
+        .cloned()
+        .unwrap();
+    assert_eq!(caches_check["status"], "pass", "{report:#}");
+    assert!(
+        caches_check["measured"]
+            .as_str()
+            .unwrap()
+            .contains("eu: served the probe intact"),
+        "{report:#}"
+    );
+
     // A redirect expires (3 s here): the cache refuses it then.
     let url = blob_get(&reg, &alice, "alice/app", layer)
         .await

@@ -125,7 +125,14 @@ async fn verify_passes_on_a_secure_registry_and_leaves_no_canary() {
         .collect();
     assert_eq!(
         names,
-        ["versions", "api", "cluster-status", "canary", "web-ui"],
+        [
+            "versions",
+            "api",
+            "cluster-status",
+            "canary",
+            "web-ui",
+            "content-caches"
+        ],
         "{report:#}"
     );
     assert_eq!(report["failed"], 0, "{report:#}");

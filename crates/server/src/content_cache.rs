@@ -200,6 +200,12 @@ impl CacheRouting {
         Some(self.signer.url(&url, digest, size, expires))
     }
 
+    /// A URL for `digest` at the cache at `base`, valid as long as a redirect.
+    pub fn url_at(&self, base: &str, digest: &Digest, size: u64) -> String {
+        let expires = wharf_metastore::now_ms() / 1000 + self.ttl_secs;
+        self.signer.url(base, digest, size, expires)
+    }
+
     pub fn redirect_counts(&self) -> Vec<(String, u64)> {
         let mut v: Vec<_> = self
             .redirects

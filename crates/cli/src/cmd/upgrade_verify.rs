@@ -146,7 +146,126 @@ async fn registry_checks(reg: &Registry, own: &Version) -> (Vec<Check>, Option<V
     let (c, canary) = canary(reg, &signin).await;
     checks.push(c);
     checks.push(web_ui(reg, own).await);
+    checks.push(content_caches(reg, &signin).await);
     (checks, canary)
+}
+
+/// Every content cache the registry redirects to fetches a probe blob from the registry
+/// and serves it back bit for bit, at a URL the registry signed for it (as a user of
+/// that cache would be sent). Needs an administrator (the cluster status and the probe
+/// URL); caches that are not serving are listed, not fetched from.
+async fn content_caches(reg: &Registry, signin: &Result<SignIn, SignInFailure>) -> Check {
+    let skipped = |measured: String| Check {
+        name: "content-caches",
+        status: super::upgrade_check::SKIPPED,
+        measured,
+        fix: None,
+    };
+    let Ok(s) = signin else {
+        return skipped("not signed in".into());
+    };
+    let api = |method: Method, path: &str| {
+        let mut rb = reg.client.request(method, reg.url(path));
+        if let Some((u, p)) = &reg.creds {
+            rb = rb.basic_auth(u, Some(p));
+        }
+        rb
+    };
+    let status = match send(api(Method::GET, "/api/v0/meta/cluster_status")).await {
+        Ok(r) if r.status == StatusCode::OK => {
+            serde_json::from_slice::<Value>(&r.body).unwrap_or_default()
+        }
+        Ok(r) => {
+            return skipped(format!(
+                "the cluster status needs an administrator ({})",
+                r.status
+            ))
+        }
+        Err(e) => return skipped(format!("no cluster status: {e}")),
+    };
+    let caches = status["caches"].as_array().cloned().unwrap_or_default();
+    if caches.is_empty() {
+        return check(
+            "content-caches",
+            true,
+            "no content caches registered".into(),
+            None,
+        );
+    }
+    let mut notes = Vec::new();
+    let mut failed = Vec::new();
+    let probe = random_layer();
+    let digest = sha256(&probe);
+    if let Err(e) = reg.push_blob(s, &probe, &digest).await {
+        return check(
+            "content-caches",
+            false,
+            format!("pushing the probe blob: {e}"),
+            Some(FIX_URL.into()),
+        );
+    }
+    for c in &caches {
+        let name = c["name"].as_str().unwrap_or("?");
+        if c["routed"] != Value::Bool(true) {
+            notes.push(format!(
+                "{name}: not checked ({})",
+                c["state"].as_str().unwrap_or("?")
+            ));
+            continue;
+        }
+        let started = Instant::now();
+        let result: Result<(), String> = async {
+            let r = send(
+                api(
+                    Method::POST,
+                    &format!("/api/v0/content_caches/{name}/probe"),
+                )
+                .json(&json!({"repository": CANARY_REPO, "digest": digest})),
+            )
+            .await?;
+            if r.status != StatusCode::OK {
+                return Err(format!("the probe URL: {}", r.describe()));
+            }
+            let url = serde_json::from_slice::<Value>(&r.body)
+                .ok()
+                .and_then(|v| v["url"].as_str().map(str::to_string))
+                .ok_or("the probe URL: no url in the answer")?;
+            let r = send(reg.client.get(&url)).await?;
+            if r.status != StatusCode::OK {
+                return Err(format!("GET at the cache answered {}", r.describe()));
+            }
+            if sha256(&r.body) != digest {
+                return Err("the cache served other bytes than the registry holds".into());
+            }
+            Ok(())
+        }
+        .await;
+        match result {
+            Ok(()) => notes.push(format!(
+                "{name}: served the probe intact in {} ms",
+                started.elapsed().as_millis()
+            )),
+            Err(e) => failed.push(format!("{name}: {e}")),
+        }
+    }
+    // The probe goes; its bytes are GC's.
+    let _ = send(reg.v2(
+        Method::DELETE,
+        &format!("/v2/{CANARY_REPO}/blobs/{digest}"),
+        s,
+    ))
+    .await;
+    if failed.is_empty() {
+        check("content-caches", true, notes.join("; "), None)
+    } else {
+        failed.extend(notes);
+        check(
+            "content-caches",
+            false,
+            failed.join("; "),
+            Some("check the cache's log and its upstream (--cache-for); `wharf cache list` shows its state".into()),
+        )
+    }
 }
 
 /// `web-ui`: the sign-in page answers with its security headers, every file it links

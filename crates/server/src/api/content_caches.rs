@@ -466,3 +466,68 @@ pub async fn put_team_choice(
     .await?;
     Ok(no_content())
 }
+
+/// A blob to fetch through a cache.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeRequest {
+    /// A repository that holds the blob.
+    repository: String,
+    /// The blob's digest.
+    digest: String,
+}
+
+/// A signed URL at a cache.
+#[derive(Serialize, ToSchema)]
+pub struct ProbeUrl {
+    url: String,
+}
+
+/// A signed URL for a blob at one cache
+///
+/// `POST /api/v0/content_caches/{name}/probe {"repository","digest"}` (administrators):
+/// the URL a user of that cache would be redirected to, whether or not the cache is
+/// serving now, for checking a cache by hand or from `wharf upgrade verify`.
+#[utoipa::path(post, path = "/content_caches/{name}/probe", tag = "caches", operation_id = "probe_content_cache",
+    params(("name" = String, Path, description = "the cache's name")),
+    request_body = ProbeRequest,
+    responses(
+        (status = 200, description = "the signed URL", body = ProbeUrl),
+        (status = 400, description = "not a repository name or digest", body = ErrorBody),
+        (status = 401, description = "no credentials, or wrong ones", body = ErrorBody),
+        (status = 403, description = "not an administrator", body = ErrorBody),
+        (status = 404, description = "no such cache, or no such blob in the repository", body = ErrorBody),
+    ),
+    security(("basic" = []), ("bearer" = [])))]
+pub async fn probe(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    req: Request,
+) -> ApiResult {
+    admin(&st, req.headers(), auth::client_addr(&req)).await?;
+    let body: ProbeRequest = json_body(req).await?;
+    let repo: wharf_oci::RepoName = body
+        .repository
+        .parse()
+        .map_err(|e| invalid(format!("repository {:?}: {e}", body.repository)))?;
+    let digest: wharf_oci::Digest = body
+        .digest
+        .parse()
+        .map_err(|e| invalid(format!("digest {:?}: {e}", body.digest)))?;
+    let (rows, _) = st
+        .registry
+        .meta()
+        .content_caches()
+        .await
+        .map_err(store_error)?;
+    let cache = rows
+        .into_iter()
+        .find(|c| c.name == name)
+        .ok_or_else(|| not_found(format!("no content cache {name}")))?;
+    let info = match st.registry.stat_blob(&repo, &digest).await {
+        Ok(i) if i.in_store => i,
+        _ => return Err(not_found(format!("{repo} has no stored blob {digest}"))),
+    };
+    let url = st.caches.url_at(&cache.url, &digest, info.size);
+    Ok(Json(ProbeUrl { url }).into_response())
+}

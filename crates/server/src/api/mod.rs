@@ -85,6 +85,7 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(content_caches::list, content_caches::create))
         .routes(routes!(content_caches::update, content_caches::delete))
         .routes(routes!(content_caches::rotate_token))
+        .routes(routes!(content_caches::probe))
         .routes(routes!(content_caches::own_registration))
         .routes(routes!(content_caches::heartbeat))
         .routes(routes!(
