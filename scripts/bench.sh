@@ -72,7 +72,7 @@
 #                                 content caches and pull-through proxies (wharf-bench
 #                                 cache): wharf (authentication on), a content cache and
 #                                 the reference on loopback; 256 MiB blob pulls direct from
-#                                 each, through a warm and a cold cache (3 each), 20 clients
+#                                 each, through a warm and a cold cache (5 each), 20 clients
 #                                 missing one blob through the cache, and 300 by-tag
 #                                 manifest GETs through a proxy of the reference against a
 #                                 local tag. Without --quick it rewrites the "content

@@ -62,7 +62,7 @@ pub struct CacheArgs {
     #[arg(long, default_value_t = 256, value_name = "MIB")]
     pub blob_mib: usize,
     /// Timed pulls per measure (the median is reported)
-    #[arg(long, default_value_t = 3, value_name = "N")]
+    #[arg(long, default_value_t = 5, value_name = "N")]
     pub repeats: usize,
     /// Clients missing one blob at once
     #[arg(long, default_value_t = 20, value_name = "N")]
@@ -246,8 +246,9 @@ async fn cache_counter(base: &str, name: &str) -> Result<u64> {
 }
 
 fn random(n: usize, seed: u64) -> Bytes {
-    // xorshift: incompressible enough, fast, reproducible.
-    let mut x = seed | 1;
+    // xorshift: incompressible enough, fast, reproducible; the seed is spread first, so
+    // that nearby seeds (which `| 1` would make equal) give different blobs.
+    let mut x = seed.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut v = Vec::with_capacity(n + 8);
     while v.len() < n {
         x ^= x << 13;
@@ -446,7 +447,24 @@ async fn measure(args: &CacheArgs, work: &std::path::Path) -> Result<Figures> {
         }
         cold.push(secs);
     }
-    pull(&cached, &blob_url(&warm_digest), size).await?; // fills the cache
+    let (_, from) = pull(&cached, &blob_url(&warm_digest), size).await?; // fills the cache
+    if !from.starts_with(&cache.base) {
+        bail!("the warm-up pull was not served by the cache ({from})");
+    }
+    // Warm means kept: wait (bounded) until the cache has made the fills durable and
+    // holds them, so no fsync of a fill runs under the timed pulls.
+    let want = (args.repeats as u64 + 1) * size;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while cache_counter(&cache.base, "stored_bytes").await? < want {
+        if Instant::now() > deadline {
+            bail!(
+                "the cache did not keep the pulled blobs within 120 s (it holds {} of {want} bytes); its log: {}",
+                cache_counter(&cache.base, "stored_bytes").await?,
+                std::fs::read_to_string(cache._dir.path().join("stderr.log")).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let mut warm_s = Vec::new();
     for _ in 0..args.repeats {
         warm_s.push(pull(&cached, &blob_url(&warm_digest), size).await?.0);

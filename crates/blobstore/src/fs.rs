@@ -80,7 +80,10 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 
 /// Streams `len` bytes of `file` from its current position, reading on a blocking
 /// thread one chunk ahead of the consumer.
-fn stream_file(mut file: File, mut len: u64) -> ByteStream {
+/// Streams `len` bytes of `file` from its current position: one blocking thread reads
+/// ahead in large chunks while the consumer sends (the content cache serves its hits
+/// this way too).
+pub fn stream_file(mut file: File, mut len: u64) -> ByteStream {
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(2);
     spawn_blocking(move || {
         while len > 0 {

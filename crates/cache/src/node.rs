@@ -14,7 +14,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::Router;
 use futures_util::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use wharf_oci::{Digest, Hasher};
 
 use crate::metrics::{prometheus, Metrics};
@@ -307,7 +306,11 @@ async fn blob(
     let metrics = node.cache.metrics.clone();
     let body = match found {
         Lookup::Hit(held) => {
-            let mut file = match tokio::fs::File::open(&held.path).await {
+            let opened = std::fs::File::open(&held.path).and_then(|mut f| {
+                use std::io::Seek;
+                f.seek(std::io::SeekFrom::Start(start)).map(|_| f)
+            });
+            let file = match opened {
                 Ok(f) => f,
                 Err(e) => {
                     return plain(
@@ -316,21 +319,12 @@ async fn blob(
                     )
                 }
             };
-            if start > 0 {
-                if let Err(e) = file.seek(std::io::SeekFrom::Start(start)).await {
-                    return plain(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        format!("cannot read a kept blob: {e}"),
-                    );
-                }
-            }
-            // The hold lives as long as the body: the blob is not evicted under it.
-            let stream =
-                tokio_util::io::ReaderStream::with_capacity(file.take(end - start), 256 * 1024)
-                    .map(move |chunk| {
-                        let _hold = &held;
-                        chunk
-                    });
+            // Read ahead by one thread, as the registry serves its own blob files; the
+            // hold lives as long as the body, so the blob is not evicted under it.
+            let stream = wharf_blobstore::fs::stream_file(file, end - start).map(move |chunk| {
+                let _hold = &held;
+                chunk.map_err(|e| std::io::Error::other(e.to_string()))
+            });
             Body::from_stream(count(stream, metrics))
         }
         Lookup::Join(fill) => {
@@ -444,6 +438,9 @@ fn header_str<'a>(h: &'a HeaderMap, name: &str) -> &'a str {
     h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
 }
 
+/// How much of a fill is gathered before one positioned write.
+const WRITE_BATCH: usize = 1 << 20;
+
 /// Fetches `fill` from the upstreams in turn. One that fails part-way is followed by
 /// the next from where it stopped (a range request); the bytes are kept only if they
 /// hash to the digest and have the signed length.
@@ -452,7 +449,9 @@ async fn run_fill(node: Arc<Node>, fill: Arc<Fill>, q: SignedQuery, via: String)
     if let Err(e) = &outcome {
         tracing::warn!(digest = %fill.digest, error = %e, "fill failed; nothing kept");
     }
-    node.cache.finish(&fill, outcome);
+    // Blocking: the kept blob is synced to disk (readers were told before).
+    let cache = node.cache.clone();
+    let _ = tokio::task::spawn_blocking(move || cache.finish(&fill, outcome)).await;
 }
 
 async fn fill_from_upstreams(
@@ -480,6 +479,10 @@ async fn fill_from_upstreams(
         };
         let mut body = resp.bytes_stream();
         let mut failed = None;
+        // Written in pieces of about WRITE_BATCH: one blocking write per piece, not per
+        // network read.
+        let mut pending = bytes::BytesMut::new();
+        let mut flushed = written;
         while let Some(chunk) = body.next().await {
             let chunk = match chunk {
                 Ok(c) => c,
@@ -499,11 +502,21 @@ async fn fill_from_upstreams(
             }
             hasher.update(&chunk);
             Metrics::add(&metrics.bytes_from_upstream, chunk.len() as u64);
-            let len = chunk.len() as u64;
-            fill.write_at(written, chunk)
+            written += chunk.len() as u64;
+            pending.extend_from_slice(&chunk);
+            if pending.len() >= WRITE_BATCH {
+                let piece = pending.split().freeze();
+                let len = piece.len() as u64;
+                fill.write_at(flushed, piece)
+                    .await
+                    .map_err(|e| format!("the cache cannot write: {e}"))?;
+                flushed += len;
+            }
+        }
+        if !pending.is_empty() {
+            fill.write_at(flushed, pending.split().freeze())
                 .await
                 .map_err(|e| format!("the cache cannot write: {e}"))?;
-            written += len;
         }
         if failed.is_none() && written < fill.size {
             failed = Some(format!(

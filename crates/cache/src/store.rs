@@ -123,7 +123,7 @@ impl Fill {
     }
 }
 
-const CHUNK: u64 = 256 * 1024;
+const CHUNK: u64 = 1024 * 1024;
 
 struct Entry {
     size: u64,
@@ -353,8 +353,16 @@ impl BlobCache {
     /// Ends a fill: `Ok` when all its bytes were written and verified (then it is kept
     /// if space was reserved), `Err` otherwise (nothing is kept). Readers are told.
     pub fn finish(&self, fill: &Arc<Fill>, outcome: Result<(), String>) {
-        let kept = match &outcome {
-            Ok(()) if fill.keep => {
+        // Readers hear first: a verified blob's last byte goes out while it is made
+        // durable and kept, not after.
+        let verified = outcome.is_ok();
+        fill.progress.send_replace(match outcome {
+            Ok(()) => FillProgress::Done,
+            Err(e) => FillProgress::Failed(e.into()),
+        });
+        let kept = verified
+            && fill.keep
+            && {
                 let path = self.blob_path(&fill.digest);
                 fill.file
                     .sync_data()
@@ -362,9 +370,7 @@ impl BlobCache {
                     .and_then(|_| std::fs::rename(&fill.temp, &path))
                     .map_err(|e| tracing::warn!(digest = %fill.digest, error = %e, "a verified blob could not be kept"))
                     .is_ok()
-            }
-            _ => false,
-        };
+            };
         {
             let mut st = self.lock();
             st.fills.remove(&fill.digest);
@@ -388,10 +394,6 @@ impl BlobCache {
         if !kept {
             let _ = std::fs::remove_file(&fill.temp);
         }
-        fill.progress.send_replace(match outcome {
-            Ok(()) => FillProgress::Done,
-            Err(e) => FillProgress::Failed(e.into()),
-        });
     }
 }
 
