@@ -102,6 +102,16 @@ pub enum Subject {
     Team(i64),
 }
 
+impl Subject {
+    /// The kind and id as the tables store them (`subject_kind`, `subject_id`).
+    pub(crate) fn parts(self) -> (&'static str, i64) {
+        match self {
+            Subject::User(id) => ("user", id),
+            Subject::Team(id) => ("team", id),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Org {
     pub id: i64,

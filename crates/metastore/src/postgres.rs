@@ -817,13 +817,6 @@ async fn name_taken(conn: &mut PgConnection, name: &str) -> Result<bool> {
     .await?)
 }
 
-fn subject_parts(s: Subject) -> (&'static str, i64) {
-    match s {
-        Subject::User(id) => ("user", id),
-        Subject::Team(id) => ("team", id),
-    }
-}
-
 impl PgMetaStore {
     async fn token_with_user(
         &self,
@@ -1173,7 +1166,7 @@ impl AccountStore for PgMetaStore {
     }
 
     async fn grant(&self, repo: &str, subject: Subject, level: Level) -> Result<()> {
-        let (kind, id) = subject_parts(subject);
+        let (kind, id) = subject.parts();
         sqlx::query(
             "INSERT INTO repository_grants (repository, subject_kind, subject_id, level) VALUES ($1, $2, $3, $4)
              ON CONFLICT (repository, subject_kind, subject_id) DO UPDATE SET level = excluded.level",
@@ -1188,7 +1181,7 @@ impl AccountStore for PgMetaStore {
     }
 
     async fn revoke_grant(&self, repo: &str, subject: Subject) -> Result<bool> {
-        let (kind, id) = subject_parts(subject);
+        let (kind, id) = subject.parts();
         let n = sqlx::query("DELETE FROM repository_grants WHERE repository = $1 AND subject_kind = $2 AND subject_id = $3")
             .bind(repo)
             .bind(kind)

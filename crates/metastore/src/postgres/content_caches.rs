@@ -23,13 +23,6 @@ fn row(r: &PgRow) -> Result<ContentCacheRow> {
     })
 }
 
-fn subject(s: Subject) -> (&'static str, i64) {
-    match s {
-        Subject::User(id) => ("user", id),
-        Subject::Team(id) => ("team", id),
-    }
-}
-
 #[async_trait]
 impl ContentCacheStore for PgMetaStore {
     async fn create_content_cache(
@@ -139,7 +132,7 @@ impl ContentCacheStore for PgMetaStore {
     }
 
     async fn choose_content_cache(&self, who: Subject, cache: Option<&str>) -> Result<()> {
-        let (kind, id) = subject(who);
+        let (kind, id) = who.parts();
         match cache {
             None => {
                 sqlx::query(
@@ -175,7 +168,7 @@ impl ContentCacheStore for PgMetaStore {
     }
 
     async fn content_cache_choice(&self, who: Subject) -> Result<Option<String>> {
-        let (kind, id) = subject(who);
+        let (kind, id) = who.parts();
         Ok(sqlx::query_scalar(
             "SELECT cache FROM content_cache_choices WHERE subject_kind = $1 AND subject_id = $2",
         )

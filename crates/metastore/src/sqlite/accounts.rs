@@ -64,13 +64,6 @@ fn name_taken(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
     )
 }
 
-fn subject_parts(s: Subject) -> (&'static str, i64) {
-    match s {
-        Subject::User(id) => ("user", id),
-        Subject::Team(id) => ("team", id),
-    }
-}
-
 #[async_trait]
 impl AccountStore for SqliteMetaStore {
     async fn create_user(&self, name: &str, password_hash: &str, is_admin: bool) -> Result<User> {
@@ -382,7 +375,7 @@ impl AccountStore for SqliteMetaStore {
 
     async fn grant(&self, repo: &str, subject: Subject, level: Level) -> Result<()> {
         let repo = repo.to_string();
-        let (kind, id) = subject_parts(subject);
+        let (kind, id) = subject.parts();
         self.write(move |tx| {
             tx.execute(
                 "INSERT INTO repository_grants (repository, subject_kind, subject_id, level) VALUES (?, ?, ?, ?)
@@ -396,7 +389,7 @@ impl AccountStore for SqliteMetaStore {
 
     async fn revoke_grant(&self, repo: &str, subject: Subject) -> Result<bool> {
         let repo = repo.to_string();
-        let (kind, id) = subject_parts(subject);
+        let (kind, id) = subject.parts();
         self.write(move |tx| {
             Ok(tx.execute(
                 "DELETE FROM repository_grants WHERE repository = ? AND subject_kind = ? AND subject_id = ?",

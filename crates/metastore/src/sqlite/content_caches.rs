@@ -21,13 +21,6 @@ fn row(r: &Row) -> rusqlite::Result<ContentCacheRow> {
     })
 }
 
-fn subject(s: Subject) -> (&'static str, i64) {
-    match s {
-        Subject::User(id) => ("user", id),
-        Subject::Team(id) => ("team", id),
-    }
-}
-
 #[async_trait]
 impl ContentCacheStore for SqliteMetaStore {
     async fn create_content_cache(
@@ -139,7 +132,7 @@ impl ContentCacheStore for SqliteMetaStore {
     }
 
     async fn choose_content_cache(&self, who: Subject, cache: Option<&str>) -> Result<()> {
-        let (kind, id) = subject(who);
+        let (kind, id) = who.parts();
         let cache = cache.map(str::to_string);
         self.write(move |tx| {
             match cache {
@@ -171,7 +164,7 @@ impl ContentCacheStore for SqliteMetaStore {
     }
 
     async fn content_cache_choice(&self, who: Subject) -> Result<Option<String>> {
-        let (kind, id) = subject(who);
+        let (kind, id) = who.parts();
         self.read(move |c| {
             Ok(c.prepare_cached(
                 "SELECT cache FROM content_cache_choices WHERE subject_kind = ? AND subject_id = ?",
