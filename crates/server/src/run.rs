@@ -234,7 +234,6 @@ pub async fn serve(
     // whose one-time admin password was printed and lost.
     config.validate().map_err(anyhow::Error::msg)?;
     let tcp = bind(config.listen).await?;
-    let addr = tcp.local_addr()?;
     let tls = tls_config(&config)?;
     let state = open(&config, version, commit).await?;
 
@@ -254,28 +253,7 @@ pub async fn serve(
         tracing::info!("signal received: no new connections; finishing in-flight requests");
     };
 
-    let app = router(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    type ServerFuture =
-        std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>>;
-    let (server, url): (ServerFuture, String) = match tls {
-        Some(tls) => {
-            // tap_io gives the listener axum's ConnectInfo support (client addresses).
-            let listener = crate::tls::TlsListener::new(tcp, tls)?.tap_io(|_| {});
-            let fut = axum::serve(listener, app)
-                .with_graceful_shutdown(graceful)
-                .into_future();
-            (Box::pin(fut), format!("https://{addr}"))
-        }
-        None => {
-            let listener = tcp.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            let fut = axum::serve(listener, app)
-                .with_graceful_shutdown(graceful)
-                .into_future();
-            (Box::pin(fut), format!("http://{addr}"))
-        }
-    };
+    let (server, url) = server_future(tcp, tls, router(state.clone()), graceful)?;
     // Registered before serving, so the cluster never sees an unregistered replica.
     let membership = Arc::new(crate::cluster::Membership::new(
         url.clone(),
@@ -377,6 +355,40 @@ pub async fn serve(
     Ok(())
 }
 
+type ServerFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>>;
+
+/// Serves `app` on `tcp`, over TLS when given, until `graceful` completes; returns the
+/// server's future and the URL it answers at. Shared by replicas and content caches.
+fn server_future(
+    tcp: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    app: axum::Router,
+    graceful: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<(ServerFuture, String)> {
+    let addr = tcp.local_addr()?;
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    Ok(match tls {
+        Some(tls) => {
+            // tap_io gives the listener axum's ConnectInfo support (client addresses).
+            let listener = crate::tls::TlsListener::new(tcp, tls)?.tap_io(|_| {});
+            let fut = axum::serve(listener, app)
+                .with_graceful_shutdown(graceful)
+                .into_future();
+            (Box::pin(fut), format!("https://{addr}"))
+        }
+        None => {
+            let listener = tcp.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            let fut = axum::serve(listener, app)
+                .with_graceful_shutdown(graceful)
+                .into_future();
+            (Box::pin(fut), format!("http://{addr}"))
+        }
+    })
+}
+
 /// Binds the listening socket, saying plainly what to do when the address is taken.
 async fn bind(listen: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::bind(listen).await.map_err(|e| {
@@ -449,7 +461,6 @@ const CACHE_DRAIN_GRACE: Duration = Duration::from_secs(3);
 pub async fn serve_cache(config: Config, version: &str, commit: &str) -> anyhow::Result<()> {
     config.validate().map_err(anyhow::Error::msg)?;
     let tcp = bind(config.listen).await?;
-    let addr = tcp.local_addr()?;
     let tls = tls_config(&config)?;
     let node = wharf_cache::node::Node::open(wharf_cache::node::NodeConfig {
         dir: config.data_dir.clone(),
@@ -492,27 +503,7 @@ pub async fn serve_cache(config: Config, version: &str, commit: &str) -> anyhow:
         let _ = graceful_rx.wait_for(|stop| *stop).await;
         tracing::info!("no new connections; finishing in-flight downloads");
     };
-    let app = node.router();
-    type ServerFuture =
-        std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>>;
-    let (server, url): (ServerFuture, String) = match tls {
-        Some(tls) => {
-            let listener = crate::tls::TlsListener::new(tcp, tls)?;
-            let fut = axum::serve(listener, app)
-                .with_graceful_shutdown(graceful)
-                .into_future();
-            (Box::pin(fut), format!("https://{addr}"))
-        }
-        None => {
-            let listener = tcp.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            let fut = axum::serve(listener, app)
-                .with_graceful_shutdown(graceful)
-                .into_future();
-            (Box::pin(fut), format!("http://{addr}"))
-        }
-    };
+    let (server, url) = server_future(tcp, tls, node.router(), graceful)?;
     let heartbeats = tokio::spawn(node.clone().heartbeats());
     let mut server = tokio::spawn(server);
     let (stored, max, blobs) = node.cache.usage();
