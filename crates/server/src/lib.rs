@@ -27,6 +27,7 @@ pub mod drain;
 pub mod endpoint;
 pub mod error;
 pub mod http;
+mod listener_close;
 mod metrics;
 pub mod run;
 pub mod tls;
