@@ -23,7 +23,8 @@ cleanup() { git worktree remove --force "$worktree" >/dev/null 2>&1 || rm -rf "$
 trap cleanup EXIT
 git worktree add --detach -q "$worktree" "$commit"
 # Its own target directory: the release's crates must not overwrite this build's.
-WHARF_COMMIT="$commit" CARGO_TARGET_DIR="$PWD/target/release-builds" \
+# Line tables only, as this build's own dev profile: a release's tree may predate it.
+WHARF_COMMIT="$commit" CARGO_TARGET_DIR="$PWD/target/release-builds" CARGO_PROFILE_DEV_DEBUG=line-tables-only \
   cargo build --locked -q -p wharf --manifest-path "$worktree/Cargo.toml" >&2
 mkdir -p "$out"
 cp target/release-builds/debug/wharf "${out}/wharf"

@@ -56,6 +56,12 @@ if $have_docker; then
   export WHARF_TEST_IMAGE_1_1_0
 fi
 
+if [ "${CI:-}" = "true" ]; then
+  # A fresh clone builds these once: their build trees (several GB) are not needed
+  # again, and the tests need the disk (a low disk is something the registry reports).
+  rm -rf target/release-builds "target/x86_64-unknown-linux-gnu"
+fi
+
 # One debug build of every target, shared by all test binaries.
 cargo build --workspace --all-targets --locked
 if $have_docker; then
