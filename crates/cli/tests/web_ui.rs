@@ -995,6 +995,7 @@ async fn tour() -> Tour {
         ),
         page("gc", "/gc".into(), true, 200),
         page("system", "/system".into(), true, 200),
+        page("caches", "/admin/caches".into(), true, 200),
         page("users", "/admin/users".into(), true, 200),
         page("orgs", "/admin/orgs".into(), true, 200),
         page("org", "/admin/orgs/shop".into(), true, 200),
@@ -2238,4 +2239,280 @@ async fn a_user_chooses_a_content_cache_and_the_system_page_lists_it() {
     assert_eq!(rows[0][7], cache.base, "{rows:?}");
     assert!(b.axe().await.is_empty(), "the system page passes axe");
     b.quit().await;
+}
+
+/// An administrator registers a content cache in the UI and gets its token once; a
+/// cache started with that token serves a team the administrator chose it for; bad
+/// input is refused with a message; a pull-through proxy is added, listed and removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_administrator_registers_a_cache_chooses_it_for_a_team_and_manages_proxies() {
+    if !browser::available() {
+        return;
+    }
+    let w = Wharf::start(&[]);
+    create_user(&w, "bob", "bob-password-1").await;
+    for (path, body, what) in [
+        ("/api/v0/orgs", json!({"name": "shop"}), "an organisation"),
+        ("/api/v0/orgs/shop/teams", json!({"name": "devs"}), "a team"),
+    ] {
+        let r = request(&w, Method::POST, path, &admin(), Some(&body)).await;
+        secure::expect(&r, 201, None, what);
+    }
+    let r = request(
+        &w,
+        Method::PUT,
+        "/api/v0/orgs/shop/teams/devs/members/bob",
+        &admin(),
+        None,
+    )
+    .await;
+    assert!(
+        r.status.is_success(),
+        "bob into shop/devs: {}",
+        r.describe()
+    );
+    // The cache's address, known before it starts.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cache_url = format!("http://127.0.0.1:{port}");
+
+    let b = Browser::start().await;
+    sign_in(&b, &w.base, "admin", ADMIN_PASSWORD).await;
+    b.goto(&w.url("/admin/caches")).await;
+    assert_eq!(
+        b.text("#caches-h + p + p.empty").await,
+        "No content caches."
+    );
+    // A URL that is not http(s) is refused, saying why.
+    let register = |url: String| {
+        let b = &b;
+        async move {
+            b.find("#c-name").await.send_keys("eu").await.unwrap();
+            b.js(
+                "document.querySelector('#c-url').value = arguments[0]",
+                vec![json!(url)],
+            )
+            .await;
+            b.find("#c-region")
+                .await
+                .send_keys("eu-west")
+                .await
+                .unwrap();
+            b.find("#new-cache-h + form button[type=submit]")
+                .await
+                .click()
+                .await
+                .unwrap();
+        }
+    };
+    register("ftp://cache.example.com".into()).await;
+    shows(&b, "p.error[role=alert]", "is not an http(s) URL").await;
+    register(cache_url.clone()).await;
+    let command = shows(&b, "#cache-token-command", "wharf serve").await;
+    let token = command
+        .split_whitespace()
+        .last()
+        .expect("the command ends with the token")
+        .to_string();
+    assert!(
+        command.starts_with(&format!("wharf serve --cache-for {}", w.base))
+            && token.starts_with("wharf_cache_"),
+        "{command}"
+    );
+    // Shown once.
+    b.goto(&w.url("/admin/caches")).await;
+    shows(&b, "#caches tbody tr", "eu").await;
+    assert!(b.find_all("#new-cache-token").await.is_empty());
+    assert_eq!(
+        table(&b, "#caches").await[0][..3],
+        ["eu", "eu-west", "unseen"]
+    );
+
+    // The token from the page is the cache's: it registers and serves.
+    let cache_tmp = tempfile::tempdir().unwrap();
+    let mut cmd = support::serve_command();
+    cmd.args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--heartbeat-interval-secs", "1"])
+        .arg("--data-dir")
+        .arg(cache_tmp.path())
+        .arg("--cache-for")
+        .arg(&w.base)
+        .env("WHARF_CACHE_TOKEN", &token);
+    let _cache = TestServer::launch(cmd, cache_tmp.path());
+    reload_until(&b, &w.url("/admin/caches"), "#caches tbody tr", "serving").await;
+
+    // Chosen for the team devs: its member bob is redirected to it.
+    b.find("#ch-who")
+        .await
+        .send_keys("shop/nobody")
+        .await
+        .unwrap();
+    b.find("#ch-cache option[value='eu']")
+        .await
+        .click()
+        .await
+        .unwrap();
+    b.find("#choose-h ~ form button[type=submit]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    shows(
+        &b,
+        "p.error[role=alert]",
+        "there is no team \"shop/nobody\"",
+    )
+    .await;
+    b.find("#ch-who")
+        .await
+        .send_keys("shop/devs")
+        .await
+        .unwrap();
+    b.find("#ch-cache option[value='eu']")
+        .await
+        .click()
+        .await
+        .unwrap();
+    b.find("#choose-h ~ form button[type=submit]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    wait_for("bob's effective cache", Duration::from_secs(30), || async {
+        let r = secure::get(&w, "/api/v0/users/bob/content_cache", &admin()).await;
+        let v = r.json();
+        match (v["cache"].as_str(), v["effective"].as_str()) {
+            (None, Some("eu")) => Ok(Some(())),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    b.goto(&w.url("/admin/caches")).await;
+
+    // A proxy: a bad upstream is refused, a good one listed, then removed.
+    let add_proxy = |upstreams: &'static str| {
+        let b = &b;
+        async move {
+            b.find("#p-prefix").await.send_keys("hub").await.unwrap();
+            b.find("#p-upstreams")
+                .await
+                .send_keys(upstreams)
+                .await
+                .unwrap();
+            b.find("#p-revalidate").await.send_keys("30").await.unwrap();
+            b.find("#p-max-gib").await.send_keys("5").await.unwrap();
+            b.find("#new-proxy-h + form button[type=submit]")
+                .await
+                .click()
+                .await
+                .unwrap();
+        }
+    };
+    add_proxy("ftp://mirror.example.com").await;
+    shows(
+        &b,
+        "p.error[role=alert]",
+        "must be an http:// or https:// URL",
+    )
+    .await;
+    add_proxy("http://127.0.0.1:1\nhttp://127.0.0.1:2/").await;
+    shows(&b, "#proxies tbody tr", "hub/").await;
+    let rows = table(&b, "#proxies").await;
+    assert_eq!(
+        rows[0][..5],
+        [
+            "hub/",
+            "http://127.0.0.1:1, http://127.0.0.1:2",
+            "—",
+            "every 30 s",
+            "up to 5.0 GiB"
+        ],
+        "{rows:?}"
+    );
+    let r = secure::get(&w, "/api/v0/proxies", &admin()).await;
+    assert_eq!(
+        r.json()[0]["max_bytes"],
+        json!(5u64 << 30),
+        "{}",
+        r.describe()
+    );
+    assert!(b.axe().await.is_empty(), "the caches page passes axe");
+    let dir = screenshot_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    b.screenshot(&dir.join("caches-populated.png")).await;
+    b.find("#proxies button.danger")
+        .await
+        .click()
+        .await
+        .unwrap();
+    assert!(b
+        .find("dialog[open]")
+        .await
+        .text()
+        .await
+        .unwrap()
+        .contains("Stop proxying hub/?"));
+    b.find("dialog[open] button.danger")
+        .await
+        .click()
+        .await
+        .unwrap();
+    wait_for(
+        "the proxy to be removed",
+        Duration::from_secs(30),
+        || async {
+            let r = secure::get(&w, "/api/v0/proxies", &admin()).await;
+            match r.json().as_array().map(Vec::len) {
+                Some(0) => Ok(Some(())),
+                other => Err(format!("{other:?} proxies")),
+            }
+        },
+    )
+    .await;
+    // Each change is in the audit log, marked as made in the web UI.
+    let r = secure::get(&w, "/api/v0/audit?limit=50", &admin()).await;
+    let log = r.text();
+    for action in [
+        "content_cache.create",
+        "content_cache.choose",
+        "proxy.create",
+        "proxy.delete",
+    ] {
+        assert!(log.contains(action), "{action} not audited: {log}");
+    }
+    // The console holds the three refusals (400) and nothing else.
+    let console = b.severe_console().await;
+    let refusals = console
+        .iter()
+        .filter(|l| l.contains("/admin/caches") && l.contains("status of 400"))
+        .count();
+    assert_eq!((refusals, console.len()), (3, 3), "{console:#?}");
+    b.quit().await;
+}
+
+/// Waits until an element matching `css` contains `wanted` (the page a form was posted
+/// to has loaded); returns its text.
+async fn shows(b: &Browser, css: &str, wanted: &str) -> String {
+    wait_for(
+        &format!("{css} to say {wanted:?}"),
+        Duration::from_secs(30),
+        || async {
+            for e in b
+                .driver()
+                .find_all(By::Css(css))
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                let text = e.text().await.map_err(|e| e.to_string())?;
+                if text.contains(wanted) {
+                    return Ok(Some(text));
+                }
+            }
+            Ok(None)
+        },
+    )
+    .await
 }

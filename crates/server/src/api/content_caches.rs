@@ -57,7 +57,7 @@ pub struct UserCacheChoice {
     effective: Option<String>,
 }
 
-fn valid_url(url: &str) -> Result<(), ApiError> {
+pub(crate) fn valid_url(url: &str) -> Result<(), ApiError> {
     let rest = url
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"));
@@ -69,7 +69,7 @@ fn valid_url(url: &str) -> Result<(), ApiError> {
     }
 }
 
-fn valid_region(region: &str) -> Result<(), ApiError> {
+pub(crate) fn valid_region(region: &str) -> Result<(), ApiError> {
     if region.trim().is_empty() || region.len() > 64 {
         return Err(invalid("region must be 1 to 64 characters"));
     }

@@ -30,7 +30,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::http::{body_bytes, BodyError};
 use crate::{AppState, ServerInfo};
 
-mod content_caches;
+pub(crate) mod content_caches;
 mod jobs;
 mod orgs;
 mod proxies;

@@ -19,6 +19,7 @@ use session::{read_form, safe_next, see_other, signed_form, Visitor};
 
 mod account;
 pub mod assets;
+mod caches;
 mod explorer;
 mod headers;
 mod image;
@@ -50,6 +51,7 @@ pub fn router() -> Router<AppState> {
         .route("/jobs/{id}/tail", get(jobs::tail))
         .route("/gc", get(system::gc).post(system::start_gc))
         .route("/system", get(system::system))
+        .route("/admin/caches", get(caches::page).post(caches::post))
         .route("/audit", get(system::audit))
         .route("/admin/users", get(users::users).post(users::users_post))
         .route("/admin/orgs", get(users::orgs).post(users::orgs_post))
