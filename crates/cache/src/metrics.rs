@@ -15,6 +15,8 @@ pub struct Metrics {
     pub upstream_errors: AtomicU64,
     pub rejected_fills: AtomicU64,
     pub refused: AtomicU64,
+    /// Evicted blobs still to be deleted from a blob store (a gauge).
+    pub deletes_pending: AtomicU64,
 }
 
 impl Metrics {
@@ -38,7 +40,13 @@ impl Metrics {
 }
 
 /// The Prometheus text exposition of a cache node's state.
-pub fn prometheus(c: &CacheCounters, stored_bytes: u64, max_bytes: u64, blobs: u64) -> String {
+pub fn prometheus(
+    c: &CacheCounters,
+    stored_bytes: u64,
+    max_bytes: u64,
+    blobs: u64,
+    deletes_pending: u64,
+) -> String {
     let mut out = String::new();
     let mut counter = |name: &str, help: &str, v: u64| {
         out.push_str(&format!(
@@ -47,12 +55,12 @@ pub fn prometheus(c: &CacheCounters, stored_bytes: u64, max_bytes: u64, blobs: u
     };
     counter(
         "hits_total",
-        "Downloads served from what the cache held.",
+        "Downloads served from what the cache held (or had fetched and verified in full).",
         c.hits,
     );
     counter(
         "misses_total",
-        "Downloads of blobs the cache did not hold.",
+        "Downloads of blobs the cache did not hold, or was still fetching.",
         c.misses,
     );
     counter(
@@ -98,5 +106,10 @@ pub fn prometheus(c: &CacheCounters, stored_bytes: u64, max_bytes: u64, blobs: u
     gauge("stored_bytes", "Bytes of blobs held.", stored_bytes);
     gauge("max_bytes", "The size bound.", max_bytes);
     gauge("blobs", "Blobs held.", blobs);
+    gauge(
+        "deletes_pending",
+        "Evicted blobs not yet deleted from the blob store.",
+        deletes_pending,
+    );
     out
 }

@@ -24,9 +24,13 @@ use crate::upstream::{Upstreams, HEARTBEAT_PATH, REGISTRATION_PATH};
 use crate::{CACHE_BLOB_PATH, VIA_HEADER};
 
 /// How a cache node is set up.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NodeConfig {
+    /// The registration, and the spool of fills in progress; the kept blobs too unless
+    /// `blobs` names a store.
     pub dir: PathBuf,
+    /// Where kept blobs live instead of `dir` (an S3 bucket and prefix).
+    pub blobs: Option<Arc<dyn wharf_blobstore::BlobStore>>,
     pub max_bytes: u64,
     /// Upstream base URLs, tried in order.
     pub upstreams: Vec<String>,
@@ -60,15 +64,22 @@ fn now_ms() -> i64 {
 impl Node {
     /// Opens the store and reads the last registration kept on disk (so that a cache
     /// restarted while its upstreams are down still serves what it holds).
-    pub fn open(config: NodeConfig) -> anyhow::Result<Arc<Node>> {
+    pub async fn open(config: NodeConfig) -> anyhow::Result<Arc<Node>> {
         anyhow::ensure!(!config.token.is_empty(), "a cache needs its token (--cache-token or WHARF_CACHE_TOKEN): `wharf cache add` printed it");
         let metrics = Arc::new(Metrics::default());
-        let cache = BlobCache::open(&config.dir, config.max_bytes, metrics).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot open the cache directory {}: {e}",
-                config.dir.display()
-            )
-        })?;
+        let cache = match &config.blobs {
+            None => BlobCache::open(&config.dir, config.max_bytes, metrics).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot open the cache directory {}: {e}",
+                    config.dir.display()
+                )
+            })?,
+            Some(store) => {
+                BlobCache::open_with_store(&config.dir, store.clone(), config.max_bytes, metrics)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot open the cache's blob store: {e}"))?
+            }
+        };
         let instance = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
         let upstreams = Upstreams::new(config.upstreams.clone(), instance.clone())?;
         let node = Node {
@@ -306,12 +317,8 @@ async fn blob(
     let metrics = node.cache.metrics.clone();
     let body = match found {
         Lookup::Hit(held) => {
-            let opened = std::fs::File::open(&held.path).and_then(|mut f| {
-                use std::io::Seek;
-                f.seek(std::io::SeekFrom::Start(start)).map(|_| f)
-            });
-            let file = match opened {
-                Ok(f) => f,
+            let stream = match held.read(start, end).await {
+                Ok(s) => s,
                 Err(e) => {
                     return plain(
                         StatusCode::INTERNAL_SERVER_ERROR,
@@ -319,11 +326,10 @@ async fn blob(
                     )
                 }
             };
-            // Read ahead by one thread, as the registry serves its own blob files; the
-            // hold lives as long as the body, so the blob is not evicted under it.
-            let stream = wharf_blobstore::fs::stream_file(file, end - start).map(move |chunk| {
+            // The hold lives as long as the body: the blob is not evicted under it.
+            let stream = stream.map(move |chunk| {
                 let _hold = &held;
-                chunk.map_err(|e| std::io::Error::other(e.to_string()))
+                chunk
             });
             Body::from_stream(count(stream, metrics))
         }
@@ -449,9 +455,8 @@ async fn run_fill(node: Arc<Node>, fill: Arc<Fill>, q: SignedQuery, via: String)
     if let Err(e) = &outcome {
         tracing::warn!(digest = %fill.digest, error = %e, "fill failed; nothing kept");
     }
-    // Blocking: the kept blob is synced to disk (readers were told before).
-    let cache = node.cache.clone();
-    let _ = tokio::task::spawn_blocking(move || cache.finish(&fill, outcome)).await;
+    // The kept blob is synced to disk or uploaded (readers were told before).
+    node.cache.finish(&fill, outcome).await;
 }
 
 async fn fill_from_upstreams(
@@ -609,7 +614,16 @@ async fn metrics(State(node): State<Arc<Node>>) -> Response {
     let (stored, max, blobs) = node.cache.usage();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        prometheus(&node.cache.metrics.snapshot(), stored, max, blobs),
+        prometheus(
+            &node.cache.metrics.snapshot(),
+            stored,
+            max,
+            blobs,
+            node.cache
+                .metrics
+                .deletes_pending
+                .load(std::sync::atomic::Ordering::Relaxed),
+        ),
     )
         .into_response()
 }

@@ -3,6 +3,9 @@
 //!
 //! Layout under the cache's directory: `blobs/sha256/<hex>` for kept blobs, `tmp/` for
 //! fills in progress (emptied at start: a fill that a crash cut short is never kept).
+//! Kept blobs may live in a blob store instead (an S3 bucket and prefix: the cache's
+//! `blobs` setting); fills are then still spooled in `tmp/`, and a verified one is
+//! uploaded before it counts as kept.
 //!
 //! A fill writes into a temporary file with positioned writes and publishes how far it
 //! got; readers read the same file with positioned reads up to that point, so every
@@ -19,7 +22,8 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use futures_util::Stream;
 use tokio::sync::watch;
-use wharf_oci::Digest;
+use wharf_blobstore::{BlobStore, ByteRange, ByteStream};
+use wharf_oci::{Digest, UploadId};
 
 use crate::metrics::Metrics;
 
@@ -153,12 +157,47 @@ pub enum Lookup {
     Start(Arc<Fill>),
 }
 
-/// A kept blob held open for a response: not evicted until dropped.
+/// A kept blob held for a response: not evicted until dropped.
 pub struct Held {
     cache: Arc<BlobCache>,
     pub digest: Digest,
     pub size: u64,
-    pub path: PathBuf,
+}
+
+impl Held {
+    /// The bytes `start..end` of the kept blob.
+    pub async fn read(&self, start: u64, end: u64) -> io::Result<ByteStream> {
+        match &self.cache.kept {
+            Kept::Dir => {
+                let path = self.cache.blob_path(&self.digest);
+                let file = tokio::task::spawn_blocking(move || {
+                    use std::io::Seek;
+                    let mut f = std::fs::File::open(path)?;
+                    f.seek(std::io::SeekFrom::Start(start))?;
+                    Ok::<_, io::Error>(f)
+                })
+                .await
+                .map_err(io::Error::other)??;
+                // Read ahead by one thread, as the registry serves its own blob files.
+                Ok(wharf_blobstore::fs::stream_file(file, end - start))
+            }
+            Kept::Store { store, .. } => store
+                .read(&self.digest, Some(ByteRange { start, end }))
+                .await
+                .map_err(io::Error::other),
+        }
+    }
+}
+
+/// Where kept blobs live.
+enum Kept {
+    /// `blobs/` under the cache's directory.
+    Dir,
+    /// A blob store; evicted blobs are deleted from it by tasks on `runtime`.
+    Store {
+        store: Arc<dyn BlobStore>,
+        runtime: tokio::runtime::Handle,
+    },
 }
 
 impl Drop for Held {
@@ -172,6 +211,7 @@ impl Drop for Held {
 
 pub struct BlobCache {
     dir: PathBuf,
+    kept: Kept,
     max_bytes: u64,
     pub metrics: Arc<Metrics>,
     state: Mutex<State>,
@@ -181,13 +221,9 @@ impl BlobCache {
     /// Opens the cache at `dir`: kept blobs are found again (oldest file first out),
     /// leftovers of cut-short fills removed, and the bound enforced.
     pub fn open(dir: &Path, max_bytes: u64, metrics: Arc<Metrics>) -> io::Result<Arc<BlobCache>> {
+        Self::empty_spool(dir)?;
         let blobs = dir.join("blobs");
         std::fs::create_dir_all(blobs.join("sha256"))?;
-        let tmp = dir.join("tmp");
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp)?;
-        }
-        std::fs::create_dir_all(&tmp)?;
         let mut found = Vec::new();
         for algorithm in std::fs::read_dir(&blobs)? {
             let algorithm = algorithm?;
@@ -203,8 +239,60 @@ impl BlobCache {
             }
         }
         found.sort_by_key(|f| f.0);
+        Ok(Self::with_found(
+            dir,
+            Kept::Dir,
+            max_bytes,
+            metrics,
+            found.into_iter().map(|(_, d, size)| (d, size)),
+        ))
+    }
+
+    /// Opens a cache whose kept blobs live in `store` (fills are spooled under `dir`):
+    /// the blobs there are found again (in the store's listing order: it keeps no
+    /// times), uploads a crash cut short are removed, and the bound enforced.
+    pub async fn open_with_store(
+        dir: &Path,
+        store: Arc<dyn BlobStore>,
+        max_bytes: u64,
+        metrics: Arc<Metrics>,
+    ) -> io::Result<Arc<BlobCache>> {
+        Self::empty_spool(dir)?;
+        for id in store.upload_list().await.map_err(io::Error::other)? {
+            store.upload_delete(&id).await.map_err(io::Error::other)?;
+        }
+        let mut found = Vec::new();
+        for digest in store.list().await.map_err(io::Error::other)? {
+            if let Some(size) = store.stat(&digest).await.map_err(io::Error::other)? {
+                found.push((digest, size));
+            }
+        }
+        let kept = Kept::Store {
+            store,
+            runtime: tokio::runtime::Handle::current(),
+        };
+        Ok(Self::with_found(dir, kept, max_bytes, metrics, found))
+    }
+
+    /// `tmp/`, emptied: a fill that a crash cut short is never kept.
+    fn empty_spool(dir: &Path) -> io::Result<()> {
+        let tmp = dir.join("tmp");
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp)?;
+        }
+        std::fs::create_dir_all(&tmp)
+    }
+
+    /// The cache over the blobs `found` (oldest first), trimmed to the bound.
+    fn with_found(
+        dir: &Path,
+        kept: Kept,
+        max_bytes: u64,
+        metrics: Arc<Metrics>,
+        found: impl IntoIterator<Item = (Digest, u64)>,
+    ) -> Arc<BlobCache> {
         let mut st = State::default();
-        for (_, digest, size) in found {
+        for (digest, size) in found {
             st.clock += 1;
             st.stored += size;
             st.entries.insert(
@@ -218,6 +306,7 @@ impl BlobCache {
         }
         let cache = Arc::new(BlobCache {
             dir: dir.to_path_buf(),
+            kept,
             max_bytes,
             metrics,
             state: Mutex::new(st),
@@ -226,8 +315,8 @@ impl BlobCache {
             let mut st = cache.lock();
             cache.evict_for(&mut st, 0)
         };
-        cache.remove_files(evicted);
-        Ok(cache)
+        cache.remove_kept(evicted);
+        cache
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -272,13 +361,23 @@ impl BlobCache {
                     cache: self.clone(),
                     digest: digest.clone(),
                     size,
-                    path: self.blob_path(digest),
                 }));
             }
-            Metrics::add(&self.metrics.misses, 1);
             if let Some(f) = st.fills.get(digest) {
+                // A fill whose bytes are all in and verified (only being synced and
+                // recorded) serves this request without the upstream: a hit.
+                let done = matches!(*f.progress.borrow(), FillProgress::Done);
+                Metrics::add(
+                    if done {
+                        &self.metrics.hits
+                    } else {
+                        &self.metrics.misses
+                    },
+                    1,
+                );
                 return Ok(Lookup::Join(f.clone()));
             }
+            Metrics::add(&self.metrics.misses, 1);
             evicted = self.evict_for(&mut st, size);
             let keep = st.stored + st.reserved + size <= self.max_bytes;
             if keep {
@@ -316,13 +415,13 @@ impl BlobCache {
                 }
             }
         };
-        self.remove_files(evicted);
+        self.remove_kept(evicted);
         found
     }
 
     /// Evicts least recently used blobs no one reads until `extra` more bytes fit;
-    /// returns the files to remove (outside the lock).
-    fn evict_for(&self, st: &mut State, extra: u64) -> Vec<PathBuf> {
+    /// returns the blobs to remove (outside the lock).
+    fn evict_for(&self, st: &mut State, extra: u64) -> Vec<Digest> {
         let mut out = Vec::new();
         while st.stored + st.reserved + extra > self.max_bytes {
             let victim = st
@@ -335,24 +434,49 @@ impl BlobCache {
             let e = st.entries.remove(&d).expect("just found");
             st.stored -= e.size;
             Metrics::add(&self.metrics.evictions, 1);
-            out.push(self.blob_path(&d));
+            out.push(d);
         }
         out
     }
 
-    fn remove_files(&self, paths: Vec<PathBuf>) {
-        for p in paths {
-            if let Err(e) = std::fs::remove_file(&p) {
-                if e.kind() != io::ErrorKind::NotFound {
-                    tracing::warn!(path = %p.display(), error = %e, "could not remove an evicted blob");
+    /// Removes evicted blobs: files at once, objects in a store by a task (the bound
+    /// counts them gone already; a failed delete leaves an object the next start finds).
+    fn remove_kept(&self, digests: Vec<Digest>) {
+        if digests.is_empty() {
+            return;
+        }
+        match &self.kept {
+            Kept::Dir => {
+                for d in digests {
+                    let p = self.blob_path(&d);
+                    if let Err(e) = std::fs::remove_file(&p) {
+                        if e.kind() != io::ErrorKind::NotFound {
+                            tracing::warn!(path = %p.display(), error = %e, "could not remove an evicted blob");
+                        }
+                    }
                 }
+            }
+            Kept::Store { store, runtime } => {
+                let store = store.clone();
+                let metrics = self.metrics.clone();
+                Metrics::add(&metrics.deletes_pending, digests.len() as u64);
+                runtime.spawn(async move {
+                    for d in digests {
+                        if let Err(e) = store.delete(&d).await {
+                            tracing::warn!(digest = %d, error = %e, "could not delete an evicted blob from the store");
+                        }
+                        metrics
+                            .deletes_pending
+                            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                });
             }
         }
     }
 
     /// Ends a fill: `Ok` when all its bytes were written and verified (then it is kept
     /// if space was reserved), `Err` otherwise (nothing is kept). Readers are told.
-    pub fn finish(&self, fill: &Arc<Fill>, outcome: Result<(), String>) {
+    pub async fn finish(&self, fill: &Arc<Fill>, outcome: Result<(), String>) {
         // Readers hear first: a verified blob's last byte goes out while it is made
         // durable and kept, not after.
         let verified = outcome.is_ok();
@@ -363,13 +487,24 @@ impl BlobCache {
         let kept = verified
             && fill.keep
             && {
-                let path = self.blob_path(&fill.digest);
-                fill.file
-                    .sync_data()
-                    .and_then(|_| std::fs::create_dir_all(path.parent().expect("under blobs/")))
-                    .and_then(|_| std::fs::rename(&fill.temp, &path))
-                    .map_err(|e| tracing::warn!(digest = %fill.digest, error = %e, "a verified blob could not be kept"))
-                    .is_ok()
+                let result = match &self.kept {
+                    Kept::Dir => {
+                        let (file, temp) = (fill.file.clone(), fill.temp.clone());
+                        let path = self.blob_path(&fill.digest);
+                        tokio::task::spawn_blocking(move || {
+                            file.sync_data()?;
+                            std::fs::create_dir_all(path.parent().expect("under blobs/"))?;
+                            std::fs::rename(temp, &path)
+                        })
+                        .await
+                        .map_err(io::Error::other)
+                        .and_then(|r| r)
+                    }
+                    Kept::Store { store, .. } => upload(store.as_ref(), fill).await,
+                };
+                result
+                .map_err(|e| tracing::warn!(digest = %fill.digest, error = %e, "a verified blob could not be kept"))
+                .is_ok()
             };
         {
             let mut st = self.lock();
@@ -391,11 +526,51 @@ impl BlobCache {
                 );
             }
         }
-        if !kept {
+        if !kept || !matches!(self.kept, Kept::Dir) {
             let _ = std::fs::remove_file(&fill.temp);
         }
     }
 }
+
+/// Copies a verified fill from its spool file into `store` as the blob itself.
+async fn upload(store: &dyn BlobStore, fill: &Fill) -> io::Result<()> {
+    let id = UploadId::new_unchecked(uuid::Uuid::new_v4().to_string());
+    let result = async {
+        let mut writer = store
+            .upload_writer(&id, 0)
+            .await
+            .map_err(io::Error::other)?;
+        let mut pos = 0;
+        while pos < fill.size {
+            let want = (fill.size - pos).min(UPLOAD_CHUNK) as usize;
+            let file = fill.file.clone();
+            let chunk = tokio::task::spawn_blocking(move || {
+                let mut buf = vec![0u8; want];
+                file.read_exact_at(&mut buf, pos).map(|_| buf)
+            })
+            .await
+            .map_err(io::Error::other)??;
+            writer
+                .write(Bytes::from(chunk))
+                .await
+                .map_err(io::Error::other)?;
+            pos += want as u64;
+        }
+        writer.finish().await.map_err(io::Error::other)?;
+        store
+            .upload_commit(&id, &fill.digest)
+            .await
+            .map_err(io::Error::other)
+    }
+    .await;
+    if let Err(e) = store.upload_delete(&id).await {
+        tracing::warn!(error = %e, "could not remove an upload to the store");
+    }
+    result
+}
+
+/// The pieces a verified fill is uploaded to a store in (S3 parts need 5 MiB at least).
+const UPLOAD_CHUNK: u64 = 8 << 20;
 
 #[cfg(test)]
 mod tests {
@@ -412,7 +587,7 @@ mod tests {
             panic!("expected a new fill");
         };
         f.write_at(0, Bytes::copy_from_slice(data)).await.unwrap();
-        cache.finish(&f, outcome);
+        cache.finish(&f, outcome).await;
     }
 
     fn open(dir: &Path, max: u64) -> Arc<BlobCache> {
@@ -458,7 +633,9 @@ mod tests {
         };
         let reader = joined.reader(0, 100);
         f.write_at(0, Bytes::copy_from_slice(&data)).await.unwrap();
-        cache.finish(&f, Err("bytes hash to something else".into()));
+        cache
+            .finish(&f, Err("bytes hash to something else".into()))
+            .await;
         let read: Vec<_> = reader.collect::<Vec<_>>().await;
         assert!(read.iter().any(|r| r.is_err()), "the reader is told");
         let whole: usize = read
@@ -485,7 +662,7 @@ mod tests {
         };
         let reader = f.reader(0, 50);
         f.write_at(0, Bytes::copy_from_slice(&data)).await.unwrap();
-        cache.finish(&f, Ok(()));
+        cache.finish(&f, Ok(())).await;
         let got: Vec<u8> = reader
             .map(|r| r.unwrap().to_vec())
             .collect::<Vec<_>>()

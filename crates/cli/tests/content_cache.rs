@@ -284,7 +284,11 @@ async fn pulls_of_a_user_who_chose_a_cache_land_on_it_byte_for_byte() {
         m["upstream_bytes_total"], total,
         "nothing fetched again: {m:?}"
     );
-    assert_eq!(m["stored_bytes"], total);
+    // Kept once each fill is synced (a client may hear the last byte a moment before).
+    eventually("the blobs to be kept", Duration::from_secs(10), || async {
+        (cache_metrics(&cache).await["stored_bytes"] == total).then_some(())
+    })
+    .await;
 
     // bob's pull is refused.
     let bob_creds = format!("bob:{PASSWORD}");
@@ -623,7 +627,12 @@ async fn wrong_or_truncated_upstream_bytes_are_not_kept_and_the_bound_holds() {
     let r = client.get(&url).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.bytes().await.unwrap().to_vec(), good);
-    assert_eq!(cache_metrics(&cache).await["blobs"], 1);
+    eventually(
+        "the right bytes to be kept",
+        Duration::from_secs(10),
+        || async { (cache_metrics(&cache).await["blobs"] == 1).then_some(()) },
+    )
+    .await;
 
     // A working set of 8 MiB through a 3 MiB cache, three rounds: every body right,
     // the bound never exceeded, least recently used blobs evicted.
@@ -768,6 +777,110 @@ async fn chained_caches_fill_once_and_a_loop_is_refused_at_the_loop() {
     assert_eq!(refused.status(), StatusCode::LOOP_DETECTED);
     let text = refused.text().await.unwrap();
     assert!(text.contains("loop"), "{text}");
+}
+
+/// A cache whose kept blobs live in an S3 bucket (moto): a fill is uploaded there and
+/// served from there; eviction deletes objects; a restarted cache finds what the bucket
+/// holds (its spool and registration stay in its directory).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cache_keeps_its_blobs_in_s3_and_finds_them_after_a_restart() {
+    let Some(s3) = support::S3Server::moto() else {
+        return;
+    };
+    let mut rng = Rng::seeded();
+    // One blob over S3's 5 MiB part size (uploaded in parts), three of 1 MiB.
+    let blobs: Vec<Vec<u8>> = [6 << 20, 1 << 20, 1 << 20, 1 << 20]
+        .iter()
+        .map(|n| rng.bytes(*n))
+        .collect();
+    let up = Arc::new(Upstream {
+        signer: signer(),
+        blobs: blobs
+            .iter()
+            .map(|b| (sha256_hex(b), (b.clone(), Fault::None)))
+            .collect(),
+        fetches: AtomicUsize::new(0),
+    });
+    let up_url = start_upstream(up.clone()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cache");
+    let prefix = format!("s3://wharf-test/cache-{}", std::process::id());
+    let start = || {
+        let mut cmd = serve_command();
+        cmd.args(["--listen", "127.0.0.1:0", "--heartbeat-interval-secs", "1"])
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(["--blobs", &prefix])
+            .args(["--cache-for", &up_url])
+            .args(["--cache-max-bytes", &(8u64 << 20).to_string()])
+            .env("WHARF_CACHE_TOKEN", "wharf_cache_test");
+        s3.configure(&mut cmd);
+        TestServer::launch(cmd, &dir)
+    };
+    let client = reqwest::Client::new();
+    let get = |cache: &TestServer, i: usize| {
+        let url = signed_url(&signer(), cache, &sha256_hex(&blobs[i]), blobs[i].len());
+        let client = client.clone();
+        async move {
+            let r = client.get(url).send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::OK, "blob {i}");
+            r.bytes().await.unwrap()
+        }
+    };
+    let settled = |cache: &TestServer, blobs: u64| {
+        let what = format!("{blobs} blob(s) kept in the bucket and no delete pending");
+        let cache = cache.url("/metrics");
+        async move {
+            eventually(&what, Duration::from_secs(30), || async {
+                let text = reqwest::get(&cache).await.ok()?.text().await.ok()?;
+                let m: HashMap<&str, u64> = text
+                    .lines()
+                    .filter_map(|l| {
+                        let (k, v) = l.split_once(' ')?;
+                        Some((k.strip_prefix("wharf_cache_")?, v.parse().ok()?))
+                    })
+                    .collect();
+                (m.get("blobs") == Some(&blobs) && m.get("deletes_pending") == Some(&0))
+                    .then_some(())
+            })
+            .await
+        }
+    };
+
+    let mut cache = start();
+    // The large blob: fetched once, uploaded, then served from the bucket.
+    assert!(get(&cache, 0).await == blobs[0]);
+    settled(&cache, 1).await;
+    assert!(get(&cache, 0).await == blobs[0], "a hit from the bucket");
+    let m = cache_metrics(&cache).await;
+    assert_eq!((m["hits_total"], m["fills_total"]), (1, 1), "{m:?}");
+    // Two more fit (8 MiB); the fourth evicts the least recently used, the large one.
+    for (i, blob) in blobs.iter().enumerate().skip(1) {
+        assert!(get(&cache, i).await == blob);
+        settled(&cache, (i as u64 + 1).min(3)).await;
+    }
+    let m = cache_metrics(&cache).await;
+    assert_eq!(m["evictions_total"], 1, "{m:?}");
+    assert_eq!(m["stored_bytes"], 3 << 20, "{m:?}");
+    assert!(cache.signal_and_wait("TERM").success());
+
+    // Restarted: the bucket's three blobs are found and served as hits.
+    cache = start();
+    let m = cache_metrics(&cache).await;
+    assert_eq!((m["blobs"], m["stored_bytes"]), (3, 3 << 20), "{m:?}");
+    for (i, blob) in blobs.iter().enumerate().skip(1) {
+        assert!(get(&cache, i).await == blob);
+    }
+    let m = cache_metrics(&cache).await;
+    assert_eq!((m["hits_total"], m["misses_total"]), (3, 0), "{m:?}");
+    assert_eq!(
+        up.fetches.load(Ordering::SeqCst),
+        4,
+        "each blob fetched once"
+    );
+    // The evicted one is a miss again.
+    assert!(get(&cache, 0).await == blobs[0]);
+    assert_eq!(cache_metrics(&cache).await["misses_total"], 1);
 }
 
 fn free_port() -> u16 {

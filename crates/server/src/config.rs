@@ -107,7 +107,8 @@ pub struct Config {
     pub vulndb_stale_after_secs: u64,
     /// Run as a content cache of these upstreams (the registry's URL, or other caches'
     /// in front of it), tried in order, instead of as a registry replica. A cache keeps
-    /// blobs under `data_dir` and holds no metadata store.
+    /// blobs under `data_dir`, or in the bucket `blobs` names (`s3://BUCKET/PREFIX`), and
+    /// holds no metadata store.
     pub cache_for: Vec<String>,
     /// The cache's token, from `wharf cache add` (or the API).
     pub cache_token: Option<CacheToken>,
@@ -363,6 +364,14 @@ impl Config {
             }
             if self.cache_max_bytes < 1 << 20 {
                 return Err("cache_max_bytes must be at least 1 MiB".into());
+            }
+            if let Ok(BlobLocation::Dir(dir)) = self.blob_location() {
+                if self.blobs.is_some() {
+                    return Err(format!(
+                        "a content cache keeps its blobs under data_dir, or in s3://BUCKET[/PREFIX]: blobs {:?} is a directory; set data_dir to it instead",
+                        dir.display().to_string()
+                    ));
+                }
             }
         }
         if self.cache_redirect_ttl_secs == 0 {

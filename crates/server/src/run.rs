@@ -368,6 +368,13 @@ fn server_future(
 ) -> anyhow::Result<(ServerFuture, String)> {
     let addr = tcp.local_addr()?;
     let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    // After the stop signal and before the listener closes: no new connections, and
+    // those the kernel already queued are accepted and served, not reset.
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&tcp);
+    let graceful = async move {
+        graceful.await;
+        crate::listener_close::stop_accepting(fd).await;
+    };
     Ok(match tls {
         Some(tls) => {
             // tap_io gives the listener axum's ConnectInfo support (client addresses).
@@ -462,8 +469,15 @@ pub async fn serve_cache(config: Config, version: &str, commit: &str) -> anyhow:
     config.validate().map_err(anyhow::Error::msg)?;
     let tcp = bind(config.listen).await?;
     let tls = tls_config(&config)?;
+    // Kept blobs in a bucket when `blobs` names one; a directory setting is the data
+    // directory's own `blobs/`.
+    let blobs = match config.blob_location().map_err(anyhow::Error::msg)? {
+        BlobLocation::S3 { .. } => Some(open_blobstore(&config)?),
+        BlobLocation::Dir(_) => None,
+    };
     let node = wharf_cache::node::Node::open(wharf_cache::node::NodeConfig {
         dir: config.data_dir.clone(),
+        blobs,
         max_bytes: config.cache_max_bytes,
         upstreams: config.cache_for.clone(),
         token: config
@@ -474,7 +488,8 @@ pub async fn serve_cache(config: Config, version: &str, commit: &str) -> anyhow:
         version: version.into(),
         commit: commit.into(),
         heartbeat_interval: Duration::from_secs(config.heartbeat_interval_secs),
-    })?;
+    })
+    .await?;
     match node.announce(false).await {
         Ok(reg) => tracing::info!(name = %reg.name, "registered"),
         // Not fatal: it serves what it holds with the keys it kept, and registers
