@@ -781,4 +781,37 @@ async fn content_caches_are_listed_and_an_unseen_one_warns() {
         "{measured}"
     );
     assert!(fix.contains("wharf cache remove"), "{fix}");
+    // The plan lists them too, as the caches to upgrade with the cluster.
+    for format in ["text", "json"] {
+        let plan = run(
+            wharf_cmd(&[
+                "upgrade",
+                "plan",
+                "--from",
+                "1.1.0",
+                "--data-dir",
+                dir,
+                "--format",
+                format,
+            ]),
+            None,
+            Duration::from_secs(60),
+        )
+        .await;
+        let text = String::from_utf8_lossy(&plan.stdout).to_string();
+        assert!(plan.status.success(), "{}", secure::output_text(&plan));
+        if format == "json" {
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(
+                v["content_caches"],
+                serde_json::json!([{"name": "eu", "version": null, "state": "unseen"}]),
+                "{text}"
+            );
+        } else {
+            assert!(
+                text.contains("content caches, upgraded after the replicas and before finalising: eu (version unknown, unseen)"),
+                "{text}"
+            );
+        }
+    }
 }

@@ -282,10 +282,10 @@ pub fn run(args: UpgradeArgs) -> anyhow::Result<std::process::ExitCode> {
         })
         .collect();
     let checks = super::upgrade_check::NAMES;
-    let estimate = if p.path.is_empty() {
-        None
+    let (estimate, caches) = if p.path.is_empty() {
+        (None, Vec::new())
     } else {
-        data_size(&args.store)
+        (data_size(&args.store), content_caches(&args.store))
     };
     // Refused as one hop, but every stop on the way is allowed: the local driver's
     // apply goes through them all.
@@ -298,6 +298,10 @@ pub fn run(args: UpgradeArgs) -> anyhow::Result<std::process::ExitCode> {
         v["estimate"] = serde_json::json!(estimate
             .as_ref()
             .map(|(size, e)| serde_json::json!({"data": size, "secs": e})));
+        v["content_caches"] = serde_json::json!(caches
+            .iter()
+            .map(|c| serde_json::json!({"name": c.name, "version": c.version, "state": c.state}))
+            .collect::<Vec<_>>());
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         let verdict = if p.allowed {
@@ -347,6 +351,23 @@ pub fn run(args: UpgradeArgs) -> anyhow::Result<std::process::ExitCode> {
                         b.as_str().unwrap_or("")
                     );
                 }
+            }
+            if !caches.is_empty() {
+                let listed: Vec<String> = caches
+                    .iter()
+                    .map(|c| {
+                        format!(
+                            "{} ({}, {})",
+                            c.name,
+                            c.version.as_deref().unwrap_or("version unknown"),
+                            c.state
+                        )
+                    })
+                    .collect();
+                println!(
+                    "content caches, upgraded after the replicas and before finalising: {}",
+                    listed.join(", ")
+                );
             }
             println!(
                 "checks before applying (`wharf upgrade check`): {}",
@@ -420,6 +441,34 @@ fn data_size(store: &StoreArgs) -> Option<(wharf_metastore::schema::DataSize, se
         "background": size.manifests as f64 / 20_000.0,
     });
     Some((size, estimate))
+}
+
+/// The registered content caches, with the version each last reported; none when the
+/// store does not open or predates them.
+fn content_caches(store: &StoreArgs) -> Vec<wharf_server::content_cache::CacheView> {
+    let Ok(config) = store.to_config() else {
+        return Vec::new();
+    };
+    // Planning never creates a store.
+    if let Ok(MetadataLocation::Sqlite(path)) = config.metadata_location() {
+        if !path.exists() {
+            return Vec::new();
+        }
+    }
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return Vec::new();
+    };
+    runtime.block_on(async {
+        let Ok(meta) = super::upgrade_apply::open_for_upgrade(&config).await else {
+            return Vec::new();
+        };
+        wharf_server::content_cache::cache_views(meta.as_ref())
+            .await
+            .unwrap_or_default()
+    })
 }
 
 fn status(store: &StoreArgs, format: &str) -> anyhow::Result<std::process::ExitCode> {
