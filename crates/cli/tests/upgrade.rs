@@ -530,7 +530,7 @@ async fn apply_reports_json_events_for_automation() {
         .collect();
     assert_eq!(
         events[0],
-        serde_json::json!({"event": "plan", "hops": [
+        serde_json::json!({"v": 1, "event": "plan", "hops": [
             {"from": "1.0.0", "to": "1.1.0"},
             {"from": "1.1.0", "to": OWN}
         ]})
@@ -640,8 +640,45 @@ async fn apply_reports_json_events_for_automation() {
     }
     assert_eq!(
         events.last().unwrap(),
-        &serde_json::json!({"event": "finished", "version": OWN, "changed": true})
+        &serde_json::json!({"v": 1, "event": "finished", "version": OWN, "changed": true})
     );
+
+    // The same stream read the way the CLI's printer and the UI read it: every line a
+    // typed event of version 1, and the text printer has words for each step.
+    use wharf_upgrade::events::{Envelope, Event, EVENTS_VERSION};
+    let typed: Vec<Event> = text
+        .lines()
+        .map(|l| {
+            let e: Envelope = serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}"));
+            assert_eq!(e.v, EVENTS_VERSION, "{l}");
+            e.event
+        })
+        .collect();
+    let hops = match &typed[0] {
+        Event::Plan { hops } => hops
+            .iter()
+            .map(|h| (h.from.as_str(), h.to.as_str()))
+            .collect::<Vec<_>>(),
+        other => panic!("the first event is the plan: {other:?}"),
+    };
+    assert_eq!(hops, [("1.0.0", "1.1.0"), ("1.1.0", OWN)]);
+    let waits = typed
+        .iter()
+        .filter(|e| matches!(e, Event::WaitingForMigration { .. }))
+        .count();
+    let step_texts: Vec<String> = typed
+        .iter()
+        .filter(|e| matches!(e, Event::Step { .. }))
+        .map(|e| e.text().unwrap())
+        .collect();
+    assert!(
+        step_texts[0].starts_with("[1/5] checks: "),
+        "{step_texts:#?} ({waits} waits)"
+    );
+    assert!(matches!(
+        typed.last(),
+        Some(Event::Finished { changed: Some(true), version, .. }) if version == OWN
+    ));
 }
 
 /// The highest schema level recorded (expanded or finalised), and whether level 2's

@@ -5,8 +5,10 @@
 //! - [`rules`]: the semantic-versioning rules of one hop, and the planner that finds
 //!   the stops between two versions, like a route planner.
 //! - [`status`]: where an upgrade stands, read from the metadata store.
+//! - [`events`]: what an upgrade reports as it goes, typed and versioned.
 
 pub mod catalog;
+pub mod events;
 pub mod rules;
 pub mod status;
 

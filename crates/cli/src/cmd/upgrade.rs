@@ -218,11 +218,10 @@ pub fn run(args: UpgradeArgs) -> anyhow::Result<std::process::ExitCode> {
         } => {
             let report = super::upgrade_apply::Report::new(&format)?;
             let result = super::upgrade_rolling::rollback(&args.store, &rolling, yes, report);
-            if let (Err(e), true) = (&result, format == "json") {
-                println!(
-                    "{}",
-                    serde_json::json!({"event": "failed", "error": format!("{e:#}")})
-                );
+            if let Err(e) = &result {
+                report.emit(wharf_upgrade::events::Event::Failed {
+                    error: format!("{e:#}"),
+                });
             }
             return result;
         }

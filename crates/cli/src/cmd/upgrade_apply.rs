@@ -27,6 +27,7 @@ use wharf_server::config::MetadataLocation;
 
 use super::StoreArgs;
 
+use wharf_upgrade::events::{Envelope, Event, HopRef};
 use wharf_upgrade::status::LOCAL_STEPS as STEPS;
 
 /// What `apply` tells its user: lines of text (with progress bars on a terminal), or
@@ -45,16 +46,12 @@ impl Report {
         }
     }
 
-    /// Prints `text`, or the event `{"event": kind, ...fields}`.
-    pub(crate) fn say(&self, kind: &str, fields: serde_json::Value, text: impl FnOnce() -> String) {
+    /// Prints the event: as text, or as one line of JSON (`{"v": 1, "event": …}`).
+    pub(crate) fn emit(&self, event: Event) {
         if self.json {
-            let mut event = serde_json::json!({ "event": kind });
-            if let (Some(e), serde_json::Value::Object(f)) = (event.as_object_mut(), fields) {
-                e.extend(f);
-            }
-            println!("{event}");
-        } else {
-            println!("{}", text());
+            println!("{}", serde_json::json!(Envelope::new(event)));
+        } else if let Some(text) = event.text() {
+            println!("{text}");
         }
         let _ = std::io::stdout().flush();
     }
@@ -78,10 +75,13 @@ struct JsonProgress {
 impl wharf_backup::Progress for JsonProgress {
     fn step(&self, name: &str, total_bytes: Option<u64>) {
         *self.state.lock().unwrap() = (name.to_string(), total_bytes, 0, None);
-        println!(
-            "{}",
-            serde_json::json!({"event": "progress", "step": "backup", "phase": name, "bytes": 0, "total_bytes": total_bytes})
-        );
+        Report { json: true }.emit(Event::Progress {
+            step: "backup".into(),
+            phase: name.into(),
+            bytes: 0,
+            total_bytes,
+            summary: None,
+        });
     }
 
     fn advance(&self, bytes: u64) {
@@ -91,19 +91,25 @@ impl wharf_backup::Progress for JsonProgress {
             st.3.is_none_or(|t| t.elapsed() >= std::time::Duration::from_millis(250));
         if due {
             st.3 = Some(std::time::Instant::now());
-            println!(
-                "{}",
-                serde_json::json!({"event": "progress", "step": "backup", "phase": st.0, "bytes": st.2, "total_bytes": st.1})
-            );
+            Report { json: true }.emit(Event::Progress {
+                step: "backup".into(),
+                phase: st.0.clone(),
+                bytes: st.2,
+                total_bytes: st.1,
+                summary: None,
+            });
         }
     }
 
     fn finish(&self, summary: &str) {
         let st = self.state.lock().unwrap();
-        println!(
-            "{}",
-            serde_json::json!({"event": "progress", "step": "backup", "phase": st.0, "bytes": st.2, "total_bytes": st.1, "summary": summary})
-        );
+        Report { json: true }.emit(Event::Progress {
+            step: "backup".into(),
+            phase: st.0.clone(),
+            bytes: st.2,
+            total_bytes: st.1,
+            summary: Some(summary.into()),
+        });
     }
 }
 
@@ -117,13 +123,9 @@ pub fn run(
 ) -> anyhow::Result<std::process::ExitCode> {
     let result = apply(store, rolling, yes, backup_dir, skip_backup, report);
     if let Err(e) = &result {
-        if report.json {
-            report.say(
-                "failed",
-                serde_json::json!({ "error": format!("{e:#}") }),
-                String::new,
-            );
-        }
+        report.emit(Event::Failed {
+            error: format!("{e:#}"),
+        });
     }
     result
 }
@@ -154,8 +156,10 @@ fn apply(
         let journal_into_data = meta.journal(&data.to_string()).await?;
         let unfinished_into_data = unfinished_from(&journal_into_data)?;
         if data == own && unfinished_into_data.is_none() {
-            report.say("finished", serde_json::json!({"version": own.to_string(), "changed": false}), || {
-                format!("the data is at {own} already: nothing to do")
+            report.emit(Event::Finished {
+                version: own.to_string(),
+                changed: Some(false),
+                rolled_back: false,
             });
             return Ok(std::process::ExitCode::SUCCESS);
         }
@@ -169,19 +173,13 @@ fn apply(
             let plan = wharf_upgrade::plan(&data, &own, &versions, false);
             let reachable = plan.path.last() == Some(&own.to_string());
             if !reachable || rolling.driver != "local" && plan.path.len() != 1 {
-                report.say("refused", serde_json::json!({"from": data.to_string(), "to": own.to_string(), "plan": plan}), || {
-                    let mut t = format!("upgrade {data} → {own}: refused");
-                    if let Some(r) = &plan.reason {
-                        t += &format!("\n  {r}");
-                    }
-                    if plan.path.len() > 1 {
-                        t += &format!(
-                            "\n  the {} driver goes one release at a time: install these in order, running `wharf upgrade apply` with each: {}",
-                            rolling.driver,
-                            plan.path.join(" → ")
-                        );
-                    }
-                    t
+                report.emit(Event::Refused {
+                    from: data.to_string(),
+                    to: own.to_string(),
+                    driver: Some(rolling.driver.clone()),
+                    reason: plan.reason.clone(),
+                    path: plan.path.clone(),
+                    plan: serde_json::to_value(&plan)?,
                 });
                 return Ok(std::process::ExitCode::FAILURE);
             }
@@ -196,19 +194,28 @@ fn apply(
         if rolling.driver != "local" {
             let (from, to) = hops.last().expect("at least one hop").clone();
             return super::upgrade_rolling::apply(
-                store, rolling, &from, &to, &plan_warnings, yes, backup_dir, skip_backup, report,
+                store,
+                rolling,
+                &from,
+                &to,
+                &plan_warnings,
+                yes,
+                backup_dir,
+                skip_backup,
+                report,
             )
             .await;
         }
         if hops.len() > 1 {
-            let path: Vec<String> = std::iter::once(hops[0].0.to_string())
-                .chain(hops.iter().map(|(_, to)| to.to_string()))
-                .collect();
-            report.say(
-                "plan",
-                serde_json::json!({"hops": hops.iter().map(|(f, t)| serde_json::json!({"from": f.to_string(), "to": t.to_string()})).collect::<Vec<_>>()}),
-                || format!("upgrade in {} hops: {} (each hop's background migrations finish before the next)", hops.len(), path.join(" → ")),
-            );
+            report.emit(Event::Plan {
+                hops: hops
+                    .iter()
+                    .map(|(f, t)| HopRef {
+                        from: f.to_string(),
+                        to: t.to_string(),
+                    })
+                    .collect(),
+            });
         }
         let (first_from, last_to) = (hops[0].0.clone(), hops[hops.len() - 1].1.clone());
         if !yes {
@@ -233,17 +240,15 @@ fn apply(
                     .map(|e| e.step.as_str())
                     .collect();
                 let resuming = !done.is_empty();
-                report.say(
-                    "start",
-                    serde_json::json!({"from": from.to_string(), "to": to.to_string(), "resuming": resuming, "steps": STEPS, "warnings": plan_warnings}),
-                    || {
-                        let mut t = format!("upgrade {from} → {to} ({})", if resuming { "resuming" } else { "starting" });
-                        for w in &plan_warnings {
-                            t += &format!("\n{w}");
-                        }
-                        t
-                    },
-                );
+                report.emit(Event::Start {
+                    from: from.to_string(),
+                    to: to.to_string(),
+                    resuming,
+                    driver: Some("local".into()),
+                    steps: STEPS.iter().map(|s| s.to_string()).collect(),
+                    warnings: plan_warnings.clone(),
+                    rollback: false,
+                });
                 let hop = Hop {
                     from,
                     to,
@@ -259,14 +264,29 @@ fn apply(
                     },
                     last: *to == own,
                 };
-                steps(&config, &location, meta.clone(), &hop, &done, &holder, backup_dir.clone(), skip_backup.clone(), report).await?;
+                steps(
+                    &config,
+                    &location,
+                    meta.clone(),
+                    &hop,
+                    &done,
+                    &holder,
+                    backup_dir.clone(),
+                    skip_backup.clone(),
+                    report,
+                )
+                .await?;
             }
             anyhow::Ok(())
         }
         .await;
         meta.release_upgrade_lock(&holder).await?;
         result?;
-        report.say("finished", serde_json::json!({"version": own.to_string(), "changed": true}), || format!("upgraded to {own}"));
+        report.emit(Event::Finished {
+            version: own.to_string(),
+            changed: Some(true),
+            rolled_back: false,
+        });
         Ok(std::process::ExitCode::SUCCESS)
     })
 }
@@ -297,11 +317,9 @@ pub(crate) async fn take_lock(meta: &dyn MetaStore, report: Report) -> anyhow::R
         // A holder on this host whose process is gone (killed, crashed) is taken
         // over at once; elsewhere, when it has not renewed the lock for 5 minutes.
         if holder_is_gone(&other) {
-            report.say(
-                "lock_taken_over",
-                serde_json::json!({"from": other}),
-                || format!("taking over the upgrade lock from {other}, which is no longer running"),
-            );
+            report.emit(Event::LockTakenOver {
+                from: other.to_string(),
+            });
             if let Err(again) = meta.take_upgrade_lock(&holder, 0).await? {
                 bail!("could not take over the upgrade lock from {again}");
             }
@@ -345,11 +363,13 @@ async fn steps(
     let total = STEPS.len();
     for (i, step) in STEPS.iter().enumerate() {
         if done.contains(step) {
-            report.say(
-                "step",
-                serde_json::json!({"n": i + 1, "of": total, "step": step, "status": "done_before"}),
-                || format!("[{}/{total}] {step}: done before", i + 1),
-            );
+            report.emit(Event::Step {
+                n: Some(i + 1),
+                of: Some(total),
+                step: step.to_string(),
+                status: "done_before".into(),
+                detail: None,
+            });
             continue;
         }
         // Renew the lock: a holder that stops renewing is presumed gone.
@@ -402,11 +422,13 @@ async fn steps(
             detail: detail.clone(),
         })
         .await?;
-        report.say(
-            "step",
-            serde_json::json!({"n": i + 1, "of": total, "step": step, "status": status, "detail": detail}),
-            || format!("[{}/{total}] {step}: {detail}", i + 1),
-        );
+        report.emit(Event::Step {
+            n: Some(i + 1),
+            of: Some(total),
+            step: step.to_string(),
+            status: status.to_string(),
+            detail: Some(detail.clone()),
+        });
     }
     Ok(())
 }
@@ -617,21 +639,13 @@ async fn background_here(
                     .progress
                     .as_deref()
                     .and_then(|p| serde_json::from_str(p).ok());
-                report.say(
-                    "waiting_for_migration",
-                    serde_json::json!({"action": action, "job": j.id, "status": j.status.as_str(), "attempts": j.attempts, "progress": progress}),
-                    || match &progress {
-                        Some(p) => format!(
-                            "  waiting for {action} (job {}, attempt {}): {} of {}{}",
-                            j.id,
-                            j.attempts,
-                            p["done"],
-                            p["total"],
-                            p["eta_secs"].as_u64().map_or(String::new(), |s| format!(", about {s} s left"))
-                        ),
-                        None => format!("  waiting for {action} (job {}, {})", j.id, j.status.as_str()),
-                    },
-                );
+                report.emit(Event::WaitingForMigration {
+                    action: action.to_string(),
+                    job: j.id,
+                    status: j.status.as_str().to_string(),
+                    attempts: j.attempts,
+                    progress,
+                });
             }
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         };

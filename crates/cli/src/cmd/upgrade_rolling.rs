@@ -31,6 +31,7 @@ use wharf_metastore::journal::JournalEntry;
 use wharf_metastore::{MetaStore, PgMetaStore, SqliteMetaStore};
 use wharf_rollout::{Driver, Event, Replica, Target};
 use wharf_server::config::MetadataLocation;
+use wharf_upgrade::events::Event as UpgradeEvent;
 
 use super::upgrade_apply::{background, backup, open_for_upgrade, take_lock, Report};
 use super::StoreArgs;
@@ -170,11 +171,11 @@ fn target(args: &RollingArgs, image: &str, version: &Version) -> Target {
 
 fn replica_event(report: Report) -> impl Fn(Event) + Send + Sync {
     move |e: Event| {
-        report.say(
-            "replica",
-            serde_json::json!({"replica": e.replica, "phase": e.phase, "detail": e.detail}),
-            || format!("      {} {}: {}", e.replica, e.phase, e.detail),
-        )
+        report.emit(UpgradeEvent::Replica {
+            replica: e.replica,
+            phase: e.phase.to_string(),
+            detail: e.detail,
+        })
     }
 }
 
@@ -273,22 +274,15 @@ pub async fn apply(
         .filter(|e| e.from_version == from.to_string())
         .collect();
     let resuming = !done.is_empty();
-    report.say(
-        "start",
-        serde_json::json!({"from": from.to_string(), "to": own.to_string(), "resuming": resuming,
-                           "driver": args.driver, "steps": STEPS, "warnings": plan_warnings}),
-        || {
-            let mut t = format!(
-                "rolling upgrade {from} → {own} with the {} driver ({})",
-                args.driver,
-                if resuming { "resuming" } else { "starting" }
-            );
-            for w in plan_warnings {
-                t += &format!("\n{w}");
-            }
-            t
-        },
-    );
+    report.emit(UpgradeEvent::Start {
+        from: from.to_string(),
+        to: own.to_string(),
+        resuming,
+        driver: Some(args.driver.clone()),
+        steps: STEPS.iter().map(|s| s.to_string()).collect(),
+        warnings: plan_warnings.to_vec(),
+        rollback: false,
+    });
     if !yes {
         bail!("a rolling upgrade needs --yes (it replaces serving replicas)");
     }
@@ -310,11 +304,11 @@ pub async fn apply(
     .await;
     meta.release_upgrade_lock(&holder).await?;
     result?;
-    report.say(
-        "finished",
-        serde_json::json!({"version": own.to_string(), "changed": true}),
-        || format!("upgraded to {own}"),
-    );
+    report.emit(UpgradeEvent::Finished {
+        version: own.to_string(),
+        changed: Some(true),
+        rolled_back: false,
+    });
     Ok(std::process::ExitCode::SUCCESS)
 }
 
@@ -361,11 +355,13 @@ async fn steps(
     for (i, step) in STEPS.iter().enumerate() {
         let n = i + 1;
         if done.iter().any(|e| e.step == *step) {
-            report.say(
-                "step",
-                serde_json::json!({"n": n, "of": total, "step": step, "status": "done_before"}),
-                || format!("[{n}/{total}] {step}: done before"),
-            );
+            report.emit(UpgradeEvent::Step {
+                n: Some(n),
+                of: Some(total),
+                step: step.to_string(),
+                status: "done_before".into(),
+                detail: None,
+            });
             continue;
         }
         if let Err(other) = meta.take_upgrade_lock(holder, 5 * 60_000).await? {
@@ -438,11 +434,13 @@ async fn steps(
                 saved = Some(found);
                 // The configuration itself is the journal entry's detail.
                 record("replicas".into(), "done", text).await?;
-                report.say(
-                    "step",
-                    serde_json::json!({"n": n, "of": total, "step": step, "status": "done", "detail": names.join(", ")}),
-                    || format!("[{n}/{total}] replicas: saved {}", names.join(", ")),
-                );
+                report.emit(UpgradeEvent::Step {
+                    n: Some(n),
+                    of: Some(total),
+                    step: step.to_string(),
+                    status: "done".into(),
+                    detail: Some(format!("saved {}", names.join(", "))),
+                });
                 continue;
             }
             "replace" => {
@@ -592,11 +590,13 @@ async fn steps(
             _ => ("done", background(config, location).await?),
         };
         record(step.to_string(), status, detail.clone()).await?;
-        report.say(
-            "step",
-            serde_json::json!({"n": n, "of": total, "step": step, "status": status, "detail": detail}),
-            || format!("[{n}/{total}] {step}: {detail}"),
-        );
+        report.emit(UpgradeEvent::Step {
+            n: Some(n),
+            of: Some(total),
+            step: step.to_string(),
+            status: status.to_string(),
+            detail: Some(detail.clone()),
+        });
     }
     Ok(())
 }
@@ -636,11 +636,15 @@ pub fn rollback(
             bail!("no upgrade to {own} is in progress: nothing to roll back");
         };
         let from_v = Version::parse(&from)?;
-        report.say(
-            "start",
-            serde_json::json!({"rollback": true, "from": own.to_string(), "to": from}),
-            || format!("rollback of the upgrade {from} → {own}: back to {from}"),
-        );
+        report.emit(UpgradeEvent::Start {
+            from: own.to_string(),
+            to: from.to_string(),
+            resuming: false,
+            driver: Some(args.driver.clone()),
+            steps: Vec::new(),
+            warnings: Vec::new(),
+            rollback: true,
+        });
         if !yes {
             bail!("a rollback needs --yes (it replaces serving replicas)");
         }
@@ -656,11 +660,13 @@ pub fn rollback(
                 MetadataLocation::Sqlite(p) => SqliteMetaStore::undo_expand(p, level).await?,
                 MetadataLocation::Postgres(u) => PgMetaStore::undo_expand(&u.0, level).await?,
             };
-            report.say(
-                "step",
-                serde_json::json!({"step": "expand", "status": "undone", "detail": format!("schema levels undone: {undone:?}")}),
-                || format!("expand: schema levels undone: {undone:?}"),
-            );
+            report.emit(UpgradeEvent::Step {
+                n: None,
+                of: None,
+                step: "expand".into(),
+                status: "undone".into(),
+                detail: Some(format!("schema levels undone: {undone:?}")),
+            });
             let saved_caches: Vec<Replica> = journal
                 .iter()
                 .find(|e| e.from_version == from && e.step == "caches")
@@ -672,11 +678,13 @@ pub fn rollback(
                     let t = target(args, &c.image, &from_v);
                     cache_driver.converge(c, &t, &say).await?;
                 }
-                report.say(
-                    "step",
-                    serde_json::json!({"step": "caches", "status": "done", "detail": format!("{} content cache(s) back on {from}", saved_caches.len())}),
-                    || format!("caches: {} back on {from}", saved_caches.len()),
-                );
+                report.emit(UpgradeEvent::Step {
+                    n: None,
+                    of: None,
+                    step: "caches".into(),
+                    status: "done".into(),
+                    detail: Some(format!("{} content cache(s) back on {from}", saved_caches.len())),
+                });
             }
             if let (Some(replicas), false) = (&saved, args.driver == "local") {
                 let driver = driver(args, meta.clone()).await?;
@@ -688,11 +696,13 @@ pub fn rollback(
                     settle(args, r, &say).await;
                     driver.confirm(r, &t, &say).await?;
                 }
-                report.say(
-                    "step",
-                    serde_json::json!({"step": "replicas", "status": "done", "detail": format!("{} replica(s) back on {from}", replicas.len())}),
-                    || format!("replicas: {} back on {from}", replicas.len()),
-                );
+                report.emit(UpgradeEvent::Step {
+                    n: None,
+                    of: None,
+                    step: "replicas".into(),
+                    status: "done".into(),
+                    detail: Some(format!("{} replica(s) back on {from}", replicas.len())),
+                });
             }
             meta.forget_upgrade(&from, &own.to_string()).await?;
             anyhow::Ok(())
@@ -700,11 +710,11 @@ pub fn rollback(
         .await;
         meta.release_upgrade_lock(&holder).await?;
         result?;
-        report.say(
-            "finished",
-            serde_json::json!({"version": from, "rolled_back": true}),
-            || format!("rolled back to {from}"),
-        );
+        report.emit(UpgradeEvent::Finished {
+            version: from.to_string(),
+            changed: None,
+            rolled_back: true,
+        });
         Ok(std::process::ExitCode::SUCCESS)
     })
 }
