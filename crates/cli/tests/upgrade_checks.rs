@@ -815,3 +815,105 @@ async fn content_caches_are_listed_and_an_unseen_one_warns() {
         }
     }
 }
+
+/// A running replica plans and checks an upgrade as the CLI does
+/// (`GET /api/v0/upgrade/plan` and `/check`, for the web UI): the same checks in the
+/// same order with the same verdicts, and the same plan, read-only.
+#[tokio::test]
+async fn a_replica_plans_and_checks_an_upgrade_as_the_cli_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = registry_data(tmp.path()).await;
+    let dir = data.to_str().unwrap();
+    let server = TestServer::start_in(&data, &[], &[]);
+    let c = http::client();
+    let get = |path: String| {
+        let c = c.clone();
+        async move {
+            let r = c.get(&path).send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap())
+        }
+    };
+    let verdicts = |r: &Value| -> Vec<(String, String)> {
+        r["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["name"].as_str().unwrap().to_string(),
+                    c["status"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let (status, api) = get(server.url("/api/v0/upgrade/check")).await;
+    assert_eq!(status, 200, "{api}");
+    let (code, cli) = check_json(&["--data-dir", dir]).await;
+    assert_eq!(verdicts(&api), verdicts(&cli), "API: {api:#}\nCLI: {cli:#}");
+    assert_eq!(
+        (api["from"].clone(), api["to"].clone()),
+        (cli["from"].clone(), cli["to"].clone())
+    );
+    // This replica serves from the store: the local driver's `replicas` check fails,
+    // naming it, in both.
+    let (status, measured, _) = one(&api, "replicas");
+    assert!(
+        status == "fail" && measured.contains(&server.base),
+        "{api:#}"
+    );
+    assert_eq!((code, api["failed"].as_u64()), (1, cli["failed"].as_u64()));
+
+    // Plans: to this version (nothing to do) and a downgrade (refused, with the rule).
+    let own = env!("CARGO_PKG_VERSION");
+    for to in [own, "1.1.0"] {
+        let (status, api) = get(server.url(&format!("/api/v0/upgrade/plan?to={to}"))).await;
+        assert_eq!(status, 200, "{api}");
+        let out = run(
+            wharf_cmd(&[
+                "upgrade",
+                "plan",
+                "--to",
+                to,
+                "--format",
+                "json",
+                "--data-dir",
+                dir,
+            ]),
+            None,
+            Duration::from_secs(60),
+        )
+        .await;
+        let (code, text) = (
+            out.status.code().unwrap(),
+            String::from_utf8_lossy(&out.stdout),
+        );
+        let cli: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        for field in [
+            "from",
+            "to",
+            "allowed",
+            "reachable",
+            "path",
+            "hops",
+            "rule",
+            "reason",
+            "migrations",
+            "checks",
+            "content_caches",
+        ] {
+            assert_eq!(api[field], cli[field], "{field}: API {api:#}\nCLI {cli:#}");
+        }
+        assert_eq!(code == 0, api["reachable"] == true, "{text}");
+    }
+    let (_, downgrade) = get(server.url("/api/v0/upgrade/plan?to=1.1.0")).await;
+    assert_eq!(downgrade["allowed"], false, "{downgrade:#}");
+    assert!(
+        downgrade["reason"].as_str().is_some_and(|r| !r.is_empty()),
+        "{downgrade:#}"
+    );
+    // A target that is not a version is refused, saying so.
+    let (status, body) = get(server.url("/api/v0/upgrade/plan?to=banana")).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("is not a version"), "{body}");
+}

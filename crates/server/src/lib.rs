@@ -32,6 +32,7 @@ mod metrics;
 pub mod run;
 pub mod tls;
 pub mod ui;
+pub mod upgrade_checks;
 pub mod v2;
 
 pub use config::Config;
@@ -64,6 +65,9 @@ pub struct Settings {
     pub job_heartbeat: std::time::Duration,
     /// The cluster status warns when the vulnerability database is older than this.
     pub vulndb_stale_after: std::time::Duration,
+    /// The configuration the replica started with: the upgrade checks it offers
+    /// (`GET /api/v0/upgrade/check`) look at its stores and data directory.
+    pub config: Arc<Config>,
 }
 
 /// Shared by every request.

@@ -208,6 +208,7 @@ async fn open(config: &Config, version: &str, commit: &str) -> anyhow::Result<Ap
             heartbeat_interval: Duration::from_secs(config.heartbeat_interval_secs),
             job_heartbeat: Duration::from_secs(config.job_heartbeat_secs),
             vulndb_stale_after: Duration::from_secs(config.vulndb_stale_after_secs),
+            config: Arc::new(config.clone()),
         }),
         info: Arc::new(ServerInfo {
             version: version.into(),

@@ -105,6 +105,7 @@ async fn app() -> (axum::Router, tempfile::TempDir) {
             heartbeat_interval: std::time::Duration::from_secs(5),
             job_heartbeat: std::time::Duration::from_secs(5),
             vulndb_stale_after: std::time::Duration::from_secs(7 * 24 * 3600),
+            config: Arc::new(wharf_server::Config::default()),
         }),
         info: Arc::new(ServerInfo {
             version: "test".into(),

@@ -6,11 +6,13 @@
 //!   the stops between two versions, like a route planner.
 //! - [`status`]: where an upgrade stands, read from the metadata store.
 //! - [`events`]: what an upgrade reports as it goes, typed and versioned.
+//! - [`work`]: what each hop of a plan runs (schema and background migrations).
 
 pub mod catalog;
 pub mod events;
 pub mod rules;
 pub mod status;
+pub mod work;
 
 pub use catalog::{Catalog, Release};
 pub use rules::{plan, Hop, Plan};

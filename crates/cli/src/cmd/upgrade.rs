@@ -242,44 +242,16 @@ pub fn run(args: UpgradeArgs) -> anyhow::Result<std::process::ExitCode> {
     // This binary's own version is always a place to go.
     let own = Version::parse(crate::VERSION).expect("the build's version is a version");
     if !versions.contains(&own) {
-        versions.push(own);
+        versions.push(own.clone());
     }
     let p = plan(&from, &to, &versions, allow_prerelease);
-    let level = |v: &str| {
-        Version::parse(v)
-            .ok()
-            .and_then(|v| catalog.release(&v).map(|r| r.schema_level))
-            .or_else(|| (v == crate::VERSION).then_some(wharf_server::SCHEMA_LEVEL))
-    };
+    let level =
+        |v: &str| wharf_upgrade::work::schema_level(&catalog, v, &own, wharf_server::SCHEMA_LEVEL);
     // What each hop runs: the catalog's migrations of the release installed, or this
     // build's own (every level after the first is expand-only), and the background
     // jobs that the levels crossed need.
-    let hop_migrations: Vec<serde_json::Value> = p
-        .hops
-        .iter()
-        .map(|h| {
-            let (a, b) = (level(&h.from).unwrap_or(0), level(&h.to).unwrap_or(0));
-            let schema: Vec<serde_json::Value> = match Version::parse(&h.to).ok().and_then(|v| catalog.release(&v)) {
-                Some(r) => r
-                    .migrations
-                    .iter()
-                    .filter(|m| m.level > a)
-                    .map(|m| serde_json::json!({"level": m.level, "name": m.name, "kind": m.kind}))
-                    .collect(),
-                None => wharf_metastore::schema::MIGRATIONS
-                    .iter()
-                    .filter(|m| m.level > a && m.level <= b)
-                    .map(|m| serde_json::json!({"level": m.level, "name": m.name, "kind": "expand"}))
-                    .collect(),
-            };
-            let background: Vec<&str> = wharf_metastore::schema::BACKGROUND
-                .iter()
-                .filter(|(l, _)| *l > a && *l <= b)
-                .map(|(_, name)| *name)
-                .collect();
-            serde_json::json!({"from": h.from, "to": h.to, "schema": schema, "background": background})
-        })
-        .collect();
+    let hop_migrations =
+        wharf_upgrade::work::hop_work(&catalog, &p, &own, wharf_server::SCHEMA_LEVEL);
     let checks = super::upgrade_check::NAMES;
     let (estimate, caches) = if p.path.is_empty() {
         (None, Vec::new())
@@ -336,19 +308,11 @@ pub fn run(args: UpgradeArgs) -> anyhow::Result<std::process::ExitCode> {
                     _ => "schema levels unknown (not in the catalog)".to_string(),
                 };
                 println!("  {} → {}  ({}; {schema})", h.from, h.to, h.rule);
-                for s in m["schema"].as_array().into_iter().flatten() {
-                    println!(
-                        "      {} migration, level {}: {}",
-                        s["kind"].as_str().unwrap_or(""),
-                        s["level"],
-                        s["name"].as_str().unwrap_or("")
-                    );
+                for s in &m.schema {
+                    println!("      {} migration, level {}: {}", s.kind, s.level, s.name);
                 }
-                for b in m["background"].as_array().into_iter().flatten() {
-                    println!(
-                        "      background migration: {} (a job, after finalisation)",
-                        b.as_str().unwrap_or("")
-                    );
+                for b in &m.background {
+                    println!("      background migration: {b} (a job, after finalisation)");
                 }
             }
             if !caches.is_empty() {

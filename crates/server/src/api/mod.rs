@@ -37,6 +37,7 @@ mod proxies;
 mod repos;
 pub(crate) mod scan;
 mod scan_policy;
+pub(crate) mod upgrade;
 mod users;
 
 /// The management API's routes, relative to `/api/v0`.
@@ -61,6 +62,8 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(version))
         .routes(routes!(cluster_status))
         .routes(routes!(upgrade_status))
+        .routes(routes!(upgrade::plan))
+        .routes(routes!(upgrade::check))
         .routes(routes!(users::me))
         .routes(routes!(users::list, users::create))
         .routes(routes!(users::update))
