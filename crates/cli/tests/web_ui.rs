@@ -2516,3 +2516,59 @@ async fn shows(b: &Browser, css: &str, wanted: &str) -> String {
     )
     .await
 }
+
+/// The system page plans an upgrade and runs the pre-flight checks, read-only, as the
+/// CLI does: a downgrade is refused with its reason, this version needs nothing, and
+/// every check is listed with its result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_system_page_plans_an_upgrade_and_runs_the_checks() {
+    if !browser::available() {
+        return;
+    }
+    let w = Wharf::start(&[]);
+    let b = Browser::start().await;
+    sign_in(&b, &w.base, "admin", ADMIN_PASSWORD).await;
+    b.goto(&w.url("/system")).await;
+    let plan = |to: &'static str| {
+        let b = &b;
+        async move {
+            b.js(
+                "document.querySelector('#plan-to').value = arguments[0]",
+                vec![json!(to)],
+            )
+            .await;
+            b.find("#plan-form button[type=submit]")
+                .await
+                .click()
+                .await
+                .unwrap();
+        }
+    };
+    plan("1.1.0").await;
+    let verdict = shows(&b, "#plan-verdict", "1.1.0").await;
+    assert!(verdict.contains("refused"), "{verdict}");
+    let rows = table(&b, "#plan-checks").await;
+    let names: Vec<&str> = rows.iter().map(|r| r[0].as_str()).collect();
+    let r = secure::get(&w, "/api/v0/upgrade/check?to=1.1.0", &admin()).await;
+    let api: Vec<String> = r.json()["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, api, "the page lists the API's checks");
+    let path = rows.iter().find(|r| r[0] == "path").expect("a path check");
+    assert_eq!(path[1], "fail", "a downgrade: {path:?}");
+    let replicas = rows.iter().find(|r| r[0] == "replicas").unwrap();
+    assert!(
+        replicas[1] == "fail" && replicas[2].contains(&w.base),
+        "this replica serves: {replicas:?}"
+    );
+    assert!(b.axe().await.is_empty(), "the planned upgrade passes axe");
+    plan(env!("CARGO_PKG_VERSION")).await;
+    shows(&b, "#plan-verdict", "nothing to do").await;
+    plan("banana").await;
+    shows(&b, "p.error[role=alert]", "is not a version").await;
+    assert_eq!(b.severe_console().await, Vec::<String>::new());
+    b.quit().await;
+}

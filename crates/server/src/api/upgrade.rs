@@ -14,13 +14,23 @@ use wharf_upgrade::{Catalog, Plan, Version};
 use super::*;
 use crate::upgrade_checks::{self, Check};
 
-#[derive(Deserialize, IntoParams)]
+#[derive(Deserialize, IntoParams, Default)]
 #[into_params(parameter_in = Query)]
 pub struct UpgradeQuery {
     /// The version to upgrade to [default: this replica's version].
     to: Option<String>,
     /// `check` only: the newest backup may be at most this old, in hours [default: 24].
     max_backup_age_hours: Option<u64>,
+}
+
+impl UpgradeQuery {
+    /// To `version`, with the default backup age.
+    pub fn to(version: &str) -> UpgradeQuery {
+        UpgradeQuery {
+            to: Some(version.to_string()),
+            max_backup_age_hours: None,
+        }
+    }
 }
 
 /// A content cache the upgrade replaces after the replicas.
@@ -47,15 +57,44 @@ pub struct PlanView {
     content_caches: Vec<CacheBrief>,
 }
 
+impl PlanView {
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+    pub fn work(&self) -> &[HopWork] {
+        &self.migrations
+    }
+    pub fn reachable(&self) -> bool {
+        self.reachable
+    }
+    /// "eu (1.2.0, serving), …", or `None` without caches.
+    pub fn caches_text(&self) -> Option<String> {
+        (!self.content_caches.is_empty()).then(|| {
+            self.content_caches
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{} ({}, {})",
+                        c.name,
+                        c.version.as_deref().unwrap_or("version unknown"),
+                        c.state
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+    }
+}
+
 /// The pre-flight checks' results.
 #[derive(Serialize, ToSchema)]
 pub struct CheckReport {
     /// The data's version, when it could be read.
-    from: Option<String>,
-    to: String,
-    checks: Vec<Check>,
+    pub from: Option<String>,
+    pub to: String,
+    pub checks: Vec<Check>,
     /// How many checks failed (a warning is not a failure).
-    failed: usize,
+    pub failed: usize,
 }
 
 /// The data's version, and the target asked for (this replica's by default).

@@ -70,6 +70,22 @@ struct CacheRow {
     hit_ratio: String,
 }
 
+/// A plan asked for on the page (`?to=VERSION`), and its pre-flight checks.
+struct PlannedUpgrade {
+    to: String,
+    verdict: String,
+    hops: Vec<String>,
+    caches: Option<String>,
+    checks: Vec<crate::upgrade_checks::Check>,
+    failed: usize,
+}
+
+#[derive(Deserialize, Default)]
+pub struct SystemQuery {
+    #[serde(default)]
+    to: String,
+}
+
 struct JournalRow {
     step: String,
     status: String,
@@ -92,12 +108,29 @@ struct SystemPage {
     journal: Vec<JournalRow>,
     pending_manifests: Option<u64>,
     migrations: Vec<MigrationRow>,
+    /// What `to` was asked for, and the plan and checks for it.
+    asked: String,
+    planned: Option<PlannedUpgrade>,
+    plan_error: Option<String>,
 }
 
 /// `GET /system`: the same facts as `GET /api/v0/meta/cluster_status` and
 /// `GET /api/v0/upgrade` (and `wharf upgrade status`).
-pub async fn system(State(st): State<AppState>, visitor: Visitor) -> UiResult {
+pub async fn system(
+    State(st): State<AppState>,
+    visitor: Visitor,
+    Query(q): Query<SystemQuery>,
+) -> UiResult {
     visitor.require_admin()?;
+    let asked = q.to.trim().to_string();
+    let (planned, plan_error) = if asked.is_empty() {
+        (None, None)
+    } else {
+        match plan_and_check(&st, &asked).await {
+            Ok(p) => (Some(p), None),
+            Err(e) => (None, Some(e)),
+        }
+    };
     let meta = st.registry.meta();
     let thresholds = crate::cluster::Thresholds::for_interval(st.settings.heartbeat_interval)
         .with_vulndb_stale_after(st.settings.vulndb_stale_after);
@@ -196,7 +229,79 @@ pub async fn system(State(st): State<AppState>, visitor: Visitor) -> UiResult {
                 progress: progress_view(m.progress.as_ref()),
             })
             .collect(),
+        asked,
+        planned,
+        plan_error,
     }))
+}
+
+/// The plan to `to` and the pre-flight checks, as `GET /api/v0/upgrade/plan` and
+/// `/check` answer them; an error is the message to show.
+async fn plan_and_check(st: &AppState, to: &str) -> Result<PlannedUpgrade, String> {
+    let q = crate::api::upgrade::UpgradeQuery::to(to);
+    let report = crate::api::upgrade::check_report(st, &q)
+        .await
+        .map_err(|e| e.detail)?;
+    let from = report
+        .from
+        .clone()
+        .ok_or("the data's version cannot be read")?;
+    let (from, target) = (
+        wharf_upgrade::Version::parse(&from).map_err(|e| e.to_string())?,
+        wharf_upgrade::Version::parse(&report.to).map_err(|e| e.to_string())?,
+    );
+    let view = crate::api::upgrade::plan_view(st, &from, &target)
+        .await
+        .map_err(|e| e.detail)?;
+    let (plan, work) = (view.plan(), view.work());
+    let verdict = if plan.path.is_empty() && plan.allowed {
+        format!("{} → {}: nothing to do", plan.from, plan.to)
+    } else if plan.allowed {
+        format!("{} → {}: allowed", plan.from, plan.to)
+    } else if view.reachable() {
+        format!(
+            "{} → {}: in {} hops, through every stop ({})",
+            plan.from,
+            plan.to,
+            plan.path.len(),
+            plan.path.join(" → ")
+        )
+    } else {
+        format!(
+            "{} → {}: refused. {}",
+            plan.from,
+            plan.to,
+            plan.reason.clone().unwrap_or_default()
+        )
+    };
+    let hops = work
+        .iter()
+        .map(|h| {
+            let mut parts: Vec<String> = h
+                .schema
+                .iter()
+                .map(|m| format!("{} migration level {}: {}", m.kind, m.level, m.name))
+                .collect();
+            parts.extend(
+                h.background
+                    .iter()
+                    .map(|b| format!("background migration {b}")),
+            );
+            if parts.is_empty() {
+                parts.push("no data migration".into());
+            }
+            format!("{} → {}: {}", h.from, h.to, parts.join("; "))
+        })
+        .collect();
+    let caches = view.caches_text();
+    Ok(PlannedUpgrade {
+        to: report.to.clone(),
+        verdict,
+        hops,
+        caches,
+        failed: report.failed,
+        checks: report.checks,
+    })
 }
 
 struct GcRun {
