@@ -1065,3 +1065,181 @@ async fn an_upgrade_to_scanning_warns_and_queues_the_database_refresh() {
         "{text}"
     );
 }
+
+/// `wharf upgrade rehearse` on a registry of 100,000 manifests that release 1.0.0 left:
+/// the backup that a real upgrade of a copy took is rehearsed on the original; the
+/// rehearsal's time for the background migration is within ±50% of the real one's; the
+/// original is not touched and no scratch store is left; `upgrade check` warns before
+/// and passes after, and `upgrade plan` shows the forecast.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rehearsal_forecasts_the_real_upgrade_and_leaves_the_data_alone() {
+    const MANIFESTS: usize = 100_000;
+    let tmp = tempfile::tempdir().unwrap();
+    let original = tmp.path().join("original");
+    let mut server = TestServer::start_in(&original, &[], &[]);
+    let c = http::client();
+    http::push_image(&c, &server.base, "team/app", "v1", "rehearsal").await;
+    assert!(server.signal_and_wait("TERM").success());
+    let db = original.join("metadata.db");
+    as_release_1_0_0(&db);
+    // 100,000 image manifests of release 1.0.0 (no references recorded), each naming
+    // the pushed image's config.
+    {
+        let mut conn = rusqlite::Connection::open(&db).unwrap();
+        let (config, size): (String, i64) = conn
+            .query_row(
+                "SELECT digest, size FROM blobs ORDER BY size LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        let tx = conn.transaction().unwrap();
+        {
+            let mut insert = tx
+                .prepare(
+                    "INSERT INTO manifests (repository_id, digest, media_type, size, payload, created_at)
+                     VALUES (1, ?, 'application/vnd.oci.image.manifest.v1+json', ?, ?, 0)",
+                )
+                .unwrap();
+            for i in 0..MANIFESTS {
+                let payload = format!(
+                    r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":{size}}},"layers":[],"annotations":{{"n":"{i}"}}}}"#
+                );
+                insert
+                    .execute(rusqlite::params![
+                        sha256(payload.as_bytes()),
+                        payload.len() as i64,
+                        payload.as_bytes()
+                    ])
+                    .unwrap();
+            }
+        }
+        tx.commit().unwrap();
+    }
+    let dir = original.to_str().unwrap();
+
+    // The real upgrade, on a copy; its pre-upgrade backup is what gets rehearsed.
+    let copy = tmp.path().join("copy");
+    let cp = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&original)
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    let out = run(
+        wharf_cmd(&[
+            "upgrade",
+            "apply",
+            "--yes",
+            "--data-dir",
+            copy.to_str().unwrap(),
+        ]),
+        None,
+        Duration::from_secs(600),
+    )
+    .await;
+    assert!(out.status.success(), "{}", secure::output_text(&out));
+    let (finalised, migrated): (i64, i64) = rusqlite::Connection::open(copy.join("metadata.db"))
+        .unwrap()
+        .query_row(
+            "SELECT (SELECT at FROM wharf_upgrade_journal WHERE from_version = '1.0.0' AND step = 'finalise'),
+                    (SELECT at FROM wharf_upgrade_journal WHERE from_version = '1.0.0' AND step = 'background')",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    let real_secs = (migrated - finalised) as f64 / 1000.0;
+    let backup = std::fs::read_dir(copy.join("backups"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("pre-upgrade-1.0.0-to-1.1.0-")
+        })
+        .expect("the first hop's pre-upgrade backup");
+
+    // Before: the check warns that there is no rehearsal.
+    let check = |args: Vec<String>| async move {
+        let mut c = wharf_cmd(&["upgrade", "check", "--format", "json"]);
+        c.args(args);
+        let out = run(c, None, Duration::from_secs(120)).await;
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "rehearsal")
+            .cloned()
+            .expect("a rehearsal check")
+    };
+    let before = check(vec!["--data-dir".into(), dir.into()]).await;
+    assert_eq!(before["status"], "warn", "{before}");
+    let untouched = sha256(&std::fs::read(&db).unwrap());
+
+    let out = run(
+        wharf_cmd(&[
+            "upgrade",
+            "rehearse",
+            "--backup",
+            backup.to_str().unwrap(),
+            "--format",
+            "json",
+            "--data-dir",
+            dir,
+        ]),
+        None,
+        Duration::from_secs(600),
+    )
+    .await;
+    assert!(out.status.success(), "{}", secure::output_text(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let steps = report["rehearsal"]["steps"].as_array().unwrap();
+    let migration = steps
+        .iter()
+        .find(|s| s["hop"] == "1.0.0 → 1.1.0" && s["step"] == "metadatastoremigration")
+        .unwrap_or_else(|| panic!("no background migration measured: {report:#}"));
+    assert_eq!(migration["rows"], MANIFESTS as u64 + 1, "{migration}");
+    for s in steps {
+        assert!(s["peak_mib"].as_u64().unwrap() > 0, "{s}");
+    }
+    let forecast = report["forecast"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["step"] == "metadatastoremigration")
+        .unwrap()["secs"]
+        .as_f64()
+        .unwrap();
+    eprintln!("background migration of {MANIFESTS} manifests: forecast {forecast:.2} s, real {real_secs:.2} s");
+    assert!(
+        forecast >= real_secs * 0.5 && forecast <= real_secs * 1.5,
+        "forecast {forecast:.2} s, real {real_secs:.2} s"
+    );
+
+    // The original is as it was, and no scratch store is left beside it.
+    assert_eq!(sha256(&std::fs::read(&db).unwrap()), untouched);
+    let left: Vec<String> = std::fs::read_dir(&original)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with(".wharf-rehearsal-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    // After: the check passes, and the plan shows the forecast.
+    let after = check(vec!["--data-dir".into(), dir.into()]).await;
+    assert_eq!(after["status"], "pass", "{after}");
+    let out = run(
+        wharf_cmd(&["upgrade", "plan", "--data-dir", dir]),
+        None,
+        Duration::from_secs(60),
+    )
+    .await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("forecast from the rehearsal of")
+            && text.contains("background migration metadatastoremigration: about"),
+        "{text}"
+    );
+}

@@ -187,7 +187,7 @@ pub(crate) async fn postgres_state(
 pub const BACKGROUND: &[(u32, &str)] = &[(2, "metadatastoremigration")];
 
 /// How much data a store holds, for estimates (`wharf upgrade plan`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DataSize {
     pub repositories: u64,
     pub manifests: u64,

@@ -215,6 +215,45 @@ impl SqliteMetaStore {
         .await
     }
 
+    /// Creates an empty store at schema level `level` as release `version` left it: the
+    /// migrations up to that level, finalised, recorded as that release's. For a
+    /// rehearsal, which restores an older release's backup into a scratch store and
+    /// upgrades it. Refused on a store that holds a schema already.
+    pub async fn create_at_level(
+        path: impl Into<PathBuf>,
+        level: u32,
+        version: &str,
+    ) -> Result<()> {
+        let (path, version) = (path.into(), version.to_string());
+        tokio::task::spawn_blocking(move || {
+            let mut conn = connect(&path)?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
+            if level_of(&tx)? != 0 {
+                return Err(MetaError::Backend(format!(
+                    "{} holds a wharf schema already",
+                    path.display()
+                )));
+            }
+            if level == 0 || level > SCHEMA_LEVEL {
+                return Err(MetaError::SchemaTooNew {
+                    found: level,
+                    supported: SCHEMA_LEVEL,
+                });
+            }
+            tx.execute_batch(
+                "CREATE TABLE wharf_schema (
+                    level INTEGER PRIMARY KEY, name TEXT NOT NULL,
+                    applied_at INTEGER NOT NULL, wharf_version TEXT NOT NULL)",
+            )?;
+            apply_migrations(&tx, 0, level, "wharf_schema")?;
+            tx.execute("UPDATE wharf_schema SET wharf_version = ?", [&version])?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+        .map_err(backend)?
+    }
+
     /// Undoes the expanded, not finalised, levels above `to`, newest first (rollback).
     /// Refused when a level above `to` is finalised. Returns the levels undone.
     pub async fn undo_expand(path: impl Into<PathBuf>, to: u32) -> Result<Vec<u32>> {

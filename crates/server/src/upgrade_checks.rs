@@ -64,6 +64,7 @@ pub const NAMES: &[&str] = &[
     "gc",
     "vulnerability-database",
     "content-caches",
+    "rehearsal",
 ];
 
 /// Largest tolerated difference between a replica's clock and the metadata store's.
@@ -274,6 +275,11 @@ pub async fn run_checks(
         Ok(meta) => out.push(caches_check(meta.as_ref(), from.as_ref().ok(), to).await),
         Err(_) => out.push(not_measured("content-caches")),
     }
+    if let Ok(from) = from {
+        if from != to {
+            out.push(rehearsal_check(config, from, to));
+        }
+    }
 
     // Recorded skips.
     let from_text = from
@@ -406,6 +412,41 @@ async fn caches_check(meta: &dyn MetaStore, from: Option<&Version>, to: &Version
             "bring {} back (or `wharf cache remove` it): a cache that is down or on another release is skipped, and its users download from the registry",
             odd.join(", ")
         )),
+    }
+}
+
+/// Whether the upgrade was rehearsed on a copy (`wharf upgrade rehearse`), and its
+/// forecast: worth having, never a failure.
+fn rehearsal_check(config: &crate::Config, from: &Version, to: &Version) -> Check {
+    match wharf_upgrade::rehearsal::last(&config.data_dir) {
+        Some(r) if r.is_for(from, to) => {
+            let background: f64 = r
+                .steps
+                .iter()
+                .filter(|s| s.rows.is_some() && s.step != "restore")
+                .map(|s| s.secs)
+                .sum();
+            check(
+                "rehearsal",
+                true,
+                format!(
+                    "rehearsed on {} ({} manifests): background migrations took {}",
+                    r.backup,
+                    r.data.manifests,
+                    wharf_upgrade::rehearsal::about(background)
+                ),
+                "",
+            )
+        }
+        other => Check {
+            name: "rehearsal",
+            status: WARN,
+            measured: match other {
+                Some(r) => format!("the last rehearsal was of {} → {}, not this upgrade", r.from, r.to),
+                None => "no rehearsal of this upgrade".into(),
+            },
+            fix: Some("run `wharf upgrade rehearse`: it tries the upgrade on a copy of the newest backup and forecasts how long each step takes".into()),
+        },
     }
 }
 

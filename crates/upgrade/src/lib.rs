@@ -7,9 +7,11 @@
 //! - [`status`]: where an upgrade stands, read from the metadata store.
 //! - [`events`]: what an upgrade reports as it goes, typed and versioned.
 //! - [`work`]: what each hop of a plan runs (schema and background migrations).
+//! - [`rehearsal`]: an upgrade rehearsed on a copy, and its forecast.
 
 pub mod catalog;
 pub mod events;
+pub mod rehearsal;
 pub mod rules;
 pub mod status;
 pub mod work;

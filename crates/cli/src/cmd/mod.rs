@@ -9,6 +9,7 @@ pub mod serve;
 pub mod upgrade;
 pub mod upgrade_apply;
 pub mod upgrade_check;
+pub mod upgrade_rehearse;
 pub mod upgrade_rolling;
 pub mod upgrade_verify;
 pub mod user;

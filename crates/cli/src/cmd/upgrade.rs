@@ -131,6 +131,21 @@ enum UpgradeCommand {
     /// web UI. Each check passes, warns, fails or is skipped, with what it measured.
     /// Exits 1 if any check fails
     Verify(super::upgrade_verify::VerifyArgs),
+    /// Rehearse the upgrade on a copy: restore the newest recorded backup (or --backup)
+    /// into a scratch store beside the data, run every hop there (expand, finalise and
+    /// the background migrations, to their end), time each step with its rows and the
+    /// peak memory, remove the scratch store, and print a forecast for the real
+    /// upgrade, scaled to the data's size now. The real data is only read. The result
+    /// is kept in DATA_DIR/upgrade-rehearsal.json: `upgrade plan` shows its forecast and
+    /// `upgrade check` warns when there is none for the plan. SQLite stores only
+    Rehearse {
+        /// The backup to rehearse on [default: the newest one `wharf backup` recorded]
+        #[arg(long, value_name = "FILE")]
+        backup: Option<std::path::PathBuf>,
+        /// text or json
+        #[arg(long, default_value = "text")]
+        format: String,
+    },
 }
 
 fn parse_version(s: &str) -> Result<Version, String> {
@@ -226,6 +241,9 @@ pub fn run(args: UpgradeArgs) -> anyhow::Result<std::process::ExitCode> {
             return result;
         }
         UpgradeCommand::Verify(verify) => return super::upgrade_verify::run(&args.store, verify),
+        UpgradeCommand::Rehearse { backup, format } => {
+            return super::upgrade_rehearse::run(&args.store, backup, &format)
+        }
     };
     if format != "text" && format != "json" {
         anyhow::bail!("--format is text or json, not {format:?}");
@@ -258,6 +276,18 @@ pub fn run(args: UpgradeArgs) -> anyhow::Result<std::process::ExitCode> {
     } else {
         (data_size(&args.store), content_caches(&args.store))
     };
+    // The last rehearsal of this very upgrade, and the data's size now to scale it to.
+    let rehearsal = args
+        .store
+        .to_config()
+        .ok()
+        .and_then(|c| wharf_upgrade::rehearsal::last(&c.data_dir))
+        .filter(|r| !p.path.is_empty() && r.is_for(&from, &to));
+    let now_size = match (&estimate, &rehearsal) {
+        (Some((size, _)), _) => size.clone(),
+        (None, Some(r)) => r.data.clone(),
+        (None, None) => Default::default(),
+    };
     // Refused as one hop, but every stop on the way is allowed: the local driver's
     // apply goes through them all.
     let reachable = p.allowed || p.path.last() == Some(&p.to);
@@ -269,6 +299,18 @@ pub fn run(args: UpgradeArgs) -> anyhow::Result<std::process::ExitCode> {
         v["estimate"] = serde_json::json!(estimate
             .as_ref()
             .map(|(size, e)| serde_json::json!({"data": size, "secs": e})));
+        v["rehearsal"] = match &rehearsal {
+            Some(r) => serde_json::json!({
+                "at_ms": r.at_ms,
+                "backup": r.backup,
+                "forecast": r
+                    .forecast(&now_size)
+                    .into_iter()
+                    .map(|(hop, step, secs)| serde_json::json!({"hop": hop, "step": step, "secs": secs}))
+                    .collect::<Vec<_>>(),
+            }),
+            None => serde_json::Value::Null,
+        };
         v["content_caches"] = serde_json::json!(caches
             .iter()
             .map(|c| serde_json::json!({"name": c.name, "version": c.version, "state": c.state}))
@@ -331,6 +373,20 @@ pub fn run(args: UpgradeArgs) -> anyhow::Result<std::process::ExitCode> {
                     "content caches, upgraded after the replicas and before finalising: {}",
                     listed.join(", ")
                 );
+            }
+            match &rehearsal {
+                Some(r) => {
+                    println!(
+                        "forecast from the rehearsal of {} ({} manifests then, {} now):",
+                        r.backup, r.data.manifests, now_size.manifests
+                    );
+                    for line in r.forecast_lines(&now_size) {
+                        println!("  {line}");
+                    }
+                }
+                None => println!(
+                    "no rehearsal of this upgrade: `wharf upgrade rehearse` tries it on a copy of the newest backup and forecasts each step"
+                ),
             }
             println!(
                 "checks before applying (`wharf upgrade check`): {}",

@@ -586,59 +586,84 @@ async fn background_here(
     if actions.is_empty() || meta.count_manifests_without_refs().await? == 0 {
         return Ok("no background migration needed".into());
     }
-    let blobs = wharf_server::run::open_blobstore(config)?;
-    let stores = wharf_server::run::job_stores(config, meta.clone(), blobs);
     let mut summaries = Vec::new();
     for action in &actions {
-        let job = match meta
-            .jobs(Some(action), None, None, 20)
-            .await?
+        let j = run_background(config, meta.clone(), action, Some(report)).await?;
+        summaries.push(format!("{action} done (job {})", j.id));
+    }
+    Ok(summaries.join("; "))
+}
+
+/// Runs the background migration `action` here, to its end, with no report (for a
+/// rehearsal on a scratch store).
+pub(crate) async fn run_background_here(
+    config: &wharf_server::Config,
+    meta: std::sync::Arc<dyn MetaStore>,
+    action: &str,
+) -> anyhow::Result<()> {
+    run_background(config, meta, action, None).await.map(|_| ())
+}
+
+/// Runs the background migration `action` with a job worker of this process until its
+/// job ends (bounded by BACKGROUND_TIMEOUT), reporting its progress every 2 s.
+async fn run_background(
+    config: &wharf_server::Config,
+    meta: std::sync::Arc<dyn MetaStore>,
+    action: &str,
+    report: Option<Report>,
+) -> anyhow::Result<wharf_metastore::jobs::Job> {
+    let blobs = wharf_server::run::open_blobstore(config)?;
+    let stores = wharf_server::run::job_stores(config, meta.clone(), blobs);
+    let job = match meta
+        .jobs(Some(action), None, None, 20)
+        .await?
+        .into_iter()
+        .find(|j| !j.status.is_final())
+    {
+        Some(j) => j,
+        None => wharf_jobs::enqueue(meta.as_ref(), action, "{}").await?,
+    };
+    let worker = wharf_jobs::Worker::new(
+        "wharf-upgrade",
+        crate::VERSION,
+        meta.clone(),
+        wharf_jobs::actions::all(&stores)
             .into_iter()
-            .find(|j| !j.status.is_final())
-        {
-            Some(j) => j,
-            None => wharf_jobs::enqueue(meta.as_ref(), action, "{}").await?,
-        };
-        let worker = wharf_jobs::Worker::new(
-            "wharf-upgrade",
-            crate::VERSION,
-            meta.clone(),
-            wharf_jobs::actions::all(&stores)
-                .into_iter()
-                .filter(|a| a.name() == *action)
-                .collect(),
-            wharf_jobs::WorkerConfig::with_heartbeat(
-                std::time::Duration::from_secs(1),
-                std::time::Duration::from_secs(2),
-            ),
-        );
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        let running = tokio::spawn(worker.run(stopped));
-        let started = std::time::Instant::now();
-        let mut last_report = None::<std::time::Instant>;
-        // Bounded by BACKGROUND_TIMEOUT; one look at the job every half second.
-        let outcome = loop {
-            let j = meta
-                .job(job.id)
-                .await?
-                .with_context(|| format!("job {} disappeared", job.id))?;
-            if j.status.is_final() {
-                break Ok(j);
-            }
-            if started.elapsed() > BACKGROUND_TIMEOUT {
-                break Err(anyhow::anyhow!(
-                    "{action} (job {}) did not finish within {} hours; it goes on when a replica of a later release runs it; follow it with `wharf jobs logs {} --follow`, then rerun `wharf upgrade apply`",
-                    job.id,
-                    BACKGROUND_TIMEOUT.as_secs() / 3600,
-                    job.id
-                ));
-            }
-            if last_report.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(2)) {
-                last_report = Some(std::time::Instant::now());
-                let progress: Option<serde_json::Value> = j
-                    .progress
-                    .as_deref()
-                    .and_then(|p| serde_json::from_str(p).ok());
+            .filter(|a| a.name() == action)
+            .collect(),
+        wharf_jobs::WorkerConfig::with_heartbeat(
+            std::time::Duration::from_secs(1),
+            std::time::Duration::from_secs(2),
+        ),
+    );
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(worker.run(stopped));
+    let started = std::time::Instant::now();
+    let mut last_report = None::<std::time::Instant>;
+    // Bounded by BACKGROUND_TIMEOUT; one look at the job every half second.
+    let outcome = loop {
+        let j = meta
+            .job(job.id)
+            .await?
+            .with_context(|| format!("job {} disappeared", job.id))?;
+        if j.status.is_final() {
+            break Ok(j);
+        }
+        if started.elapsed() > BACKGROUND_TIMEOUT {
+            break Err(anyhow::anyhow!(
+                "{action} (job {}) did not finish within {} hours; it goes on when a replica of a later release runs it; follow it with `wharf jobs logs {} --follow`, then rerun `wharf upgrade apply`",
+                job.id,
+                BACKGROUND_TIMEOUT.as_secs() / 3600,
+                job.id
+            ));
+        }
+        if last_report.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(2)) {
+            last_report = Some(std::time::Instant::now());
+            let progress: Option<serde_json::Value> = j
+                .progress
+                .as_deref()
+                .and_then(|p| serde_json::from_str(p).ok());
+            if let Some(report) = report {
                 report.emit(Event::WaitingForMigration {
                     action: action.to_string(),
                     job: j.id,
@@ -647,24 +672,23 @@ async fn background_here(
                     progress,
                 });
             }
-            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        };
-        let _ = stop.send(true);
-        let _ = running.await;
-        let j = outcome?;
-        if j.status.as_str() != "done" {
-            bail!(
-                "{action} (job {}) ended {} after {} attempt(s): {}; see `wharf jobs logs {}`; rerun `wharf upgrade apply` to try again",
-                j.id,
-                j.status.as_str(),
-                j.attempts,
-                j.last_error.as_deref().unwrap_or("no error recorded"),
-                j.id
-            );
         }
-        summaries.push(format!("{action} done (job {})", j.id));
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    };
+    let _ = stop.send(true);
+    let _ = running.await;
+    let j = outcome?;
+    if j.status.as_str() != "done" {
+        bail!(
+            "{action} (job {}) ended {} after {} attempt(s): {}; see `wharf jobs logs {}`; rerun `wharf upgrade apply` to try again",
+            j.id,
+            j.status.as_str(),
+            j.attempts,
+            j.last_error.as_deref().unwrap_or("no error recorded"),
+            j.id
+        );
     }
-    Ok(summaries.join("; "))
+    Ok(j)
 }
 
 pub(crate) fn hostname() -> String {

@@ -122,6 +122,16 @@ fn to_sql(v: Value) -> rusqlite::types::Value {
 
 fn is_empty(conn: &Connection) -> Result<bool> {
     for table in TABLES {
+        // A store at an older schema level (a rehearsal's scratch store) lacks the
+        // later levels' tables.
+        let exists: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?)",
+            [table],
+            |r| r.get(0),
+        )?;
+        if !exists {
+            continue;
+        }
         let any: bool =
             conn.query_row(&format!("SELECT EXISTS (SELECT 1 FROM {table})"), [], |r| {
                 r.get(0)
