@@ -1227,6 +1227,31 @@ async fn a_rehearsal_forecasts_the_real_upgrade_and_leaves_the_data_alone() {
         .filter(|n| n.starts_with(".wharf-rehearsal-"))
         .collect();
     assert!(left.is_empty(), "{left:?}");
+    // In words, as an operator reads it.
+    let out = run(
+        wharf_cmd(&[
+            "upgrade",
+            "rehearse",
+            "--backup",
+            backup.to_str().unwrap(),
+            "--data-dir",
+            dir,
+        ]),
+        None,
+        Duration::from_secs(600),
+    )
+    .await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{text}");
+    assert!(
+        out.status.success()
+            && text.contains("rehearsing 1.0.0 → ")
+            && text.contains("1.0.0 → 1.1.0 metadatastoremigration: ")
+            && text.contains(
+                "forecast for the real upgrade (100001 manifests now, 100001 in the backup):"
+            ),
+        "{text}"
+    );
     // After: the check passes, and the plan shows the forecast.
     let after = check(vec!["--data-dir".into(), dir.into()]).await;
     assert_eq!(after["status"], "pass", "{after}");
@@ -1239,7 +1264,7 @@ async fn a_rehearsal_forecasts_the_real_upgrade_and_leaves_the_data_alone() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("forecast from the rehearsal of")
-            && text.contains("background migration metadatastoremigration: about"),
+            && text.contains("background migration metadatastoremigration: "),
         "{text}"
     );
 }

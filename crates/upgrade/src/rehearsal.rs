@@ -74,7 +74,7 @@ impl Rehearsal {
             .map(|(_, _, secs)| secs)
             .sum();
         let mut lines = vec![format!(
-            "schema steps (expand and finalise, every hop): about {} in all, plus the time replacing the replicas takes",
+            "schema steps (expand and finalise, every hop): {} in all, plus the time replacing the replicas takes",
             about(window)
         )];
         for (hop, step, secs) in f
@@ -95,12 +95,12 @@ impl Rehearsal {
     }
 }
 
-/// "under 1 s", "12 s", "3 min".
+/// "under 1 s", "about 12 s", "about 3 min".
 pub fn about(secs: f64) -> String {
     match secs {
         s if s < 1.0 => "under 1 s".into(),
-        s if s < 120.0 => format!("{s:.0} s"),
-        s => format!("{:.0} min", s / 60.0),
+        s if s < 120.0 => format!("about {s:.0} s"),
+        s => format!("about {:.0} min", s / 60.0),
     }
 }
 

@@ -47,7 +47,7 @@ enum UpgradeCommand {
     },
     /// Every pre-flight check (path, database, blob store, backup age, replicas, clock
     /// drift, data directory, memory, background migrations, GC, vulnerability
-    /// database): PASS, WARN (worth knowing, never a failure) or FAIL (SKIPPED when a
+    /// database, content caches, rehearsal): PASS, WARN (worth knowing, never a failure) or FAIL (SKIPPED when a
     /// failure is skipped with --skip-check), what was measured and how to fix a
     /// failure. Exits 1 if any check fails
     Check {

@@ -86,7 +86,7 @@ pub fn run(
             );
         }
         say(format!(
-            "rehearsing {from} → {own} ({}) on a copy of {}",
+            "rehearsing {from} → {} on a copy of {}",
             plan.path.join(" → "),
             backup.display()
         ));
