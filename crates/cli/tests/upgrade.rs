@@ -1066,16 +1066,15 @@ async fn an_upgrade_to_scanning_warns_and_queues_the_database_refresh() {
     );
 }
 
-/// `wharf upgrade rehearse` on a registry of 100,000 manifests that release 1.0.0 left:
-/// the backup that a real upgrade of a copy took is rehearsed on the original; the
-/// rehearsal's time for the background migration is within ±50% of the real one's; the
-/// original is not touched and no scratch store is left; `upgrade check` warns before
-/// and passes after, and `upgrade plan` shows the forecast.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rehearsal_forecasts_the_real_upgrade_and_leaves_the_data_alone() {
-    const MANIFESTS: usize = 100_000;
-    let tmp = tempfile::tempdir().unwrap();
-    let original = tmp.path().join("original");
+/// Data that release 1.0.0 left (one pushed image and `manifests` more image
+/// manifests without references) in `tmp/original`, and a copy of it upgraded for real
+/// in `tmp/copy`. Returns the original, the copy's first pre-upgrade backup (of the
+/// 1.0.0 data) and how long the copy's background migration took, in seconds.
+async fn release_1_0_0_data(
+    tmp: &std::path::Path,
+    manifests: usize,
+) -> (std::path::PathBuf, std::path::PathBuf, f64) {
+    let original = tmp.join("original");
     let mut server = TestServer::start_in(&original, &[], &[]);
     let c = http::client();
     http::push_image(&c, &server.base, "team/app", "v1", "rehearsal").await;
@@ -1101,7 +1100,7 @@ async fn a_rehearsal_forecasts_the_real_upgrade_and_leaves_the_data_alone() {
                      VALUES (1, ?, 'application/vnd.oci.image.manifest.v1+json', ?, ?, 0)",
                 )
                 .unwrap();
-            for i in 0..MANIFESTS {
+            for i in 0..manifests {
                 let payload = format!(
                     r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":{size}}},"layers":[],"annotations":{{"n":"{i}"}}}}"#
                 );
@@ -1116,10 +1115,9 @@ async fn a_rehearsal_forecasts_the_real_upgrade_and_leaves_the_data_alone() {
         }
         tx.commit().unwrap();
     }
-    let dir = original.to_str().unwrap();
 
     // The real upgrade, on a copy; its pre-upgrade backup is what gets rehearsed.
-    let copy = tmp.path().join("copy");
+    let copy = tmp.join("copy");
     let cp = std::process::Command::new("cp")
         .arg("-a")
         .arg(&original)
@@ -1161,6 +1159,21 @@ async fn a_rehearsal_forecasts_the_real_upgrade_and_leaves_the_data_alone() {
         })
         .expect("the first hop's pre-upgrade backup");
 
+    (original, backup, real_secs)
+}
+
+/// `wharf upgrade rehearse` on a registry of 100,000 manifests that release 1.0.0 left:
+/// the backup that a real upgrade of a copy took is rehearsed on the original; the
+/// rehearsal's time for the background migration is within ±50% of the real one's; the
+/// original is not touched and no scratch store is left; `upgrade check` warns before
+/// and passes after, and `upgrade plan` shows the forecast.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rehearsal_forecasts_the_real_upgrade_and_leaves_the_data_alone() {
+    const MANIFESTS: usize = 100_000;
+    let tmp = tempfile::tempdir().unwrap();
+    let (original, backup, real_secs) = release_1_0_0_data(tmp.path(), MANIFESTS).await;
+    let db = original.join("metadata.db");
+    let dir = original.to_str().unwrap();
     // Before: the check warns that there is no rehearsal.
     let check = |args: Vec<String>| async move {
         let mut c = wharf_cmd(&["upgrade", "check", "--format", "json"]);
@@ -1267,4 +1280,56 @@ async fn a_rehearsal_forecasts_the_real_upgrade_and_leaves_the_data_alone() {
             && text.contains("background migration metadatastoremigration: "),
         "{text}"
     );
+}
+
+/// On PostgreSQL the rehearsal runs in a database of its own on the same server, which
+/// is dropped afterwards; the registry's database is only read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rehearsal_on_postgres_uses_a_scratch_database_and_drops_it() {
+    let Some(pg) = support::pg_database("rehearsal") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, backup, _) = release_1_0_0_data(tmp.path(), 1_000).await;
+    // The registry: its metadata in PostgreSQL, at this build's level.
+    let data = tmp.path().join("pg-data");
+    let mut server = TestServer::start_in(&data, &["--metadata", &pg], &[]);
+    assert!(server.signal_and_wait("TERM").success());
+    let server_url = std::env::var("WHARF_TEST_POSTGRES_URL").unwrap();
+    let scratch_dbs = || {
+        support::psql(
+            &server_url,
+            "SELECT count(*) FROM pg_database WHERE datname LIKE 'wharf_rehearsal_%'",
+        )
+    };
+    let before = scratch_dbs();
+    let out = run(
+        wharf_cmd(&[
+            "upgrade",
+            "rehearse",
+            "--backup",
+            backup.to_str().unwrap(),
+            "--metadata",
+            &pg,
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--format",
+            "json",
+        ]),
+        None,
+        Duration::from_secs(600),
+    )
+    .await;
+    assert!(out.status.success(), "{}", secure::output_text(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let migration = report["rehearsal"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == "metadatastoremigration")
+        .cloned()
+        .unwrap_or_else(|| panic!("{report:#}"));
+    assert_eq!(migration["rows"], 1_001, "{migration}");
+    assert_eq!(scratch_dbs(), before, "the scratch database is dropped");
+    assert!(data.join("upgrade-rehearsal.json").exists());
 }

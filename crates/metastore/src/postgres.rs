@@ -133,6 +133,64 @@ impl PgMetaStore {
         Ok(applied)
     }
 
+    /// Creates the empty database `name` on the server that `url` reaches (a
+    /// rehearsal's scratch copy). `name` is lower-case letters, digits and `_`.
+    pub async fn create_database(url: &str, name: &str) -> Result<()> {
+        check_database_name(name)?;
+        let mut conn = <PgConnection as sqlx::Connection>::connect(url).await?;
+        sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+            .execute(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Drops the database `name` on the server that `url` reaches, closing what is
+    /// connected to it; not an error if it is gone.
+    pub async fn drop_database(url: &str, name: &str) -> Result<()> {
+        check_database_name(name)?;
+        let mut conn = <PgConnection as sqlx::Connection>::connect(url).await?;
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+        )))
+        .execute(&mut conn)
+        .await?;
+        Ok(())
+    }
+
+    /// Creates an empty database's schema at level `level` as release `version` left
+    /// it: the migrations up to that level, finalised, recorded as that release's. For
+    /// a rehearsal, which restores an older release's backup into a scratch database
+    /// and upgrades it. Refused on a database that holds a schema already.
+    pub async fn create_at_level(url: &str, level: u32, version: &str) -> Result<()> {
+        if level == 0 || level > SCHEMA_LEVEL {
+            return Err(MetaError::SchemaTooNew {
+                found: level,
+                supported: SCHEMA_LEVEL,
+            });
+        }
+        let pool = PgPoolOptions::new().max_connections(1).connect(url).await?;
+        let mut tx = pool.begin().await?;
+        if level_of(&mut tx).await? != 0 {
+            return Err(MetaError::Backend(
+                "the database holds a wharf schema already".into(),
+            ));
+        }
+        sqlx::raw_sql(
+            "CREATE TABLE wharf_schema (level BIGINT PRIMARY KEY, name TEXT NOT NULL,
+             applied_at BIGINT NOT NULL, wharf_version TEXT NOT NULL)",
+        )
+        .execute(&mut *tx)
+        .await?;
+        apply_migrations(&mut tx, 0, level, "wharf_schema").await?;
+        sqlx::query("UPDATE wharf_schema SET wharf_version = $1")
+            .bind(version)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        pool.close().await;
+        Ok(())
+    }
+
     /// Finalises the expanded levels up to `to` and records `version` as the cluster's:
     /// from now on releases older than those levels refuse the data. Returns the levels
     /// finalised.
@@ -1413,4 +1471,19 @@ async fn queue_scan_on_push(c: &mut PgConnection, scan: &crate::ScanOnPush) -> R
     .execute(&mut *c)
     .await?;
     Ok(queued.rows_affected() > 0)
+}
+
+/// A database name that needs no quoting beyond the double quotes it gets.
+fn check_database_name(name: &str) -> Result<()> {
+    if name.is_empty()
+        || name.len() > 63
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
+        return Err(MetaError::Backend(format!(
+            "{name:?} is not a database name this command makes (a-z, 0-9, _)"
+        )));
+    }
+    Ok(())
 }

@@ -132,12 +132,13 @@ enum UpgradeCommand {
     /// Exits 1 if any check fails
     Verify(super::upgrade_verify::VerifyArgs),
     /// Rehearse the upgrade on a copy: restore the newest recorded backup (or --backup)
-    /// into a scratch store beside the data, run every hop there (expand, finalise and
+    /// into a scratch store (an SQLite file beside the data, or a temporary database on
+    /// the same PostgreSQL server, dropped afterwards), run every hop there (expand, finalise and
     /// the background migrations, to their end), time each step with its rows and the
     /// peak memory, remove the scratch store, and print a forecast for the real
     /// upgrade, scaled to the data's size now. The real data is only read. The result
     /// is kept in DATA_DIR/upgrade-rehearsal.json: `upgrade plan` shows its forecast and
-    /// `upgrade check` warns when there is none for the plan. SQLite stores only
+    /// `upgrade check` warns when there is none for the plan
     Rehearse {
         /// The backup to rehearse on [default: the newest one `wharf backup` recorded]
         #[arg(long, value_name = "FILE")]

@@ -1,9 +1,9 @@
 //! `wharf upgrade rehearse`: the upgrade tried on a copy first. The newest recorded
-//! backup (or `--backup FILE`) is restored into a scratch store beside the data (a
-//! temporary SQLite file), every hop of the plan is run there — expand, finalise and
-//! the background migrations, to completion — each step timed with the rows it went
-//! through and the process's peak memory, and the scratch store is removed. The real
-//! data is only read (for its size).
+//! backup (or `--backup FILE`) is restored into a scratch store (an SQLite file beside
+//! the data, or a database of its own on the registry's PostgreSQL server), every hop
+//! of the plan is run there (expand, finalise and the background migrations, to
+//! completion), each step timed with the rows it went through and the process's peak
+//! memory, and the scratch store is removed. The real data is only read (for its size).
 //!
 //! The result is kept in `DATA_DIR/upgrade-rehearsal.json`, where `upgrade plan` shows
 //! its forecast and `upgrade check` looks for it: a forecast scales each step's time by
@@ -16,7 +16,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use semver::Version;
 use wharf_metastore::schema::DataSize;
-use wharf_metastore::{MetaStore, SqliteMetaStore};
+use wharf_metastore::{MetaStore, PgMetaStore, SqliteMetaStore};
 use wharf_server::config::MetadataLocation;
 
 use super::StoreArgs;
@@ -91,89 +91,13 @@ pub fn run(
             backup.display()
         ));
 
-        // The scratch store: beside the data, so its disk is the one measured; removed
-        // whatever happens.
-        let scratch = tempfile::Builder::new()
-            .prefix(".wharf-rehearsal-")
-            .tempdir_in(existing_dir(&config.data_dir)?)
-            .context("cannot make a scratch directory beside the data")?;
-        let db = scratch.path().join("metadata.db");
-        let mut steps = Vec::new();
-
-        let t = Instant::now();
-        SqliteMetaStore::create_at_level(&db, header.schema_level, &header.wharf_version).await?;
-        let meta: Arc<dyn MetaStore> = Arc::new(SqliteMetaStore::open_for_upgrade(&db).await?);
-        let blobs: Arc<dyn wharf_blobstore::BlobStore> =
-            Arc::new(wharf_blobstore::FsBlobStore::open(scratch.path().join("blobs"))?);
-        let restored = wharf_backup::restore(wharf_backup::RestoreRequest {
-            archive: &backup,
-            meta: meta.clone(),
-            blobs,
-            wharf_version: &header.wharf_version,
-            schema_level: header.schema_level,
-            replace: false,
-            allow_version_mismatch: false,
-            progress: &progress,
-            verified: Some(verified),
-        })
-        .await
-        .context("restoring the backup into the scratch store")?;
-        drop(meta);
-        let data = wharf_metastore::schema::size_sqlite(&db)?;
-        steps.push(Measured {
-            hop: "restore".into(),
-            step: "restore".into(),
-            secs: t.elapsed().as_secs_f64(),
-            rows: Some(restored.rows),
-            peak_mib: peak_mib(),
-        });
-        say(format!(
-            "  restore: {} rows in {:.1} s ({} manifests)",
-            restored.rows,
-            t.elapsed().as_secs_f64(),
-            data.manifests
-        ));
-
-        let scratch_config = wharf_server::Config {
-            data_dir: scratch.path().to_path_buf(),
-            ..wharf_server::Config::default()
-        };
-        for hop in &plan.hops {
-            let to = Version::parse(&hop.to)?;
-            let level = wharf_upgrade::work::schema_level(&catalog, &hop.to, &own, wharf_server::SCHEMA_LEVEL)
-                .with_context(|| format!("{to} is not in the release catalog"))?;
-            let name = format!("{} → {}", hop.from, hop.to);
-            let t = Instant::now();
-            SqliteMetaStore::expand(&db, level).await?;
-            steps.push(measured(&name, "expand", t, None));
-            let t = Instant::now();
-            SqliteMetaStore::finalise(&db, level, &hop.to).await?;
-            steps.push(measured(&name, "finalise", t, None));
-            // The background migrations the hop's level brings, run here to the end.
-            for (l, action) in wharf_metastore::schema::BACKGROUND {
-                if *l != level {
-                    continue;
-                }
-                let meta: Arc<dyn MetaStore> = Arc::new(SqliteMetaStore::open_for_upgrade(&db).await?);
-                let pending = meta.count_manifests_without_refs().await?;
-                let t = Instant::now();
-                super::upgrade_apply::run_background_here(&scratch_config, meta, action).await?;
-                steps.push(measured(&name, action, t, Some(pending)));
-            }
-            for s in steps.iter().filter(|s| s.hop == name) {
-                say(format!(
-                    "  {name} {}: {:.2} s{}, peak memory {} MiB",
-                    s.step,
-                    s.secs,
-                    s.rows.map_or(String::new(), |r| format!(
-                        " ({r} rows, {:.0} rows/s)",
-                        r as f64 / s.secs.max(1e-6)
-                    )),
-                    s.peak_mib
-                ));
-            }
-        }
-        drop(scratch);
+        // The scratch store: beside the data (an SQLite file) or on the same PostgreSQL
+        // server, so the disk or server measured is the real one; removed whatever
+        // happens.
+        let scratch = Scratch::create(&config).await?;
+        let measured = rehearse_on(&scratch, &backup, verified, &plan, &catalog, &own, &say).await;
+        scratch.remove().await;
+        let (data, steps) = measured?;
         anyhow::Ok(Rehearsal {
             at_ms: wharf_metastore::now_ms(),
             backup: backup.display().to_string(),
@@ -213,6 +137,210 @@ pub fn run(
         println!("the scratch store is removed; kept: {}", record.display());
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Restores `backup` into `scratch` and runs every hop of `plan` there, timing each step.
+async fn rehearse_on(
+    scratch: &Scratch,
+    backup: &Path,
+    verified: wharf_backup::Verified,
+    plan: &wharf_upgrade::Plan,
+    catalog: &wharf_upgrade::Catalog,
+    own: &Version,
+    say: &dyn Fn(String),
+) -> anyhow::Result<(DataSize, Vec<Measured>)> {
+    let header = verified.header.clone();
+    let progress = wharf_backup::Quiet;
+    let mut steps = Vec::new();
+
+    let t = Instant::now();
+    scratch
+        .create_at_level(header.schema_level, &header.wharf_version)
+        .await?;
+    let meta = scratch.open().await?;
+    let blobs: Arc<dyn wharf_blobstore::BlobStore> = Arc::new(wharf_blobstore::FsBlobStore::open(
+        scratch.dir.path().join("blobs"),
+    )?);
+    let restored = wharf_backup::restore(wharf_backup::RestoreRequest {
+        archive: backup,
+        meta: meta.clone(),
+        blobs,
+        wharf_version: &header.wharf_version,
+        schema_level: header.schema_level,
+        replace: false,
+        allow_version_mismatch: false,
+        progress: &progress,
+        verified: Some(verified),
+    })
+    .await
+    .context("restoring the backup into the scratch store")?;
+    drop(meta);
+    let data = scratch.size().await?;
+    steps.push(Measured {
+        hop: "restore".into(),
+        step: "restore".into(),
+        secs: t.elapsed().as_secs_f64(),
+        rows: Some(restored.rows),
+        peak_mib: peak_mib(),
+    });
+    say(format!(
+        "  restore: {} rows in {:.1} s ({} manifests)",
+        restored.rows,
+        t.elapsed().as_secs_f64(),
+        data.manifests
+    ));
+
+    let scratch_config = scratch.config();
+    for hop in &plan.hops {
+        let to = Version::parse(&hop.to)?;
+        let level =
+            wharf_upgrade::work::schema_level(catalog, &hop.to, own, wharf_server::SCHEMA_LEVEL)
+                .with_context(|| format!("{to} is not in the release catalog"))?;
+        let name = format!("{} → {}", hop.from, hop.to);
+        let t = Instant::now();
+        scratch.expand(level).await?;
+        steps.push(measured(&name, "expand", t, None));
+        let t = Instant::now();
+        scratch.finalise(level, &hop.to).await?;
+        steps.push(measured(&name, "finalise", t, None));
+        // The background migrations the hop's level brings, run here to the end.
+        for (l, action) in wharf_metastore::schema::BACKGROUND {
+            if *l != level {
+                continue;
+            }
+            let meta = scratch.open().await?;
+            let pending = meta.count_manifests_without_refs().await?;
+            let t = Instant::now();
+            super::upgrade_apply::run_background_here(&scratch_config, meta, action).await?;
+            steps.push(measured(&name, action, t, Some(pending)));
+        }
+        for s in steps.iter().filter(|s| s.hop == name) {
+            say(format!(
+                "  {name} {}: {:.2} s{}, peak memory {} MiB",
+                s.step,
+                s.secs,
+                s.rows.map_or(String::new(), |r| format!(
+                    " ({r} rows, {:.0} rows/s)",
+                    r as f64 / s.secs.max(1e-6)
+                )),
+                s.peak_mib
+            ));
+        }
+    }
+    Ok((data, steps))
+}
+
+/// Where the copy is rehearsed on: an SQLite file in a directory beside the data, or a
+/// database of its own on the registry's PostgreSQL server. The directory also takes
+/// what the job worker writes.
+struct Scratch {
+    dir: tempfile::TempDir,
+    location: MetadataLocation,
+    /// The registry's PostgreSQL URL, and the scratch database's name on that server.
+    postgres: Option<(String, String)>,
+}
+
+impl Scratch {
+    async fn create(config: &wharf_server::Config) -> anyhow::Result<Scratch> {
+        let dir = tempfile::Builder::new()
+            .prefix(".wharf-rehearsal-")
+            .tempdir_in(existing_dir(&config.data_dir)?)
+            .context("cannot make a scratch directory beside the data")?;
+        Ok(
+            match config.metadata_location().map_err(anyhow::Error::msg)? {
+                MetadataLocation::Sqlite(_) => Scratch {
+                    location: MetadataLocation::Sqlite(dir.path().join("metadata.db")),
+                    dir,
+                    postgres: None,
+                },
+                MetadataLocation::Postgres(url) => {
+                    let name = format!(
+                        "wharf_rehearsal_{}_{}",
+                        std::process::id(),
+                        wharf_metastore::now_ms()
+                    );
+                    let mut scratch_url = reqwest::Url::parse(&url.0).context(
+                        "rehearsing on PostgreSQL needs the metadata store as a postgres:// URL",
+                    )?;
+                    scratch_url.set_path(&format!("/{name}"));
+                    PgMetaStore::create_database(&url.0, &name)
+                    .await
+                    .with_context(|| format!("cannot create the scratch database {name} (the user needs CREATEDB)"))?;
+                    Scratch {
+                        location: MetadataLocation::Postgres(wharf_server::config::MetadataUrl(
+                            scratch_url.to_string(),
+                        )),
+                        dir,
+                        postgres: Some((url.0, name)),
+                    }
+                }
+            },
+        )
+    }
+
+    /// Removes the scratch database (if any) and directory; a failure is said, not fatal.
+    async fn remove(self) {
+        if let Some((url, name)) = &self.postgres {
+            if let Err(e) = PgMetaStore::drop_database(url, name).await {
+                eprintln!("warning: the scratch database {name} could not be dropped ({e}); drop it by hand");
+            }
+        }
+        drop(self.dir);
+    }
+
+    /// Settings whose stores are the scratch ones (for the job worker).
+    fn config(&self) -> wharf_server::Config {
+        wharf_server::Config {
+            data_dir: self.dir.path().to_path_buf(),
+            metadata: match &self.location {
+                MetadataLocation::Postgres(u) => Some(u.clone()),
+                MetadataLocation::Sqlite(_) => None,
+            },
+            ..wharf_server::Config::default()
+        }
+    }
+
+    async fn create_at_level(&self, level: u32, version: &str) -> anyhow::Result<()> {
+        match &self.location {
+            MetadataLocation::Sqlite(p) => {
+                SqliteMetaStore::create_at_level(p, level, version).await?
+            }
+            MetadataLocation::Postgres(u) => {
+                PgMetaStore::create_at_level(&u.0, level, version).await?
+            }
+        }
+        Ok(())
+    }
+
+    async fn open(&self) -> anyhow::Result<Arc<dyn MetaStore>> {
+        Ok(match &self.location {
+            MetadataLocation::Sqlite(p) => Arc::new(SqliteMetaStore::open_for_upgrade(p).await?),
+            MetadataLocation::Postgres(u) => Arc::new(PgMetaStore::open_for_upgrade(&u.0).await?),
+        })
+    }
+
+    async fn expand(&self, level: u32) -> anyhow::Result<()> {
+        match &self.location {
+            MetadataLocation::Sqlite(p) => SqliteMetaStore::expand(p, level).await?,
+            MetadataLocation::Postgres(u) => PgMetaStore::expand(&u.0, level).await?,
+        };
+        Ok(())
+    }
+
+    async fn finalise(&self, level: u32, version: &str) -> anyhow::Result<()> {
+        match &self.location {
+            MetadataLocation::Sqlite(p) => SqliteMetaStore::finalise(p, level, version).await?,
+            MetadataLocation::Postgres(u) => PgMetaStore::finalise(&u.0, level, version).await?,
+        };
+        Ok(())
+    }
+
+    async fn size(&self) -> anyhow::Result<DataSize> {
+        Ok(match &self.location {
+            MetadataLocation::Sqlite(p) => wharf_metastore::schema::size_sqlite(p)?,
+            MetadataLocation::Postgres(u) => wharf_metastore::schema::size_postgres(&u.0).await?,
+        })
+    }
 }
 
 fn measured(hop: &str, step: &str, t: Instant, rows: Option<u64>) -> Measured {
