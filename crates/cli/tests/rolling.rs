@@ -204,6 +204,26 @@ async fn rolling_upgrade_under_load_has_zero_failed_requests() {
     let Some((cluster, load)) = cluster_under_load("upgrade").await else {
         return;
     };
+    // An image the Engine lacks is refused before anything changes: no step journalled.
+    let mut args = cluster.apply_args();
+    let at = args.iter().position(|a| a == "--image").unwrap() + 1;
+    args[at] = "wharf-no-such-image:0".into();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let refused =
+        rolling::run_streaming(cluster.upgrade_cmd(&args), Duration::from_secs(120), |_| {
+            Hook::Continue
+        })
+        .await;
+    assert!(
+        !refused.success()
+            && refused
+                .describe()
+                .contains("wharf-no-such-image:0 is not on this Docker Engine"),
+        "{}",
+        refused.describe()
+    );
+    let st = cluster.status().await;
+    assert_eq!(st["journal"], serde_json::json!([]), "{st:#}");
     let run = cluster.apply(&[], |_| Hook::Continue).await;
     run.assert_finished("upgrade apply --driver docker");
     eprintln!(

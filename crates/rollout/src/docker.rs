@@ -231,6 +231,18 @@ impl Driver for DockerDriver {
         wait_ready(self, replica, target, &probe_client(), &say).await
     }
 
+    async fn check_target(&self, target: &Target) -> anyhow::Result<()> {
+        match self.docker.inspect_image(&target.image).await {
+            Ok(_) => Ok(()),
+            Err(e) if not_found(&e) => bail!(
+                "the image {} is not on this Docker Engine: pull or load it first (`docker pull {}`, or `docker load`); nothing was changed",
+                target.image,
+                target.image
+            ),
+            Err(e) => Err(e).with_context(|| format!("inspecting the image {}", target.image)),
+        }
+    }
+
     async fn converge(
         &self,
         replica: &Replica,

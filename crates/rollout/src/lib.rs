@@ -68,6 +68,13 @@ pub trait Driver: Send + Sync {
         report: &(dyn Fn(Event) + Send + Sync),
     ) -> anyhow::Result<()>;
 
+    /// Whether `target` can be started at all, before anything changes: for the docker
+    /// driver, that its image is on the Engine. By default nothing to check (an
+    /// orchestrator brings its own images).
+    async fn check_target(&self, _target: &Target) -> anyhow::Result<()> {
+        Ok(())
+    }
+
     /// Checks again, after the pause that lets the load balancer route to it, that the
     /// replica still runs and answers ready with the target version. One that went down
     /// in the meantime is reported and waited for (until `target.timeout`), as one that

@@ -342,6 +342,8 @@ async fn steps(
     };
     let driver = driver(args, meta.clone()).await?;
     let caches = cache_driver(args).await?;
+    // The new release's image must be there before anything changes.
+    driver.check_target(&target(args, image, to)).await?;
     // After finalisation the entry holds only names (see the finalise step).
     let mut saved: Option<Vec<Replica>> = done
         .iter()
