@@ -1190,6 +1190,25 @@ async fn a_rehearsal_forecasts_the_real_upgrade_and_leaves_the_data_alone() {
     };
     let before = check(vec!["--data-dir".into(), dir.into()]).await;
     assert_eq!(before["status"], "warn", "{before}");
+    // Where there is no data, it says so and creates nothing.
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let out = run(
+        wharf_cmd(&["upgrade", "rehearse", "--data-dir", empty.to_str().unwrap()]),
+        None,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(
+        !out.status.success() && secure::output_text(&out).contains("there is no wharf data at"),
+        "{}",
+        secure::output_text(&out)
+    );
+    assert_eq!(
+        std::fs::read_dir(&empty).unwrap().count(),
+        0,
+        "nothing created"
+    );
     let untouched = sha256(&std::fs::read(&db).unwrap());
 
     let out = run(

@@ -59,6 +59,15 @@ pub fn run(
         let backup = match backup {
             Some(b) => b,
             None => {
+                // Reading the backups' record never creates a store.
+                if let Ok(MetadataLocation::Sqlite(path)) = config.metadata_location() {
+                    if !path.exists() {
+                        bail!(
+                            "there is no wharf data at {}: pass --data-dir (or --metadata), or --backup FILE",
+                            path.display()
+                        );
+                    }
+                }
                 let meta = super::upgrade_apply::open_for_upgrade(&config).await?;
                 let last = meta.backups(1).await?.into_iter().next().context(
                     "no backup is recorded: run `wharf backup --out FILE` first, or pass --backup FILE",
@@ -77,6 +86,9 @@ pub fn run(
         let mut versions = catalog.versions();
         if !versions.contains(&own) {
             versions.push(own.clone());
+        }
+        if from == own {
+            bail!("the backup was written by {own}, this binary's version: there is no upgrade to rehearse (pass --backup with an older release's backup)");
         }
         let plan = wharf_upgrade::plan(&from, &own, &versions, false);
         if plan.path.last() != Some(&own.to_string()) {
