@@ -61,6 +61,18 @@ impl Fill {
         Ok(())
     }
 
+    /// `len` bytes of the spooled fill from `pos`, read on the blocking pool.
+    async fn read_at(&self, pos: u64, len: usize) -> io::Result<Bytes> {
+        let file = self.file.clone();
+        let buf = tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; len];
+            file.read_exact_at(&mut buf, pos).map(|_| buf)
+        })
+        .await
+        .map_err(io::Error::other)??;
+        Ok(Bytes::from(buf))
+    }
+
     pub fn progress(&self) -> watch::Receiver<FillProgress> {
         self.progress.subscribe()
     }
@@ -114,14 +126,8 @@ impl Fill {
                         .map_err(|_| io::Error::other("the fill stopped"))?;
                 };
                 let want = (available - pos).min(CHUNK) as usize;
-                let file = fill.file.clone();
-                let chunk = tokio::task::spawn_blocking(move || {
-                    let mut buf = vec![0u8; want];
-                    file.read_exact_at(&mut buf, pos).map(|_| buf)
-                })
-                .await
-                .map_err(io::Error::other)??;
-                Ok(Some((Bytes::from(chunk), (pos + want as u64, rx))))
+                let chunk = fill.read_at(pos, want).await?;
+                Ok(Some((chunk, (pos + want as u64, rx))))
             }
         })
     }
@@ -543,17 +549,8 @@ async fn upload(store: &dyn BlobStore, fill: &Fill) -> io::Result<()> {
         let mut pos = 0;
         while pos < fill.size {
             let want = (fill.size - pos).min(UPLOAD_CHUNK) as usize;
-            let file = fill.file.clone();
-            let chunk = tokio::task::spawn_blocking(move || {
-                let mut buf = vec![0u8; want];
-                file.read_exact_at(&mut buf, pos).map(|_| buf)
-            })
-            .await
-            .map_err(io::Error::other)??;
-            writer
-                .write(Bytes::from(chunk))
-                .await
-                .map_err(io::Error::other)?;
+            let chunk = fill.read_at(pos, want).await?;
+            writer.write(chunk).await.map_err(io::Error::other)?;
             pos += want as u64;
         }
         writer.finish().await.map_err(io::Error::other)?;

@@ -331,7 +331,8 @@ pub fn assess_caches(
     issues
 }
 
-async fn proxy_status(meta: &dyn MetaStore) -> wharf_metastore::Result<Vec<ProxyStatus>> {
+/// Every proxy with its settings and what it holds now.
+pub async fn proxy_status(meta: &dyn MetaStore) -> wharf_metastore::Result<Vec<ProxyStatus>> {
     let mut out = Vec::new();
     for p in meta.proxies().await? {
         let held = meta.proxied_manifests(&p.prefix).await?;

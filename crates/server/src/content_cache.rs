@@ -61,6 +61,11 @@ pub struct CacheView {
     pub report: Option<CacheReport>,
 }
 
+/// A cache in a list for people: `eu (1.2.0, serving)`.
+pub fn describe(name: &str, version: Option<&str>, state: &str) -> String {
+    format!("{name} ({}, {state})", version.unwrap_or("version unknown"))
+}
+
 /// Judges a cache at the store's time `now`.
 pub fn assess(row: &ContentCacheRow, now: i64) -> CacheView {
     let report: Option<CacheReport> = row

@@ -362,11 +362,10 @@ pub fn run(args: UpgradeArgs) -> anyhow::Result<std::process::ExitCode> {
                 let listed: Vec<String> = caches
                     .iter()
                     .map(|c| {
-                        format!(
-                            "{} ({}, {})",
-                            c.name,
-                            c.version.as_deref().unwrap_or("version unknown"),
-                            c.state
+                        wharf_server::content_cache::describe(
+                            &c.name,
+                            c.version.as_deref(),
+                            &c.state,
                         )
                     })
                     .collect();

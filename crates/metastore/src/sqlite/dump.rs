@@ -64,12 +64,7 @@ fn export_blocking(conn: &mut Connection, to: &mpsc::Sender<DumpItem>) -> Result
     for table in TABLES {
         // A store at an older schema level (backed up before an upgrade) lacks the
         // newer tables.
-        let exists: bool = tx.query_row(
-            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?)",
-            [table],
-            |r| r.get(0),
-        )?;
-        if !exists {
+        if !table_exists(&tx, table)? {
             continue;
         }
         let cols = columns(&tx, table)?;
@@ -120,16 +115,19 @@ fn to_sql(v: Value) -> rusqlite::types::Value {
     }
 }
 
+fn table_exists(conn: &Connection, table: &str) -> Result<bool> {
+    Ok(conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?)",
+        [table],
+        |r| r.get(0),
+    )?)
+}
+
 fn is_empty(conn: &Connection) -> Result<bool> {
     for table in TABLES {
         // A store at an older schema level (a rehearsal's scratch store) lacks the
         // later levels' tables.
-        let exists: bool = conn.query_row(
-            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?)",
-            [table],
-            |r| r.get(0),
-        )?;
-        if !exists {
+        if !table_exists(conn, table)? {
             continue;
         }
         let any: bool =

@@ -33,7 +33,7 @@ use crate::{AppState, ServerInfo};
 pub(crate) mod content_caches;
 mod jobs;
 mod orgs;
-mod proxies;
+pub(crate) mod proxies;
 mod repos;
 pub(crate) mod scan;
 mod scan_policy;

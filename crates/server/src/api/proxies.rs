@@ -129,16 +129,7 @@ pub async fn create(State(st): State<AppState>, req: Request) -> ApiResult {
     let prefix = prefix.ok_or_else(|| invalid("a proxy needs a prefix"))?;
     let config =
         proxy_admin::config_from(&prefix, spec, wharf_metastore::now_ms()).map_err(invalid)?;
-    let meta = st.registry.meta();
-    let existing = meta.proxies().await.map_err(store_error)?;
-    if let Some(why) = proxy_admin::overlap(&config, &existing) {
-        return Err(ApiError::new(ErrorCode::Conflict, why));
-    }
-    meta.create_proxy(&config).await.map_err(store_error)?;
-    proxy_admin::ensure_retention_schedule(meta.as_ref())
-        .await
-        .map_err(store_error)?;
-    st.proxies.invalidate().await;
+    add(&st, &config).await?;
     audit_log(
         &st,
         &actor,
@@ -148,6 +139,26 @@ pub async fn create(State(st): State<AppState>, req: Request) -> ApiResult {
     )
     .await?;
     Ok(created(view(&config)))
+}
+
+/// Adds a checked proxy (the API and the web UI): refused with a conflict when its
+/// prefix overlaps another proxy's or is taken; the retention schedule comes with the
+/// first proxy; this replica sees it at once, the others within their refresh.
+pub(crate) async fn add(
+    st: &AppState,
+    config: &wharf_metastore::ProxyConfig,
+) -> Result<(), ApiError> {
+    let meta = st.registry.meta();
+    let existing = meta.proxies().await.map_err(store_error)?;
+    if let Some(why) = proxy_admin::overlap(config, &existing) {
+        return Err(ApiError::new(ErrorCode::Conflict, why));
+    }
+    meta.create_proxy(config).await.map_err(store_error)?;
+    proxy_admin::ensure_retention_schedule(meta.as_ref())
+        .await
+        .map_err(store_error)?;
+    st.proxies.invalidate().await;
+    Ok(())
 }
 
 /// Change a proxy

@@ -72,14 +72,7 @@ impl PlanView {
         (!self.content_caches.is_empty()).then(|| {
             self.content_caches
                 .iter()
-                .map(|c| {
-                    format!(
-                        "{} ({}, {})",
-                        c.name,
-                        c.version.as_deref().unwrap_or("version unknown"),
-                        c.state
-                    )
-                })
+                .map(|c| crate::content_cache::describe(&c.name, c.version.as_deref(), &c.state))
                 .collect::<Vec<_>>()
                 .join(", ")
         })

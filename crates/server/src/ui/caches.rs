@@ -68,28 +68,24 @@ async fn caches_page(
             version: c.version.unwrap_or_else(|| "—".into()),
         })
         .collect();
-    let mut proxies = Vec::new();
-    for p in meta.proxies().await? {
-        let held = meta.proxied_manifests(&p.prefix).await?;
-        let retention = match (p.max_bytes, p.max_idle_days) {
-            (None, None) => "kept".to_string(),
-            (Some(b), None) => format!("up to {}", size(b)),
-            (None, Some(d)) => format!("unused {d} days"),
-            (Some(b), Some(d)) => format!("up to {}, unused {d} days", size(b)),
-        };
-        proxies.push(ProxyRow {
+    // What each proxy holds, as the cluster status counts it.
+    let proxies = crate::cluster::proxy_status(meta.as_ref())
+        .await?
+        .into_iter()
+        .map(|p| ProxyRow {
             upstreams: p.upstreams.join(", "),
-            username: p.username.clone().unwrap_or_else(|| "—".into()),
+            username: p.username.unwrap_or_else(|| "—".into()),
             revalidate: format!("{} s", p.revalidate_secs),
-            retention,
-            held: format!(
-                "{} image(s), {}",
-                held.len(),
-                size(held.iter().map(|m| m.bytes).sum())
-            ),
+            retention: match (p.max_bytes, p.max_idle_days) {
+                (None, None) => "kept".to_string(),
+                (Some(b), None) => format!("up to {}", size(b)),
+                (None, Some(d)) => format!("unused {d} days"),
+                (Some(b), Some(d)) => format!("up to {}, unused {d} days", size(b)),
+            },
+            held: format!("{} image(s), {}", p.images, size(p.bytes)),
             prefix: p.prefix,
-        });
-    }
+        })
+        .collect();
     let status = super::page::form_status(&error);
     Ok(render_status(
         status,
@@ -236,19 +232,11 @@ pub async fn post(State(st): State<AppState>, visitor: Visitor, req: Request) ->
                 Ok(c) => c,
                 Err(e) => return fail(e).await,
             };
-            let existing = meta.proxies().await?;
-            if let Some(why) = proxy_admin::overlap(&config, &existing) {
-                return fail(why).await;
-            }
-            match meta.create_proxy(&config).await {
+            match crate::api::proxies::add(&st, &config).await {
                 Ok(()) => {}
-                Err(MetaError::Conflict(_)) => {
-                    return fail(format!("there is a proxy {} already", config.prefix)).await
-                }
-                Err(e) => return Err(e.into()),
+                Err(e) if e.code == wharf_oci::ErrorCode::Conflict => return fail(e.detail).await,
+                Err(e) => return Err(super::page::internal(e.detail)),
             }
-            proxy_admin::ensure_retention_schedule(meta.as_ref()).await?;
-            st.proxies.invalidate().await;
             let details = serde_json::to_string(&proxy_admin::ProxyView::from(&config)).ok();
             ("proxy.create", config.prefix, details, None)
         }
