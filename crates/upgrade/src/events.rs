@@ -98,6 +98,13 @@ pub enum Event {
         status: String,
         attempts: u32,
         progress: Option<serde_json::Value>,
+        /// The last failed attempt's error, while the job is retried.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        /// Who runs it: "the replicas" (a rolling upgrade waits for them) or "this
+        /// process" (the local driver, the registry stopped).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
     },
     /// The upgrade lock was held by a run that stopped; this run took it over.
     LockTakenOver { from: String },
@@ -199,17 +206,27 @@ impl Event {
                 status,
                 attempts,
                 progress,
-            } => match progress {
-                Some(p) => format!(
-                    "  waiting for {action} (job {job}, attempt {attempts}): {} of {}{}",
-                    p["done"],
-                    p["total"],
-                    p["eta_secs"]
-                        .as_u64()
-                        .map_or(String::new(), |s| format!(", about {s} s left"))
-                ),
-                None => format!("  waiting for {action} (job {job}, {status})"),
-            },
+                error,
+                by,
+            } => {
+                let by = by
+                    .as_deref()
+                    .map_or(String::new(), |b| format!(", run by {b}"));
+                let retry = error
+                    .as_deref()
+                    .map_or(String::new(), |e| format!("; the last attempt failed: {e}"));
+                match progress.as_ref().filter(|p| p["total"].as_u64().is_some()) {
+                    Some(p) => format!(
+                        "  waiting for {action} (job {job}, attempt {attempts}{by}): {} of {}{}{retry}",
+                        p["done"],
+                        p["total"],
+                        p["eta_secs"]
+                            .as_u64()
+                            .map_or(String::new(), |s| format!(", about {s} s left"))
+                    ),
+                    None => format!("  waiting for {action} (job {job}, {status}{by}){retry}"),
+                }
+            }
             Event::LockTakenOver { from } => {
                 format!("taking over the upgrade lock from {from}, which is no longer running")
             }
@@ -305,6 +322,8 @@ mod tests {
                 status: "running".into(),
                 attempts: 1,
                 progress: Some(json!({"done": 5, "total": 10})),
+                error: None,
+                by: None,
             }),
             json!({"v": 1, "event": "waiting_for_migration", "action": "metadatastoremigration",
                    "job": 7, "status": "running", "attempts": 1, "progress": {"done": 5, "total": 10}})

@@ -85,7 +85,9 @@ enum UpgradeCommand {
     },
     /// Upgrade to this binary's version, step by step, each step recorded in the
     /// metadata store: run it again after any interruption and it continues with the
-    /// first unfinished step. With the local driver (default) the registry is stopped:
+    /// first unfinished step. From an older release it goes through every required
+    /// stop of the plan, one hop after another; before each next hop the previous
+    /// hop's background migrations have finished. With the local driver (default) the registry is stopped:
     /// checks, a metadata backup, schema migrations, finalisation, background migrations
     /// queued as jobs. With --driver docker or external the cluster keeps serving: the
     /// schema is expanded (old replicas keep working), replicas are replaced one at a
@@ -108,6 +110,10 @@ enum UpgradeCommand {
         /// replica, progress, finished, refused, failed; needs --yes)
         #[arg(long, default_value = "text")]
         format: String,
+        /// How long each stop's background migrations may take before the next stop
+        /// of the plan starts (they must finish first); a rerun resumes the wait
+        #[arg(long, default_value_t = 12 * 3600, value_name = "SECS")]
+        migration_timeout_secs: u64,
         #[command(flatten)]
         rolling: super::upgrade_rolling::RollingArgs,
     },
@@ -157,26 +163,10 @@ fn parse_version(s: &str) -> Result<Version, String> {
 /// The version that wrote the data the configuration points at.
 pub fn data_version(store: &StoreArgs) -> anyhow::Result<Version> {
     let config = store.to_config()?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()?;
-    let info = match config.metadata_location().map_err(anyhow::Error::msg)? {
-        MetadataLocation::Sqlite(path) => {
-            if !path.exists() {
-                anyhow::bail!(
-                    "no registry data at {} (pass --data-dir / --metadata, or --from)",
-                    path.display()
-                );
-            }
-            wharf_metastore::schema::peek_sqlite(&path)?
-        }
-        MetadataLocation::Postgres(url) => {
-            runtime.block_on(wharf_metastore::schema::peek_postgres(&url.0))?
-        }
-    };
-    let info = info
-        .ok_or_else(|| anyhow::anyhow!("the metadata store holds no wharf data (pass --from)"))?;
-    parse_version(&info.wharf_version).map_err(anyhow::Error::msg)
+        .build()?
+        .block_on(wharf_upgrade_engine::data_version(&config))
 }
 
 pub fn run(args: UpgradeArgs) -> anyhow::Result<std::process::ExitCode> {
@@ -216,14 +206,18 @@ pub fn run(args: UpgradeArgs) -> anyhow::Result<std::process::ExitCode> {
             skip_backup,
             reason,
             format,
+            migration_timeout_secs,
             rolling,
         } => {
             return super::upgrade_apply::run(
                 &args.store,
                 &rolling,
-                yes,
-                backup_dir,
-                skip_backup.then(|| reason.unwrap_or_default()),
+                super::upgrade_apply::ApplyArgs {
+                    yes,
+                    backup_dir,
+                    skip_backup: skip_backup.then(|| reason.unwrap_or_default()),
+                    migration_timeout_secs,
+                },
                 super::upgrade_apply::Report::new(&format)?,
             );
         }
@@ -233,13 +227,7 @@ pub fn run(args: UpgradeArgs) -> anyhow::Result<std::process::ExitCode> {
             rolling,
         } => {
             let report = super::upgrade_apply::Report::new(&format)?;
-            let result = super::upgrade_rolling::rollback(&args.store, &rolling, yes, report);
-            if let Err(e) = &result {
-                report.emit(wharf_upgrade::events::Event::Failed {
-                    error: format!("{e:#}"),
-                });
-            }
-            return result;
+            return super::upgrade_apply::rollback(&args.store, &rolling, yes, report);
         }
         UpgradeCommand::Verify(verify) => return super::upgrade_verify::run(&args.store, verify),
         UpgradeCommand::Rehearse { backup, format } => {
@@ -481,7 +469,7 @@ fn content_caches(store: &StoreArgs) -> Vec<wharf_server::content_cache::CacheVi
         return Vec::new();
     };
     runtime.block_on(async {
-        let Ok(meta) = super::upgrade_apply::open_for_upgrade(&config).await else {
+        let Ok(meta) = wharf_upgrade_engine::open_for_upgrade(&config).await else {
             return Vec::new();
         };
         wharf_server::content_cache::cache_views(meta.as_ref())
@@ -499,7 +487,7 @@ fn status(store: &StoreArgs, format: &str) -> anyhow::Result<std::process::ExitC
         .enable_all()
         .build()?;
     let st = runtime.block_on(async {
-        let meta = super::upgrade_apply::open_for_upgrade(&config).await?;
+        let meta = wharf_upgrade_engine::open_for_upgrade(&config).await?;
         anyhow::Ok(wharf_upgrade::status::status(meta.as_ref(), &own).await?)
     })?;
     if format == "json" {

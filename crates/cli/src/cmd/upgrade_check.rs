@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::Context;
 use wharf_upgrade::Catalog;
 
-pub use wharf_server::upgrade_checks::{run_checks, Check, Options, FAIL, NAMES, SKIPPED};
+pub use wharf_server::upgrade_checks::{run_checks, Check, Options, FAIL, NAMES};
 
 /// Prints checks as an operator reads them: status, name, what was measured, and the fix
 /// under each failure; then the verdict. Returns how many failed.
@@ -46,7 +46,7 @@ pub fn load_catalog(path: Option<&Path>) -> anyhow::Result<Catalog> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use wharf_server::upgrade_checks::{PASS, WARN};
+    use wharf_server::upgrade_checks::{PASS, SKIPPED, WARN};
 
     /// What `upgrade check` can say of a check; its help and docs/upgrading.md list
     /// them, and these tests keep the three in step.

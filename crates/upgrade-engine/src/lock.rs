@@ -1,0 +1,56 @@
+//! The upgrade lock: one upgrade at a time, whatever node runs it.
+
+use anyhow::bail;
+use wharf_metastore::MetaStore;
+
+use crate::{Engine, Event};
+
+/// A holder that has not renewed the lock for this long is presumed gone.
+const LEASE_MS: i64 = 5 * 60_000;
+
+impl Engine {
+    /// Takes the upgrade lock for this process; returns the holder name.
+    pub(crate) async fn take_lock(&self, meta: &dyn MetaStore) -> anyhow::Result<String> {
+        let holder = format!("{}:{}", hostname(), std::process::id());
+        if let Err(other) = meta.take_upgrade_lock(&holder, LEASE_MS).await? {
+            // A holder on this host whose process is gone (killed, crashed) is taken
+            // over at once; elsewhere, when it has not renewed the lock for 5 minutes.
+            if holder_is_gone(&other) {
+                self.emit(Event::LockTakenOver {
+                    from: other.to_string(),
+                });
+                if let Err(again) = meta.take_upgrade_lock(&holder, 0).await? {
+                    bail!("could not take over the upgrade lock from {again}");
+                }
+            } else {
+                bail!("another upgrade holds the lock ({other}); it is taken over when it has not renewed it for 5 minutes");
+            }
+        }
+        Ok(holder)
+    }
+}
+
+/// Renews the lock before a step: a holder that stops renewing is presumed gone.
+pub(crate) async fn renew(meta: &dyn MetaStore, holder: &str) -> anyhow::Result<()> {
+    if let Err(other) = meta.take_upgrade_lock(holder, LEASE_MS).await? {
+        bail!("the upgrade lock was taken over by {other}");
+    }
+    Ok(())
+}
+
+pub(crate) fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// Whether a lock holder `HOST:PID` is a process of this host that no longer runs.
+fn holder_is_gone(holder: &str) -> bool {
+    let Some((host, pid)) = holder.rsplit_once(':') else {
+        return false;
+    };
+    host == hostname()
+        && pid
+            .parse::<u32>()
+            .is_ok_and(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
+}
