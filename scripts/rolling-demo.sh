@@ -4,7 +4,9 @@
 # real: the transcript in docs/upgrading.md ("Rolling upgrades (docker driver): a real
 # run") comes from this script.
 #
-#   scripts/rolling-demo.sh OLD_IMAGE NEW_IMAGE      e.g. wharf:dev-1.1.0 wharf:dev-debug
+#   scripts/rolling-demo.sh OLD_IMAGE NEW_IMAGE [VERSION=IMAGE]
+#       e.g. wharf:dev-1.1.0 wharf:dev-debug
+#       or   wharf:dev-1.0.0 wharf:dev-debug 1.1.0=wharf:dev-1.1.0   (two hops in one apply)
 #
 # It starts a throwaway PostgreSQL and S3 server (scripts/postgres-for-tests.sh,
 # scripts/s3-for-tests.sh), three replica containers of OLD_IMAGE (`--network host`,
@@ -24,10 +26,12 @@
 # LOAD_MAX (5000) bounds the load's requests, LOAD_PAUSE (0.02 s) paces them.
 set -euo pipefail
 
-usage() { echo "usage: $0 OLD_IMAGE NEW_IMAGE" >&2; exit 2; }
-[ $# -eq 2 ] || usage
+usage() { echo "usage: $0 OLD_IMAGE NEW_IMAGE [VERSION=IMAGE]" >&2; exit 2; }
+[ $# -eq 2 ] || [ $# -eq 3 ] || usage
 OLD_IMAGE=$1
 NEW_IMAGE=$2
+# An intermediate stop of the plan and its image, for an upgrade of several hops.
+HOP=${3:-}
 cd "$(dirname "$0")/.."
 WHARF_BIN=${WHARF_BIN:-target/debug/wharf}
 LOAD_MAX=${LOAD_MAX:-5000}
@@ -43,7 +47,7 @@ for tool in docker nginx skopeo curl jq psql sha256sum; do
   command -v "$tool" >/dev/null || { echo "$tool is not installed" >&2; exit 1; }
 done
 [ -x "$WHARF_BIN" ] || { echo "$WHARF_BIN does not exist (cargo build)" >&2; exit 1; }
-for image in "$OLD_IMAGE" "$NEW_IMAGE"; do
+for image in "$OLD_IMAGE" "$NEW_IMAGE" ${HOP:+"${HOP#*=}"}; do
   docker image inspect "$image" >/dev/null 2>&1 || { echo "no image $image" >&2; exit 1; }
 done
 
@@ -331,7 +335,7 @@ load() {
 # the transcript
 
 note "cluster: three replicas of $OLD_IMAGE behind nginx at $LB (max_fails=1 fail_timeout=2s)"
-note "wharf is $WHARF_BIN ($("$WHARF_BIN" --version)); NEW_IMAGE is $NEW_IMAGE"
+note "wharf is $WHARF_BIN ($("$WHARF_BIN" --version)); NEW_IMAGE is $NEW_IMAGE${HOP:+; HOP is $HOP}"
 note "PG=$PG"
 note "BLOBS=$BLOBS S3=$S3"
 note "DATA=$DATA LB=$LB LABEL=$LABEL"
@@ -346,9 +350,15 @@ run 'wharf upgrade plan --metadata "$PG" --data-dir "$DATA"'
 run 'wharf upgrade check --metadata "$PG" --blobs "$BLOBS" --s3-endpoint "$S3" --data-dir "$DATA"'
 
 started=$(date +%s.%N)
-run 'WHARF_PASSWORD=$PASSWORD wharf upgrade apply --driver docker --image "$NEW_IMAGE" --label "$LABEL" \
+if [ -n "$HOP" ]; then
+  run 'WHARF_PASSWORD=$PASSWORD wharf upgrade apply --driver docker --image "$HOP" --image "$NEW_IMAGE" \
+    --label "$LABEL" --metadata "$PG" --blobs "$BLOBS" --s3-endpoint "$S3" --data-dir "$DATA" --yes \
+    --url "$LB" --username admin --settle-secs 3'
+else
+  run 'WHARF_PASSWORD=$PASSWORD wharf upgrade apply --driver docker --image "$NEW_IMAGE" --label "$LABEL" \
     --metadata "$PG" --blobs "$BLOBS" --s3-endpoint "$S3" --data-dir "$DATA" --yes \
     --url "$LB" --username admin --settle-secs 3'
+fi
 ended=$(date +%s.%N)
 note "$(awk -v a="$started" -v b="$ended" 'BEGIN { printf "upgrade apply took %.1f s", b - a }')"
 

@@ -21,7 +21,7 @@ cleanup() {
   [ -z "${WHARF_TEST_S3_PID:-}" ] || bash scripts/s3-for-tests.sh stop "$WHARF_TEST_S3_PID" "${WHARF_TEST_S3_LOG:-}"
   [ -z "${WHARF_TEST_GARAGE_PID:-}" ] || bash scripts/garage-for-tests.sh stop "$WHARF_TEST_GARAGE_PID" "$WHARF_TEST_GARAGE_DIR"
   local image
-  for image in "${WHARF_TEST_IMAGE:-}" "${WHARF_TEST_IMAGE_1_1_0:-}" "${WHARF_TEST_IMAGE_DEBUG:-}"; do
+  for image in "${WHARF_TEST_IMAGE:-}" "${WHARF_TEST_IMAGE_1_0_0:-}" "${WHARF_TEST_IMAGE_1_1_0:-}" "${WHARF_TEST_IMAGE_DEBUG:-}"; do
     [ -z "$image" ] || docker rmi -f "$image" >/dev/null 2>&1 || true
   done
 }
@@ -41,17 +41,20 @@ if $have_docker; then
 fi
 
 # Earlier releases, built from the project's history, for the upgrade tests: 1.0.0 for
-# the local driver's multi-hop upgrade (crates/cli/tests/from_release.rs), 1.1.0, the
-# previous minor release, for the rolling upgrades (rolling.rs, rolling_external.rs):
-# their drivers go one release at a time and refuse to skip a minor release.
+# the multi-hop upgrades (crates/cli/tests/from_release.rs with the local driver,
+# rolling.rs with the docker driver), 1.1.0, the previous minor release, for the
+# rolling upgrades (rolling.rs, rolling_external.rs).
 WHARF_TEST_RELEASE_1_0_0="$PWD/$(bash scripts/build-release.sh 1.0.0)"
 export WHARF_TEST_RELEASE_1_0_0
 WHARF_TEST_RELEASE_1_1_0="$PWD/$(bash scripts/build-release.sh 1.1.0)"
 export WHARF_TEST_RELEASE_1_1_0
 # The rolling-upgrade tests (crates/cli/tests/rolling.rs) replace replica containers of
-# release 1.1.0 with containers of this build: images of the dynamically linked
-# binaries with their libraries (no second static release build).
+# release 1.1.0 with containers of this build, and in one command those of 1.0.0 with
+# 1.1.0's then this build's: images of the dynamically linked binaries with their
+# libraries (no second static release build).
 if $have_docker; then
+  WHARF_TEST_IMAGE_1_0_0=$(bash scripts/build-image.sh --binary "$WHARF_TEST_RELEASE_1_0_0" "wharf:test-1.0.0-$$")
+  export WHARF_TEST_IMAGE_1_0_0
   WHARF_TEST_IMAGE_1_1_0=$(bash scripts/build-image.sh --binary "$WHARF_TEST_RELEASE_1_1_0" "wharf:test-1.1.0-$$")
   export WHARF_TEST_IMAGE_1_1_0
 fi

@@ -65,7 +65,7 @@ async fn cluster_under_load(test: &str) -> Option<(RollingCluster, Load)> {
 /// After an upgrade: the load goes on a little on the new replicas, then everything an
 /// upgrade must leave: every replica on this build's image, the data at this version
 /// and schema level with its background step done (from 1.1.0 there is no background
-/// migration to run), `upgrade verify` passing, every acknowledged
+/// migration to run; an earlier hop's has finished), `upgrade verify` passing, every acknowledged
 /// push pulling back byte-identical through nginx. Returns the load's report; its
 /// failures are the caller's to judge.
 async fn check_upgraded(cluster: &RollingCluster, load: Load) -> LoadReport {
@@ -89,7 +89,14 @@ async fn check_upgraded(cluster: &RollingCluster, load: Load) -> LoadReport {
             .any(|(l, _)| *l > OLD_LEVEL && *l <= OWN_LEVEL),
         "a background migration from {OLD} on: check_upgraded must wait for it"
     );
-    assert_eq!(st["background_migrations"], serde_json::json!([]), "{st:#}");
+    // None queued by this hop; one from an earlier hop (a multi-hop upgrade from
+    // 1.0.0) has finished.
+    assert!(
+        st["background_migrations"]
+            .as_array()
+            .is_some_and(|b| b.iter().all(|m| m["status"] == "done")),
+        "{st:#}"
+    );
     assert_eq!(st["pending_manifests"], 0, "{st:#}");
     assert_eq!(
         background_detail(&st, Some(OLD)).as_deref(),
@@ -522,4 +529,139 @@ async fn rollback_in_the_middle_of_an_upgrade() {
         run.describe()
     );
     cluster.assert_all_on(&cluster.new_image, OWN).await;
+}
+
+/// Release 1.0.0, where the multi-hop upgrade starts, and its schema level.
+const FIRST: &str = "1.0.0";
+
+/// When the journal recorded `step` of the hop `from` → `to`, and its detail (psql).
+fn journalled(cluster: &RollingCluster, from: &str, to: &str, step: &str) -> (i64, String) {
+    let row = cluster.psql(&format!(
+        "SELECT at || ' ' || detail FROM wharf_upgrade_journal
+         WHERE from_version = '{from}' AND to_version = '{to}' AND step = '{step}'"
+    ));
+    let (at, detail) = row
+        .split_once(' ')
+        .unwrap_or_else(|| panic!("no journal entry {step} of {from} → {to}: {row:?}"));
+    (at.parse().unwrap(), detail.to_string())
+}
+
+/// The whole path in one command: three replica containers of release 1.0.0 behind
+/// nginx, under load, upgraded to this build through 1.1.0 by `upgrade apply --driver
+/// docker` given each stop's image. The command is killed while it waits for 1.1.0's
+/// background migration (which the 1.1.0 replicas run), and again between the hops;
+/// each rerun resumes. At the end no request failed, every acknowledged push pulls
+/// back byte-identical, 1.1.0's `metadatastoremigration` had finished before level 3
+/// was expanded (journal and job records), every replica runs this build, and
+/// `upgrade verify` passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn multi_hop_rolling_upgrade_from_1_0_0_in_one_command_under_load() {
+    let _serial = SERIAL.lock().await;
+    let Some(p) = prereqs() else {
+        return;
+    };
+    let cluster = RollingCluster::start("hops", &p, &p.image_1_0_0, FIRST).await;
+    let load = Load::start(&cluster.base(), LoadConfig::default());
+    // 1.0.0's manifests are what 1.1.0's background migration works through.
+    load.wait_for_pushes(10, Duration::from_secs(180)).await;
+    let stop_1_1_0 = format!("{OLD}={}", cluster.old_image);
+    let extra = ["--image", stop_1_1_0.as_str()];
+
+    // Killed while it waits for the replicas to run 1.1.0's background migration.
+    let run = cluster
+        .apply(&extra, |e| {
+            if e["event"] == "waiting_for_migration" {
+                Hook::Kill
+            } else {
+                Hook::Continue
+            }
+        })
+        .await;
+    assert!(
+        run.killed
+            && run
+                .killed_at
+                .as_ref()
+                .is_some_and(|e| e["action"] == "metadatastoremigration"),
+        "apply was not killed while waiting for metadatastoremigration: {}",
+        run.describe()
+    );
+    let plan = run
+        .events
+        .iter()
+        .find(|e| e["event"] == "plan")
+        .unwrap_or_else(|| panic!("no plan event: {}", run.describe()));
+    assert_eq!(
+        plan["hops"],
+        serde_json::json!([{"from": FIRST, "to": OLD}, {"from": OLD, "to": OWN}]),
+        "{}",
+        run.describe()
+    );
+    cluster.assert_all_on(&cluster.old_image, OLD).await;
+    load.run_for(Duration::from_secs(1)).await;
+
+    // Killed between the hops: the second hop has just started.
+    let run = cluster
+        .apply(&extra, |e| {
+            if e["event"] == "start" && e["to"] == OWN {
+                Hook::Kill
+            } else {
+                Hook::Continue
+            }
+        })
+        .await;
+    assert!(
+        run.killed && run.killed_at.as_ref().is_some_and(|e| e["from"] == OLD),
+        "apply was not killed between the hops: {}",
+        run.describe()
+    );
+    let st = cluster.status().await;
+    assert_eq!(st["data_version"], OLD, "{st:#}");
+    load.run_for(Duration::from_secs(1)).await;
+
+    // The rerun goes to the end.
+    let run = cluster.apply(&extra, |_| Hook::Continue).await;
+    run.assert_finished("upgrade apply after two interruptions");
+    eprintln!("the last run:\n{}", run.describe());
+    let st = cluster
+        .wait_status(OWN, true, Duration::from_secs(180))
+        .await;
+    assert_eq!(st["schema_level"], OWN_LEVEL, "{st:#}");
+
+    // 1.1.0's background migration finished before level 3 was expanded: in the
+    // journal, and by the job's own record.
+    let (background_at, background) = journalled(&cluster, FIRST, OLD, "background");
+    let (expand_at, _) = journalled(&cluster, OLD, OWN, "expand");
+    assert!(
+        background_at <= expand_at,
+        "background at {background_at}, expand at {expand_at}"
+    );
+    assert!(
+        background.starts_with("metadatastoremigration done"),
+        "{background}"
+    );
+    let jobs = cluster.psql(
+        "SELECT status || ' ' || finished_at FROM jobs WHERE action = 'metadatastoremigration'",
+    );
+    let finished: Vec<(&str, i64)> = jobs
+        .lines()
+        .map(|l| {
+            let (status, at) = l.split_once(' ').unwrap();
+            (status, at.parse().unwrap())
+        })
+        .collect();
+    assert!(
+        !finished.is_empty()
+            && finished
+                .iter()
+                .all(|(s, at)| *s == "done" && *at <= expand_at),
+        "metadatastoremigration jobs: {jobs:?}, level 3 expanded at {expand_at}"
+    );
+    assert_eq!(
+        cluster.psql("SELECT count(*) FROM manifests WHERE NOT refs_recorded"),
+        "0"
+    );
+    let report = check_upgraded(&cluster, load).await;
+    print_figures("multi-hop rolling upgrade from 1.0.0", &cluster, &report);
+    report.assert_no_failures("multi-hop rolling upgrade");
 }

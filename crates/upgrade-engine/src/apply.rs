@@ -61,8 +61,8 @@ impl Prepared {
 }
 
 impl Engine {
-    /// Reads the data's version and the journal, and plans the hops to this release.
-    /// Changes nothing.
+    /// Reads the data's version and the journal, and plans the hops to this release
+    /// (a `plan` event lists them when there are several). Changes nothing.
     pub async fn prepare(&self, driver: DriverKind) -> anyhow::Result<Prepared> {
         let own = &self.own;
         let data = crate::store::data_version(&self.config).await?;
@@ -119,6 +119,17 @@ impl Engine {
                 anyhow::Ok(Hop { from, to, level })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
+        if hops.len() > 1 {
+            self.emit(Event::Plan {
+                hops: hops
+                    .iter()
+                    .map(|h| HopRef {
+                        from: h.from.to_string(),
+                        to: h.to.to_string(),
+                    })
+                    .collect(),
+            });
+        }
         Ok(Prepared::Ready { hops, warnings })
     }
 
@@ -144,17 +155,6 @@ impl Engine {
                     .await?,
             ),
         };
-        if hops.len() > 1 {
-            self.emit(Event::Plan {
-                hops: hops
-                    .iter()
-                    .map(|h| HopRef {
-                        from: h.from.to_string(),
-                        to: h.to.to_string(),
-                    })
-                    .collect(),
-            });
-        }
         let holder = self.take_lock(meta.as_ref()).await?;
         let result = async {
             for (i, hop) in hops.iter().enumerate() {

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use wharf_metastore::jobs::Job;
 use wharf_metastore::MetaStore;
-use wharf_server::config::MetadataLocation;
 
 use crate::{Engine, Event};
 
@@ -34,6 +33,14 @@ pub async fn pending(meta: &dyn MetaStore, action: &str) -> anyhow::Result<u64> 
         "metadatastoremigration" => meta.count_manifests_without_refs().await?,
         other => bail!("no background migration {other:?} in this build"),
     })
+}
+
+/// What the rows of background migration `action` are.
+fn what(action: &str) -> &'static str {
+    match action {
+        "metadatastoremigration" => "manifests",
+        _ => "rows",
+    }
 }
 
 /// The background migrations up to `level` with rows left, and how many.
@@ -68,19 +75,39 @@ impl Engine {
     /// Queues the background migrations of `level` that the data needs, as jobs for
     /// the replicas, and refreshes the vulnerability database; returns the jobs queued
     /// and what to tell the user.
-    pub(crate) async fn queue_background(
-        &self,
-        location: &MetadataLocation,
-        level: u32,
-    ) -> anyhow::Result<(Vec<Job>, String)> {
-        let meta = crate::store::open(location).await?;
+    pub(crate) async fn queue_background(&self, level: u32) -> anyhow::Result<(Vec<Job>, String)> {
+        // Opened afresh: the schema has just moved under the store the steps use.
+        let meta = crate::store::open_for_upgrade(&self.config).await?;
         let mut jobs = Vec::new();
         let mut said = Vec::new();
-        for (action, rows) in unfinished(meta.as_ref(), level).await? {
+        for (l, action) in wharf_metastore::schema::BACKGROUND {
+            if *l > level {
+                continue;
+            }
+            let rows = pending(meta.as_ref(), action).await?;
+            if rows == 0 {
+                // This level's own migration, finished already (by the replicas while
+                // an interrupted run waited, say): said as done, not as not needed.
+                let last = meta.jobs(Some(action), None, None, 1).await?.pop();
+                if let Some(j) = last.filter(|j| *l == level && j.status.as_str() == "done") {
+                    said.push(format!(
+                        "{action} done (job {}, {} attempt(s))",
+                        j.id, j.attempts
+                    ));
+                }
+                continue;
+            }
             let job = queue_once(meta.as_ref(), action).await?;
             said.push(format!(
-                "{action} queued as job {} for {rows} rows (follow it with `wharf jobs logs {} --follow`)",
-                job.id, job.id
+                "{action} queued as job {} for {rows} {} ({}follow it with `wharf jobs logs {} --follow`)",
+                job.id,
+                what(action),
+                if *action == "metadatastoremigration" {
+                    "garbage collection waits for it; "
+                } else {
+                    ""
+                },
+                job.id
             ));
             jobs.push(job);
         }

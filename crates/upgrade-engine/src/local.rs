@@ -58,7 +58,7 @@ impl Engine {
                         ),
                     )
                 }
-                _ if run.last => ("done", self.queue_background(location, hop.level).await?.1),
+                _ if run.last => ("done", self.queue_background(hop.level).await?.1),
                 _ => (
                     "done",
                     self.run_background_here(

@@ -371,7 +371,7 @@ impl Engine {
                     )
                 }
                 _ => {
-                    let (jobs, queued) = self.queue_background(location, run.hop.level).await?;
+                    let (jobs, queued) = self.queue_background(run.hop.level).await?;
                     if run.last || jobs.is_empty() {
                         ("done", queued)
                     } else {

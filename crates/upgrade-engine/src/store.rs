@@ -16,14 +16,6 @@ pub async fn open_for_upgrade(config: &wharf_server::Config) -> anyhow::Result<A
     )
 }
 
-/// The store opened at this build's level, as a replica opens it.
-pub(crate) async fn open(location: &MetadataLocation) -> anyhow::Result<Box<dyn MetaStore>> {
-    Ok(match location {
-        MetadataLocation::Sqlite(p) => Box::new(SqliteMetaStore::open(p).await?),
-        MetadataLocation::Postgres(u) => Box::new(PgMetaStore::open(&u.0).await?),
-    })
-}
-
 /// Applies the schema levels up to `level` that are not applied yet; returns them.
 pub(crate) async fn expand(location: &MetadataLocation, level: u32) -> anyhow::Result<Vec<u32>> {
     Ok(match location {

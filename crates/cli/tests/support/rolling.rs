@@ -137,6 +137,9 @@ pub struct Prereqs {
     pub old_image: String,
     /// This build's image (WHARF_TEST_IMAGE_DEBUG).
     pub new_image: String,
+    /// Release 1.0.0's image (WHARF_TEST_IMAGE_1_0_0): where a multi-hop upgrade
+    /// starts.
+    pub image_1_0_0: String,
 }
 
 fn skip(reason: &str) -> Option<Prereqs> {
@@ -173,15 +176,17 @@ pub fn prereqs() -> Option<Prereqs> {
         "WHARF_TEST_S3_ENDPOINT",
         "WHARF_TEST_IMAGE_1_1_0",
         "WHARF_TEST_IMAGE_DEBUG",
+        "WHARF_TEST_IMAGE_1_0_0",
     ] {
         match std::env::var(name) {
             Ok(v) if !v.is_empty() => vars.push(v),
             _ => return skip(&format!("no {name}")),
         }
     }
+    let image_1_0_0 = vars.pop().unwrap();
     let new_image = vars.pop().unwrap();
     let old_image = vars.pop().unwrap();
-    for image in [&old_image, &new_image] {
+    for image in [&old_image, &new_image, &image_1_0_0] {
         // Named but absent is a broken setup, never a skip.
         let (ok, _, err) = docker(&["image", "inspect", "--format", "{{.Id}}", image]);
         assert!(ok, "the test image {image} does not exist: {err}");
@@ -193,6 +198,7 @@ pub fn prereqs() -> Option<Prereqs> {
         s3,
         old_image,
         new_image,
+        image_1_0_0,
     })
 }
 
@@ -731,17 +737,14 @@ impl RollingCluster {
 
     /// Whether the cluster's database has table `name` (psql).
     pub fn has_table(&self, name: &str) -> bool {
-        let (ok, out, err) = run_bounded(
-            "psql",
-            &[
-                &self.pg,
-                "-tAc",
-                &format!("SELECT to_regclass('{name}') IS NOT NULL"),
-            ],
-            Duration::from_secs(60),
-        );
-        assert!(ok, "psql: {out}{err}");
-        out.trim() == "t"
+        self.psql(&format!("SELECT to_regclass('{name}') IS NOT NULL")) == "t"
+    }
+
+    /// One query on the cluster's database; its rows, `|` between columns.
+    pub fn psql(&self, sql: &str) -> String {
+        let (ok, out, err) = run_bounded("psql", &[&self.pg, "-tAc", sql], Duration::from_secs(60));
+        assert!(ok, "psql {sql}: {out}{err}");
+        out.trim().to_string()
     }
 
     /// `wharf upgrade verify --url NGINX --username admin` (password from
