@@ -1,7 +1,7 @@
 //! `wharf upgrade apply --driver external`: an orchestrator (here, the test) replaces
 //! the replicas; wharf waits until each address reports the new version, says who is
 //! left, then verifies and finalises. Two replicas of the real release 1.1.0 (the
-//! previous minor release: the external driver goes one release at a time) on
+//! previous minor release) on
 //! PostgreSQL and a shared blob directory, replaced one at a time by this build.
 
 mod support;

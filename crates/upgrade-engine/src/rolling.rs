@@ -302,8 +302,12 @@ impl Engine {
                     ),
                 ),
                 "replicas" => {
-                    if let Some(caches) = &drivers.caches {
-                        saved_caches = caches.discover().await?;
+                    let caches = match &drivers.caches {
+                        Some(caches) => caches.discover().await?,
+                        None => Vec::new(),
+                    };
+                    if !caches.is_empty() {
+                        saved_caches = caches;
                         // Recorded before the step itself: a run that resumes after
                         // `replicas` finds both.
                         run.record(

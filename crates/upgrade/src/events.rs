@@ -233,7 +233,6 @@ impl Event {
             Event::Refused {
                 from,
                 to,
-                driver,
                 reason,
                 path,
                 ..
@@ -242,12 +241,8 @@ impl Event {
                 if let Some(r) = reason {
                     t += &format!("\n  {r}");
                 }
-                if path.len() > 1 {
-                    t += &format!(
-                        "\n  the {} driver goes one release at a time: install these in order, running `wharf upgrade apply` with each: {}",
-                        driver.as_deref().unwrap_or("local"),
-                        path.join(" → ")
-                    );
+                if !path.is_empty() {
+                    t += &format!("\n  the stops there are: {}", path.join(" → "));
                 }
                 t
             }

@@ -322,9 +322,8 @@ pub fn run(args: UpgradeArgs) -> anyhow::Result<std::process::ExitCode> {
             if reachable {
                 println!("  as one hop, rule {rule}: {reason}");
                 println!(
-                    "  `wharf upgrade apply` (local driver) goes through every stop in turn, \
-                     finishing each hop's background migrations before the next; \
-                     the docker and external drivers go one release at a time"
+                    "  `wharf upgrade apply` goes through every stop in turn (with any \
+                     driver), finishing each hop's background migrations before the next"
                 );
             } else {
                 println!("  rule {rule}: {reason}");

@@ -46,8 +46,8 @@ pub struct CacheBrief {
 pub struct PlanView {
     #[serde(flatten)]
     plan: Plan,
-    /// Whether `to` can be reached: in one hop, or through every stop in turn (the
-    /// local driver; the docker and external drivers go one release at a time).
+    /// Whether `to` can be reached: in one hop, or through every stop in turn (as
+    /// `wharf upgrade apply` goes, with any driver).
     reachable: bool,
     /// What each hop runs.
     migrations: Vec<HopWork>,
