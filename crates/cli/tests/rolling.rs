@@ -598,6 +598,23 @@ async fn multi_hop_rolling_upgrade_from_1_0_0_in_one_command_under_load() {
         run.describe()
     );
     cluster.assert_all_on(&cluster.old_image, OLD).await;
+    // `upgrade status` shows the hop under way: 1.1.0, all but its background step.
+    let st = cluster.status().await;
+    assert_eq!(
+        (
+            &st["data_version"],
+            &st["upgrading_to"],
+            &st["steps_done"],
+            &st["steps_total"]
+        ),
+        (
+            &serde_json::json!(OLD),
+            &serde_json::json!(OLD),
+            &serde_json::json!(7),
+            &serde_json::json!(8)
+        ),
+        "{st:#}"
+    );
     load.run_for(Duration::from_secs(1)).await;
 
     // Killed between the hops: the second hop has just started.

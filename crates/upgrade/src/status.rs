@@ -74,6 +74,9 @@ pub struct Status {
     pub steps_total: usize,
     /// Steps of the upgrade in progress (or last finished) recorded as done or skipped.
     pub steps_done: usize,
+    /// The release the journal's upgrade goes to: this binary's, or during an upgrade
+    /// of several hops the stop it is at.
+    pub upgrading_to: String,
     pub journal: Vec<JournalEntry>,
     pub replicas: Vec<ReplicaVersion>,
     /// Manifests whose references the metadatastoremigration still has to record.
@@ -106,12 +109,8 @@ pub struct BackgroundMigration {
 pub async fn status(meta: &dyn MetaStore, binary: &Version) -> wharf_metastore::Result<Status> {
     let data_version = meta.data_version().await?;
     let schema_level = meta.schema_level().await?;
-    let journal: Vec<JournalEntry> = meta
-        .journal(&binary.to_string())
-        .await?
-        .into_iter()
-        .map(redact)
-        .collect();
+    let mut upgrading_to = binary.to_string();
+    let mut journal: Vec<JournalEntry> = meta.journal(&upgrading_to).await?;
     let (rows, now) = meta.replicas().await?;
     let replicas = rows
         .iter()
@@ -129,6 +128,35 @@ pub async fn status(meta: &dyn MetaStore, binary: &Version) -> wharf_metastore::
         }
         plan(&from, binary, &versions, false)
     });
+    // Data behind this binary: the hop under way is the one from the data's version to
+    // the next stop of the plan, or, until that starts, the one into the data's version
+    // while its last step (background) is not recorded (an upgrade of several hops
+    // between two hops).
+    let next = plan.as_ref().and_then(|p| p.path.first()).cloned();
+    if let Some(next) = next {
+        let into_next: Vec<JournalEntry> = meta
+            .journal(&next)
+            .await?
+            .into_iter()
+            .filter(|e| e.from_version == data_version)
+            .collect();
+        let into_data = meta.journal(&data_version).await?;
+        let unfinished = unfinished_from(&into_data, &ROLLING_STEPS)
+            .or_else(|| unfinished_from(&into_data, &LOCAL_STEPS))
+            .map(str::to_string);
+        if !into_next.is_empty() {
+            (upgrading_to, journal) = (next, into_next);
+        } else if let Some(from) = unfinished {
+            journal = into_data
+                .into_iter()
+                .filter(|e| e.from_version == from)
+                .collect();
+            upgrading_to = data_version.clone();
+        } else if next != upgrading_to {
+            journal = Vec::new();
+        }
+    }
+    let journal: Vec<JournalEntry> = journal.into_iter().map(redact).collect();
     // The job tables exist from schema level 2 on.
     let (pending_manifests, background_migrations) = if schema_level >= 2 {
         let jobs = meta
@@ -173,6 +201,7 @@ pub async fn status(meta: &dyn MetaStore, binary: &Version) -> wharf_metastore::
         plan,
         steps_total: steps.len(),
         steps_done,
+        upgrading_to,
         journal,
         replicas,
         pending_manifests,

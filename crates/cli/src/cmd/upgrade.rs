@@ -510,8 +510,8 @@ fn status(store: &StoreArgs, format: &str) -> anyhow::Result<std::process::ExitC
         println!("no upgrade to {own} has started");
     } else {
         println!(
-            "upgrade to {own}: step {} of {}",
-            st.steps_done, st.steps_total
+            "upgrade to {}: step {} of {}",
+            st.upgrading_to, st.steps_done, st.steps_total
         );
         for e in &st.journal {
             println!("  {} {}: {}", e.step, e.status, e.detail);

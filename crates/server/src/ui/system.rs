@@ -153,7 +153,7 @@ pub async fn system(
     } else {
         format!(
             "upgrade to {}: step {} of {}",
-            status.binary_version, status.steps_done, status.steps_total
+            status.upgrading_to, status.steps_done, status.steps_total
         )
     };
     Ok(render(&SystemPage {
