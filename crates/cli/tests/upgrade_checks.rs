@@ -863,6 +863,24 @@ async fn a_replica_plans_and_checks_an_upgrade_as_the_cli_does() {
         "{api:#}"
     );
     assert_eq!((code, api["failed"].as_u64()), (1, cli["failed"].as_u64()));
+    let failed_local = api["failed"].as_u64().unwrap();
+    // For a rolling upgrade a serving replica is expected: on the data's release (or
+    // the target's) it passes, again the same in both.
+    let (status, api) = get(server.url("/api/v0/upgrade/check?driver=docker")).await;
+    assert_eq!(status, 200, "{api}");
+    let (code, cli) = check_json(&["--data-dir", dir, "--driver", "docker"]).await;
+    assert_eq!(verdicts(&api), verdicts(&cli), "API: {api:#}\nCLI: {cli:#}");
+    let (status, measured, _) = one(&api, "replicas");
+    assert!(
+        status == "pass"
+            && measured.contains("to be replaced one at a time")
+            && measured.contains(&server.base),
+        "{api:#}"
+    );
+    assert_eq!(api["failed"].as_u64(), Some(failed_local - 1), "{api:#}");
+    assert_eq!(code == 0, failed_local == 1, "{cli:#}");
+    let (status, bad) = get(server.url("/api/v0/upgrade/check?driver=ftp")).await;
+    assert_eq!(status, 400, "{bad}");
 
     // Plans: to this version (nothing to do) and a downgrade (refused, with the rule).
     let own = env!("CARGO_PKG_VERSION");

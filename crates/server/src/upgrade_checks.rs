@@ -49,6 +49,9 @@ pub struct Options {
     pub skips: Vec<(String, String)>,
     /// The release catalog the checks go by: the built-in one or `--catalog FILE`.
     pub catalog: Catalog,
+    /// The replicas are replaced while they serve (the docker and external drivers),
+    /// instead of being stopped first (the local driver).
+    pub rolling: bool,
 }
 
 pub const NAMES: &[&str] = &[
@@ -223,7 +226,7 @@ pub async fn run_checks(
     out.push(blob_store(config).await);
 
     match &meta {
-        Ok(meta) => store_checks(meta.as_ref(), opts, &mut out).await?,
+        Ok(meta) => store_checks(meta.as_ref(), from, to, opts, &mut out).await?,
         Err(_) => {
             for name in ["backup", "replicas", "clock-drift"] {
                 out.push(not_measured(name));
@@ -494,6 +497,8 @@ async fn blob_store(config: &crate::Config) -> Check {
 /// Backup age, replicas and their clocks, from the metadata store.
 async fn store_checks(
     meta: &dyn MetaStore,
+    from: &Result<Version, String>,
+    to: &Version,
     opts: &Options,
     out: &mut Vec<Check>,
 ) -> anyhow::Result<()> {
@@ -531,29 +536,55 @@ async fn store_checks(
         ),
     });
 
-    // Replicas: the local driver needs them stopped.
+    // Replicas: the local driver needs them stopped; a rolling upgrade replaces them
+    // while they serve, each on the data's release or the target's.
     let (rows, now) = meta.replicas().await?;
     let alive: Vec<_> = rows
         .iter()
         .filter(|r| now - r.heartbeat_at_ms <= 3 * r.report.heartbeat_interval_ms.max(1000))
         .collect();
-    out.push(check(
-        "replicas",
-        alive.is_empty(),
-        if alive.is_empty() {
-            format!("no replica serving ({} registered, silent)", rows.len())
-        } else {
-            format!(
-                "serving: {}",
-                alive
-                    .iter()
-                    .map(|r| format!("{} ({})", r.report.address, r.report.version))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        },
-        "stop every replica for the local driver",
-    ));
+    let serving = alive
+        .iter()
+        .map(|r| format!("{} ({})", r.report.address, r.report.version))
+        .collect::<Vec<_>>()
+        .join(", ");
+    out.push(if opts.rolling {
+        let from = from.as_ref().map(|v| v.to_string()).ok();
+        let strangers: Vec<String> = alive
+            .iter()
+            .filter(|r| {
+                Some(&r.report.version) != from.as_ref() && r.report.version != to.to_string()
+            })
+            .map(|r| format!("{} ({})", r.report.address, r.report.version))
+            .collect();
+        check(
+            "replicas",
+            strangers.is_empty(),
+            if !strangers.is_empty() {
+                format!(
+                    "serving neither {} nor {to}: {}",
+                    from.as_deref().unwrap_or("the data's release"),
+                    strangers.join(", ")
+                )
+            } else if alive.is_empty() {
+                format!("no replica serving ({} registered, silent)", rows.len())
+            } else {
+                format!("serving, to be replaced one at a time: {serving}")
+            },
+            "replace or stop the replicas on other releases first",
+        )
+    } else {
+        check(
+            "replicas",
+            alive.is_empty(),
+            if alive.is_empty() {
+                format!("no replica serving ({} registered, silent)", rows.len())
+            } else {
+                format!("serving: {serving}")
+            },
+            "stop every replica for the local driver (or check for --driver docker or external, which replace them while they serve)",
+        )
+    });
 
     // Clocks: each replica's own clock, as it reported it in its last heartbeat, against
     // the store's clock when that heartbeat arrived (PostgreSQL's clock; with the

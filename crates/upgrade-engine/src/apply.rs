@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use semver::Version;
 use wharf_upgrade::events::HopRef;
 
@@ -156,9 +156,21 @@ impl Engine {
             ),
         };
         let holder = self.take_lock(meta.as_ref()).await?;
+        let renewing = crate::lock::keep_renewed(meta.clone(), holder.clone());
         let result = async {
+            // Planned before the lock was taken: another run may have moved the data
+            // since.
+            let data = crate::store::data_version(&self.config).await?;
+            if data != hops[0].from && data != hops[0].to {
+                bail!(
+                    "the data is at {data} now, not at {} as planned (another upgrade ran meanwhile): run the command again",
+                    hops[0].from
+                );
+            }
             for (i, hop) in hops.iter().enumerate() {
                 let last = i + 1 == hops.len();
+                // Opened afresh for each hop: the previous hop moved the schema.
+                let meta = crate::store::open_for_upgrade(&self.config).await?;
                 let done: Vec<_> = meta
                     .journal(&hop.to.to_string())
                     .await?
@@ -193,6 +205,7 @@ impl Engine {
             anyhow::Ok(())
         }
         .await;
+        renewing.abort();
         meta.release_upgrade_lock(&holder).await?;
         result?;
         self.emit(Event::Finished {

@@ -71,6 +71,28 @@ pub(crate) async fn queue_once(meta: &dyn MetaStore, action: &str) -> anyhow::Re
     })
 }
 
+/// Who runs a background migration's job, and so what the engine says of it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Runner {
+    /// The replicas of the hop's release; the engine waits.
+    Replicas,
+    /// A worker of this process; `report` says whether progress events are sent (a
+    /// rehearsal measures, it does not report).
+    Here { report: bool },
+}
+
+/// `d` as a person reads it: "12 h", "90 min", "45 s".
+fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 3600 && s.is_multiple_of(3600) {
+        format!("{} h", s / 3600)
+    } else if s >= 60 && s.is_multiple_of(60) {
+        format!("{} min", s / 60)
+    } else {
+        format!("{s} s")
+    }
+}
+
 impl Engine {
     /// Queues the background migrations of `level` that the data needs, as jobs for
     /// the replicas, and refreshes the vulnerability database; returns the jobs queued
@@ -155,7 +177,7 @@ impl Engine {
     ) -> anyhow::Result<String> {
         let mut said = Vec::new();
         for job in jobs {
-            let j = self.watch(meta, job, timeout, None).await?;
+            let j = self.watch(meta, job, timeout, Runner::Replicas).await?;
             said.push(format!(
                 "{} done (job {}, {} attempt(s))",
                 j.action, j.id, j.attempts
@@ -169,7 +191,6 @@ impl Engine {
     /// `waiting_for_migration` events.
     pub(crate) async fn run_background_here(
         &self,
-        config: &wharf_server::Config,
         meta: Arc<dyn MetaStore>,
         level: u32,
         timeout: Duration,
@@ -177,7 +198,7 @@ impl Engine {
         let mut said = Vec::new();
         for (action, _) in unfinished(meta.as_ref(), level).await? {
             let j = self
-                .run_job_here(config, meta.clone(), action, timeout, true)
+                .run_job_here(&self.config, meta.clone(), action, timeout, true)
                 .await?;
             said.push(format!("{action} done (job {})", j.id));
         }
@@ -215,27 +236,31 @@ impl Engine {
         );
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let running = tokio::spawn(worker.run(stopped));
-        let outcome = self.watch(meta.as_ref(), &job, timeout, Some(report)).await;
+        let outcome = self
+            .watch(meta.as_ref(), &job, timeout, Runner::Here { report })
+            .await;
         let _ = stop.send(true);
         let _ = running.await;
         outcome
     }
 
-    /// Looks at `job` every half second until it ends (bounded by `timeout`), reporting
-    /// it every 2 s unless `report` is `Some(false)`; `None` means the replicas run it.
+    /// Looks at `job` every half second until it ends (bounded by `timeout`),
+    /// reporting it every 2 s unless `runner` says not to.
     async fn watch(
         &self,
         meta: &dyn MetaStore,
         job: &Job,
         timeout: Duration,
-        report: Option<bool>,
+        runner: Runner,
     ) -> anyhow::Result<Job> {
         let started = Instant::now();
         let mut last_report = None::<Instant>;
-        let by = if report.is_none() {
-            "the replicas"
-        } else {
-            "this process"
+        let (by, goes_on) = match runner {
+            Runner::Replicas => ("the replicas", "it goes on on the replicas"),
+            Runner::Here { .. } => (
+                "this process",
+                "it stops with this command and goes on when a replica of the new release runs it",
+            ),
         };
         let j = loop {
             let j = meta
@@ -247,16 +272,16 @@ impl Engine {
             }
             if started.elapsed() > timeout {
                 bail!(
-                    "{} (job {}) did not finish within {} s ({}, attempt {}); it goes on when a replica runs it: follow it with `wharf jobs logs {} --follow`, then rerun `wharf upgrade apply`, which resumes here",
+                    "{} (job {}) did not finish within {} ({}, attempt {}); {goes_on}: follow it with `wharf jobs logs {} --follow`, then rerun `wharf upgrade apply`, which resumes here",
                     j.action,
                     j.id,
-                    timeout.as_secs(),
+                    human(timeout),
                     j.status.as_str(),
                     j.attempts,
                     j.id
                 );
             }
-            if report != Some(false)
+            if runner != (Runner::Here { report: false })
                 && last_report.is_none_or(|t| t.elapsed() >= Duration::from_secs(2))
             {
                 last_report = Some(Instant::now());

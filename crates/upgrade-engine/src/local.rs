@@ -58,17 +58,17 @@ impl Engine {
                         ),
                     )
                 }
-                _ if run.last => ("done", self.queue_background(hop.level).await?.1),
-                _ => (
+                "background" if run.last => ("done", self.queue_background(hop.level).await?.1),
+                "background" => (
                     "done",
                     self.run_background_here(
-                        &self.config,
                         meta.clone(),
                         hop.level,
                         run.options.migration_timeout,
                     )
                     .await?,
                 ),
+                other => unreachable!("no local step {other:?}"),
             };
             run.record(meta.as_ref(), step, status, detail.clone())
                 .await?;
@@ -120,12 +120,7 @@ impl Engine {
             String::new()
         } else {
             let done = self
-                .run_background_here(
-                    &self.config,
-                    meta,
-                    from_level,
-                    run.options.migration_timeout,
-                )
+                .run_background_here(meta, from_level, run.options.migration_timeout)
                 .await?;
             format!("; an earlier upgrade's background migrations: {done}")
         };

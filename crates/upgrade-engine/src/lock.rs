@@ -30,6 +30,31 @@ impl Engine {
     }
 }
 
+/// Renews the lock in the background, every fifth of its lease, while a step waits a
+/// long time (a background migration may take hours): a run that is working is never
+/// taken for gone. Stops at a takeover (the next step's [`renew`] then fails); abort
+/// the task when the lock is released.
+pub(crate) fn keep_renewed(
+    meta: std::sync::Arc<dyn MetaStore>,
+    holder: String,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let every = std::time::Duration::from_millis(LEASE_MS as u64 / 5);
+        loop {
+            tokio::time::sleep(every).await;
+            match meta.take_upgrade_lock(&holder, LEASE_MS).await {
+                Ok(Ok(())) => {}
+                Ok(Err(other)) => {
+                    tracing::warn!(%other, "the upgrade lock was taken over");
+                    return;
+                }
+                // A failed renewal is retried; the lease outlasts several of them.
+                Err(e) => tracing::warn!(error = %e, "could not renew the upgrade lock"),
+            }
+        }
+    })
+}
+
 /// Renews the lock before a step: a holder that stops renewing is presumed gone.
 pub(crate) async fn renew(meta: &dyn MetaStore, holder: &str) -> anyhow::Result<()> {
     if let Err(other) = meta.take_upgrade_lock(holder, LEASE_MS).await? {

@@ -38,6 +38,9 @@ use crate::{Engine, Event, HopRun};
 
 pub use wharf_upgrade::status::ROLLING_STEPS as STEPS;
 
+/// The schema level that brought content caches (release 1.2.0).
+const CACHES_LEVEL: u32 = 3;
+
 /// How replicas are replaced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DriverKind {
@@ -218,16 +221,25 @@ impl Engine {
         })
     }
 
-    /// Connects the drivers, and checks before anything changes that every hop's image
-    /// is there.
+    /// Connects the drivers, and checks before anything changes that the image of
+    /// every hop still to replace its replicas is there (a resumed run needs none for a
+    /// hop whose replicas were replaced).
     pub(crate) async fn rolling_drivers(
         &self,
         options: &RollingOptions,
         meta: Arc<dyn MetaStore>,
         hops: &[Hop],
     ) -> anyhow::Result<Drivers> {
-        let drivers = options.drivers(meta).await?;
+        let drivers = options.drivers(meta.clone()).await?;
         for hop in hops {
+            let replaced = meta
+                .journal(&hop.to.to_string())
+                .await?
+                .iter()
+                .any(|e| e.from_version == hop.from.to_string() && e.step == "replace");
+            if replaced {
+                continue;
+            }
             let image = self.image_of(options, &hop.to)?;
             drivers
                 .replicas
@@ -263,8 +275,6 @@ impl Engine {
     ) -> anyhow::Result<()> {
         let options = &run.options.rolling;
         let (from, to) = (&run.hop.from, &run.hop.to);
-        let image = self.image_of(options, to)?;
-        let target = options.target(&image, to);
         let total = STEPS.len();
         // After finalisation the entry holds only names (see the finalise step).
         let mut saved: Option<Vec<Replica>> = run
@@ -337,6 +347,7 @@ impl Engine {
                     continue;
                 }
                 "replace" => {
+                    let target = options.target(&self.image_of(options, to)?, to);
                     let replicas = saved.clone().context("no replicas saved")?;
                     let cache_count = self
                         .replace(
@@ -374,7 +385,7 @@ impl Engine {
                         format!("the cluster is at {to} (schema levels finalised: {levels:?}); rollback is no longer possible"),
                     )
                 }
-                _ => {
+                "background" => {
                     let (jobs, queued) = self.queue_background(run.hop.level).await?;
                     if run.last || jobs.is_empty() {
                         ("done", queued)
@@ -390,6 +401,7 @@ impl Engine {
                         ("done", done)
                     }
                 }
+                other => unreachable!("no rolling step {other:?}"),
             };
             run.record(meta.as_ref(), step, status, detail.clone())
                 .await?;
@@ -507,6 +519,8 @@ impl Engine {
                 }
                 Ok(saved_caches.len())
             }
+            // Releases before the content caches' level have none to wait for.
+            None if run.hop.level < CACHES_LEVEL => Ok(0),
             None => wait_for_caches(meta, &run.hop.to, target.timeout, &say).await,
         }
     }
@@ -646,6 +660,7 @@ impl Engine {
             rollback: true,
         });
         let holder = self.take_lock(meta.as_ref()).await?;
+        let renewing = crate::lock::keep_renewed(meta.clone(), holder.clone());
         let result = async {
             let saved: Option<Vec<Replica>> = journal
                 .iter()
@@ -707,6 +722,7 @@ impl Engine {
             anyhow::Ok(())
         }
         .await;
+        renewing.abort();
         meta.release_upgrade_lock(&holder).await?;
         result?;
         self.emit(Event::Finished {
@@ -745,9 +761,7 @@ async fn wait_for_caches(
     let deadline = std::time::Instant::now() + timeout;
     let mut announced = false;
     loop {
-        let views = wharf_server::content_cache::cache_views(meta)
-            .await
-            .unwrap_or_default();
+        let views = wharf_server::content_cache::cache_views(meta).await?;
         let behind: Vec<String> = views
             .iter()
             .filter(|v| v.state != "unseen")

@@ -54,7 +54,7 @@ pub async fn data_version(config: &wharf_server::Config) -> anyhow::Result<semve
         MetadataLocation::Sqlite(path) => {
             if !path.exists() {
                 anyhow::bail!(
-                    "no registry data at {} (pass --data-dir / --metadata, or --from)",
+                    "no registry data at {} (is this the registry's data directory or metadata store?)",
                     path.display()
                 );
             }
@@ -62,8 +62,7 @@ pub async fn data_version(config: &wharf_server::Config) -> anyhow::Result<semve
         }
         MetadataLocation::Postgres(url) => wharf_metastore::schema::peek_postgres(&url.0).await?,
     };
-    let info = info
-        .ok_or_else(|| anyhow::anyhow!("the metadata store holds no wharf data (pass --from)"))?;
+    let info = info.ok_or_else(|| anyhow::anyhow!("the metadata store holds no wharf data"))?;
     semver::Version::parse(info.wharf_version.trim()).map_err(|e| {
         anyhow::anyhow!(
             "the data's version {:?} is not a version: {e}",

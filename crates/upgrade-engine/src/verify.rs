@@ -59,7 +59,7 @@ pub async fn verify(
     creds: Option<Credentials>,
     timeout: Duration,
 ) -> anyhow::Result<Verification> {
-    let reg = Registry::new(base, creds, own, timeout)?;
+    let reg = Registry::new(base, creds, timeout)?;
     let mut checks = vec![versions(config, data, own).await];
     let (more, canary) = registry_checks(&reg, own).await;
     checks.extend(more);
@@ -236,7 +236,7 @@ async fn web_ui(reg: &Registry, own: &Version) -> Check {
     let client = match Client::builder()
         .timeout(Duration::from_secs(30))
         .redirect(reqwest::redirect::Policy::none())
-        .user_agent(format!("wharf-upgrade-verify/{own}"))
+        .user_agent(concat!("wharf-upgrade-verify/", env!("CARGO_PKG_VERSION")))
         .build()
     {
         Ok(c) => c,
@@ -395,7 +395,7 @@ pub async fn verify_through(
     creds: Option<Credentials>,
     own: &Version,
 ) -> anyhow::Result<Vec<Check>> {
-    let reg = Registry::new(base, creds, own, Duration::from_secs(30))?;
+    let reg = Registry::new(base, creds, Duration::from_secs(30))?;
     Ok(registry_checks(&reg, own).await.0)
 }
 
@@ -638,17 +638,12 @@ fn parse_challenge(value: &str) -> (String, Vec<(String, String)>) {
 }
 
 impl Registry {
-    fn new(
-        base: &str,
-        creds: Option<Credentials>,
-        own: &Version,
-        timeout: Duration,
-    ) -> anyhow::Result<Registry> {
+    fn new(base: &str, creds: Option<Credentials>, timeout: Duration) -> anyhow::Result<Registry> {
         Ok(Registry {
             client: Client::builder()
                 .timeout(timeout.max(Duration::from_secs(1)))
                 .connect_timeout(timeout.clamp(Duration::from_secs(1), Duration::from_secs(10)))
-                .user_agent(format!("wharf-upgrade-verify/{own}"))
+                .user_agent(concat!("wharf-upgrade-verify/", env!("CARGO_PKG_VERSION")))
                 .build()?,
             base: base.trim_end_matches('/').to_string(),
             creds,

@@ -140,20 +140,22 @@ pub async fn status(meta: &dyn MetaStore, binary: &Version) -> wharf_metastore::
             .into_iter()
             .filter(|e| e.from_version == data_version)
             .collect();
-        let into_data = meta.journal(&data_version).await?;
-        let unfinished = unfinished_from(&into_data, &ROLLING_STEPS)
-            .or_else(|| unfinished_from(&into_data, &LOCAL_STEPS))
-            .map(str::to_string);
         if !into_next.is_empty() {
             (upgrading_to, journal) = (next, into_next);
-        } else if let Some(from) = unfinished {
-            journal = into_data
-                .into_iter()
-                .filter(|e| e.from_version == from)
-                .collect();
-            upgrading_to = data_version.clone();
-        } else if next != upgrading_to {
-            journal = Vec::new();
+        } else {
+            // Both drivers' steps end with `background`.
+            let into_data = meta.journal(&data_version).await?;
+            match unfinished_from(&into_data, &ROLLING_STEPS).map(str::to_string) {
+                Some(from) => {
+                    journal = into_data
+                        .into_iter()
+                        .filter(|e| e.from_version == from)
+                        .collect();
+                    upgrading_to = data_version.clone();
+                }
+                None if next != upgrading_to => journal = Vec::new(),
+                None => {}
+            }
         }
     }
     let journal: Vec<JournalEntry> = journal.into_iter().map(redact).collect();

@@ -71,6 +71,11 @@ enum UpgradeCommand {
         /// the same rules
         #[arg(long, value_name = "FILE")]
         catalog: Option<std::path::PathBuf>,
+        /// How `upgrade apply` will replace the replicas: `local` (stopped first: the
+        /// `replicas` check fails while any serves), `docker` or `external` (replaced
+        /// while they serve: each must run the data's release or the target's)
+        #[arg(long, default_value = "local", value_parser = ["local", "docker", "external"])]
+        driver: String,
         /// text or json
         #[arg(long, default_value = "text")]
         format: String,
@@ -167,6 +172,11 @@ pub fn data_version(store: &StoreArgs) -> anyhow::Result<Version> {
         .enable_all()
         .build()?
         .block_on(wharf_upgrade_engine::data_version(&config))
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{e:#}; pass --data-dir or --metadata (plan and check also take --from)"
+            )
+        })
 }
 
 pub fn run(args: UpgradeArgs) -> anyhow::Result<std::process::ExitCode> {
@@ -187,6 +197,7 @@ pub fn run(args: UpgradeArgs) -> anyhow::Result<std::process::ExitCode> {
             skip_check,
             reason,
             catalog,
+            driver,
             format,
         } => {
             return check(
@@ -197,6 +208,7 @@ pub fn run(args: UpgradeArgs) -> anyhow::Result<std::process::ExitCode> {
                 skip_check,
                 reason,
                 catalog,
+                driver != "local",
                 &format,
             )
         }
@@ -558,6 +570,7 @@ fn check(
     skip_check: Vec<String>,
     reason: Option<String>,
     catalog: Option<std::path::PathBuf>,
+    rolling: bool,
     format: &str,
 ) -> anyhow::Result<std::process::ExitCode> {
     let catalog = super::upgrade_check::load_catalog(catalog.as_deref())?;
@@ -588,6 +601,7 @@ fn check(
             .map(|n| (n, reason.clone().unwrap_or_default()))
             .collect(),
         catalog,
+        rolling,
     };
     let from_text = from
         .as_ref()

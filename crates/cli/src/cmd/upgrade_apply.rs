@@ -115,27 +115,30 @@ pub fn run(
 ) -> anyhow::Result<ExitCode> {
     reported(report, || {
         let options = ApplyOptions {
-            rolling: rolling.options()?,
+            rolling: rolling.options(true)?,
             backup_dir: args.backup_dir,
             skip_backup: args.skip_backup,
             migration_timeout: Duration::from_secs(args.migration_timeout_secs),
         };
         let engine = engine(store, report)?;
         runtime()?.block_on(async {
-            let (hops, warnings) = match engine.prepare(options.rolling.driver).await? {
+            let prepared = engine.prepare(options.rolling.driver).await?;
+            if !args.yes {
+                if let Some((from, to)) = prepared.span() {
+                    if options.rolling.driver != DriverKind::Local {
+                        bail!("a rolling upgrade needs --yes (it replaces serving replicas)");
+                    }
+                    if report.json {
+                        bail!("not on a terminal: pass --yes to upgrade without confirmation");
+                    }
+                    confirm(from, to)?;
+                }
+            }
+            let (hops, warnings) = match prepared {
                 Prepared::UpToDate => return Ok(ExitCode::SUCCESS),
                 Prepared::Refused => return Ok(ExitCode::FAILURE),
                 Prepared::Ready { hops, warnings } => (hops, warnings),
             };
-            if !args.yes {
-                if options.rolling.driver != DriverKind::Local {
-                    bail!("a rolling upgrade needs --yes (it replaces serving replicas)");
-                }
-                if report.json {
-                    bail!("not on a terminal: pass --yes to upgrade without confirmation");
-                }
-                confirm(&hops[0].from, &hops[hops.len() - 1].to)?;
-            }
             engine.apply(&hops, &warnings, &options).await?;
             Ok(ExitCode::SUCCESS)
         })
@@ -152,7 +155,7 @@ pub fn rollback(
         if !yes {
             bail!("a rollback needs --yes (it replaces serving replicas)");
         }
-        let options = rolling.options()?;
+        let options = rolling.options(false)?;
         let engine = engine(store, report)?;
         runtime()?.block_on(engine.rollback(&options))?;
         Ok(ExitCode::SUCCESS)

@@ -59,8 +59,9 @@ pub struct RollingArgs {
 }
 
 impl RollingArgs {
-    /// The engine's options; reads the verify step's password from WHARF_PASSWORD.
-    pub fn options(&self) -> anyhow::Result<RollingOptions> {
+    /// The engine's options; with `verifying` (apply), the verify step's password from
+    /// WHARF_PASSWORD.
+    pub fn options(&self, verifying: bool) -> anyhow::Result<RollingOptions> {
         let driver = DriverKind::parse(&self.driver)?;
         let mut images = Images {
             template: self.image_template.clone(),
@@ -75,9 +76,10 @@ impl RollingArgs {
             }
         }
         let creds = match &self.username {
-            Some(user) if self.url.is_some() => {
-                Some((user.clone(), super::upgrade_verify::password(user, false)?))
-            }
+            Some(user) if verifying && self.url.is_some() => Some((
+                user.clone(),
+                super::upgrade_verify::password(user, false, false)?,
+            )),
             _ => None,
         };
         Ok(RollingOptions {

@@ -32,8 +32,9 @@ pub struct VerifyArgs {
     timeout_secs: u64,
 }
 
-/// The password of `user`: the first line of standard input, or WHARF_PASSWORD.
-pub fn password(user: &str, from_stdin: bool) -> anyhow::Result<String> {
+/// The password of `user`: the first line of standard input, or WHARF_PASSWORD;
+/// `stdin_flag` says whether the command has --password-stdin, for the error.
+pub fn password(user: &str, from_stdin: bool, stdin_flag: bool) -> anyhow::Result<String> {
     let secret = if from_stdin {
         let mut s = String::new();
         std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
@@ -42,8 +43,8 @@ pub fn password(user: &str, from_stdin: bool) -> anyhow::Result<String> {
     } else {
         std::env::var("WHARF_PASSWORD").map_err(|_| {
             anyhow::anyhow!(
-                "no password for {user}: pass --password-stdin or set WHARF_PASSWORD \
-                 (an access token works as the password)"
+                "no password for {user}: {}set WHARF_PASSWORD (an access token works as the password)",
+                if stdin_flag { "pass --password-stdin or " } else { "" }
             )
         })?
     };
@@ -60,7 +61,7 @@ pub fn run(store: &StoreArgs, args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let base = wharf_upgrade_engine::verify::check_url(&args.url)?;
     let creds = match &args.username {
         None => None,
-        Some(user) => Some((user.clone(), password(user, args.password_stdin)?)),
+        Some(user) => Some((user.clone(), password(user, args.password_stdin, true)?)),
     };
     let own = Version::parse(crate::VERSION).expect("the build's version is a version");
     // Read before the runtime starts: it runs one of its own.

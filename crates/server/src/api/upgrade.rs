@@ -21,6 +21,10 @@ pub struct UpgradeQuery {
     to: Option<String>,
     /// `check` only: the newest backup may be at most this old, in hours [default: 24].
     max_backup_age_hours: Option<u64>,
+    /// `check` only: how the replicas will be replaced: `local` (stopped first: the
+    /// `replicas` check fails while any serves), `docker` or `external` (replaced while
+    /// they serve) [default: local].
+    driver: Option<String>,
 }
 
 impl UpgradeQuery {
@@ -29,6 +33,7 @@ impl UpgradeQuery {
         UpgradeQuery {
             to: Some(version.to_string()),
             max_backup_age_hours: None,
+            driver: None,
         }
     }
 }
@@ -125,7 +130,7 @@ fn own_version(st: &AppState) -> Result<Version, ApiError> {
     params(UpgradeQuery),
     responses(
         (status = 200, description = "the plan", body = PlanView),
-        (status = 400, description = "`to` is not a version", body = ErrorBody),
+        (status = 400, description = "`to` is not a version, or `driver` is not local, docker or external", body = ErrorBody),
         (status = 401, description = "no credentials, or wrong ones", body = ErrorBody),
         (status = 403, description = "not an administrator", body = ErrorBody),
     ),
@@ -182,7 +187,7 @@ pub async fn plan_view(st: &AppState, from: &Version, to: &Version) -> Result<Pl
     params(UpgradeQuery),
     responses(
         (status = 200, description = "the checks", body = CheckReport),
-        (status = 400, description = "`to` is not a version", body = ErrorBody),
+        (status = 400, description = "`to` is not a version, or `driver` is not local, docker or external", body = ErrorBody),
         (status = 401, description = "no credentials, or wrong ones", body = ErrorBody),
         (status = 403, description = "not an administrator", body = ErrorBody),
     ),
@@ -201,6 +206,15 @@ pub async fn check_report(st: &AppState, q: &UpgradeQuery) -> Result<CheckReport
         max_backup_age: Duration::from_secs(q.max_backup_age_hours.unwrap_or(24) * 3600),
         skips: Vec::new(),
         catalog: Catalog::embedded(),
+        rolling: match q.driver.as_deref() {
+            None | Some("local") => false,
+            Some("docker" | "external") => true,
+            Some(other) => {
+                return Err(invalid(format!(
+                    "driver={other:?}: it is local, docker or external"
+                )))
+            }
+        },
     };
     let checks = upgrade_checks::run_checks(&st.settings.config, &from, &to, &opts)
         .await
