@@ -54,7 +54,7 @@ pub async fn data_version(config: &wharf_server::Config) -> anyhow::Result<semve
         MetadataLocation::Sqlite(path) => {
             if !path.exists() {
                 anyhow::bail!(
-                    "no registry data at {} (is this the registry's data directory or metadata store?)",
+                    "no registry data at {} (pass the registry's --data-dir or --metadata)",
                     path.display()
                 );
             }

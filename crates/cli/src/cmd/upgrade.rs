@@ -172,11 +172,6 @@ pub fn data_version(store: &StoreArgs) -> anyhow::Result<Version> {
         .enable_all()
         .build()?
         .block_on(wharf_upgrade_engine::data_version(&config))
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "{e:#}; pass --data-dir or --metadata (plan and check also take --from)"
-            )
-        })
 }
 
 pub fn run(args: UpgradeArgs) -> anyhow::Result<std::process::ExitCode> {
