@@ -1352,3 +1352,99 @@ async fn a_rehearsal_on_postgres_uses_a_scratch_database_and_drops_it() {
     assert_eq!(scratch_dbs(), before, "the scratch database is dropped");
     assert!(data.join("upgrade-rehearsal.json").exists());
 }
+
+/// A hop's background migration that outlasts `--migration-timeout-secs` stops the
+/// upgrade with a message that says what to do, after progress events with the job's
+/// figures; a rerun resumes the same hop and finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_background_migration_past_its_timeout_stops_the_upgrade_and_a_rerun_finishes() {
+    use wharf_upgrade::events::{Envelope, Event};
+    let tmp = tempfile::tempdir().unwrap();
+    let (original, _, real_secs) = release_1_0_0_data(tmp.path(), 40_000).await;
+    assert!(
+        real_secs > 1.0,
+        "the migration took {real_secs} s: too short to time out"
+    );
+    let dir = original.to_str().unwrap();
+    let out = run(
+        wharf_cmd(&[
+            "upgrade",
+            "apply",
+            "--yes",
+            "--format",
+            "json",
+            "--migration-timeout-secs",
+            "1",
+            "--data-dir",
+            dir,
+        ]),
+        None,
+        Duration::from_secs(600),
+    )
+    .await;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!out.status.success(), "{text}");
+    let events: Vec<Event> = text
+        .lines()
+        .map(|l| serde_json::from_str::<Envelope>(l).unwrap().event)
+        .collect();
+    let waiting: Vec<&Event> = events
+        .iter()
+        .filter(|e| matches!(e, Event::WaitingForMigration { .. }))
+        .collect();
+    assert!(!waiting.is_empty(), "{text}");
+    let Some(Event::Failed { error }) = events.last() else {
+        panic!("no failed event last: {text}");
+    };
+    assert!(
+        error.contains("metadatastoremigration")
+            && error.contains("did not finish within 1 s")
+            && error.contains("rerun `wharf upgrade apply`"),
+        "{error}"
+    );
+    // Not a step further: the data is at 1.1.0, its background step not recorded.
+    let peeked = wharf_metastore::schema::peek_sqlite(&original.join("metadata.db"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(peeked.wharf_version, "1.1.0");
+
+    let out = run(
+        wharf_cmd(&[
+            "upgrade",
+            "apply",
+            "--yes",
+            "--format",
+            "json",
+            "--data-dir",
+            dir,
+        ]),
+        None,
+        Duration::from_secs(600),
+    )
+    .await;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    let events: Vec<Event> = text
+        .lines()
+        .map(|l| serde_json::from_str::<Envelope>(l).unwrap().event)
+        .collect();
+    assert!(
+        events.iter().any(|e| matches!(e, Event::Step { step, status, detail: Some(d), .. }
+            if step == "background" && status == "done" && d.starts_with("metadatastoremigration done"))),
+        "{text}"
+    );
+    assert!(
+        matches!(
+            events.last(),
+            Some(Event::Finished {
+                changed: Some(true),
+                ..
+            })
+        ),
+        "{text}"
+    );
+    let peeked = wharf_metastore::schema::peek_sqlite(&original.join("metadata.db"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(peeked.wharf_version, env!("CARGO_PKG_VERSION"));
+}
