@@ -276,15 +276,25 @@ async fn curl_status(args: &[&str]) -> (u16, String) {
 
 /// The rows of a table: each cell's text.
 async fn table(b: &Browser, css: &str) -> Vec<Vec<String>> {
+    try_table(b, css).await.expect("the table's cells")
+}
+
+/// The rows of a table, or why they could not be read: for polling a page that may be
+/// replaced while it is read (a form's answer loading), which makes its elements stale.
+async fn try_table(b: &Browser, css: &str) -> Result<Vec<Vec<String>>, String> {
     let mut rows = Vec::new();
     for tr in b.find_all(&format!("{css} tbody tr")).await {
         let mut cells = Vec::new();
-        for td in tr.find_all(By::Css("td")).await.expect("cells") {
-            cells.push(td.text().await.expect("cell text"));
+        for td in tr
+            .find_all(By::Css("td"))
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            cells.push(td.text().await.map_err(|e| e.to_string())?);
         }
         rows.push(cells);
     }
-    rows
+    Ok(rows)
 }
 
 /// Polls the job through the API until it is over; returns it.
@@ -695,7 +705,7 @@ async fn an_access_token_is_created_used_with_curl_and_revoked() {
         "the token to show as revoked",
         Duration::from_secs(60),
         || async {
-            let rows = table(&b, "#tokens").await;
+            let rows = try_table(&b, "#tokens").await?;
             match row(&rows) {
                 Some(r) if r[4] == "revoked" => Ok(Some(())),
                 other => Err(format!("{other:?}")),
