@@ -90,6 +90,15 @@ pub struct Job {
     pub last_error: Option<String>,
 }
 
+impl Job {
+    /// What the action last reported, as JSON (`None` if nothing, or not JSON).
+    pub fn progress_json(&self) -> Option<serde_json::Value> {
+        self.progress
+            .as_deref()
+            .and_then(|p| serde_json::from_str(p).ok())
+    }
+}
+
 /// How an attempt ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {

@@ -155,9 +155,7 @@ impl Engine {
                     .await?,
             ),
         };
-        let holder = self.take_lock(meta.as_ref()).await?;
-        let renewing = crate::lock::keep_renewed(meta.clone(), holder.clone());
-        let result = async {
+        self.with_lock(meta, |holder| async move {
             // Planned before the lock was taken: another run may have moved the data
             // since.
             let data = crate::store::data_version(&self.config).await?;
@@ -203,11 +201,8 @@ impl Engine {
                 .with_context(|| format!("the upgrade {} → {}", hop.from, hop.to))?;
             }
             anyhow::Ok(())
-        }
-        .await;
-        renewing.abort();
-        meta.release_upgrade_lock(&holder).await?;
-        result?;
+        })
+        .await?;
         self.emit(Event::Finished {
             version: self.own.to_string(),
             changed: Some(true),

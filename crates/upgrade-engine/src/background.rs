@@ -290,10 +290,7 @@ impl Engine {
                     job: j.id,
                     status: j.status.as_str().to_string(),
                     attempts: j.attempts,
-                    progress: j
-                        .progress
-                        .as_deref()
-                        .and_then(|p| serde_json::from_str(p).ok()),
+                    progress: j.progress_json(),
                     error: j.last_error.clone(),
                     by: Some(by.into()),
                 });

@@ -30,11 +30,32 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// Runs `work` (given the holder's name) holding the upgrade lock, renewed in the
+    /// background all along; releases it afterwards, whatever `work` returned.
+    pub(crate) async fn with_lock<T, F, Fut>(
+        &self,
+        meta: std::sync::Arc<dyn MetaStore>,
+        work: F,
+    ) -> anyhow::Result<T>
+    where
+        F: FnOnce(String) -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<T>>,
+    {
+        let holder = self.take_lock(meta.as_ref()).await?;
+        let renewing = keep_renewed(meta.clone(), holder.clone());
+        let result = work(holder.clone()).await;
+        renewing.abort();
+        meta.release_upgrade_lock(&holder).await?;
+        result
+    }
+}
+
 /// Renews the lock in the background, every fifth of its lease, while a step waits a
 /// long time (a background migration may take hours): a run that is working is never
 /// taken for gone. Stops at a takeover (the next step's [`renew`] then fails); abort
 /// the task when the lock is released.
-pub(crate) fn keep_renewed(
+fn keep_renewed(
     meta: std::sync::Arc<dyn MetaStore>,
     holder: String,
 ) -> tokio::task::JoinHandle<()> {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use semver::Version;
 use wharf_metastore::schema::DataSize;
-use wharf_metastore::{MetaStore, PgMetaStore, SqliteMetaStore};
+use wharf_metastore::{PgMetaStore, SqliteMetaStore};
 use wharf_server::config::MetadataLocation;
 
 use crate::{Engine, Event};
@@ -148,7 +148,7 @@ impl Engine {
         scratch
             .create_at_level(header.schema_level, &header.wharf_version)
             .await?;
-        let meta = scratch.open().await?;
+        let meta = crate::store::open_at(&scratch.location).await?;
         let blobs: Arc<dyn wharf_blobstore::BlobStore> = Arc::new(
             wharf_blobstore::FsBlobStore::open(scratch.dir.path().join("blobs"))?,
         );
@@ -177,14 +177,14 @@ impl Engine {
             let name = format!("{} → {}", hop.from, hop.to);
             let first = steps.len();
             let t = Instant::now();
-            scratch.expand(level).await?;
+            crate::store::expand(&scratch.location, level).await?;
             steps.push(measured(&name, "expand", t, None));
             let t = Instant::now();
-            scratch.finalise(level, &hop.to).await?;
+            crate::store::finalise(&scratch.location, level, &hop.to).await?;
             steps.push(measured(&name, "finalise", t, None));
             // The background migrations the data needs at this level, run here to
             // the end.
-            let meta = scratch.open().await?;
+            let meta = crate::store::open_at(&scratch.location).await?;
             for (action, rows) in crate::background::unfinished(meta.as_ref(), level).await? {
                 let t = Instant::now();
                 self.run_job_here(
@@ -297,29 +297,6 @@ impl Scratch {
                 PgMetaStore::create_at_level(&u.0, level, version).await?
             }
         }
-        Ok(())
-    }
-
-    async fn open(&self) -> anyhow::Result<Arc<dyn MetaStore>> {
-        Ok(match &self.location {
-            MetadataLocation::Sqlite(p) => Arc::new(SqliteMetaStore::open_for_upgrade(p).await?),
-            MetadataLocation::Postgres(u) => Arc::new(PgMetaStore::open_for_upgrade(&u.0).await?),
-        })
-    }
-
-    async fn expand(&self, level: u32) -> anyhow::Result<()> {
-        match &self.location {
-            MetadataLocation::Sqlite(p) => SqliteMetaStore::expand(p, level).await?,
-            MetadataLocation::Postgres(u) => PgMetaStore::expand(&u.0, level).await?,
-        };
-        Ok(())
-    }
-
-    async fn finalise(&self, level: u32, version: &str) -> anyhow::Result<()> {
-        match &self.location {
-            MetadataLocation::Sqlite(p) => SqliteMetaStore::finalise(p, level, version).await?,
-            MetadataLocation::Postgres(u) => PgMetaStore::finalise(&u.0, level, version).await?,
-        };
         Ok(())
     }
 

@@ -659,15 +659,14 @@ impl Engine {
             warnings: Vec::new(),
             rollback: true,
         });
-        let holder = self.take_lock(meta.as_ref()).await?;
-        let renewing = crate::lock::keep_renewed(meta.clone(), holder.clone());
-        let result = async {
+        let (from, to, journal, location) = (&from, &to, &journal, &location);
+        self.with_lock(meta.clone(), |_holder| async move {
             let saved: Option<Vec<Replica>> = journal
                 .iter()
                 .find(|e| e.step == "replicas")
                 .map(|e| serde_json::from_str(&e.detail))
                 .transpose()?;
-            let undone = crate::store::undo_expand(&location, self.level_of(&from)?).await?;
+            let undone = crate::store::undo_expand(location, self.level_of(from)?).await?;
             self.emit(Event::Step {
                 n: None,
                 of: None,
@@ -686,7 +685,7 @@ impl Engine {
                 if let (Some(cache_driver), false) = (&drivers.caches, saved_caches.is_empty()) {
                     for c in saved_caches.iter().rev() {
                         cache_driver
-                            .converge(c, &options.target(&c.image, &from), &say)
+                            .converge(c, &options.target(&c.image, from), &say)
                             .await?;
                     }
                     self.emit(Event::Step {
@@ -703,7 +702,7 @@ impl Engine {
                 if let Some(replicas) = &saved {
                     // Newest replaced first: the reverse of the upgrade's order.
                     for r in replicas.iter().rev() {
-                        let t = options.target(&r.image, &from);
+                        let t = options.target(&r.image, from);
                         drivers.replicas.converge(r, &t, &say).await?;
                         self.settle(options, r).await;
                         drivers.replicas.confirm(r, &t, &say).await?;
@@ -720,11 +719,8 @@ impl Engine {
             meta.forget_upgrade(&from.to_string(), &to.to_string())
                 .await?;
             anyhow::Ok(())
-        }
-        .await;
-        renewing.abort();
-        meta.release_upgrade_lock(&holder).await?;
-        result?;
+        })
+        .await?;
         self.emit(Event::Finished {
             version: from.to_string(),
             changed: None,

@@ -8,12 +8,15 @@ use wharf_server::config::MetadataLocation;
 /// The metadata store at whatever schema level its data is (older levels included),
 /// for reading and upgrading it.
 pub async fn open_for_upgrade(config: &wharf_server::Config) -> anyhow::Result<Arc<dyn MetaStore>> {
-    Ok(
-        match config.metadata_location().map_err(anyhow::Error::msg)? {
-            MetadataLocation::Sqlite(p) => Arc::new(SqliteMetaStore::open_for_upgrade(&p).await?),
-            MetadataLocation::Postgres(u) => Arc::new(PgMetaStore::open_for_upgrade(&u.0).await?),
-        },
-    )
+    open_at(&config.metadata_location().map_err(anyhow::Error::msg)?).await
+}
+
+/// The metadata store at `location`, at whatever schema level its data is.
+pub(crate) async fn open_at(location: &MetadataLocation) -> anyhow::Result<Arc<dyn MetaStore>> {
+    Ok(match location {
+        MetadataLocation::Sqlite(p) => Arc::new(SqliteMetaStore::open_for_upgrade(p).await?),
+        MetadataLocation::Postgres(u) => Arc::new(PgMetaStore::open_for_upgrade(&u.0).await?),
+    })
 }
 
 /// Applies the schema levels up to `level` that are not applied yet; returns them.

@@ -171,10 +171,7 @@ pub async fn status(meta: &dyn MetaStore, binary: &Version) -> wharf_metastore::
                 job: j.id,
                 status: j.status.as_str().to_string(),
                 attempts: j.attempts,
-                progress: j
-                    .progress
-                    .as_deref()
-                    .and_then(|p| serde_json::from_str(p).ok()),
+                progress: j.progress_json(),
             })
             .collect();
         (Some(meta.count_manifests_without_refs().await?), jobs)

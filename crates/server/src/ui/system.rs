@@ -335,11 +335,7 @@ pub async fn gc(State(st): State<AppState>, visitor: Visitor) -> UiResult {
         .filter(|j| j.status == JobStatus::Done)
         .map(|j| {
             let params: serde_json::Value = serde_json::from_str(&j.params).unwrap_or_default();
-            let report: serde_json::Value = j
-                .progress
-                .as_deref()
-                .and_then(|p| serde_json::from_str(p).ok())
-                .unwrap_or_default();
+            let report = j.progress_json().unwrap_or_default();
             // The run's final report: `{"phase": "finished", "freed": {…}}`.
             let freed = &report["freed"];
             let n = |k: &str| freed[k].as_u64().map_or("—".into(), |v| v.to_string());
