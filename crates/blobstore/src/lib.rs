@@ -37,6 +37,23 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// A small blob read whole (an image configuration, say): at most `limit` bytes, an
+/// error beyond.
+pub async fn read_small(store: &dyn BlobStore, digest: &Digest, limit: u64) -> Result<Vec<u8>> {
+    use futures_util::StreamExt;
+    let mut stream = store.read(digest, None).await?;
+    let mut buf = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        buf.extend_from_slice(&chunk?);
+        if buf.len() as u64 > limit {
+            return Err(StoreError::Io(io::Error::other(format!(
+                "blob {digest} is larger than {limit} bytes"
+            ))));
+        }
+    }
+    Ok(buf)
+}
+
 /// A half-open byte range `[start, end)` of a blob.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ByteRange {

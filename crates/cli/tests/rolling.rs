@@ -64,8 +64,8 @@ async fn cluster_under_load(test: &str) -> Option<(RollingCluster, Load)> {
 
 /// After an upgrade: the load goes on a little on the new replicas, then everything an
 /// upgrade must leave: every replica on this build's image, the data at this version
-/// and schema level with its background step done (from 1.1.0 there is no background
-/// migration to run; an earlier hop's has finished), `upgrade verify` passing, every acknowledged
+/// and schema level with its background migrations finished (level 3's, run by the new
+/// replicas; an earlier hop's), `upgrade verify` passing, every acknowledged
 /// push pulling back byte-identical through nginx. Returns the load's report; its
 /// failures are the caller's to judge.
 async fn check_upgraded(cluster: &RollingCluster, load: Load) -> LoadReport {
@@ -81,27 +81,28 @@ async fn check_upgraded(cluster: &RollingCluster, load: Load) -> LoadReport {
         (Some(8), Some(8)),
         "{st:#}"
     );
-    // The levels from 1.1.0's on bring no background migration (level 3 is
-    // expand-only): none was queued, and the last step says so.
-    assert!(
-        !wharf_metastore::schema::BACKGROUND
-            .iter()
-            .any(|(l, _)| *l > OLD_LEVEL && *l <= OWN_LEVEL),
-        "a background migration from {OLD} on: check_upgraded must wait for it"
-    );
-    // None queued by this hop; one from an earlier hop (a multi-hop upgrade from
-    // 1.0.0) has finished.
+    // Level 3's background migration (`manifestsummaries`) was queued by the last
+    // hop's background step and the new replicas ran it (wait_status waited for it);
+    // one from an earlier hop (a multi-hop upgrade from 1.0.0) has finished too.
     assert!(
         st["background_migrations"]
             .as_array()
-            .is_some_and(|b| b.iter().all(|m| m["status"] == "done")),
+            .is_some_and(|b| !b.is_empty() && b.iter().all(|m| m["status"] == "done")),
         "{st:#}"
     );
     assert_eq!(st["pending_manifests"], 0, "{st:#}");
-    assert_eq!(
-        background_detail(&st, Some(OLD)).as_deref(),
-        Some("no background migration needed"),
+    let detail = background_detail(&st, Some(OLD)).unwrap_or_default();
+    assert!(
+        detail.starts_with("manifestsummaries queued as job "),
         "{st:#}"
+    );
+    // Every manifest has its summary, those that 1.1.0 replicas stored included.
+    assert_eq!(
+        cluster.psql(
+            "SELECT count(*) FROM manifests m WHERE NOT EXISTS (SELECT 1 FROM manifest_summaries s
+             WHERE s.repository_id = m.repository_id AND s.digest = m.digest)"
+        ),
+        "0"
     );
     // The replicas' saved configuration (their environment holds secrets) is shown as
     // names only, and is gone from the store once the upgrade is finalised.

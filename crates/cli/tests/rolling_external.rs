@@ -180,8 +180,8 @@ async fn the_external_driver_waits_for_the_orchestrator_to_replace_each_replica(
             .any(|e| e["step"] == "finalise" && e["status"] == "done"),
         "{text}"
     );
-    // From 1.1.0, the only level to finalise is this build's (3, expand-only), and
-    // there is no background migration to queue (1.0.0's data needed one, at level 2).
+    // From 1.1.0, the only level to finalise is this build's (3), whose background
+    // migration (`manifestsummaries`) is queued for the new replicas to run.
     let finalised = format!(
         "schema levels finalised: [{}]",
         wharf_metastore::schema::SCHEMA_LEVEL
@@ -194,25 +194,45 @@ async fn the_external_driver_waits_for_the_orchestrator_to_replace_each_replica(
     assert!(
         events.iter().any(|e| e["step"] == "background"
             && e["status"] == "done"
-            && e["detail"] == "no background migration needed"),
+            && e["detail"]
+                .as_str()
+                .is_some_and(|d| d.starts_with("manifestsummaries queued as job "))),
         "{text}"
     );
 
-    // The cluster is at this version, and the image pulls back from both new replicas.
-    let out = Command::new(WHARF)
-        .args(["upgrade", "status", "--format", "json", "--metadata", &pg])
-        .arg("--data-dir")
-        .arg(tmp.path().join("upgrade"))
-        .output()
-        .unwrap();
-    let st: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The cluster is at this version once the new replicas have run the background
+    // migration, and the image pulls back from both of them.
+    let status = || {
+        let out = Command::new(WHARF)
+            .args(["upgrade", "status", "--format", "json", "--metadata", &pg])
+            .arg("--data-dir")
+            .arg(tmp.path().join("upgrade"))
+            .output()
+            .unwrap();
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let st = loop {
+        let st = status();
+        let done = st["background_migrations"].as_array().is_some_and(|b| {
+            b.iter()
+                .any(|j| j["action"] == "manifestsummaries" && j["status"] == "done")
+        });
+        if done {
+            break st;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "manifestsummaries not done within 120 s: {st:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
     assert_eq!(st["data_version"], OWN, "{st:#}");
     assert_eq!(
         st["schema_level"],
         wharf_metastore::schema::SCHEMA_LEVEL,
         "{st:#}"
     );
-    assert_eq!(st["background_migrations"], serde_json::json!([]), "{st:#}");
     for r in &replicas {
         let got = c
             .get(format!("{}/v2/ext/app/manifests/v1", r.base))

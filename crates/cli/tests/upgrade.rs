@@ -272,8 +272,9 @@ async fn apply_moves_1_0_0_data_through_1_1_0_and_resumes_after_a_failure() {
         hop2.contains(&format!("[4/5] finalise: the data belongs to {OWN}")),
         "{text}"
     );
+    // Level 3's background migration is queued for the registry to run once started.
     assert!(
-        hop2.contains("[5/5] background: no background migration needed"),
+        hop2.contains("[5/5] background: manifestsummaries queued as job "),
         "{text}"
     );
     assert!(
@@ -1060,7 +1061,9 @@ async fn an_upgrade_to_scanning_warns_and_queues_the_database_refresh() {
         .find(|l| l.contains("[5/5] background:"))
         .unwrap_or_else(|| panic!("no background step in:\n{text}"));
     assert!(
-        line.contains("no background migration needed; vulndb_update queued as job ")
+        line.contains("manifestsummaries queued as job ")
+            && line.contains(" for 1 manifests (")
+            && line.contains("; vulndb_update queued as job ")
             && line.ends_with(" to refresh the vulnerability database"),
         "{text}"
     );
@@ -1164,7 +1167,8 @@ async fn release_1_0_0_data(
 
 /// `wharf upgrade rehearse` on a registry of 100,000 manifests that release 1.0.0 left:
 /// the backup that a real upgrade of a copy took is rehearsed on the original; the
-/// rehearsal's time for the background migration is within ±50% of the real one's; the
+/// rehearsal's time for each background migration (1.1.0's and 1.2.0's) is within ±50%
+/// of the real one's; the
 /// original is not touched and no scratch store is left; `upgrade check` warns before
 /// and passes after, and `upgrade plan` shows the forecast.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1250,6 +1254,46 @@ async fn a_rehearsal_forecasts_the_real_upgrade_and_leaves_the_data_alone() {
         forecast >= real_secs * 0.5 && forecast <= real_secs * 1.5,
         "forecast {forecast:.2} s, real {real_secs:.2} s"
     );
+    // Level 3's background migration: the local upgrade of the copy queued it, and the
+    // registry runs it once started; its job's own times are the real figure.
+    let forecast_summaries = report["forecast"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["step"] == "manifestsummaries")
+        .unwrap_or_else(|| panic!("no forecast for manifestsummaries: {report:#}"))["secs"]
+        .as_f64()
+        .unwrap();
+    let copy = tmp.path().join("copy");
+    let server = TestServer::start_in(&copy, &[], &[]);
+    let job = || -> (String, Option<i64>) {
+        rusqlite::Connection::open(copy.join("metadata.db"))
+            .unwrap()
+            .query_row(
+                "SELECT status, finished_at - started_at FROM jobs
+                 WHERE action = 'manifestsummaries' ORDER BY id DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap_or_default()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    let real_summaries = loop {
+        match job() {
+            (status, Some(ms)) if status == "done" => break ms as f64 / 1000.0,
+            other => assert!(
+                std::time::Instant::now() < deadline,
+                "manifestsummaries on the copy: {other:?} after 300 s"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    drop(server);
+    eprintln!("manifestsummaries of {MANIFESTS} manifests: forecast {forecast_summaries:.2} s, real {real_summaries:.2} s");
+    assert!(
+        forecast_summaries >= real_summaries * 0.5 && forecast_summaries <= real_summaries * 1.5,
+        "manifestsummaries: forecast {forecast_summaries:.2} s, real {real_summaries:.2} s"
+    );
 
     // The original is as it was, and no scratch store is left beside it.
     assert_eq!(sha256(&std::fs::read(&db).unwrap()), untouched);
@@ -1279,6 +1323,9 @@ async fn a_rehearsal_forecasts_the_real_upgrade_and_leaves_the_data_alone() {
         out.status.success()
             && text.contains("rehearsing 1.0.0 → ")
             && text.contains("1.0.0 → 1.1.0 metadatastoremigration: ")
+            && text.contains("manifestsummaries: ")
+            && text.contains("1.0.0 → 1.1.0: background migration metadatastoremigration: about ")
+            && !text.contains("about about")
             && text.contains(
                 "forecast for the real upgrade (100001 manifests now, 100001 in the backup):"
             ),
@@ -1447,4 +1494,149 @@ async fn a_background_migration_past_its_timeout_stops_the_upgrade_and_a_rerun_f
         .unwrap()
         .unwrap();
     assert_eq!(peeked.wharf_version, env!("CARGO_PKG_VERSION"));
+}
+
+/// Schema level 3's background migration: images that 1.1.0 stored get the summary
+/// (size and platforms) that 1.2.0 stores with every push, so a page of tags reads no
+/// blobs. The local upgrade queues `manifestsummaries`; the registry, once started,
+/// runs it; an image whose configuration is missing from the blob store gets its
+/// platforms as unknown rather than failing the job; a push after the upgrade is
+/// stored with its summary at once.
+#[tokio::test]
+async fn an_upgrade_from_1_1_0_fills_in_the_summaries_of_older_images() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut server = TestServer::start_in(&data, &[], &[]);
+    let c = http::client();
+    let (image, image_digest) =
+        http::push_image(&c, &server.base, "team/app", "v1", "summarised").await;
+    let (_, damaged_digest) =
+        http::push_image(&c, &server.base, "team/app", "v2", "config lost").await;
+    assert!(server.signal_and_wait("TERM").success());
+    let db = data.join("metadata.db");
+    as_release_1_1_0(&db);
+    // The second image's configuration is gone from the blob store (a damaged store).
+    let damaged: Value = {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let payload: Vec<u8> = conn
+            .query_row(
+                "SELECT payload FROM manifests WHERE digest = ?",
+                [&damaged_digest],
+                |r| r.get(0),
+            )
+            .unwrap();
+        serde_json::from_slice(&payload).unwrap()
+    };
+    let config_hex = damaged["config"]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let config_file = data
+        .join("blobs")
+        .join("sha256")
+        .join(&config_hex[..2])
+        .join(&config_hex);
+    std::fs::remove_file(&config_file).unwrap_or_else(|e| panic!("{}: {e}", config_file.display()));
+    let dir = data.to_str().unwrap();
+
+    let out = run(
+        wharf_cmd(&["upgrade", "apply", "--yes", "--data-dir", dir]),
+        None,
+        Duration::from_secs(60),
+    )
+    .await;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{}", secure::output_text(&out));
+    let line = text
+        .lines()
+        .find(|l| l.contains("[5/5] background:"))
+        .unwrap_or_else(|| panic!("no background step in:\n{text}"));
+    assert!(
+        line.contains("manifestsummaries queued as job ")
+            && line.contains(" for 2 manifests (follow it with `wharf jobs logs "),
+        "{text}"
+    );
+    let (status, report) = check(dir, &[]).await;
+    let background = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "background-migrations")
+        .cloned()
+        .unwrap();
+    assert_ne!(status, 0, "{report:#}");
+    assert_eq!(background["status"], "fail", "{background}");
+    assert!(
+        background["measured"]
+            .as_str()
+            .unwrap()
+            .contains("2 manifests lack a summary; manifestsummaries: job "),
+        "{background}"
+    );
+
+    // The registry runs the job; bounded wait on what the store says.
+    let server = TestServer::start_in(&data, &[], &[]);
+    let summaries = |digest: &str| -> Option<(i64, Option<String>)> {
+        rusqlite::Connection::open(&db)
+            .unwrap()
+            .query_row(
+                "SELECT size, platforms FROM manifest_summaries WHERE digest = ?",
+                [digest],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .ok()
+    };
+    let job_status = || -> String {
+        rusqlite::Connection::open(&db)
+            .unwrap()
+            .query_row(
+                "SELECT status FROM jobs WHERE action = 'manifestsummaries' ORDER BY id DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap_or_default()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while job_status() != "done" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "manifestsummaries is {:?} after 60 s",
+            job_status()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let parsed: Value = serde_json::from_slice(&image).unwrap();
+    let size =
+        parsed["config"]["size"].as_i64().unwrap() + parsed["layers"][0]["size"].as_i64().unwrap();
+    assert_eq!(
+        summaries(&image_digest),
+        Some((size, Some("linux/amd64".into())))
+    );
+    assert_eq!(summaries(&damaged_digest).map(|s| s.1), Some(None));
+    let out = run(
+        wharf_cmd(&["upgrade", "status", "--data-dir", dir]),
+        None,
+        Duration::from_secs(60),
+    )
+    .await;
+    let st = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(st.contains("manifestsummaries (job "), "{st}");
+    let (status, report) = check(dir, &[]).await;
+    let background = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "background-migrations")
+        .cloned()
+        .unwrap();
+    assert_eq!(background["status"], "pass", "{status} {background}");
+
+    // A push now is stored with its summary, no job needed.
+    let (_, pushed) = http::push_image(&c, &server.base, "team/app", "v3", "after").await;
+    assert_eq!(
+        summaries(&pushed).and_then(|s| s.1),
+        Some("linux/amd64".into())
+    );
+    drop(server);
 }

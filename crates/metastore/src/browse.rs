@@ -5,6 +5,7 @@
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use wharf_oci::ManifestSummary;
 
 use crate::accounts::Visibility;
 use crate::Result;
@@ -78,6 +79,18 @@ pub struct TagDetail {
     pub size: u64,
     pub payload: Bytes,
     pub updated_at_ms: i64,
+    /// Its size and platforms as stored with it (`None` for a manifest an older release
+    /// stored, until the `manifestsummaries` background migration has run).
+    pub summary: Option<ManifestSummary>,
+}
+
+/// A manifest that has no summary yet, for the `manifestsummaries` background migration.
+#[derive(Debug, Clone)]
+pub struct UnsummarisedManifest {
+    pub repository_id: i64,
+    pub digest: String,
+    pub media_type: String,
+    pub payload: Bytes,
 }
 
 #[async_trait]
@@ -111,6 +124,24 @@ pub trait BrowseStore {
 
     /// The tags of `repo` that point at `digest`.
     async fn tags_of_manifest(&self, repo: &str, digest: &str) -> Result<Vec<String>>;
+
+    /// How many manifests have no summary (those older releases stored).
+    async fn count_manifests_without_summary(&self) -> Result<u64>;
+
+    /// Up to `limit` manifests without a summary after `after` (repository id, digest),
+    /// in key order.
+    async fn manifests_without_summary(
+        &self,
+        after: Option<(i64, String)>,
+        limit: usize,
+    ) -> Result<Vec<UnsummarisedManifest>>;
+
+    /// Stores summaries, in one transaction; a manifest deleted meanwhile is skipped and
+    /// one summarised already is left as it is. Returns how many this stored.
+    async fn record_manifest_summaries(
+        &self,
+        batch: &[(i64, String, ManifestSummary)],
+    ) -> Result<u64>;
 }
 
 #[derive(Debug, Clone, Default)]

@@ -25,6 +25,7 @@ pub const TABLES: &[&str] = &[
     "manifests",
     "tags",
     "manifest_refs",
+    "manifest_summaries",
     "users",
     "access_tokens",
     "orgs",

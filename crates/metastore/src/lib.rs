@@ -101,9 +101,20 @@ pub struct NewManifest {
     pub required_manifests: Vec<Digest>,
     /// Queue a `scan` job with the manifest, in its transaction (scan on push).
     pub scan: Option<ScanOnPush>,
+    /// What a list of tags shows of it, stored with it (schema level 3; `None` when it
+    /// was not written, as by releases before 1.2.0: the `manifestsummaries` job fills
+    /// it in).
+    pub summary: Option<wharf_oci::ManifestSummary>,
     /// Stored by a pull-through proxy: the references are recorded (for GC) but not
     /// required, since the proxy fetches them from its upstream when they are asked for.
     pub references_on_demand: bool,
+}
+
+impl NewManifest {
+    /// Whether storing it writes to schema level 3's tables (its scan, its summary).
+    pub fn uses_level_3(&self) -> bool {
+        self.scan.is_some() || self.summary.is_some()
+    }
 }
 
 /// The `scan` job a manifest push queues, in the push's own transaction: a pushed image

@@ -688,6 +688,18 @@ impl MetaStore for PgMetaStore {
         .bind(&digest)
         .execute(&mut *tx)
         .await?;
+        if let Some(summary) = &m.summary {
+            sqlx::query(
+                "INSERT INTO manifest_summaries (repository_id, digest, size, platforms)
+                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            )
+            .bind(rid)
+            .bind(&digest)
+            .bind(summary.size as i64)
+            .bind(&summary.platforms)
+            .execute(&mut *tx)
+            .await?;
+        }
         if let Some(tag) = tag {
             sqlx::query(
                 "INSERT INTO tags (repository_id, name, manifest_digest, updated_at) VALUES ($1, $2, $3, $4)

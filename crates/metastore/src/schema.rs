@@ -184,7 +184,26 @@ pub(crate) async fn postgres_state(
 }
 
 /// Background migrations (jobs) that data crossing a schema level needs, by level.
-pub const BACKGROUND: &[(u32, &str)] = &[(2, "metadatastoremigration")];
+pub const BACKGROUND: &[(u32, &str)] = &[(2, "metadatastoremigration"), (3, "manifestsummaries")];
+
+/// How many rows the background migration `action` has left, and what they are;
+/// `None` for an action that is not one.
+pub async fn background_pending(
+    meta: &dyn crate::MetaStore,
+    action: &str,
+) -> crate::Result<Option<(u64, &'static str)>> {
+    Ok(match action {
+        "metadatastoremigration" => Some((
+            meta.count_manifests_without_refs().await?,
+            "manifests lack references",
+        )),
+        "manifestsummaries" => Some((
+            meta.count_manifests_without_summary().await?,
+            "manifests lack a summary",
+        )),
+        _ => None,
+    })
+}
 
 /// How much data a store holds, for estimates (`wharf upgrade plan`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

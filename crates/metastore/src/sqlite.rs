@@ -710,6 +710,13 @@ impl MetaStore for SqliteMetaStore {
                 )?
                 .execute(params![rid, digest])?;
             }
+            if let Some(summary) = &m.summary {
+                tx.prepare_cached(
+                    "INSERT OR IGNORE INTO manifest_summaries (repository_id, digest, size, platforms)
+                     VALUES (?, ?, ?, ?)",
+                )?
+                .execute(params![rid, digest, summary.size as i64, summary.platforms])?;
+            }
             if let Some(tag) = tag {
                 tx.prepare_cached(
                     "INSERT INTO tags (repository_id, name, manifest_digest, updated_at) VALUES (?, ?, ?, ?)

@@ -52,6 +52,7 @@ fn manifest(payload: &str, blobs: Vec<Digest>, manifests: Vec<Digest>) -> NewMan
         required_blobs: blobs,
         required_manifests: manifests,
         scan: None,
+        summary: None,
         references_on_demand: false,
     }
 }
@@ -320,6 +321,7 @@ macro_rules! metastore_testsuite {
             gc_untagged_manifests_spare_tagged_children_and_referrers,
             browsing_shows_what_each_viewer_may_see_in_keyset_pages,
             browsing_tags_orgs_and_grants,
+            manifest_summaries_are_stored_with_pushes_and_filled_in_later,
             scan_inventories_replace_and_share_packages,
             scan_vulndb_imports_swap_whole_sets,
             scan_matches_findings_summaries_and_changes,
@@ -744,7 +746,11 @@ fn by_table(items: &[DumpItem]) -> Vec<(String, Vec<String>)> {
 async fn populate(store: &dyn MetaStore) {
     let r = repo("team/app");
     let layer = blob(store, &r, b"layer").await;
-    let m = manifest(r#"{"backup":1}"#, vec![layer], vec![]);
+    let mut m = manifest(r#"{"backup":1}"#, vec![layer], vec![]);
+    m.summary = Some(wharf_oci::ManifestSummary {
+        size: 10,
+        platforms: Some("linux/amd64".into()),
+    });
     store.put_manifest(&r, &m, Some(&tag("v1"))).await.unwrap();
     // What scanning keeps in a backup: the policies and the allowlist (booleans and
     // NULLs included).
@@ -2875,4 +2881,101 @@ pub async fn proxied_manifests_need_no_references(store: &dyn MetaStore) {
         .unwrap()
         .unwrap();
     assert_eq!(got.digest, m.digest);
+}
+
+// ---------------------------------------------------------------- manifest summaries
+
+pub async fn manifest_summaries_are_stored_with_pushes_and_filled_in_later(store: &dyn MetaStore) {
+    use wharf_oci::ManifestSummary;
+    let r = repo("summaries/app");
+    let summary = |size, platforms: Option<&str>| ManifestSummary {
+        size,
+        platforms: platforms.map(str::to_string),
+    };
+    // Pushed by this release: stored with its summary.
+    let mut new = manifest(r#"{"summary":"new"}"#, vec![], vec![]);
+    new.summary = Some(summary(1234, Some("linux/arm64")));
+    store
+        .put_manifest(&r, &new, Some(&tag("new")))
+        .await
+        .unwrap();
+    // Stored as an older release stores them: no summary.
+    let mut old = Vec::new();
+    for i in 0..5 {
+        let m = manifest(&format!(r#"{{"summary":"old {i}"}}"#), vec![], vec![]);
+        store
+            .put_manifest(&r, &m, Some(&tag(&format!("old{i}"))))
+            .await
+            .unwrap();
+        old.push(m.digest.to_string());
+    }
+    old.sort();
+    assert_eq!(store.count_manifests_without_summary().await.unwrap(), 5);
+
+    let page = store
+        .tag_details(r.as_str(), None, 10)
+        .await
+        .unwrap()
+        .unwrap();
+    let by_tag = |name: &str| {
+        page.iter()
+            .find(|t| t.name == name)
+            .unwrap()
+            .summary
+            .clone()
+    };
+    assert_eq!(by_tag("new"), Some(summary(1234, Some("linux/arm64"))));
+    assert_eq!(by_tag("old0"), None);
+
+    // Keyset pages of what is left, in key order.
+    let first = store.manifests_without_summary(None, 2).await.unwrap();
+    assert_eq!(
+        first.iter().map(|m| m.digest.clone()).collect::<Vec<_>>(),
+        old[..2]
+    );
+    let last = first.last().unwrap();
+    let rest = store
+        .manifests_without_summary(Some((last.repository_id, last.digest.clone())), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        rest.iter().map(|m| m.digest.clone()).collect::<Vec<_>>(),
+        old[2..]
+    );
+    assert!(rest[0].payload.starts_with(b"{\"summary\":\"old"));
+
+    // Filled in: once each; a manifest deleted meanwhile is skipped, not an error.
+    let gone: Digest = old[4].parse().unwrap();
+    assert!(store.delete_manifest(&r, &gone).await.unwrap());
+    let batch: Vec<_> = first
+        .iter()
+        .chain(rest.iter())
+        .map(|m| (m.repository_id, m.digest.clone(), summary(7, None)))
+        .collect();
+    assert_eq!(store.record_manifest_summaries(&batch).await.unwrap(), 4);
+    assert_eq!(store.record_manifest_summaries(&batch).await.unwrap(), 0);
+    assert_eq!(store.count_manifests_without_summary().await.unwrap(), 0);
+    let page = store
+        .tag_details(r.as_str(), None, 10)
+        .await
+        .unwrap()
+        .unwrap();
+    let filled = page.iter().find(|t| t.digest == old[0]).unwrap();
+    assert_eq!(filled.summary, Some(summary(7, None)));
+
+    // A deleted manifest takes its summary with it: pushed again, it gets the new one.
+    let newd = new.digest.clone();
+    assert!(store.delete_manifest(&r, &newd).await.unwrap());
+    new.summary = Some(summary(99, Some("linux/amd64")));
+    store
+        .put_manifest(&r, &new, Some(&tag("new")))
+        .await
+        .unwrap();
+    let page = store
+        .tag_details(r.as_str(), None, 10)
+        .await
+        .unwrap()
+        .unwrap();
+    let again = page.iter().find(|t| t.name == "new").unwrap();
+    assert_eq!(again.summary, Some(summary(99, Some("linux/amd64"))));
 }

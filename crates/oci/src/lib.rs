@@ -8,10 +8,12 @@ pub mod error;
 pub mod manifest;
 pub mod media;
 pub mod name;
+pub mod summary;
 pub mod upload;
 
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use error::ErrorCode;
 pub use manifest::{Descriptor, Manifest, ManifestError, ManifestKind, Platform};
 pub use name::{NameError, Reference, RepoName, Tag};
+pub use summary::ManifestSummary;
 pub use upload::UploadId;

@@ -4,6 +4,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use wharf_metastore::{NewManifest, StoredManifest};
 use wharf_oci::manifest::ManifestKind;
+use wharf_oci::summary::{self, ManifestSummary};
 use wharf_oci::{media, Digest, Hasher, Manifest, Reference, RepoName, Tag};
 
 use crate::error::{RegistryError, Result};
@@ -89,6 +90,7 @@ impl Registry {
             required_blobs: manifest.required_blobs().cloned().collect(),
             required_manifests: manifest.required_manifests().cloned().collect(),
             scan,
+            summary: Some(self.summary_of(&manifest).await),
             references_on_demand: false,
         };
         let tag = match reference {
@@ -96,11 +98,12 @@ impl Registry {
             Reference::Digest(_) => None,
         };
         match self.meta.put_manifest(repo, &record, tag).await {
-            // The scanning tables went (a rollback under way) since the policy was
-            // read: the push goes on without its scan, as on an older schema.
-            Err(e) if record.scan.is_some() && crate::scan_policy::is_missing_table(&e) => {
+            // Schema level 3's tables went (a rollback under way) since the policy was
+            // read: the push goes on without its scan and summary, as on an older schema.
+            Err(e) if record.uses_level_3() && crate::scan_policy::is_missing_table(&e) => {
                 self.policies.warn_missing(&e);
                 record.scan = None;
+                record.summary = None;
                 self.meta.put_manifest(repo, &record, tag).await?;
             }
             other => other?,
@@ -109,6 +112,22 @@ impl Registry {
             digest,
             subject: record.subject,
         })
+    }
+
+    /// What a list of tags shows of `manifest`, stored with it. A single image's
+    /// platform is read from its configuration blob; when that cannot be read (a proxy
+    /// fetches blobs on demand) it is stored as unknown, and the list reads it when
+    /// shown.
+    async fn summary_of(&self, manifest: &Manifest) -> ManifestSummary {
+        let config = match summary::config_to_read(manifest) {
+            None => None,
+            Some(c) => {
+                wharf_blobstore::read_small(self.blobs.as_ref(), &c.digest, summary::CONFIG_LIMIT)
+                    .await
+                    .ok()
+            }
+        };
+        summary::summarize(manifest, config.as_deref())
     }
 
     /// Stores a manifest a pull-through proxy fetched from its upstream (and points
@@ -169,12 +188,14 @@ impl Registry {
             required_blobs: manifest.required_blobs().cloned().collect(),
             required_manifests: manifest.required_manifests().cloned().collect(),
             scan,
+            summary: Some(self.summary_of(&manifest).await),
             references_on_demand: true,
         };
         match self.meta.put_manifest(repo, &record, tag).await {
-            Err(e) if record.scan.is_some() && crate::scan_policy::is_missing_table(&e) => {
+            Err(e) if record.uses_level_3() && crate::scan_policy::is_missing_table(&e) => {
                 self.policies.warn_missing(&e);
                 record.scan = None;
+                record.summary = None;
                 self.meta.put_manifest(repo, &record, tag).await?;
             }
             other => other?,

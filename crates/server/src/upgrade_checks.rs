@@ -699,21 +699,45 @@ async fn pending_work(meta: &dyn MetaStore, out: &mut Vec<Check>) -> anyhow::Res
         ));
         return Ok(());
     }
-    let pending = meta.count_manifests_without_refs().await?;
-    let migration = meta
-        .jobs(Some("metadatastoremigration"), None, None, 1)
-        .await?
-        .into_iter()
-        .next();
-    let unfinished = migration.as_ref().is_some_and(|j| !j.status.is_final());
+    // Each background migration this schema level has: nothing left, no job unfinished.
+    let mut done = true;
+    let mut said = Vec::new();
+    let mut unfinished_action = "metadatastoremigration";
+    for (_, action) in wharf_metastore::schema::BACKGROUND
+        .iter()
+        .filter(|(l, _)| *l <= level)
+    {
+        let Some((pending, what)) =
+            wharf_metastore::schema::background_pending(meta, action).await?
+        else {
+            continue;
+        };
+        let last = meta
+            .jobs(Some(action), None, None, 1)
+            .await?
+            .into_iter()
+            .next();
+        let unfinished = last.as_ref().is_some_and(|j| !j.status.is_final());
+        if pending > 0 || unfinished {
+            if done {
+                unfinished_action = action;
+            }
+            done = false;
+        }
+        said.push(format!(
+            "{pending} {what}; {action}: {}",
+            last.as_ref().map_or("never run".to_string(), |j| format!(
+                "job {} {}",
+                j.id,
+                j.status.as_str()
+            ))
+        ));
+    }
     out.push(check(
         "background-migrations",
-        pending == 0 && !unfinished,
-        format!(
-            "{pending} manifests lack references; metadatastoremigration: {}",
-            migration.as_ref().map_or("never run".to_string(), |j| format!("job {} {}", j.id, j.status.as_str()))
-        ),
-        "let metadatastoremigration finish (wharf jobs logs ID --follow), or queue it: wharf jobs run metadatastoremigration",
+        done,
+        said.join("; "),
+        &format!("let {unfinished_action} finish (wharf jobs logs ID --follow), or queue it: wharf jobs run {unfinished_action}"),
     ));
     let gc = meta
         .jobs(Some("gc"), Some(JobStatus::Running), None, 1)

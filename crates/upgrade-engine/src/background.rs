@@ -29,16 +29,16 @@ pub fn actions_up_to(level: u32) -> Vec<&'static str> {
 /// How many rows the background migration `action` has left to do; zero means it is
 /// not needed (or has finished).
 pub async fn pending(meta: &dyn MetaStore, action: &str) -> anyhow::Result<u64> {
-    Ok(match action {
-        "metadatastoremigration" => meta.count_manifests_without_refs().await?,
-        other => bail!("no background migration {other:?} in this build"),
-    })
+    match wharf_metastore::schema::background_pending(meta, action).await? {
+        Some((rows, _)) => Ok(rows),
+        None => bail!("no background migration {action:?} in this build"),
+    }
 }
 
 /// What the rows of background migration `action` are.
 fn what(action: &str) -> &'static str {
     match action {
-        "metadatastoremigration" => "manifests",
+        "metadatastoremigration" | "manifestsummaries" => "manifests",
         _ => "rows",
     }
 }

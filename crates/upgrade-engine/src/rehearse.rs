@@ -2,7 +2,8 @@
 //! store (an SQLite file beside the data, or a database of its own on the registry's
 //! PostgreSQL server), every hop of the plan run there, background migrations
 //! included, each step measured (seconds, rows, peak memory); then the scratch store
-//! is removed. The real data is never touched. The result is kept in
+//! is removed. The real data is never touched: a background migration that reads
+//! blobs reads the registry's own, and writes none. The result is kept in
 //! `DATA_DIR/upgrade-rehearsal.json`, from which `upgrade plan` forecasts and
 //! `upgrade check` warns when there is none.
 
@@ -226,6 +227,16 @@ struct Scratch {
     location: MetadataLocation,
     /// The registry's PostgreSQL URL, and the scratch database's name on that server.
     postgres: Option<(String, String)>,
+    /// The registry's own blob store (its settings), which background migrations that
+    /// read blobs (`manifestsummaries` reads image configurations) read as the real
+    /// upgrade will: only read, never written.
+    blobs: BlobSettings,
+}
+
+struct BlobSettings {
+    blobs: String,
+    s3_endpoint: Option<String>,
+    s3_region: Option<String>,
 }
 
 impl Scratch {
@@ -234,12 +245,21 @@ impl Scratch {
             .prefix(".wharf-rehearsal-")
             .tempdir_in(existing_dir(&config.data_dir)?)
             .context("cannot make a scratch directory beside the data")?;
+        let blobs = BlobSettings {
+            blobs: config
+                .blobs
+                .clone()
+                .unwrap_or_else(|| config.data_dir.display().to_string()),
+            s3_endpoint: config.s3_endpoint.clone(),
+            s3_region: config.s3_region.clone(),
+        };
         Ok(
             match config.metadata_location().map_err(anyhow::Error::msg)? {
                 MetadataLocation::Sqlite(_) => Scratch {
                     location: MetadataLocation::Sqlite(dir.path().join("metadata.db")),
                     dir,
                     postgres: None,
+                    blobs,
                 },
                 MetadataLocation::Postgres(url) => {
                     let name = format!(
@@ -260,6 +280,7 @@ impl Scratch {
                         )),
                         dir,
                         postgres: Some((url.0, name)),
+                        blobs,
                     }
                 }
             },
@@ -276,7 +297,7 @@ impl Scratch {
         drop(self.dir);
     }
 
-    /// Settings whose stores are the scratch ones (for the job worker).
+    /// Settings for the job worker: the scratch metadata store, the registry's blobs.
     fn config(&self) -> wharf_server::Config {
         wharf_server::Config {
             data_dir: self.dir.path().to_path_buf(),
@@ -284,6 +305,9 @@ impl Scratch {
                 MetadataLocation::Postgres(u) => Some(u.clone()),
                 MetadataLocation::Sqlite(_) => None,
             },
+            blobs: Some(self.blobs.blobs.clone()),
+            s3_endpoint: self.blobs.s3_endpoint.clone(),
+            s3_region: self.blobs.s3_region.clone(),
             ..wharf_server::Config::default()
         }
     }

@@ -82,7 +82,7 @@ impl Rehearsal {
             .filter(|(_, s, _)| s != "expand" && s != "finalise")
         {
             lines.push(format!(
-                "{hop}: background migration {step}: about {}",
+                "{hop}: background migration {step}: {}",
                 about(*secs)
             ));
         }

@@ -161,9 +161,14 @@ pub async fn status(meta: &dyn MetaStore, binary: &Version) -> wharf_metastore::
     let journal: Vec<JournalEntry> = journal.into_iter().map(redact).collect();
     // The job tables exist from schema level 2 on.
     let (pending_manifests, background_migrations) = if schema_level >= 2 {
-        let jobs = meta
-            .jobs(Some("metadatastoremigration"), None, None, 5)
-            .await?;
+        // The newest jobs of each background migration the data's level has.
+        let mut jobs = Vec::new();
+        for (_, action) in wharf_metastore::schema::BACKGROUND
+            .iter()
+            .filter(|(l, _)| *l <= schema_level)
+        {
+            jobs.extend(meta.jobs(Some(action), None, None, 5).await?);
+        }
         let jobs = jobs
             .into_iter()
             .map(|j| BackgroundMigration {

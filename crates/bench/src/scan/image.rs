@@ -758,6 +758,7 @@ pub async fn build(
                 required_blobs: required,
                 required_manifests: vec![],
                 scan: None,
+                summary: None,
                 references_on_demand: false,
             },
             Some(&tag),

@@ -698,10 +698,9 @@ impl RollingCluster {
     }
 
     /// Polls `upgrade status` (at most `timeout`) until the data is at `version` and,
-    /// with `background_done`, the upgrade's `background` step is done and what it
-    /// started is too: either it found no background migration needed (an upgrade from
-    /// 1.1.0 on: no level since brings one), or the `metadatastoremigration` job it
-    /// queued has completed. Returns the last status.
+    /// with `background_done`, the upgrade's `background` step is done and every
+    /// background migration it queued or found has completed (the replicas run them).
+    /// Returns the last status.
     pub async fn wait_status(
         &self,
         version: &str,
@@ -711,14 +710,8 @@ impl RollingCluster {
         let deadline = Instant::now() + timeout;
         loop {
             let st = self.status().await;
-            let migrated = st["background_migrations"].as_array().is_some_and(|b| {
-                b.iter()
-                    .any(|m| m["action"] == "metadatastoremigration" && m["status"] == "done")
-            });
-            let background = background_detail(&st, None).is_some_and(|d| {
-                d == "no background migration needed"
-                    || (d.starts_with("metadatastoremigration queued") && migrated)
-            });
+            let background =
+                background_detail(&st, None).is_some_and(|d| background_finished(&st, &d));
             if st["data_version"] == version && (background || !background_done) {
                 return st;
             }
@@ -726,7 +719,7 @@ impl RollingCluster {
                 Instant::now() < deadline,
                 "within {timeout:?}: data not at {version}{}: {st:#}",
                 if background_done {
-                    " with the background step done (no background migration needed, or metadatastoremigration done)"
+                    " with the background step done and the migrations it queued finished"
                 } else {
                     ""
                 }
@@ -834,7 +827,7 @@ impl Drop for RollingCluster {
 
 /// The detail of the last `background` step done in the journal of an `upgrade
 /// status` (of the upgrade from `from`, when given): "no background migration needed",
-/// or "metadatastoremigration queued as job …".
+/// or "metadatastoremigration queued as job …", "manifestsummaries queued as job …".
 pub fn background_detail(st: &Value, from: Option<&str>) -> Option<String> {
     st["journal"]
         .as_array()?
@@ -846,6 +839,36 @@ pub fn background_detail(st: &Value, from: Option<&str>) -> Option<String> {
                 && from.is_none_or(|f| e["from_version"] == f)
         })
         .and_then(|e| e["detail"].as_str().map(str::to_string))
+}
+
+/// Whether what a `background` step's `detail` says it queued (background migrations
+/// as "ACTION queued as job N …", each part of the detail split by "; ") has finished,
+/// by the jobs `upgrade status` lists. Parts that name no background migration (the
+/// vulnerability database's refresh, "no background migration needed", "… done") ask
+/// for nothing.
+pub fn background_finished(st: &Value, detail: &str) -> bool {
+    let jobs = st["background_migrations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    detail.split("; ").all(|part| {
+        let Some((action, rest)) = part.split_once(" queued as job ") else {
+            return true;
+        };
+        if !wharf_metastore::schema::BACKGROUND
+            .iter()
+            .any(|(_, a)| *a == action)
+        {
+            return true;
+        }
+        let id: u64 = rest
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no job number in {part:?}"));
+        jobs.iter()
+            .any(|j| j["action"] == action && j["job"] == id && j["status"] == "done")
+    })
 }
 
 pub fn client() -> Client {

@@ -8,12 +8,14 @@ use wharf_metastore::MetaStore;
 use crate::Action;
 
 pub mod gc;
+mod manifest_summaries;
 mod migration;
 mod proxy_retention;
 mod purge_uploads;
 pub mod scan;
 
 pub use gc::GarbageCollect;
+pub use manifest_summaries::ManifestSummaries;
 pub use migration::MetadataStoreMigration;
 pub use proxy_retention::ProxyRetention;
 pub use purge_uploads::PurgeUploads;
@@ -40,6 +42,7 @@ pub struct Stores {
 pub fn all(stores: &Stores) -> Vec<Arc<dyn Action>> {
     vec![
         Arc::new(GarbageCollect::new(stores.clone())),
+        Arc::new(ManifestSummaries::new(stores.clone())),
         Arc::new(MetadataStoreMigration::new(stores.clone())),
         Arc::new(ProxyRetention::new(stores.clone())),
         Arc::new(PurgeUploads::new(stores.clone())),
@@ -57,6 +60,7 @@ pub fn all(stores: &Stores) -> Vec<Arc<dyn Action>> {
 /// URL and ecosystems from the configuration).
 pub const WITHOUT_PARAMS: &[&str] = &[
     "gc",
+    "manifestsummaries",
     "metadatastoremigration",
     "proxy_retention",
     "purge_uploads",
@@ -67,6 +71,7 @@ pub const WITHOUT_PARAMS: &[&str] = &[
 
 pub const NAMES: &[&str] = &[
     "gc",
+    "manifestsummaries",
     "metadatastoremigration",
     "proxy_retention",
     "purge_uploads",

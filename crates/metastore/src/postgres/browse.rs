@@ -8,10 +8,11 @@ use super::PgMetaStore;
 use crate::accounts::Visibility;
 use crate::browse::{
     fold_teams, prefix_end, restricted_by_name_sql, viewer_params, BrowseStore, OrgDetail,
-    RepoCursor, RepoQuery, RepoSort, RepoSummary, TagDetail, Viewer, LIST_ORGS_SQL,
-    ORG_MEMBERS_SQL, ORG_TEAMS_SQL, REPO_GRANTS_SQL,
+    RepoCursor, RepoQuery, RepoSort, RepoSummary, TagDetail, UnsummarisedManifest, Viewer,
+    LIST_ORGS_SQL, ORG_MEMBERS_SQL, ORG_TEAMS_SQL, REPO_GRANTS_SQL,
 };
 use crate::Result;
+use wharf_oci::ManifestSummary;
 
 /// `persistent(false)` for the listing queries: sqlx then sends them as unnamed
 /// statements, which PostgreSQL plans with the values bound each time. A named
@@ -137,9 +138,12 @@ impl BrowseStore for PgMetaStore {
             return Ok(None);
         };
         let rows = sqlx::query(
-            "SELECT t.name, t.manifest_digest, m.media_type, m.size, m.payload, t.updated_at
+            "SELECT t.name, t.manifest_digest, m.media_type, m.size, m.payload, t.updated_at,
+                    s.size, s.platforms
              FROM tags t JOIN manifests m
                ON m.repository_id = t.repository_id AND m.digest = t.manifest_digest
+             LEFT JOIN manifest_summaries s
+               ON s.repository_id = m.repository_id AND s.digest = m.digest
              WHERE t.repository_id = $1 AND t.name > $2 ORDER BY t.name LIMIT $3",
         )
         .persistent(CUSTOM_PLAN)
@@ -157,6 +161,10 @@ impl BrowseStore for PgMetaStore {
                     size: r.get::<i64, _>(3) as u64,
                     payload: Bytes::from(r.get::<Vec<u8>, _>(4)),
                     updated_at_ms: r.get(5),
+                    summary: r.get::<Option<i64>, _>(6).map(|size| ManifestSummary {
+                        size: size as u64,
+                        platforms: r.get(7),
+                    }),
                 })
                 .collect(),
         ))
@@ -235,5 +243,78 @@ impl BrowseStore for PgMetaStore {
         .bind(digest)
         .fetch_all(self.pool())
         .await?)
+    }
+
+    async fn count_manifests_without_summary(&self) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM manifests m WHERE NOT EXISTS
+               (SELECT 1 FROM manifest_summaries s
+                WHERE s.repository_id = m.repository_id AND s.digest = m.digest)",
+        )
+        .fetch_one(self.pool())
+        .await?;
+        Ok(n as u64)
+    }
+
+    async fn manifests_without_summary(
+        &self,
+        after: Option<(i64, String)>,
+        limit: usize,
+    ) -> Result<Vec<UnsummarisedManifest>> {
+        let (rid, digest) = after.unwrap_or((i64::MIN, String::new()));
+        let rows = sqlx::query(
+            "SELECT m.repository_id, m.digest, m.media_type, m.payload FROM manifests m
+             WHERE (m.repository_id, m.digest) > ($1, $2) AND NOT EXISTS
+               (SELECT 1 FROM manifest_summaries s
+                WHERE s.repository_id = m.repository_id AND s.digest = m.digest)
+             ORDER BY m.repository_id, m.digest LIMIT $3",
+        )
+        .bind(rid)
+        .bind(digest)
+        .bind(limit as i64)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| UnsummarisedManifest {
+                repository_id: r.get(0),
+                digest: r.get(1),
+                media_type: r.get(2),
+                payload: Bytes::from(r.get::<Vec<u8>, _>(3)),
+            })
+            .collect())
+    }
+
+    async fn record_manifest_summaries(
+        &self,
+        batch: &[(i64, String, ManifestSummary)],
+    ) -> Result<u64> {
+        // One statement for the whole batch; the join skips a manifest deleted since it
+        // was read (the foreign key would refuse it).
+        let mut rids = Vec::with_capacity(batch.len());
+        let mut digests = Vec::with_capacity(batch.len());
+        let mut sizes = Vec::with_capacity(batch.len());
+        let mut platforms = Vec::with_capacity(batch.len());
+        for (rid, digest, s) in batch {
+            rids.push(*rid);
+            digests.push(digest.as_str());
+            sizes.push(s.size as i64);
+            platforms.push(s.platforms.as_deref());
+        }
+        let stored = sqlx::query(
+            "INSERT INTO manifest_summaries (repository_id, digest, size, platforms)
+             SELECT m.repository_id, m.digest, u.size, u.platforms
+             FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::BIGINT[], $4::TEXT[]) AS u(rid, d, size, platforms)
+             JOIN manifests m ON m.repository_id = u.rid AND m.digest = u.d
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&rids)
+        .bind(&digests)
+        .bind(&sizes)
+        .bind(&platforms)
+        .execute(self.pool())
+        .await?
+        .rows_affected();
+        Ok(stored)
     }
 }

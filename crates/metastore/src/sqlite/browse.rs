@@ -8,10 +8,11 @@ use super::SqliteMetaStore;
 use crate::accounts::Visibility;
 use crate::browse::{
     fold_teams, prefix_end, restricted_by_name_sql, viewer_params, BrowseStore, OrgDetail,
-    RepoCursor, RepoQuery, RepoSort, RepoSummary, TagDetail, Viewer, LIST_ORGS_SQL,
-    ORG_MEMBERS_SQL, ORG_TEAMS_SQL, REPO_GRANTS_SQL,
+    RepoCursor, RepoQuery, RepoSort, RepoSummary, TagDetail, UnsummarisedManifest, Viewer,
+    LIST_ORGS_SQL, ORG_MEMBERS_SQL, ORG_TEAMS_SQL, REPO_GRANTS_SQL,
 };
 use crate::Result;
+use wharf_oci::ManifestSummary;
 
 /// The repository's namespace: its first path component.
 const NAMESPACE: &str =
@@ -124,11 +125,14 @@ impl BrowseStore for SqliteMetaStore {
             // half of a repository of 10,000 tags and 832 for the rest; this form runs
             // 1,757 for every cursor (0.1 ms).
             let mut st = c.prepare_cached(
-                "SELECT t.name, t.manifest_digest, m.media_type, m.size, m.payload, t.updated_at
+                "SELECT t.name, t.manifest_digest, m.media_type, m.size, m.payload, t.updated_at,
+                        s.size, s.platforms
                  FROM (SELECT repository_id, name, manifest_digest, updated_at FROM tags
                        WHERE repository_id = ? AND name > ? ORDER BY name LIMIT ?) t
                  JOIN manifests m
                    ON m.repository_id = t.repository_id AND m.digest = t.manifest_digest
+                 LEFT JOIN manifest_summaries s
+                   ON s.repository_id = m.repository_id AND s.digest = m.digest
                  ORDER BY t.name",
             )?;
             let rows = st.query_map(params![rid, after, limit as i64], |r| {
@@ -139,6 +143,13 @@ impl BrowseStore for SqliteMetaStore {
                     size: r.get::<_, i64>(3)? as u64,
                     payload: Bytes::from(r.get::<_, Vec<u8>>(4)?),
                     updated_at_ms: r.get(5)?,
+                    summary: match r.get::<_, Option<i64>>(6)? {
+                        Some(size) => Some(ManifestSummary {
+                            size: size as u64,
+                            platforms: r.get(7)?,
+                        }),
+                        None => None,
+                    },
                 })
             })?;
             Ok(Some(rows.collect::<rusqlite::Result<Vec<_>>>()?))
@@ -219,6 +230,67 @@ impl BrowseStore for SqliteMetaStore {
             )?;
             let rows = st.query_map(params![repo, digest], |r| r.get(0))?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn count_manifests_without_summary(&self) -> Result<u64> {
+        self.read(|c| {
+            Ok(c.query_row(
+                "SELECT COUNT(*) FROM manifests m WHERE NOT EXISTS
+                   (SELECT 1 FROM manifest_summaries s
+                    WHERE s.repository_id = m.repository_id AND s.digest = m.digest)",
+                [],
+                |r| r.get::<_, i64>(0),
+            )? as u64)
+        })
+        .await
+    }
+
+    async fn manifests_without_summary(
+        &self,
+        after: Option<(i64, String)>,
+        limit: usize,
+    ) -> Result<Vec<UnsummarisedManifest>> {
+        let (rid, digest) = after.unwrap_or((i64::MIN, String::new()));
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT m.repository_id, m.digest, m.media_type, m.payload FROM manifests m
+                 WHERE (m.repository_id, m.digest) > (?, ?) AND NOT EXISTS
+                   (SELECT 1 FROM manifest_summaries s
+                    WHERE s.repository_id = m.repository_id AND s.digest = m.digest)
+                 ORDER BY m.repository_id, m.digest LIMIT ?",
+            )?;
+            let rows = st.query_map(params![rid, digest, limit as i64], |r| {
+                Ok(UnsummarisedManifest {
+                    repository_id: r.get(0)?,
+                    digest: r.get(1)?,
+                    media_type: r.get(2)?,
+                    payload: Bytes::from(r.get::<_, Vec<u8>>(3)?),
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn record_manifest_summaries(
+        &self,
+        batch: &[(i64, String, ManifestSummary)],
+    ) -> Result<u64> {
+        let batch = batch.to_vec();
+        self.write(move |tx| {
+            // INSERT … SELECT: a manifest deleted since it was read gets no row (the
+            // foreign key would refuse it).
+            let mut ins = tx.prepare_cached(
+                "INSERT OR IGNORE INTO manifest_summaries (repository_id, digest, size, platforms)
+                 SELECT repository_id, digest, ?, ? FROM manifests WHERE repository_id = ? AND digest = ?",
+            )?;
+            let mut stored = 0;
+            for (rid, digest, s) in &batch {
+                stored += ins.execute(params![s.size as i64, s.platforms, rid, digest])? as u64;
+            }
+            Ok(stored)
         })
         .await
     }

@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use futures_util::StreamExt;
 use serde_json::Value;
-use wharf_oci::manifest::{Manifest, ManifestKind};
+use wharf_metastore::browse::TagDetail;
+use wharf_oci::manifest::Manifest;
+use wharf_oci::summary::{self, ManifestSummary};
 use wharf_oci::{media, Digest};
 
 use crate::AppState;
@@ -156,64 +158,49 @@ pub struct Summary {
     pub kind: &'static str,
 }
 
+impl Summary {
+    fn new(media_type: &str, s: ManifestSummary, platforms: Option<String>) -> Summary {
+        Summary {
+            size: s.size,
+            platforms: platforms
+                .filter(|p| !p.is_empty())
+                .unwrap_or_else(|| "—".into()),
+            kind: kind_name(media_type),
+        }
+    }
+}
+
+/// A tag row's summary: as stored with the manifest (from 1.2.0 on, no blob read), else
+/// read now: for a manifest an older release stored before the `manifestsummaries`
+/// background migration reached it, or an image whose configuration could not be read
+/// when it was stored (a proxy fetches blobs on demand).
+pub async fn tag_summary(st: &AppState, t: &TagDetail) -> Summary {
+    match &t.summary {
+        Some(s) if s.platforms.is_some() => {
+            Summary::new(&t.media_type, s.clone(), s.platforms.clone())
+        }
+        _ => summarize(st, &t.media_type, &t.payload).await,
+    }
+}
+
+/// A manifest's summary, its image configuration read through the cache.
 pub async fn summarize(st: &AppState, media_type: &str, payload: &[u8]) -> Summary {
-    let kind = kind_name(media_type);
     let Ok(m) = Manifest::parse(Some(media_type), payload) else {
         return Summary {
             size: payload.len() as u64,
             platforms: "—".into(),
-            kind,
+            kind: kind_name(media_type),
         };
     };
-    match m.kind {
-        ManifestKind::Index => {
-            let platforms: Vec<String> = m
-                .manifests
-                .iter()
-                .filter_map(|d| d.platform.as_ref())
-                .filter(|p| p.os != "unknown")
-                .map(platform_name)
-                .collect();
-            Summary {
-                size: m.manifests.iter().map(|d| d.size).sum(),
-                platforms: if platforms.is_empty() {
-                    "—".into()
-                } else {
-                    platforms.join(", ")
-                },
-                kind,
-            }
-        }
-        _ => {
-            let layers: u64 = m.layers.iter().map(|d| d.size).sum();
-            let config_size = m.config.as_ref().map_or(0, |c| c.size);
-            let platforms = match &m.config {
-                Some(c) if is_image_config(&c.media_type) => config(st, &c.digest)
-                    .await
-                    .map(|c| c.platform.clone())
-                    .unwrap_or_else(|| "—".into()),
-                _ => "—".into(),
-            };
-            Summary {
-                size: layers + config_size,
-                platforms,
-                kind,
-            }
-        }
-    }
+    let s = summary::summarize(&m, None);
+    let platforms = match summary::config_to_read(&m) {
+        Some(c) => config(st, &c.digest).await.map(|c| c.platform.clone()),
+        None => s.platforms.clone(),
+    };
+    Summary::new(media_type, s, platforms)
 }
 
-pub fn is_image_config(media_type: &str) -> bool {
-    media_type == "application/vnd.oci.image.config.v1+json"
-        || media_type == "application/vnd.docker.container.image.v1+json"
-}
-
-pub fn platform_name(p: &wharf_oci::manifest::Platform) -> String {
-    match &p.variant {
-        Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
-        None => format!("{}/{}", p.os, p.architecture),
-    }
-}
+pub use summary::{is_image_config, platform_name};
 
 #[cfg(test)]
 mod tests {

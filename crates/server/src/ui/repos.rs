@@ -318,7 +318,7 @@ async fn repository(
     let mut tags = Vec::with_capacity(details.len());
     let mut badges = super::vulns::tag_badges(st, &details).await?.into_iter();
     for t in &details {
-        let s = image::summarize(st, &t.media_type, &t.payload).await;
+        let s = image::tag_summary(st, t).await;
         let referrers = match t.digest.parse::<Digest>() {
             Ok(d) => meta.referrers(repo, &d, None).await?.len(),
             Err(_) => 0,

@@ -214,3 +214,17 @@ CREATE TABLE proxy_manifests (
     PRIMARY KEY (repository, digest)
 ) WITHOUT ROWID;
 CREATE INDEX proxy_manifests_by_use ON proxy_manifests (prefix, last_used_at);
+
+-- What a list of tags shows of each manifest (size and platforms, crates/oci's
+-- summary), written with the manifest from 1.2.0 on so that a page of tags reads no
+-- blobs. For the manifests older releases stored, the background migration
+-- `manifestsummaries` fills it in after the upgrade is finalised. `platforms` is NULL
+-- when they could not be told (an image configuration missing from the blob store).
+CREATE TABLE manifest_summaries (
+    repository_id INTEGER NOT NULL,
+    digest        TEXT NOT NULL,
+    size          INTEGER NOT NULL,
+    platforms     TEXT,
+    PRIMARY KEY (repository_id, digest),
+    FOREIGN KEY (repository_id, digest) REFERENCES manifests (repository_id, digest) ON DELETE CASCADE
+);

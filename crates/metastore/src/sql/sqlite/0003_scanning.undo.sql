@@ -1,5 +1,6 @@
 -- Undoes schema level 3 before it is finalised (`wharf upgrade rollback`): the scanning
 -- tables go, with what 1.2.0 replicas wrote into them; nothing 1.1.0 reads is touched.
+DROP TABLE IF EXISTS manifest_summaries;
 DROP TABLE IF EXISTS content_cache_choices;
 DROP TABLE IF EXISTS content_caches;
 DROP INDEX IF EXISTS jobs_waiting_scans_last;
