@@ -52,7 +52,7 @@ enum JobsCommand {
     /// With --wait and no replica serving on this store, it says so at once instead of
     /// waiting for a worker that does not exist.
     Run {
-        /// gc, metadatastoremigration or purge_uploads
+        /// gc, manifestsummaries, metadatastoremigration or purge_uploads
         action: String,
         /// Parameters, a JSON object
         #[arg(long, default_value = "{}")]
