@@ -41,7 +41,7 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         level: 3,
-        name: "vulnerability scanning (advisories, inventories, matches, policies)",
+        name: "vulnerability scanning, content caches, pull-through proxies and manifest summaries",
         sqlite: include_str!("sql/sqlite/0003_scanning.sql"),
         postgres: include_str!("sql/postgres/0003_scanning.sql"),
         sqlite_undo: include_str!("sql/sqlite/0003_scanning.undo.sql"),
