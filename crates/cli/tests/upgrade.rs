@@ -372,6 +372,17 @@ async fn apply_moves_1_0_0_data_through_1_1_0_and_resumes_after_a_failure() {
     assert_eq!(r.status(), reqwest::StatusCode::NOT_FOUND);
 }
 
+/// The check `name` of an `upgrade check --format json` report.
+fn named_check(report: &Value, name: &str) -> Value {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no check {name}: {report:#}"))
+}
+
 async fn check(dir: &str, extra: &[&str]) -> (i32, serde_json::Value) {
     let mut c = wharf_cmd(&["upgrade", "check", "--format", "json", "--data-dir", dir]);
     c.args(extra);
@@ -1558,13 +1569,7 @@ async fn an_upgrade_from_1_1_0_fills_in_the_summaries_of_older_images() {
         "{text}"
     );
     let (status, report) = check(dir, &[]).await;
-    let background = report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "background-migrations")
-        .cloned()
-        .unwrap();
+    let background = named_check(&report, "background-migrations");
     assert_ne!(status, 0, "{report:#}");
     assert_eq!(background["status"], "fail", "{background}");
     assert!(
@@ -1623,13 +1628,7 @@ async fn an_upgrade_from_1_1_0_fills_in_the_summaries_of_older_images() {
     let st = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(st.contains("manifestsummaries (job "), "{st}");
     let (status, report) = check(dir, &[]).await;
-    let background = report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "background-migrations")
-        .cloned()
-        .unwrap();
+    let background = named_check(&report, "background-migrations");
     assert_eq!(background["status"], "pass", "{status} {background}");
 
     // A push now is stored with its summary, no job needed.

@@ -181,6 +181,32 @@ impl JobContext {
         p
     }
 
+    /// After a batch of a batched action: records progress and, for the first batch,
+    /// every twentieth, and the last one (`last`), logs it: "VERB DONE of TOTAL WHAT
+    /// (RATE/s, ETA N s)".
+    pub async fn batch_done(
+        &self,
+        batch: u64,
+        last: bool,
+        done: u64,
+        total: u64,
+        verb: &str,
+        what: &str,
+    ) {
+        let p = self.progress(done, total.max(done), what);
+        if batch % 20 == 1 || last {
+            let eta = p
+                .eta_secs
+                .map(|s| format!(", ETA {s} s"))
+                .unwrap_or_default();
+            self.log(format!(
+                "{verb} {done} of {} {what} ({:.0}/s{eta})",
+                p.total, p.rate
+            ))
+            .await;
+        }
+    }
+
     /// Whether the action should stop now, and why. Checked between steps.
     pub fn should_stop(&self) -> Option<Stop> {
         match self.stop.load(Ordering::SeqCst) {

@@ -150,6 +150,12 @@ pub struct OrgDetail {
     pub teams: Vec<(String, Vec<String>)>,
 }
 
+/// The manifests without a summary (`manifestsummaries`' work), counted.
+pub(crate) const COUNT_UNSUMMARISED_SQL: &str = "
+SELECT COUNT(*) FROM manifests m WHERE NOT EXISTS
+  (SELECT 1 FROM manifest_summaries s
+   WHERE s.repository_id = m.repository_id AND s.digest = m.digest)";
+
 pub(crate) const LIST_ORGS_SQL: &str = "
 SELECT o.name,
   (SELECT COUNT(*) FROM org_members m WHERE m.org_id = o.id),

@@ -90,18 +90,15 @@ impl crate::Action for ManifestSummaries {
                 .count() as u64;
             done += meta.record_manifest_summaries(&batch).await?;
             batches += 1;
-            let p = ctx.progress(done, total.max(done), "manifests");
-            if batches % 20 == 1 || pending.len() < batch_size {
-                let eta = p
-                    .eta_secs
-                    .map(|s| format!(", ETA {s} s"))
-                    .unwrap_or_default();
-                ctx.log(format!(
-                    "summarised {done} of {} manifests ({:.0}/s{eta})",
-                    p.total, p.rate
-                ))
-                .await;
-            }
+            ctx.batch_done(
+                batches,
+                pending.len() < batch_size,
+                done,
+                total,
+                "summarised",
+                "manifests",
+            )
+            .await;
         }
         // This release stores every manifest with its summary; only an older replica
         // still serving could have stored one behind the cursor. A retry takes it.

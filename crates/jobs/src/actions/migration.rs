@@ -82,18 +82,15 @@ impl crate::Action for MetadataStoreMigration {
             let marked = meta.record_manifest_refs(&batch).await?;
             done += marked;
             batches += 1;
-            let p = ctx.progress(done, total.max(done), "manifests");
-            if batches % 20 == 1 || pending.len() < batch_size {
-                let eta = p
-                    .eta_secs
-                    .map(|s| format!(", ETA {s} s"))
-                    .unwrap_or_default();
-                ctx.log(format!(
-                    "migrated {done} of {} manifests ({:.0}/s{eta})",
-                    p.total, p.rate
-                ))
-                .await;
-            }
+            ctx.batch_done(
+                batches,
+                pending.len() < batch_size,
+                done,
+                total,
+                "migrated",
+                "manifests",
+            )
+            .await;
         }
         let left = meta.count_manifests_without_refs().await?;
         if left > 0 {

@@ -9,7 +9,7 @@ use crate::accounts::Visibility;
 use crate::browse::{
     fold_teams, prefix_end, restricted_by_name_sql, viewer_params, BrowseStore, OrgDetail,
     RepoCursor, RepoQuery, RepoSort, RepoSummary, TagDetail, UnsummarisedManifest, Viewer,
-    LIST_ORGS_SQL, ORG_MEMBERS_SQL, ORG_TEAMS_SQL, REPO_GRANTS_SQL,
+    COUNT_UNSUMMARISED_SQL, LIST_ORGS_SQL, ORG_MEMBERS_SQL, ORG_TEAMS_SQL, REPO_GRANTS_SQL,
 };
 use crate::Result;
 use wharf_oci::ManifestSummary;
@@ -246,13 +246,9 @@ impl BrowseStore for PgMetaStore {
     }
 
     async fn count_manifests_without_summary(&self) -> Result<u64> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM manifests m WHERE NOT EXISTS
-               (SELECT 1 FROM manifest_summaries s
-                WHERE s.repository_id = m.repository_id AND s.digest = m.digest)",
-        )
-        .fetch_one(self.pool())
-        .await?;
+        let n: i64 = sqlx::query_scalar(COUNT_UNSUMMARISED_SQL)
+            .fetch_one(self.pool())
+            .await?;
         Ok(n as u64)
     }
 

@@ -9,7 +9,7 @@ use crate::accounts::Visibility;
 use crate::browse::{
     fold_teams, prefix_end, restricted_by_name_sql, viewer_params, BrowseStore, OrgDetail,
     RepoCursor, RepoQuery, RepoSort, RepoSummary, TagDetail, UnsummarisedManifest, Viewer,
-    LIST_ORGS_SQL, ORG_MEMBERS_SQL, ORG_TEAMS_SQL, REPO_GRANTS_SQL,
+    COUNT_UNSUMMARISED_SQL, LIST_ORGS_SQL, ORG_MEMBERS_SQL, ORG_TEAMS_SQL, REPO_GRANTS_SQL,
 };
 use crate::Result;
 use wharf_oci::ManifestSummary;
@@ -235,16 +235,8 @@ impl BrowseStore for SqliteMetaStore {
     }
 
     async fn count_manifests_without_summary(&self) -> Result<u64> {
-        self.read(|c| {
-            Ok(c.query_row(
-                "SELECT COUNT(*) FROM manifests m WHERE NOT EXISTS
-                   (SELECT 1 FROM manifest_summaries s
-                    WHERE s.repository_id = m.repository_id AND s.digest = m.digest)",
-                [],
-                |r| r.get::<_, i64>(0),
-            )? as u64)
-        })
-        .await
+        self.read(|c| Ok(c.query_row(COUNT_UNSUMMARISED_SQL, [], |r| r.get::<_, i64>(0))? as u64))
+            .await
     }
 
     async fn manifests_without_summary(
