@@ -1580,6 +1580,15 @@ async fn an_upgrade_from_1_1_0_fills_in_the_summaries_of_older_images() {
         "{background}"
     );
 
+    // A summary whose manifest is gone, as when a 1.1.0 replica deletes a manifest
+    // during a rolling upgrade (it does not know the table): the job removes it.
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute(
+            "INSERT INTO manifest_summaries (repository_id, digest, size, platforms) VALUES (1, 'sha256:gone', 1, '')",
+            [],
+        )
+        .unwrap();
     // The registry runs the job; bounded wait on what the store says.
     let server = TestServer::start_in(&data, &[], &[]);
     let summaries = |digest: &str| -> Option<(i64, Option<String>)> {
@@ -1619,6 +1628,7 @@ async fn an_upgrade_from_1_1_0_fills_in_the_summaries_of_older_images() {
         Some((size, Some("linux/amd64".into())))
     );
     assert_eq!(summaries(&damaged_digest).map(|s| s.1), Some(None));
+    assert_eq!(summaries("sha256:gone"), None, "the orphan is removed");
     let out = run(
         wharf_cmd(&["upgrade", "status", "--data-dir", dir]),
         None,

@@ -136,6 +136,10 @@ pub trait BrowseStore {
         limit: usize,
     ) -> Result<Vec<UnsummarisedManifest>>;
 
+    /// Removes the summaries of manifests that are gone (deleted by an older release,
+    /// which does not know the table); returns how many.
+    async fn delete_orphan_summaries(&self) -> Result<u64>;
+
     /// Stores summaries, in one transaction; a manifest deleted meanwhile is skipped and
     /// one summarised already is left as it is. Returns how many this stored.
     async fn record_manifest_summaries(
@@ -155,6 +159,11 @@ pub(crate) const COUNT_UNSUMMARISED_SQL: &str = "
 SELECT COUNT(*) FROM manifests m WHERE NOT EXISTS
   (SELECT 1 FROM manifest_summaries s
    WHERE s.repository_id = m.repository_id AND s.digest = m.digest)";
+
+pub(crate) const DELETE_ORPHAN_SUMMARIES_SQL: &str = "
+DELETE FROM manifest_summaries WHERE NOT EXISTS
+  (SELECT 1 FROM manifests m
+   WHERE m.repository_id = manifest_summaries.repository_id AND m.digest = manifest_summaries.digest)";
 
 pub(crate) const LIST_ORGS_SQL: &str = "
 SELECT o.name,

@@ -776,6 +776,11 @@ impl MetaStore for PgMetaStore {
             .bind(&digest)
             .execute(&mut *tx)
             .await?;
+        sqlx::query("DELETE FROM manifest_summaries WHERE repository_id = $1 AND digest = $2")
+            .bind(rid)
+            .bind(&digest)
+            .execute(&mut *tx)
+            .await?;
         let n = sqlx::query("DELETE FROM manifests WHERE repository_id = $1 AND digest = $2")
             .bind(rid)
             .bind(&digest)

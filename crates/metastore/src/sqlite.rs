@@ -781,6 +781,10 @@ impl MetaStore for SqliteMetaStore {
                 "DELETE FROM tags WHERE repository_id = ? AND manifest_digest = ?",
                 params![rid, digest],
             )?;
+            tx.execute(
+                "DELETE FROM manifest_summaries WHERE repository_id = ? AND digest = ?",
+                params![rid, digest],
+            )?;
             let n = tx.execute(
                 "DELETE FROM manifests WHERE repository_id = ? AND digest = ?",
                 params![rid, digest],

@@ -1466,7 +1466,11 @@ pub async fn gc_untagged_manifests_spare_tagged_children_and_referrers(store: &d
         .put_manifest(&r, &index, Some(&tag("latest")))
         .await
         .unwrap();
-    let orphan = manifest(r#"{"orphan":1}"#, vec![], vec![]);
+    let mut orphan = manifest(r#"{"orphan":1}"#, vec![], vec![]);
+    orphan.summary = Some(wharf_oci::ManifestSummary {
+        size: 1,
+        platforms: Some(String::new()),
+    });
     store.put_manifest(&r, &orphan, None).await.unwrap();
     let mut sig = manifest(r#"{"signature":1}"#, vec![], vec![]);
     sig.subject = Some(index.digest.clone());
@@ -1489,6 +1493,11 @@ pub async fn gc_untagged_manifests_spare_tagged_children_and_referrers(store: &d
     assert_eq!(
         store.delete_unused_manifests(&found, cutoff).await.unwrap(),
         1
+    );
+    assert_eq!(
+        store.delete_orphan_summaries().await.unwrap(),
+        0,
+        "the collected manifest's summary went with it"
     );
     // Untagging the index frees it, and then its child.
     store.delete_tag(&r, &tag("latest")).await.unwrap();
@@ -2963,6 +2972,7 @@ pub async fn manifest_summaries_are_stored_with_pushes_and_filled_in_later(store
     let filled = page.iter().find(|t| t.digest == old[0]).unwrap();
     assert_eq!(filled.summary, Some(summary(7, None)));
 
+    assert_eq!(store.delete_orphan_summaries().await.unwrap(), 0);
     // A deleted manifest takes its summary with it: pushed again, it gets the new one.
     let newd = new.digest.clone();
     assert!(store.delete_manifest(&r, &newd).await.unwrap());

@@ -44,10 +44,24 @@ pub(crate) async fn undo_expand(
     location: &MetadataLocation,
     level: u32,
 ) -> anyhow::Result<Vec<u32>> {
-    Ok(match location {
-        MetadataLocation::Sqlite(p) => SqliteMetaStore::undo_expand(p, level).await?,
-        MetadataLocation::Postgres(u) => PgMetaStore::undo_expand(&u.0, level).await?,
-    })
+    // The undo drops tables that serving replicas write to; on PostgreSQL its one
+    // transaction can be chosen as a deadlock's victim. It changed nothing then, so it
+    // is tried again (a few times, then the error stands: a rerun of rollback resumes).
+    let mut attempt = 1;
+    loop {
+        let undone = match location {
+            MetadataLocation::Sqlite(p) => SqliteMetaStore::undo_expand(p, level).await,
+            MetadataLocation::Postgres(u) => PgMetaStore::undo_expand(&u.0, level).await,
+        };
+        match undone {
+            Err(e) if attempt < 3 && e.to_string().contains("deadlock detected") => {
+                tracing::warn!(attempt, error = %e, "undoing the expansion met a deadlock; trying again");
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
+            }
+            other => return Ok(other?),
+        }
+    }
 }
 
 /// The version that wrote the data `config` points at (the cluster's version), read

@@ -106,6 +106,13 @@ impl crate::Action for ManifestSummaries {
         if left > 0 {
             anyhow::bail!("{left} manifests still lack a summary after the run (stored by an older release meanwhile?)");
         }
+        // Summaries of manifests that 1.1.0 replicas deleted during the upgrade (they do
+        // not know the table).
+        let orphans = meta.delete_orphan_summaries().await?;
+        if orphans > 0 {
+            ctx.log(format!("removed {orphans} summaries of deleted manifests"))
+                .await;
+        }
         let unknown = if unknown > 0 {
             format!(
                 "; {unknown} whose image configuration could not be read show their platforms as unknown until it can"

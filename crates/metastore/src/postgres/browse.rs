@@ -9,7 +9,8 @@ use crate::accounts::Visibility;
 use crate::browse::{
     fold_teams, prefix_end, restricted_by_name_sql, viewer_params, BrowseStore, OrgDetail,
     RepoCursor, RepoQuery, RepoSort, RepoSummary, TagDetail, UnsummarisedManifest, Viewer,
-    COUNT_UNSUMMARISED_SQL, LIST_ORGS_SQL, ORG_MEMBERS_SQL, ORG_TEAMS_SQL, REPO_GRANTS_SQL,
+    COUNT_UNSUMMARISED_SQL, DELETE_ORPHAN_SUMMARIES_SQL, LIST_ORGS_SQL, ORG_MEMBERS_SQL,
+    ORG_TEAMS_SQL, REPO_GRANTS_SQL,
 };
 use crate::Result;
 use wharf_oci::ManifestSummary;
@@ -279,6 +280,13 @@ impl BrowseStore for PgMetaStore {
                 payload: Bytes::from(r.get::<Vec<u8>, _>(3)),
             })
             .collect())
+    }
+
+    async fn delete_orphan_summaries(&self) -> Result<u64> {
+        Ok(sqlx::query(DELETE_ORPHAN_SUMMARIES_SQL)
+            .execute(self.pool())
+            .await?
+            .rows_affected())
     }
 
     async fn record_manifest_summaries(

@@ -292,6 +292,16 @@ impl GcStore for PgMetaStore {
         .execute(&mut *tx)
         .await?
         .rows_affected();
+        // Their summaries, in the same transaction (those still stored are kept).
+        sqlx::query(
+            "DELETE FROM manifest_summaries s USING UNNEST($1::BIGINT[], $2::TEXT[]) AS k(rid, d)
+             WHERE s.repository_id = k.rid AND s.digest = k.d
+               AND NOT EXISTS (SELECT 1 FROM manifests m WHERE m.repository_id = k.rid AND m.digest = k.d)",
+        )
+        .bind(&rids)
+        .bind(&digests)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(deleted)
     }

@@ -9,7 +9,8 @@ use crate::accounts::Visibility;
 use crate::browse::{
     fold_teams, prefix_end, restricted_by_name_sql, viewer_params, BrowseStore, OrgDetail,
     RepoCursor, RepoQuery, RepoSort, RepoSummary, TagDetail, UnsummarisedManifest, Viewer,
-    COUNT_UNSUMMARISED_SQL, LIST_ORGS_SQL, ORG_MEMBERS_SQL, ORG_TEAMS_SQL, REPO_GRANTS_SQL,
+    COUNT_UNSUMMARISED_SQL, DELETE_ORPHAN_SUMMARIES_SQL, LIST_ORGS_SQL, ORG_MEMBERS_SQL,
+    ORG_TEAMS_SQL, REPO_GRANTS_SQL,
 };
 use crate::Result;
 use wharf_oci::ManifestSummary;
@@ -264,6 +265,11 @@ impl BrowseStore for SqliteMetaStore {
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
+    }
+
+    async fn delete_orphan_summaries(&self) -> Result<u64> {
+        self.write(|tx| Ok(tx.execute(DELETE_ORPHAN_SUMMARIES_SQL, [])? as u64))
+            .await
     }
 
     async fn record_manifest_summaries(

@@ -246,9 +246,15 @@ impl GcStore for SqliteMetaStore {
                    AND NOT EXISTS (SELECT 1 FROM tags WHERE repository_id = ?1 AND manifest_digest = ?2)
                    AND NOT EXISTS (SELECT 1 FROM manifest_refs WHERE repository_id = ?1 AND ref_digest = ?2)",
             )?;
+            let mut summary = tx.prepare_cached(
+                "DELETE FROM manifest_summaries WHERE repository_id = ? AND digest = ?",
+            )?;
             let mut deleted = 0;
             for (rid, digest) in &keys {
-                deleted += st.execute(params![rid, digest, created_before_ms])? as u64;
+                if st.execute(params![rid, digest, created_before_ms])? > 0 {
+                    summary.execute(params![rid, digest])?;
+                    deleted += 1;
+                }
             }
             Ok(deleted)
         })

@@ -220,11 +220,15 @@ CREATE INDEX proxy_manifests_by_use ON proxy_manifests (prefix, last_used_at);
 -- blobs. For the manifests older releases stored, the background migration
 -- `manifestsummaries` fills it in after the upgrade is finalised. `platforms` is NULL
 -- when they could not be told (an image configuration missing from the blob store).
+-- No foreign key to `manifests`: one would make this expand (and its undo, which a
+-- rollback runs while 1.2.0 replicas push) lock that busy table, and the undo deadlock
+-- with pushes on PostgreSQL. A manifest's delete removes its summary in the same
+-- transaction; what 1.1.0 replicas delete during the upgrade, `manifestsummaries`
+-- removes afterwards.
 CREATE TABLE manifest_summaries (
     repository_id INTEGER NOT NULL,
     digest        TEXT NOT NULL,
     size          INTEGER NOT NULL,
     platforms     TEXT,
-    PRIMARY KEY (repository_id, digest),
-    FOREIGN KEY (repository_id, digest) REFERENCES manifests (repository_id, digest) ON DELETE CASCADE
+    PRIMARY KEY (repository_id, digest)
 );
